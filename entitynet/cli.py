@@ -1,0 +1,155 @@
+"""The ``entitynet`` command: one subcommand per stage, each a thin layer over its module.
+
+``main(argv)`` returns the exit status (0 done, 1 the stage failed, 2 bad usage or configuration),
+so tests call it directly. Logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from entitynet import __version__
+from entitynet.config import DOMAINS, SOURCES, Config, KgConfig, load_config, preset_names
+from entitynet.kg import stage as kg_stage
+from entitynet.kg.sparql import SparqlError
+from entitynet.kg.wordnet import WordNetMissing
+from entitynet.rundir import RunDir, StageConfigChanged
+from entitynet.typed_config import ConfigError, describe
+
+logger = logging.getLogger("entitynet.cli")
+
+FAILURES = (SparqlError, WordNetMissing, StageConfigChanged, OSError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose - args.quiet)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"entitynet: configuration error: {error}", file=sys.stderr)
+        return 2
+    except FAILURES as error:
+        print(f"entitynet {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"entitynet {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="entitynet",
+        description="Knowledge graphs to image-text datasets for CLIP. Each command is one stage of the "
+        "flow and reads and writes a run directory (--run).",
+        epilog="Run 'entitynet COMMAND --help' for a stage's options and configuration keys.",
+    )
+    parser.add_argument("--version", action="version", version=f"entitynet {__version__}")
+    _add_verbosity(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_kg(commands)
+    return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default: Any = 0) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=default, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=default, help="less log output: warnings and errors only")
+
+
+def _stage_parser(commands: Any, name: str, summary: str, section: type, prefix: str) -> argparse.ArgumentParser:
+    """A stage subcommand with the options every stage shares and its config keys in the epilog."""
+    keys = "\n".join(
+        f"  {key} ({kind}, default {default!r})\n" + textwrap.indent(textwrap.fill(text, 74), "      ")
+        for key, kind, default, text in describe(section, prefix)
+    )
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=f"configuration keys (YAML under '{prefix.rstrip('.')}:', or --set KEY=VALUE):\n{keys}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, metavar="RUN", help="run directory that holds every stage's artifacts")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML configuration (or a shipped one: {', '.join(preset_names())}); only the keys you set "
+        "change the domain's preset",
+    )
+    parser.add_argument("--domain", choices=DOMAINS, help="which dataset: its preset is the base configuration (default livingthings)")
+    parser.add_argument(
+        "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+        help="override one configuration key, e.g. --set kg.sparql.page_size=500 (repeatable)",
+    )
+    parser.add_argument("--force", action="store_true", help="redo the stage even if it finished, discarding its cache")
+    # SUPPRESS: a subcommand's -v adds to the main parser's instead of resetting it.
+    _add_verbosity(parser, default=argparse.SUPPRESS)
+    return parser
+
+
+def _add_kg(commands: Any) -> None:
+    parser = _stage_parser(
+        commands,
+        "kg",
+        "Harvest entities from Wikidata (SPARQL) and WordNet into RUN/entities.parquet.",
+        KgConfig,
+        "kg.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--endpoint", help="SPARQL endpoint: qlever (default), wdqs or a URL (kg.sparql.endpoint)")
+    source.add_argument(
+        "--kg-dump", metavar="FILE",
+        help="query a Turtle/N-Triples dump in-process instead of an endpoint (kg.sparql.dump)",
+    )
+    parser.add_argument(
+        "--sources", type=_source_list, metavar="LIST",
+        help=f"comma-separated sources among {','.join(SOURCES)} (kg.sources)",
+    )
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N entities per root and source (kg.limit_per_root)")
+    parser.add_argument("--contact", help="your e-mail or URL for the User-Agent (kg.sparql.contact)")
+    parser.set_defaults(handler=_run_kg)
+
+
+def _source_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(SOURCES)}, got {text!r}")
+    return names
+
+
+def _config(args: argparse.Namespace, flags: dict[str, Any]) -> Config:
+    return load_config(args.config, args.domain, args.assignments, flags)
+
+
+def _run_kg(args: argparse.Namespace) -> int:
+    config = _config(
+        args,
+        {
+            "kg.sparql.endpoint": args.endpoint,
+            "kg.sparql.dump": args.kg_dump,
+            "kg.sources": args.sources,
+            "kg.limit_per_root": args.limit,
+            "kg.sparql.contact": args.contact,
+        },
+    )
+    result = kg_stage.run(config, RunDir(args.run), force=args.force)
+    state = "already complete" if result.skipped else f"done in {result.seconds:.1f}s"
+    print(f"kg: {state}: {RunDir(args.run).path(kg_stage.ARTIFACT)}")
+    print(kg_stage.summary_table(result.stats))
+    return 0
+
+
+def configure_logging(level: int) -> None:
+    """-q: warnings, default: info, -v: debug for entitynet, -vv: debug for everything."""
+    root_level = logging.DEBUG if level >= 2 else logging.WARNING
+    ours = logging.WARNING if level < 0 else logging.INFO if level == 0 else logging.DEBUG
+    logging.basicConfig(level=root_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("entitynet").setLevel(ours)
+

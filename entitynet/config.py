@@ -1,0 +1,226 @@
+"""The configuration of every stage: one small dataclass per concern, one YAML file for a run.
+
+Layers, later ones winning: the preset of the domain (``configs/<domain>.yaml``, shipped with
+the package), the user's ``--config`` file, ``--set key.sub=value`` pairs, then the stage's own
+flags (``--endpoint``, ``--limit``, ...). ``load_config`` checks everything before any stage runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from entitynet.typed_config import ConfigError, Layers, option, require
+
+DOMAINS = ("livingthings", "entitynet")
+SOURCES = ("wikidata", "wordnet")
+ENDPOINTS = {
+    # QLever answers the transitive (P171+, P279*) queries the harvest needs in seconds.
+    "qlever": "https://qlever.cs.uni-freiburg.de/api/wikidata",
+    "wdqs": "https://query.wikidata.org/sparql",
+}
+_QID = re.compile(r"Q[1-9][0-9]*")
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
+_SYNSET = re.compile(r"[^\s.][^\s]*\.[nvasr]\.[0-9]{2}")
+
+
+def _all_match(pattern: re.Pattern[str], values: list[str]) -> bool:
+    return all(pattern.fullmatch(value) for value in values)
+
+
+@dataclass
+class SparqlConfig:
+    endpoint: str = option("qlever", "SPARQL endpoint: 'qlever', 'wdqs' or an http(s) URL")
+    dump: str | None = option(
+        None,
+        "Turtle or N-Triples file (.gz/.bz2 allowed) queried in-process with pyoxigraph instead of an endpoint",
+        path=True,
+    )
+    contact: str = option(
+        "",
+        "your e-mail or URL, sent in the User-Agent as Wikimedia's User-Agent policy asks",
+    )
+    page_size: int = option(10_000, "most rows any single request may return")
+    batch_size: int = option(1_000, "entities whose details are fetched in one request")
+    timeout: float = option(120.0, "seconds a request may take before it counts as failed")
+    max_attempts: int = option(6, "tries per request before giving up (429, 5xx, timeouts, bad bodies)")
+    backoff: float = option(2.0, "first retry wait in seconds; doubles per retry, with jitter")
+    max_wait: float = option(300.0, "longest single wait, also the longest Retry-After honoured")
+
+    def __post_init__(self) -> None:
+        require(
+            self.endpoint in ENDPOINTS or self.endpoint.startswith(("http://", "https://")),
+            "endpoint",
+            f"must be one of {', '.join(ENDPOINTS)} or an http(s) URL, got {self.endpoint!r}",
+        )
+        require(self.page_size >= 1, "page_size", "must be at least 1")
+        require(self.batch_size >= 1, "batch_size", "must be at least 1")
+        require(self.timeout > 0, "timeout", "must be positive")
+        require(self.max_attempts >= 1, "max_attempts", "must be at least 1")
+        require(self.backoff >= 0, "backoff", "must not be negative")
+        require(self.max_wait >= 0, "max_wait", "must not be negative")
+        require(not any(c in self.contact for c in "\r\n"), "contact", "must be one line")
+
+    @property
+    def endpoint_url(self) -> str:
+        return ENDPOINTS.get(self.endpoint, self.endpoint)
+
+
+@dataclass
+class WikidataConfig:
+    mode: Literal["organisms", "classes"] = option(
+        "organisms",
+        "'organisms': taxa and things under the roots via P31/P279*, P279+ or P171+ (LivingThings); "
+        "'classes': subclasses (P279*) of the roots, no instances (EntityNet)",
+    )
+    roots: list[str] = option(["Q729", "Q756", "Q764"], "root items (Q-ids) to harvest under, in order")
+    living_roots: list[str] = option(
+        ["Q729", "Q756", "Q764"], "roots whose entities get domain 'living' (animal, plant, fungus)"
+    )
+    exclude: list[str] = option(
+        ["Q5", "Q24334299", "Q14897293", "Q795052"],
+        "items excluded with everything that is an instance or subclass of them "
+        "(human, mythical creature, fictional entity, individual animal)",
+    )
+    languages: list[str] = option(["en", "mul"], "label languages in order of preference")
+    require_image: bool = option(True, "keep only entities with an image (P18), as the paper did")
+    min_sitelinks: int = option(0, "drop entities with fewer sitelinks")
+    ancestor_hops: int = option(3, "how far up (P31/P279/P171) natural-type candidates are collected")
+
+    def __post_init__(self) -> None:
+        require(bool(self.roots), "roots", "needs at least one Q-id")
+        for key in ("roots", "living_roots", "exclude"):
+            require(_all_match(_QID, getattr(self, key)), key, "every entry must be a Q-id like Q729")
+        require(bool(self.languages), "languages", "needs at least one language")
+        require(_all_match(_LANGUAGE, self.languages), "languages", "entries must be language codes like en, pt-br")
+        require(self.min_sitelinks >= 0, "min_sitelinks", "must not be negative")
+        require(1 <= self.ancestor_hops <= 3, "ancestor_hops", "must be 1, 2 or 3")
+
+
+@dataclass
+class WordnetConfig:
+    roots: list[str] = option(["living_thing.n.01"], "synsets whose hyponyms are harvested")
+    living_roots: list[str] = option(
+        ["living_thing.n.01"], "synsets whose hyponyms get domain 'living'"
+    )
+    blacklist: list[str] = option(
+        ["person.n.01", "microorganism.n.01", "cell.n.02", "monster.n.05"],
+        "subtrees left out entirely",
+    )
+    data_dir: str | None = option(
+        None,
+        "folder holding corpora/wordnet (nltk layout); by default nltk's own paths, then Debian's "
+        "/usr/share/wordnet", path=True,
+    )
+
+    def __post_init__(self) -> None:
+        require(bool(self.roots), "roots", "needs at least one synset")
+        for key in ("roots", "living_roots", "blacklist"):
+            require(_all_match(_SYNSET, getattr(self, key)), key, "entries must be synset names like dog.n.01")
+
+
+@dataclass
+class KgConfig:
+    sources: list[Literal["wikidata", "wordnet"]] = option(["wikidata", "wordnet"], "where entities come from")
+    limit_per_root: int | None = option(
+        None,
+        "keep at most N entities per root and source: the top N by sitelinks (WordNet: by lemma frequency)",
+    )
+    sparql: SparqlConfig = option(SparqlConfig, "how the SPARQL endpoint or dump is queried")
+    wikidata: WikidataConfig = option(WikidataConfig, "what is harvested from Wikidata")
+    wordnet: WordnetConfig = option(WordnetConfig, "what is harvested from WordNet")
+
+    def __post_init__(self) -> None:
+        require(bool(self.sources), "sources", "needs at least one of wikidata, wordnet")
+        require(len(set(self.sources)) == len(self.sources), "sources", "lists a source twice")
+        require(self.limit_per_root is None or self.limit_per_root >= 1, "limit_per_root", "must be at least 1")
+
+
+@dataclass
+class Config:
+    domain: Literal["livingthings", "entitynet"] = option("livingthings", "which dataset this run makes")
+    kg: KgConfig = option(KgConfig, "the kg stage")
+
+
+def preset_path(name: str) -> Path | None:
+    """A config shipped with the package (``configs/<name>.yaml``), or None."""
+    if not re.fullmatch(r"[a-z0-9_-]+", name):
+        return None
+    candidate = resources.files("entitynet.configs") / f"{name}.yaml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("entitynet.configs")
+    return sorted(item.name[: -len(".yaml")] for item in folder.iterdir() if item.name.endswith(".yaml"))
+
+
+def load_config(
+    config: str | None = None,
+    domain: str | None = None,
+    assignments: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve the layers into one checked ``Config``.
+
+    ``config`` is a YAML file or the name of a shipped config (``demo``). The domain comes from
+    ``domain``, else the file's ``domain:``, else livingthings; its preset is the base layer.
+    ``flags`` maps dotted keys to values given by dedicated command-line flags (None = not given).
+    """
+    file_path = None
+    if config is not None:
+        file_path = Path(config)
+        if not file_path.is_file():
+            file_path = preset_path(config)
+            if file_path is None:
+                choices = ", ".join(preset_names())
+                raise ConfigError(f"--config: {config}: no such file, nor a shipped config ({choices})")
+    user = Layers(Config)
+    if file_path is not None:
+        user.add_file(file_path)
+    if domain is None:
+        domain = user.data.get("domain", "livingthings")
+    if domain not in DOMAINS:
+        where = user.origin_of("domain") if "domain" in user.data else "--domain"
+        raise ConfigError(f"{where}: domain: must be one of {', '.join(DOMAINS)}, got {domain!r}")
+
+    layers = Layers(Config)
+    preset = preset_path(domain)
+    if preset is None:  # pragma: no cover - a packaging error
+        raise ConfigError(f"the {domain} preset is missing from the installed package")
+    layers.add_file(preset, origin=f"preset {preset.name}")
+    if file_path is not None:
+        layers.add_file(file_path)
+    layers.add({"domain": domain}, "--domain" if domain != user.data.get("domain", domain) else layers.origin_of("domain"))
+    layers.add_assignments(assignments or [])
+    for key, value in (flags or {}).items():
+        if value is not None:
+            flag = "--" + key.rpartition(".")[2].replace("_", "-")
+            layers.add_assignments([], flag)
+            layers.add(_nest_flag(key, value), flag, base_dir=Path.cwd())
+    return layers.build()
+
+
+def _nest_flag(dotted: str, value: Any) -> dict[str, Any]:
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DOMAINS",
+    "ENDPOINTS",
+    "KgConfig",
+    "SOURCES",
+    "SparqlConfig",
+    "WikidataConfig",
+    "WordnetConfig",
+    "load_config",
+    "preset_names",
+    "preset_path",
+]

@@ -1,0 +1,1 @@
+"""The kg stage: entities from Wikidata (SPARQL) and WordNet (nltk)."""

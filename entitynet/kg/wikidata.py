@@ -1,0 +1,208 @@
+"""Harvest entities from Wikidata over SPARQL, root by root, in pages, in bounded memory.
+
+Per root: page through the members, most sitelinks first, until the limit; every batch of ids
+then gets its facts (labels, aliases, descriptions, common names, taxon names, images) and its
+ancestors (with their labels and sitelinks, the natural-type candidates). Entities stream out as
+they are complete, so the stage never holds more than a batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from entitynet.config import KgConfig, WikidataConfig
+from entitynet.kg import wikidata_queries as queries
+from entitynet.kg.rdf import commons_image, language_of, qid_of, value_of
+from entitynet.kg.sparql import SparqlClient
+from entitynet.records import Ancestor, Entity
+
+logger = logging.getLogger(__name__)
+
+# Ancestors repeat across a harvest (every lion relative has Panthera above it). Remember this
+# many of their labels; beyond it the cache starts over, so memory stays flat on huge harvests.
+ANCESTOR_CACHE_SIZE = 100_000
+
+
+@dataclass
+class WikidataStats:
+    per_root: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"per_root": dict(self.per_root), "dropped": dict(sorted(self.dropped.items()))}
+
+
+@dataclass
+class _Facts:
+    """What the fact rows say about one item, by field and language."""
+
+    by_field: dict[str, list[tuple[str | None, Any]]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, name: str, language: str | None, value: Any) -> None:
+        self.by_field[name].append((language, value))
+
+    def texts(self, name: str, languages: list[str]) -> list[str]:
+        """Values of a language-tagged field, preferred language first, without repeats."""
+        rank = {language: index for index, language in enumerate(languages)}
+        tagged = sorted(
+            (rank.get(language or "", len(rank)), str(value)) for language, value in self.by_field.get(name, [])
+        )
+        return _unique(text for _, text in tagged)
+
+    def first(self, name: str) -> Any:
+        values = sorted(value for _, value in self.by_field.get(name, []))
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[Any]:
+        return sorted({value for _, value in self.by_field.get(name, [])})
+
+
+class WikidataHarvester:
+    """Entities under the configured roots; see the module docstring."""
+
+    def __init__(self, client: SparqlClient, config: KgConfig) -> None:
+        self.client = client
+        self.config: WikidataConfig = config.wikidata
+        self.page_size = config.sparql.page_size
+        self.batch_size = config.sparql.batch_size
+        self.limit = config.limit_per_root
+        self.stats = WikidataStats()
+        self._ancestor_cache: dict[str, tuple[str | None, int | None]] = {}
+
+    def entities(self) -> Iterator[Entity]:
+        seen: set[str] = set()  # an item under two roots belongs to the first
+        for root in self.config.roots:
+            ranked = self._members(root, seen)
+            for batch in _batched(ranked, self.batch_size):
+                yield from self._complete(root, batch)
+
+    def _members(self, root: str, seen: set[str]) -> Iterator[tuple[str, int]]:
+        text = queries.members(
+            root,
+            self.config.mode,
+            self.config.exclude,
+            self.config.require_image,
+            self.config.min_sitelinks,
+        )
+        kept = 0
+        progress = tqdm(desc=f"wikidata {root}", unit="entity", total=self.limit, disable=None, leave=False)
+        with progress:
+            for page in self.client.select_pages(text, f"members of {root}", self.page_size):
+                for row in page:
+                    qid = qid_of(row.get("item"))
+                    if qid is None:
+                        self.stats.dropped["not_an_item"] += 1
+                        continue
+                    if qid in seen:
+                        self.stats.dropped["under_earlier_root"] += 1
+                        continue
+                    seen.add(qid)
+                    kept += 1
+                    progress.update(1)
+                    yield qid, int(value_of(row.get("sitelinks")) or 0)
+                    if self.limit is not None and kept >= self.limit:
+                        return
+
+    def _complete(self, root: str, batch: list[tuple[str, int]]) -> Iterator[Entity]:
+        qids = [qid for qid, _ in batch]
+        facts = self._facts(qids, queries.ENTITY_FIELDS, "facts")
+        parents = self._ancestors(qids)
+        living = root in self.config.living_roots
+        languages = [language.lower() for language in self.config.languages]
+        for qid, sitelinks in batch:
+            item = facts.get(qid, _Facts())
+            labels = item.texts("label", languages)
+            common_names = item.texts("common_name", languages)
+            taxon_name = item.first("taxon_name")
+            # A taxon without a label in our languages is still known by its common or Latin name.
+            name = next(iter(labels + common_names), None) or taxon_name
+            if not name:
+                self.stats.dropped["no_label"] += 1
+                continue
+            descriptions = item.texts("description", languages)
+            images = [image for image in (commons_image({"value": v}) for v in item.all("image")) if image]
+            aliases = [alias for alias in _unique(labels[1:] + item.texts("alias", languages)) if alias.casefold() != name.casefold()]
+            self.stats.per_root[root] += 1
+            yield Entity(
+                id=qid,
+                source="wikidata",
+                name=name,
+                domain="living" if living else "other",
+                root=root,
+                aliases=aliases,
+                description=descriptions[0] if descriptions else None,
+                sitelinks=sitelinks,
+                taxon_name=taxon_name,
+                common_names=common_names,
+                image=images[0] if images else None,
+                ancestors=parents.get(qid, []),
+            )
+
+    def _facts(self, qids: list[str], fields: Iterable[str], what: str) -> dict[str, _Facts]:
+        text = queries.facts(qids, list(fields), self.config.languages)
+        found: dict[str, _Facts] = defaultdict(_Facts)
+        label = f"{what} of {len(qids)} items from {qids[0]}"
+        for page in self.client.select_pages(text, label, self.page_size):
+            for row in page:
+                qid = qid_of(row.get("item"))
+                name = value_of(row.get("field"))
+                if qid is None or name is None or "value" not in row:
+                    continue
+                found[qid].add(name, language_of(row["value"]), value_of(row["value"]))
+        return found
+
+    def _ancestors(self, qids: list[str]) -> dict[str, list[Ancestor]]:
+        text = queries.ancestors(qids, self.config.ancestor_hops)
+        nearest: dict[str, dict[str, int]] = defaultdict(dict)
+        for page in self.client.select_pages(text, f"ancestors of {len(qids)} items from {qids[0]}", self.page_size):
+            for row in page:
+                qid, ancestor = qid_of(row.get("item")), qid_of(row.get("ancestor"))
+                if qid is None or ancestor is None:
+                    continue
+                hops = int(value_of(row.get("hops")))
+                nearest[qid][ancestor] = min(hops, nearest[qid].get(ancestor, hops))
+        self._describe_ancestors({a for found in nearest.values() for a in found})
+        result = {}
+        for qid, found in nearest.items():
+            parents = [Ancestor(a, *self._ancestor_cache.get(a, (None, None)), hops=h) for a, h in found.items()]
+            parents.sort(key=lambda p: (p.hops, -(p.sitelinks or 0), p.id))
+            result[qid] = parents
+        return result
+
+    def _describe_ancestors(self, ancestor_ids: set[str]) -> None:
+        missing = sorted(ancestor_ids - self._ancestor_cache.keys(), key=lambda q: int(q[1:]))
+        if len(self._ancestor_cache) + len(missing) > ANCESTOR_CACHE_SIZE:
+            self._ancestor_cache.clear()
+            missing = sorted(ancestor_ids, key=lambda q: int(q[1:]))
+        languages = [language.lower() for language in self.config.languages]
+        for chunk in _batched(iter(missing), self.batch_size):
+            facts = self._facts(chunk, queries.ANCESTOR_FIELDS, "ancestor labels")
+            for qid in chunk:
+                item = facts.get(qid, _Facts())
+                labels = item.texts("label", languages)
+                sitelinks = item.all("sitelinks")
+                self._ancestor_cache[qid] = (labels[0] if labels else None, max(sitelinks) if sitelinks else 0)
+
+
+def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    kept = []
+    for value in values:
+        value = value.strip()
+        key = value.casefold()
+        if value and key not in seen:
+            seen.add(key)
+            kept.append(value)
+    return kept

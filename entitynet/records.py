@@ -1,0 +1,42 @@
+"""The records handed from one stage to the next (DESIGN.md, "Records").
+
+Small slotted dataclasses with no behaviour beyond validation: stages are pure
+functions over them, and ``entitynet.tables`` stores them as parquet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Domain = Literal["living", "other"]
+
+
+@dataclass(slots=True, frozen=True)
+class Ancestor:
+    """A class or parent taxon of an entity, a natural-type candidate for the enrich stage."""
+
+    id: str
+    label: str | None
+    sitelinks: int | None  # None where the source has no popularity (WordNet)
+    hops: int  # 1 = direct parent
+
+
+@dataclass(slots=True)
+class Entity:
+    """One thing images will be searched for: a Wikidata item or a WordNet synset."""
+
+    id: str  # "Q140" or "wn:lion.n.01"
+    source: Literal["wikidata", "wordnet"]
+    name: str
+    domain: Domain
+    root: str  # the configured root it was harvested under ("Q729", "wn:living_thing.n.01")
+    aliases: list[str] = field(default_factory=list)
+    description: str | None = None
+    natural_type: str | None = None  # chosen by the enrich stage
+    sitelinks: int | None = None
+    taxon_name: str | None = None
+    common_names: list[str] = field(default_factory=list)
+    image: str | None = None  # P18 as a Commons Special:FilePath URL
+    ancestors: list[Ancestor] = field(default_factory=list)
+    same_as: list[str] = field(default_factory=list)  # ids of the same thing in other sources

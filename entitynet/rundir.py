@@ -1,0 +1,158 @@
+"""The run directory: where every stage reads its inputs and writes its one artifact.
+
+Layout (DESIGN.md): ``RUN/entities.parquet``, ``RUN/attributes.parquet``, ... plus
+
+- ``RUN/config/<stage>.yaml``   the resolved configuration the stage ran with (no secrets: configs
+  only ever name environment variables),
+- ``RUN/stages/<stage>.json``   written last, when the stage finished: fingerprint of its config,
+  timing, package versions and the stage's statistics,
+- ``RUN/cache/<stage>/``        what lets an interrupted stage resume (fetched pages, stores).
+
+Every file is written atomically (temporary file in the same folder, then ``os.replace``), so a
+crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+class StageConfigChanged(RuntimeError):
+    """A finished stage would be re-run with a different configuration."""
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(target: Path, data: bytes) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(data)
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def fingerprint(settings: Any) -> str:
+    """A stable hash of JSON-able settings: equal settings, equal fingerprint."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    skipped: bool
+    seconds: float
+    stats: dict[str, Any]
+
+
+class RunDir:
+    """One run's folder, made on first use."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def cache_dir(self, stage: str) -> Path:
+        folder = self.root / "cache" / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def marker(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"
+
+    def state(self, stage: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.marker(stage).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def reset(self, stage: str) -> None:
+        """Forget a stage: its marker and its cache (``--force``). Its artifacts are replaced on success."""
+        self.marker(stage).unlink(missing_ok=True)
+        shutil.rmtree(self.root / "cache" / stage, ignore_errors=True)
+
+    def run_stage(
+        self,
+        stage: str,
+        settings: dict[str, Any],
+        outputs: list[Path],
+        work: Callable[[], dict[str, Any]],
+        force: bool = False,
+    ) -> StageResult:
+        """Run ``work`` unless the stage already finished with these settings.
+
+        A finished stage whose settings differ is refused (``StageConfigChanged``) rather than
+        silently overwritten: ``force`` re-runs it from scratch.
+        """
+        key = fingerprint(settings)
+        if force:
+            self.reset(stage)
+        state = self.state(stage)
+        if state is not None and all(path.exists() for path in outputs):
+            if state.get("fingerprint") == key:
+                logger.info("%s: already complete in %s, skipping (use --force to redo it)", stage, self.root)
+                return StageResult(stage, True, 0.0, state.get("stats", {}))
+            raise StageConfigChanged(
+                f"{stage}: {self.root} holds a finished {stage} stage made with a different configuration "
+                f"(see {self.root / 'config' / (stage + '.yaml')}); pass --force to redo it, or use another --run"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.root / "config" / f"{stage}.yaml", yaml.safe_dump(settings, sort_keys=False))
+        started = time.monotonic()
+        stats = work()
+        seconds = time.monotonic() - started
+        record = {
+            "stage": stage,
+            "fingerprint": key,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+            "versions": package_versions(),
+            "stats": stats,
+        }
+        write_text_atomic(self.marker(stage), json.dumps(record, indent=2, sort_keys=False) + "\n")
+        return StageResult(stage, False, seconds, stats)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("entitynet", "pyarrow", "SPARQLWrapper", "pyoxigraph", "nltk"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

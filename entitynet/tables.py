@@ -1,0 +1,117 @@
+"""Records as parquet: explicit Arrow schemas, streaming atomic writers, readers.
+
+Writers take records as they come and flush row groups, so a stage's memory does not grow with
+the number of records it writes; the file appears under its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from entitynet.records import Ancestor, Entity
+from entitynet.rundir import atomic_path
+
+R = TypeVar("R")
+
+ANCESTOR_TYPE = pa.struct(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("sitelinks", pa.int32()),
+        pa.field("hops", pa.int8(), nullable=False),
+    ]
+)
+
+ENTITY_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("root", pa.string(), nullable=False),
+        pa.field("aliases", pa.list_(pa.string())),
+        pa.field("description", pa.string()),
+        pa.field("natural_type", pa.string()),
+        pa.field("sitelinks", pa.int32()),
+        pa.field("taxon_name", pa.string()),
+        pa.field("common_names", pa.list_(pa.string())),
+        pa.field("image", pa.string()),
+        pa.field("ancestors", pa.list_(ANCESTOR_TYPE)),
+        pa.field("same_as", pa.list_(pa.string())),
+    ],
+    metadata={"entitynet.record": "Entity"},
+)
+
+
+def entity_to_row(entity: Entity) -> dict[str, Any]:
+    return dataclasses.asdict(entity)
+
+
+def entity_from_row(row: dict[str, Any]) -> Entity:
+    ancestors = [Ancestor(**item) for item in row.pop("ancestors") or []]
+    return Entity(ancestors=ancestors, **row)
+
+
+class RecordWriter(Generic[R]):
+    """Write records to one parquet file, atomically, ``rows_per_group`` at a time."""
+
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        to_row: Callable[[R], dict[str, Any]],
+        rows_per_group: int = 10_000,
+    ) -> None:
+        self.path = path
+        self.schema = schema
+        self.to_row = to_row
+        self.rows_per_group = rows_per_group
+        self.count = 0
+        self._pending: list[dict[str, Any]] = []
+        self._stack = ExitStack()
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> RecordWriter[R]:
+        temporary = self._stack.enter_context(atomic_path(self.path))
+        self._writer = self._stack.enter_context(pq.ParquetWriter(temporary, self.schema, compression="zstd"))
+        return self
+
+    def write(self, record: R) -> None:
+        self._pending.append(self.to_row(record))
+        self.count += 1
+        if len(self._pending) >= self.rows_per_group:
+            self._flush()
+
+    def write_all(self, records: Iterable[R]) -> None:
+        for record in records:
+            self.write(record)
+
+    def _flush(self) -> None:
+        if self._pending and self._writer is not None:
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
+            self._pending = []
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self._flush()
+        # Closing the writer, then the atomic path: renamed into place only without an error.
+        self._stack.__exit__(kind, value, traceback)
+
+
+def entity_writer(path: Path, rows_per_group: int = 10_000) -> RecordWriter[Entity]:
+    return RecordWriter(path, ENTITY_SCHEMA, entity_to_row, rows_per_group)
+
+
+def read_entities(path: Path, batch_size: int = 10_000) -> Iterator[Entity]:
+    """Stream the entities of a parquet file, one row group batch at a time."""
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=batch_size):
+        for row in batch.to_pylist():
+            yield entity_from_row(row)

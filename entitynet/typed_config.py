@@ -1,0 +1,271 @@
+"""Typed configuration: nested dataclasses filled from YAML layers and command-line overrides.
+
+Every key is checked against the dataclass schema before anything runs: an unknown key, a
+wrong type or an impossible value fails at start with a message that names the key and where
+it was set (a file, ``--set`` or a flag). Fields carry their help text in
+``metadata["help"]``; ``describe`` turns it into the ``--help`` listing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+T = TypeVar("T")
+
+DEFAULTS = "defaults"
+# Configs never hold secrets: they name environment variables instead (``api_key_env``).
+_SECRET_KEY = re.compile(r"(token|password|secret|api_key|apikey)$", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the key and the place it was set."""
+
+
+class InvalidValue(ValueError):
+    """Raised by a dataclass's ``__post_init__`` for one of its own fields."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Validation helper for ``__post_init__``: ``require(self.n > 0, "n", "must be positive")``."""
+    if not condition:
+        raise InvalidValue(key, message)
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, path: bool = False) -> Any:
+    """A dataclass field with help text; list and dict defaults are copied per instance.
+
+    ``path=True`` marks a filesystem path: a relative value in a YAML file is read relative
+    to that file's folder, one given on the command line relative to the working directory.
+    """
+    metadata = {"help": help, "path": path}
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata)
+    if dataclasses.is_dataclass(default) and isinstance(default, type):
+        return dataclasses.field(default_factory=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class Layers:
+    """Merges configuration layers (defaults < preset < file < overrides) and remembers,
+    for every key, which layer set it, so errors can say where to look."""
+
+    def __init__(self, schema: type) -> None:
+        self.schema = schema
+        self.data: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
+
+    def add(self, data: Mapping[str, Any] | None, origin: str, base_dir: Path | None = None) -> None:
+        if data is None:
+            return
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{origin}: expected a mapping of keys at the top level, got {_show(data)}")
+        data = _resolve_paths(self.schema, data, base_dir or Path.cwd(), origin, "")
+        _merge(self.data, data, origin, self.origins, "")
+
+    def add_file(self, path: Path, origin: str | None = None) -> None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+        self.add(loaded or {}, origin or str(path), base_dir=path.resolve().parent)
+
+    def add_assignments(self, assignments: list[str], origin: str = "--set") -> None:
+        """``key.sub=value`` pairs; values are parsed as YAML (``[a, b]``, ``10``, ``null``)."""
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"{origin}: expected KEY=VALUE, got {assignment!r}")
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                value = raw
+            self.add(_nest(key.strip(), value), origin)
+
+    def origin_of(self, key: str) -> str:
+        while key:
+            if key in self.origins:
+                return self.origins[key]
+            key = key.rpartition(".")[0]
+        return DEFAULTS
+
+    def build(self) -> Any:
+        return _build(self.schema, self.data, "", self)
+
+
+def describe(schema: type, prefix: str = "") -> Iterator[tuple[str, str, Any, str]]:
+    """Yield (dotted key, type name, default, help) for every leaf of a config schema."""
+    hints = get_type_hints(schema)
+    for item in dataclasses.fields(schema):
+        key = f"{prefix}{item.name}"
+        kind = hints[item.name]
+        if _is_dataclass_type(kind):
+            yield from describe(kind, key + ".")
+            continue
+        if item.default is not dataclasses.MISSING:
+            default = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            default = item.default_factory()
+        else:
+            default = None
+        yield key, type_name(kind), default, item.metadata.get("help", "")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def type_name(kind: Any) -> str:
+    origin = get_origin(kind)
+    if origin is Literal:
+        return "|".join(str(arg) for arg in get_args(kind))
+    if origin in (Union, types.UnionType):
+        names = [type_name(arg) for arg in get_args(kind) if arg is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in get_args(kind) else "")
+    if origin is list:
+        return f"list of {type_name(get_args(kind)[0])}"
+    return {str: "string", int: "integer", float: "number", bool: "true|false"}.get(kind, str(kind))
+
+
+# ---------------------------------------------------------------------------------------------
+def _build(schema: type[T], data: Mapping[str, Any], prefix: str, layers: Layers) -> T:
+    hints = get_type_hints(schema)
+    names = [item.name for item in dataclasses.fields(schema)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            known = ", ".join(names)
+            raise ConfigError(f"{layers.origin_of(dotted)}: unknown key '{dotted}'{hint}; known keys here: {known}")
+        kwargs[key] = _coerce(hints[key], value, dotted, layers)
+    try:
+        return schema(**kwargs)
+    except InvalidValue as error:
+        dotted = f"{prefix}{error.key}"
+        raise ConfigError(f"{layers.origin_of(dotted)}: {dotted}: {error.message}") from None
+
+
+def _coerce(kind: Any, value: Any, key: str, layers: Layers) -> Any:
+    if _is_dataclass_type(kind):
+        if not isinstance(value, Mapping):
+            raise _type_error(kind, value, key, layers)
+        return _build(kind, value, key + ".", layers)
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        options = get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        for option_kind in options:
+            if option_kind is type(None):
+                continue
+            try:
+                return _coerce(option_kind, value, key, layers)
+            except ConfigError:
+                continue
+        raise _type_error(kind, value, key, layers)
+    if origin is Literal:
+        if value in get_args(kind):
+            return value
+        raise ConfigError(f"{layers.origin_of(key)}: {key}: must be one of {type_name(kind)}, got {_show(value)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise _type_error(kind, value, key, layers)
+        (item_kind,) = get_args(kind)
+        return [_coerce(item_kind, item, f"{key}[{index}]", layers) for index, item in enumerate(value)]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a schema bug, not a user error
+        raise TypeError(f"unsupported config type {kind!r} for {key}")
+    raise _type_error(kind, value, key, layers)
+
+
+def _type_error(kind: Any, value: Any, key: str, layers: Layers) -> ConfigError:
+    return ConfigError(f"{layers.origin_of(key)}: {key}: expected {type_name(kind)}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    kind = {dict: "a mapping", list: "a list"}.get(type(value))
+    return kind or f"{value!r}"
+
+
+def _merge(target: dict, data: Mapping, origin: str, origins: dict[str, str], prefix: str) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if _SECRET_KEY.search(str(key)):
+            raise ConfigError(
+                f"{origin}: {dotted}: secrets never go in a config; set an environment variable "
+                f"and name it in '{key}_env' instead"
+            )
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value, origin, origins, dotted + ".")
+        else:
+            target[key] = dict(value) if isinstance(value, Mapping) else value
+            for known in [k for k in origins if k.startswith(dotted + ".")]:
+                del origins[known]
+        origins[dotted] = origin
+
+
+def _resolve_paths(schema: Any, data: Mapping, base_dir: Path, origin: str, prefix: str) -> dict:
+    """Make relative values of path fields absolute against ``base_dir``."""
+    if not _is_dataclass_type(schema):
+        return dict(data)
+    hints = get_type_hints(schema)
+    fields = {item.name: item for item in dataclasses.fields(schema)}
+    resolved = {}
+    for key, value in data.items():
+        item = fields.get(key)
+        if item is not None and _is_dataclass_type(hints[key]) and isinstance(value, Mapping):
+            value = _resolve_paths(hints[key], value, base_dir, origin, f"{prefix}{key}.")
+        elif item is not None and item.metadata.get("path") and isinstance(value, str) and value:
+            value = str((base_dir / Path(value).expanduser()).resolve())
+        resolved[key] = value
+    return resolved
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+def _is_dataclass_type(kind: Any) -> bool:
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+__all__ = [
+    "ConfigError",
+    "InvalidValue",
+    "Layers",
+    "describe",
+    "option",
+    "require",
+    "to_dict",
+    "type_name",
+]
