@@ -124,7 +124,7 @@ def _source_list(text: str) -> list[str]:
     return names
 
 
-def _config(args: argparse.Namespace, flags: dict[str, Any]) -> Config:
+def _config(args: argparse.Namespace, flags: dict[str, tuple[str, Any]]) -> Config:
     return load_config(args.config, args.domain, args.assignments, flags)
 
 
@@ -132,11 +132,11 @@ def _run_kg(args: argparse.Namespace) -> int:
     config = _config(
         args,
         {
-            "kg.sparql.endpoint": args.endpoint,
-            "kg.sparql.dump": args.kg_dump,
-            "kg.sources": args.sources,
-            "kg.limit_per_root": args.limit,
-            "kg.sparql.contact": args.contact,
+            "--endpoint": ("kg.sparql.endpoint", args.endpoint),
+            "--kg-dump": ("kg.sparql.dump", args.kg_dump),
+            "--sources": ("kg.sources", args.sources),
+            "--limit": ("kg.limit_per_root", args.limit),
+            "--contact": ("kg.sparql.contact", args.contact),
         },
     )
     result = kg_stage.run(config, RunDir(args.run), force=args.force)

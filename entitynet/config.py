@@ -162,13 +162,13 @@ def load_config(
     config: str | None = None,
     domain: str | None = None,
     assignments: list[str] | None = None,
-    flags: dict[str, Any] | None = None,
+    flags: dict[str, tuple[str, Any]] | None = None,
 ) -> Config:
     """Resolve the layers into one checked ``Config``.
 
     ``config`` is a YAML file or the name of a shipped config (``demo``). The domain comes from
     ``domain``, else the file's ``domain:``, else livingthings; its preset is the base layer.
-    ``flags`` maps dotted keys to values given by dedicated command-line flags (None = not given).
+    ``flags`` maps a command-line flag to the dotted key it sets and its value (None: not given).
     """
     file_path = None
     if config is not None:
@@ -181,33 +181,25 @@ def load_config(
     user = Layers(Config)
     if file_path is not None:
         user.add_file(file_path)
-    if domain is None:
-        domain = user.data.get("domain", "livingthings")
-    if domain not in DOMAINS:
-        where = user.origin_of("domain") if "domain" in user.data else "--domain"
-        raise ConfigError(f"{where}: domain: must be one of {', '.join(DOMAINS)}, got {domain!r}")
+    chosen = domain or user.data.get("domain", "livingthings")
+    if chosen not in DOMAINS:
+        where = "--domain" if domain else user.origin_of("domain")
+        raise ConfigError(f"{where}: domain: must be one of {', '.join(DOMAINS)}, got {chosen!r}")
+    preset = preset_path(chosen)
+    if preset is None:  # pragma: no cover - a packaging error
+        raise ConfigError(f"the {chosen} preset is missing from the installed package")
 
     layers = Layers(Config)
-    preset = preset_path(domain)
-    if preset is None:  # pragma: no cover - a packaging error
-        raise ConfigError(f"the {domain} preset is missing from the installed package")
     layers.add_file(preset, origin=f"preset {preset.name}")
     if file_path is not None:
         layers.add_file(file_path)
-    layers.add({"domain": domain}, "--domain" if domain != user.data.get("domain", domain) else layers.origin_of("domain"))
+    if domain:
+        layers.add({"domain": domain}, "--domain")
     layers.add_assignments(assignments or [])
-    for key, value in (flags or {}).items():
+    for flag, (key, value) in (flags or {}).items():
         if value is not None:
-            flag = "--" + key.rpartition(".")[2].replace("_", "-")
-            layers.add_assignments([], flag)
-            layers.add(_nest_flag(key, value), flag, base_dir=Path.cwd())
+            layers.add_value(key, value, flag)
     return layers.build()
-
-
-def _nest_flag(dotted: str, value: Any) -> dict[str, Any]:
-    for part in reversed(dotted.split(".")):
-        value = {part: value}
-    return value
 
 
 __all__ = [

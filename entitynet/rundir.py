@@ -132,6 +132,9 @@ class RunDir:
                 f"(see {self.root / 'config' / (stage + '.yaml')}); pass --force to redo it, or use another --run"
             )
         self.root.mkdir(parents=True, exist_ok=True)
+        for output in outputs:  # leftovers of a run killed mid-write (kill -9 skips cleanup)
+            for stale in output.parent.glob(f".{output.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
         write_text_atomic(self.root / "config" / f"{stage}.yaml", yaml.safe_dump(settings, sort_keys=False))
         started = time.monotonic()
         stats = work()

@@ -85,6 +85,10 @@ class Layers:
             raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
         self.add(loaded or {}, origin or str(path), base_dir=path.resolve().parent)
 
+    def add_value(self, dotted: str, value: Any, origin: str) -> None:
+        """One key set by a command-line flag; relative paths are taken from the working directory."""
+        self.add(_nest(dotted, value), origin, base_dir=Path.cwd())
+
     def add_assignments(self, assignments: list[str], origin: str = "--set") -> None:
         """``key.sub=value`` pairs; values are parsed as YAML (``[a, b]``, ``10``, ``null``)."""
         for assignment in assignments:

@@ -1,0 +1,110 @@
+"""Configuration: presets, files, overrides, and errors that name the key and the place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from entitynet.config import Config, load_config, preset_names, preset_path
+from entitynet.typed_config import ConfigError, describe
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_presets_describe_the_two_datasets():
+    assert {"livingthings", "entitynet", "demo"} <= set(preset_names())
+    living = load_config(domain="livingthings")
+    assert living.kg.wikidata.mode == "organisms"
+    assert living.kg.wikidata.roots == ["Q729", "Q756", "Q764"]
+    assert living.kg.wikidata.require_image is True
+    entitynet = load_config(domain="entitynet")
+    assert entitynet.kg.wikidata.mode == "classes"
+    assert len(entitynet.kg.wikidata.roots) == 21 and entitynet.kg.wikidata.min_sitelinks == 10
+    assert entitynet.kg.wikidata.require_image is False
+
+
+def test_every_preset_sets_every_key_explicitly():
+    keys = {key for key, *_ in describe(Config)}
+    for name in ("livingthings", "entitynet"):
+        data = yaml.safe_load(preset_path(name).read_text())
+        flat = set(_flatten(data))
+        assert flat == keys, f"{name}.yaml differs from the schema: {flat ^ keys}"
+
+
+def _flatten(data: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            keys += _flatten(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def test_a_partial_file_changes_only_its_keys(tmp_path):
+    config = load_config(write(tmp_path, "domain: entitynet\nkg:\n  sparql:\n    page_size: 500\n"))
+    assert config.domain == "entitynet"
+    assert config.kg.sparql.page_size == 500
+    assert config.kg.wikidata.mode == "classes"  # still the entitynet preset
+
+
+def test_layers_order_file_then_set_then_flags(tmp_path):
+    path = write(tmp_path, "kg:\n  limit_per_root: 7\n  sparql:\n    endpoint: wdqs\n")
+    config = load_config(path, assignments=["kg.limit_per_root=9", "kg.sources=[wikidata]"], flags={"--limit": ("kg.limit_per_root", 11)})
+    assert config.kg.limit_per_root == 11
+    assert config.kg.sources == ["wikidata"]
+    assert config.kg.sparql.endpoint_url == "https://query.wikidata.org/sparql"
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "graphs").mkdir()
+    config = load_config(write(tmp_path, "kg:\n  sparql:\n    dump: graphs/g.ttl\n"))
+    assert config.kg.sparql.dump == str(tmp_path / "graphs" / "g.ttl")
+    shipped = load_config("demo")
+    assert Path(shipped.kg.sparql.dump).is_file()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kg:\n  sparql:\n    pagesize: 5\n", "unknown key 'kg.sparql.pagesize' (did you mean 'kg.sparql.page_size'?)"),
+        ("kg:\n  sparql:\n    page_size: ten\n", "kg.sparql.page_size: expected integer, got 'ten'"),
+        ("kg:\n  sparql:\n    page_size: 0\n", "kg.sparql.page_size: must be at least 1"),
+        ("kg:\n  sparql:\n    page_size: true\n", "kg.sparql.page_size: expected integer, got True"),
+        ("kg:\n  wikidata:\n    roots: [Q729, lion]\n", "kg.wikidata.roots: every entry must be a Q-id"),
+        ("kg:\n  wikidata:\n    mode: everything\n", "kg.wikidata.mode: must be one of organisms|classes"),
+        ("kg:\n  sources: wikidata\n", "kg.sources: expected list of wikidata|wordnet"),
+        ("kg:\n  sources: [wikidata, dbpedia]\n", "kg.sources[1]: must be one of wikidata|wordnet"),
+        ("kg:\n  sparql:\n    endpoint: ftp://x\n", "kg.sparql.endpoint: must be one of qlever, wdqs or an http(s) URL"),
+        ("kg: 3\n", "kg: expected"),
+        ("- a list\n", "expected a mapping"),
+        ("kg:\n  sparql:\n    api_key: abc\n", "secrets never go in a config"),
+        ("kg: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_files_fail_naming_the_key_and_the_file(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert expected in str(error.value)
+    assert path in str(error.value)
+
+
+def test_errors_from_overrides_name_the_override():
+    with pytest.raises(ConfigError, match=r"^--set: kg.sparql.timeout: must be positive"):
+        load_config(assignments=["kg.sparql.timeout=-1"])
+    with pytest.raises(ConfigError, match=r"^--limit: kg.limit_per_root: must be at least 1"):
+        load_config(flags={"--limit": ("kg.limit_per_root", 0)})
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(assignments=["kg.sparql.timeout"])
+
+
+def test_unknown_config_name_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match="demo, entitynet, livingthings"):
+        load_config("no-such-config")

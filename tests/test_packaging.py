@@ -1,0 +1,32 @@
+"""The design card's layout installs under the entitynet namespace only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import resources
+
+
+def test_subpackages_install_under_entitynet_and_nowhere_else(tmp_path):
+    probe = (
+        "import importlib.util as u\n"
+        "import entitynet.builders, entitynet.training, entitynet.hub_cards, entitynet.configs\n"
+        "print([u.find_spec(n) is None for n in ('builders', 'training', 'hub_cards', 'configs')])\n"
+    )
+    # From an unrelated folder, so the checkout itself is not on sys.path.
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[True, True, True, True]"
+
+
+def test_the_library_does_not_import_the_trainer_or_torch(tmp_path):
+    probe = "import sys, entitynet.cli\nprint(sorted(m for m in ('torch', 'entitynet.training', 'transformers') if m in sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_sample_graph_ships_with_the_package():
+    sample = resources.files("entitynet.configs") / "samples" / "kg-sample.ttl"
+    assert sample.is_file()
+    assert "wikibase:sitelinks" in sample.read_text(encoding="utf-8")
