@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal
 
 from entitynet.typed_config import ConfigError, Layers, option, require
@@ -55,6 +56,11 @@ class SparqlConfig:
             self.endpoint in ENDPOINTS or self.endpoint.startswith(("http://", "https://")),
             "endpoint",
             f"must be one of {', '.join(ENDPOINTS)} or an http(s) URL, got {self.endpoint!r}",
+        )
+        require(
+            "@" not in urlsplit(self.endpoint).netloc,
+            "endpoint",
+            "must not carry user:password (it would be written to RUN/config); use an endpoint without credentials",
         )
         require(self.page_size >= 1, "page_size", "must be at least 1")
         require(self.batch_size >= 1, "batch_size", "must be at least 1")

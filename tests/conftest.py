@@ -41,11 +41,28 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
             os.environ[key] = value
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip on a developer machine; fail in CI (ENTITYNET_TEST_STRICT=1), where nothing may be missing."""
+    if os.environ.get("ENTITYNET_TEST_STRICT") == "1":
+        pytest.fail(f"{reason} (ENTITYNET_TEST_STRICT=1: CI must provide it)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     if not REALDATA.is_dir():
-        pytest.skip(f"shared real data not found at {REALDATA}")
+        skip_or_fail(f"shared real data not found at {REALDATA}")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def wordnet_reader():
+    from entitynet.kg import wordnet
+
+    try:
+        return wordnet.load_wordnet()
+    except wordnet.WordNetMissing as missing:
+        skip_or_fail(str(missing))
 
 
 @pytest.fixture(scope="session")

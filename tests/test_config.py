@@ -82,6 +82,7 @@ def test_relative_paths_are_relative_to_the_file(tmp_path):
         ("kg:\n  sources: wikidata\n", "kg.sources: expected list of wikidata|wordnet"),
         ("kg:\n  sources: [wikidata, dbpedia]\n", "kg.sources[1]: must be one of wikidata|wordnet"),
         ("kg:\n  sparql:\n    endpoint: ftp://x\n", "kg.sparql.endpoint: must be one of qlever, wdqs or an http(s) URL"),
+        ("kg:\n  sparql:\n    endpoint: https://me:pw@example.org/sparql\n", "kg.sparql.endpoint: must not carry user:password"),
         ("kg: 3\n", "kg: expected"),
         ("- a list\n", "expected a mapping"),
         ("kg:\n  sparql:\n    api_key: abc\n", "secrets never go in a config"),

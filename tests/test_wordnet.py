@@ -11,11 +11,8 @@ from entitynet.records import Ancestor, Entity
 
 
 @pytest.fixture(scope="session")
-def reader():
-    try:
-        return wordnet.load_wordnet()
-    except wordnet.WordNetMissing as missing:
-        pytest.skip(str(missing))
+def reader(wordnet_reader):
+    return wordnet_reader
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ import logging
 import random
 import shutil
 import socket
+import threading
 import time
 import urllib.error
 from collections import Counter
@@ -253,6 +254,7 @@ class SparqlClient:
         self.sleep = sleep
         self.random = random.Random(seed)
         self.stats = ClientStats()
+        self._lock = threading.Lock()  # the harvest fetches from two threads (see wikidata.py)
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -260,14 +262,13 @@ class SparqlClient:
         """The bindings of one SELECT, from the cache or the endpoint."""
         cached = self._cache_path(query)
         if cached is not None and cached.exists():
-            self.stats.pages_from_cache += 1
+            self._count(pages_from_cache=1)
             bindings = _bindings(cached.read_bytes())
         else:
             body, bindings = self._fetch_with_retries(query, what)
             if cached is not None:
                 write_bytes_atomic(cached, body)
-        self.stats.pages += 1
-        self.stats.rows += len(bindings)
+        self._count(pages=1, rows=len(bindings))
         return bindings
 
     def select_pages(self, query: str, what: str, page_size: int, max_pages: int = 1_000_000) -> Iterator[list[dict[str, Any]]]:
@@ -284,6 +285,13 @@ class SparqlClient:
                 return
         raise SparqlError(f"{self.transport.name}: {what}: more than {max_pages} pages; raise kg.sparql.page_size")
 
+    def _count(self, error: str | None = None, **deltas: float) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
+            if error is not None:
+                self.stats.transient_errors[error] += 1
+
     def _cache_path(self, query: str) -> Path | None:
         if self.cache_dir is None:
             return None
@@ -292,12 +300,12 @@ class SparqlClient:
 
     def _fetch_with_retries(self, query: str, what: str) -> tuple[bytes, list[dict[str, Any]]]:
         for attempt in range(1, self.max_attempts + 1):
-            self.stats.requests += 1
+            self._count(requests=1)
             try:
                 body = self.transport.fetch(query)
                 return body, _bindings(body)
             except TransientError as error:
-                self.stats.transient_errors[error.kind] += 1
+                self._count(error=error.kind)
                 if attempt == self.max_attempts:
                     raise self._give_up(what, attempt, error.cause) from None
                 wait = self._wait_for(attempt, error)
@@ -305,8 +313,7 @@ class SparqlClient:
                     "%s: %s: %s; retry %d/%d in %.1fs",
                     self.transport.name, what, error.cause, attempt, self.max_attempts - 1, wait,
                 )
-                self.stats.retries += 1
-                self.stats.waited_seconds += wait
+                self._count(retries=1, waited_seconds=wait)
                 self.sleep(wait)
             except SparqlError as error:
                 raise SparqlError(f"{self.transport.name}: {what}: {error}") from None

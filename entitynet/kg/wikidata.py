@@ -9,6 +9,7 @@ they are complete, so the stage never holds more than a batch.
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import Future, ThreadPoolExecutor
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -64,6 +65,12 @@ class _Facts:
         return sorted({value for _, value in self.by_field.get(name, [])})
 
 
+@dataclass
+class _Batch:
+    facts: dict[str, _Facts]
+    ancestors: dict[str, list[Ancestor]]
+
+
 class WikidataHarvester:
     """Entities under the configured roots; see the module docstring."""
 
@@ -78,10 +85,18 @@ class WikidataHarvester:
 
     def entities(self) -> Iterator[Entity]:
         seen: set[str] = set()  # an item under two roots belongs to the first
-        for root in self.config.roots:
-            ranked = self._members(root, seen)
-            for batch in _batched(ranked, self.batch_size):
-                yield from self._complete(root, batch)
+        # One batch ahead: while entities of batch k are built and written, a worker thread
+        # already waits on the endpoint for batch k+1, so client work hides behind server work.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wikidata-prefetch") as prefetch:
+            for root in self.config.roots:
+                pending: tuple[list[tuple[str, int]], Future[_Batch]] | None = None
+                for batch in _batched(self._members(root, seen), self.batch_size):
+                    submitted = (batch, prefetch.submit(self._fetch, [qid for qid, _ in batch]))
+                    if pending is not None:
+                        yield from self._build(root, pending[0], pending[1].result())
+                    pending = submitted
+                if pending is not None:
+                    yield from self._build(root, pending[0], pending[1].result())
 
     def _members(self, root: str, seen: set[str]) -> Iterator[tuple[str, int]]:
         text = queries.members(
@@ -110,14 +125,15 @@ class WikidataHarvester:
                     if self.limit is not None and kept >= self.limit:
                         return
 
-    def _complete(self, root: str, batch: list[tuple[str, int]]) -> Iterator[Entity]:
-        qids = [qid for qid, _ in batch]
-        facts = self._facts(qids, queries.ENTITY_FIELDS, "facts")
-        parents = self._ancestors(qids)
+    def _fetch(self, qids: list[str]) -> _Batch:
+        """Everything the endpoint knows about a batch (runs in the prefetch thread)."""
+        return _Batch(self._facts(qids, queries.ENTITY_FIELDS, "facts"), self._ancestors(qids))
+
+    def _build(self, root: str, batch: list[tuple[str, int]], fetched: _Batch) -> Iterator[Entity]:
         living = root in self.config.living_roots
         languages = [language.lower() for language in self.config.languages]
         for qid, sitelinks in batch:
-            item = facts.get(qid, _Facts())
+            item = fetched.facts.get(qid, _Facts())
             labels = item.texts("label", languages)
             common_names = item.texts("common_name", languages)
             taxon_name = item.first("taxon_name")
@@ -142,7 +158,7 @@ class WikidataHarvester:
                 taxon_name=taxon_name,
                 common_names=common_names,
                 image=images[0] if images else None,
-                ancestors=parents.get(qid, []),
+                ancestors=fetched.ancestors.get(qid, []),
             )
 
     def _facts(self, qids: list[str], fields: Iterable[str], what: str) -> dict[str, _Facts]:

@@ -96,11 +96,12 @@ def ancestors(qids: Sequence[str], hops: int) -> str:
     branches = []
     for distance in range(1, hops + 1):
         path = "/".join([_FIRST_HOP] + [_NEXT_HOP] * (distance - 1))
-        branches.append(f"{{ ?item {path} ?ancestor . BIND({distance} AS ?hops) }}")
+        # VALUES inside every branch: with one VALUES outside the UNION, Oxigraph evaluated the
+        # paths for every item of the graph before joining (1000x slower at 5k taxa).
+        branches.append(f"{{ VALUES ?item {{ {values} }} ?item {path} ?ancestor . BIND({distance} AS ?hops) }}")
     return (
         PREFIXES
         + "SELECT DISTINCT ?item ?ancestor ?hops WHERE {\n"
-        + f"  VALUES ?item {{ {values} }}\n"
         + "  " + "\n  UNION ".join(branches) + "\n"
         + "  FILTER(isIRI(?ancestor) && ?ancestor != ?item)\n"
         + "}\nORDER BY ?item ?hops ?ancestor"
