@@ -39,43 +39,50 @@ WORDS = "red blue green spotted striped giant lesser common northern southern ea
 
 
 def generate(size: int, path: Path, seed: int = 7) -> None:
-    """N-Triples of ``size`` taxa below Q729, in Wikidata's vocabulary."""
+    """N-Triples of ``size`` taxa below Q729, in Wikidata's vocabulary, streamed to ``path``.
+
+    Streamed, not built in memory: a child started by a big parent inherits the parent's peak
+    RSS in its own ru_maxrss (Linux keeps the pre-exec high-water mark), which would falsify
+    the harvest's measurement.
+    """
     rng = random.Random(seed)
     wd, wdt = "http://www.wikidata.org/entity/", "http://www.wikidata.org/prop/direct/"
     label, about = "http://www.w3.org/2000/01/rdf-schema#label", "http://schema.org/about"
-    lines = [f'<{wd}{ROOT}> <{label}> "animal"@en .']
     previous, next_id, made = [ROOT], 1_000_000, 0
     levels = [(name, max(1, int(size * share))) for name, share in RANKS]
     levels.append(("species", size - sum(count for _, count in levels)))
-    for rank, count in levels:
-        current = []
-        for _ in range(count):
-            qid = f"Q{next_id}"
-            next_id += 1
-            parent = rng.choice(previous)
-            genus = f"Genus{rng.randrange(10**6)}"
-            name = f"{rng.choice(WORDS)} {rank} {made}"
-            node = f"<{wd}{qid}>"
-            lines += [
-                f'{node} <{label}> "{name}"@en .',
-                f'{node} <http://schema.org/description> "{rank} of animals"@en .',
-                f"{node} <{wdt}P31> <{wd}Q16521> .",
-                f"{node} <{wdt}P171> <{wd}{parent}> .",
-                f'{node} <{wdt}P225> "{genus} {rank}{made}" .',
-                f'<https://www.wikidata.org/wiki/Special:EntityData/{qid}> <{about}> {node} .',
-                f"<https://www.wikidata.org/wiki/Special:EntityData/{qid}> <http://wikiba.se/ontology#sitelinks> "
-                f'"{int(rng.paretovariate(1.2)) % 300}"^^<http://www.w3.org/2001/XMLSchema#integer> .',
-            ]
-            if rng.random() < 0.5:
-                lines.append(f'{node} <{wdt}P1843> "{rng.choice(WORDS)} {name}"@en .')
-            if rng.random() < 0.5:
-                lines.append(f"{node} <{wdt}P18> <http://commons.wikimedia.org/wiki/Special:FilePath/{qid}%20photo.jpg> .")
-            if rng.random() < 0.2:
-                lines.append(f'{node} <http://www.w3.org/2004/02/skos/core#altLabel> "{name} alias"@en .')
-            current.append(qid)
-            made += 1
-        previous = current
-    path.write_text("\n".join(lines) + "\n")
+    with path.open("w") as out:
+        out.write(f'<{wd}{ROOT}> <{label}> "animal"@en .\n')
+        for rank, count in levels:
+            current = []
+            for _ in range(count):
+                qid = f"Q{next_id}"
+                next_id += 1
+                parent = rng.choice(previous)
+                genus = f"Genus{rng.randrange(10**6)}"
+                name = f"{rng.choice(WORDS)} {rank} {made}"
+                node = f"<{wd}{qid}>"
+                data = f"<https://www.wikidata.org/wiki/Special:EntityData/{qid}>"
+                lines = [
+                    f'{node} <{label}> "{name}"@en .',
+                    f'{node} <http://schema.org/description> "{rank} of animals"@en .',
+                    f"{node} <{wdt}P31> <{wd}Q16521> .",
+                    f"{node} <{wdt}P171> <{wd}{parent}> .",
+                    f'{node} <{wdt}P225> "{genus} {rank}{made}" .',
+                    f"{data} <{about}> {node} .",
+                    f"{data} <http://wikiba.se/ontology#sitelinks> "
+                    f'"{int(rng.paretovariate(1.2)) % 300}"^^<http://www.w3.org/2001/XMLSchema#integer> .',
+                ]
+                if rng.random() < 0.5:
+                    lines.append(f'{node} <{wdt}P1843> "{rng.choice(WORDS)} {name}"@en .')
+                if rng.random() < 0.5:
+                    lines.append(f"{node} <{wdt}P18> <http://commons.wikimedia.org/wiki/Special:FilePath/{qid}%20photo.jpg> .")
+                if rng.random() < 0.2:
+                    lines.append(f'{node} <http://www.w3.org/2004/02/skos/core#altLabel> "{name} alias"@en .')
+                out.write("\n".join(lines) + "\n")
+                current.append(qid)
+                made += 1
+            previous = current
 
 
 def free_port() -> int:

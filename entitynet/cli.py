@@ -147,9 +147,11 @@ def _run_kg(args: argparse.Namespace) -> int:
 
 
 def configure_logging(level: int) -> None:
-    """-q: warnings, default: info, -v: debug for entitynet, -vv: debug for everything."""
-    root_level = logging.DEBUG if level >= 2 else logging.WARNING
-    ours = logging.WARNING if level < 0 else logging.INFO if level == 0 else logging.DEBUG
-    logging.basicConfig(level=root_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("entitynet").setLevel(ours)
+    """-q: warnings, default: info, -v: debug for entitynet, -vv: debug for everything.
 
+    Installs a stderr handler only if the program has none (an embedding app or pytest keeps its own).
+    """
+    logging.basicConfig(level=logging.DEBUG if level >= 2 else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level >= 2:
+        logging.getLogger().setLevel(logging.DEBUG)
+    logging.getLogger("entitynet").setLevel(logging.WARNING if level < 0 else logging.INFO if level == 0 else logging.DEBUG)

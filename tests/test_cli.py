@@ -131,3 +131,18 @@ def test_demo_config_with_wordnet_merges_the_sources(tmp_path, capsys, wordnet_r
     assert entities["Q140"].same_as == ["wn:lion.n.01"] and "wn:lion.n.01" not in entities
     assert any(a.label == "big cat" for a in entities["Q140"].ancestors)
     assert sum(e.source == "wordnet" for e in entities.values()) > 8000
+
+
+@pytest.mark.parametrize(("flags", "shown"), [([], True), (["-q"], False), (["kg-first"], False)])
+def test_quiet_hides_progress_logs(tmp_path, caplog, flags, shown):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="nothing")  # capture whatever reaches the root handlers
+    argv = ["kg", "--run", str(tmp_path / "run"), *FAST, "--limit", "1"]
+    if flags == ["kg-first"]:
+        argv.append("-q")  # the subcommand's -q works too
+    else:
+        argv = flags + argv
+    assert main(argv) == 0
+    infos = [r for r in caplog.records if r.levelno == logging.INFO and r.name.startswith("entitynet")]
+    assert bool(infos) is shown

@@ -182,3 +182,28 @@ def test_item_ids_are_validated_before_they_reach_a_query(bad):
 
     with pytest.raises(ValueError):
         wikidata_queries.facts([bad], ["label"], ["en"])
+
+
+def test_compressed_dumps_load_and_unknown_formats_are_refused(sample_ttl, tmp_path):
+    import gzip
+
+    from entitynet.kg.sparql import SparqlError
+
+    packed = tmp_path / "sample.ttl.gz"
+    packed.write_bytes(gzip.compress(sample_ttl.read_bytes()))
+    config = kg_config(roots=["Q764"], require_image=False)
+    plain = list(WikidataHarvester(SparqlClient(open_dump(sample_ttl, tmp_path / "a"), None), config).entities())
+    gzipped = list(WikidataHarvester(SparqlClient(open_dump(packed, tmp_path / "b"), None), config).entities())
+    assert gzipped == plain and len(plain) == 2
+
+    reopened = open_dump(packed, tmp_path / "b")  # loaded once, reopened read-only
+    assert list(WikidataHarvester(SparqlClient(reopened, None), config).entities()) == plain
+
+    odd = tmp_path / "graph.json"
+    odd.write_text("{}")
+    with pytest.raises(SparqlError, match="unknown format"):
+        open_dump(odd, tmp_path / "c")
+    broken = tmp_path / "broken.ttl"
+    broken.write_text("wd:Q1 this is not turtle")
+    with pytest.raises(SparqlError, match="not valid ttl"):
+        open_dump(broken, tmp_path / "d")

@@ -91,17 +91,22 @@ def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
 
 
 def summary_table(stats: dict[str, Any]) -> str:
-    """Entities per source, root and domain, as a plain-text table."""
+    """Entities per source, root and domain, as a plain-text table, then merges and drops."""
     rows = [("source", "root", "domain", "entities")]
     rows += [(r["source"], r["root"], r["domain"], str(r["entities"])) for r in stats.get("summary", [])]
     rows.append(("total", "", "", str(stats.get("entities", 0))))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    lines = ["  ".join(cell.ljust(width) if i < 3 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+
+    def line(cells: tuple[str, ...]) -> str:
+        *text, number = cells
+        return "  ".join([cell.ljust(width) for cell, width in zip(text, widths)] + [number.rjust(widths[3])])
+
+    lines = [line(rows[0]), line(tuple("-" * width for width in widths))] + [line(row) for row in rows[1:]]
     merged = stats.get("wordnet", {}).get("merged_into_wikidata")
     if merged:
-        lines.append(f"WordNet synsets merged into Wikidata entities: {sum(merged.values())} ({', '.join(f'{k}: {v}' for k, v in merged.items())})")
+        reasons = ", ".join(f"by {rule}: {count}" for rule, count in merged.items())
+        lines.append(f"WordNet synsets merged into Wikidata entities: {sum(merged.values())} ({reasons})")
     dropped = stats.get("wikidata", {}).get("dropped")
     if dropped:
-        lines.append("dropped: " + ", ".join(f"{reason}: {count}" for reason, count in dropped.items()))
+        lines.append("Wikidata items dropped: " + ", ".join(f"{reason}: {count}" for reason, count in dropped.items()))
     return "\n".join(lines)
