@@ -109,3 +109,9 @@ def test_errors_from_overrides_name_the_override():
 def test_unknown_config_name_lists_the_shipped_ones():
     with pytest.raises(ConfigError, match="demo, entitynet, livingthings"):
         load_config("no-such-config")
+
+
+def test_the_livingthings_preset_is_the_code_defaults():
+    """The dataclass defaults (used when the library is called directly) and the shipped
+    preset (used by the CLI) must not drift apart."""
+    assert load_config(domain="livingthings") == Config()
