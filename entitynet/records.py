@@ -22,6 +22,16 @@ class Ancestor:
     hops: int  # 1 = direct parent
 
 
+@dataclass(slots=True, frozen=True)
+class VisualFact:
+    """A Wikidata statement about looks: colour (P462), has characteristic (P1552),
+    has part (P527), made from material (P186). Raw material for kg attributes."""
+
+    property: str  # "P462"
+    id: str  # the value item, "Q23445"
+    label: str | None
+
+
 @dataclass(slots=True)
 class Entity:
     """One thing images will be searched for: a Wikidata item or a WordNet synset."""
@@ -40,3 +50,41 @@ class Entity:
     image: str | None = None  # P18 as a Commons Special:FilePath URL
     ancestors: list[Ancestor] = field(default_factory=list)
     same_as: list[str] = field(default_factory=list)  # ids of the same thing in other sources
+    lemmas: list[str] = field(default_factory=list)  # WordNet lemma names (own or merged synset)
+    visual_facts: list[VisualFact] = field(default_factory=list)
+
+
+AttributeCategory = Literal["color", "pattern", "parts", "shape", "behavior", "environment", "other"]
+
+
+@dataclass(slots=True, frozen=True)
+class Attribute:
+    """A visual attribute of an entity and the search query that shows it."""
+
+    entity_id: str
+    category: AttributeCategory
+    attribute: str  # "spotted", "tusks", "perched on a branch"
+    query: str  # contains the entity's name or one of its aliases: "spotted leopard"
+    backend: str  # "kg", "llm:<model>", "transformers:<model>"
+
+
+QueryKind = Literal["noun", "attr", "attrnoun", "wordnet-noun"]
+
+
+@dataclass(slots=True, frozen=True)
+class QueryUse:
+    """Why a query exists: one entity (and attribute) it serves."""
+
+    kind: QueryKind
+    entity_id: str
+    attribute: str | None = None
+
+
+@dataclass(slots=True)
+class Query:
+    """One unique search text with the natural type that disambiguates it, and every use."""
+
+    query_id: str  # stable hash of (text, natural_type)
+    text: str
+    natural_type: str | None
+    uses: list[QueryUse] = field(default_factory=list)

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from entitynet.records import Ancestor, Entity
+from entitynet.records import Ancestor, Entity, VisualFact
 from entitynet.rundir import atomic_path
 
 R = TypeVar("R")
@@ -26,6 +26,14 @@ ANCESTOR_TYPE = pa.struct(
         pa.field("label", pa.string()),
         pa.field("sitelinks", pa.int32()),
         pa.field("hops", pa.int8(), nullable=False),
+    ]
+)
+
+VISUAL_FACT_TYPE = pa.struct(
+    [
+        pa.field("property", pa.string(), nullable=False),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
     ]
 )
 
@@ -45,12 +53,14 @@ ENTITY_SCHEMA = pa.schema(
         pa.field("image", pa.string()),
         pa.field("ancestors", pa.list_(ANCESTOR_TYPE)),
         pa.field("same_as", pa.list_(pa.string())),
+        pa.field("lemmas", pa.list_(pa.string())),
+        pa.field("visual_facts", pa.list_(VISUAL_FACT_TYPE)),
     ],
     metadata={"entitynet.record": "Entity"},
 )
 
 
-_ENTITY_COLUMNS = [f.name for f in dataclasses.fields(Entity) if f.name != "ancestors"]
+_ENTITY_COLUMNS = [f.name for f in dataclasses.fields(Entity) if f.name not in ("ancestors", "visual_facts")]
 
 
 def entity_to_row(entity: Entity) -> dict[str, Any]:
@@ -59,12 +69,14 @@ def entity_to_row(entity: Entity) -> dict[str, Any]:
     row["ancestors"] = [
         {"id": a.id, "label": a.label, "sitelinks": a.sitelinks, "hops": a.hops} for a in entity.ancestors
     ]
+    row["visual_facts"] = [{"property": f.property, "id": f.id, "label": f.label} for f in entity.visual_facts]
     return row
 
 
 def entity_from_row(row: dict[str, Any]) -> Entity:
     ancestors = [Ancestor(**item) for item in row.pop("ancestors") or []]
-    return Entity(ancestors=ancestors, **row)
+    visual_facts = [VisualFact(**item) for item in row.pop("visual_facts") or []]
+    return Entity(ancestors=ancestors, visual_facts=visual_facts, **row)
 
 
 class RecordWriter(Generic[R]):

@@ -127,6 +127,15 @@ def test_classes_mode_takes_subclasses_not_instances_and_honours_the_threshold(o
     assert 0 < len(popular) < len(classes)
 
 
+def test_statements_about_looks_come_with_their_labels(oxigraph):
+    vehicles = by_id(harvest_http(oxigraph.url, kg_config(mode="classes", roots=["Q42889"], require_image=False))[0])
+    assert {(f.property, f.id, f.label) for f in vehicles["Q11442"].visual_facts} == {
+        ("P186", "Q11427", "steel"), ("P527", "Q446", "wheel"),
+    }
+    lion = by_id(harvest_http(oxigraph.url, kg_config(roots=["Q729"]))[0])["Q140"]
+    assert sorted((f.property, f.id, f.label) for f in lion.visual_facts) == [("P1552", "Q120446", None), ("P1552", "Q81875", None)]
+
+
 def test_entity_under_two_roots_is_kept_once(oxigraph):
     entities = harvest_http(oxigraph.url, kg_config(mode="classes", roots=["Q2095", "Q746549"], require_image=False))[0]
     ids = [e.id for e in entities]

@@ -27,6 +27,7 @@ def test_livingthings_harvest(reader, living):
     lion = living["wn:lion.n.01"]
     assert lion.name == "lion" and lion.source == "wordnet" and lion.domain == "living"
     assert lion.aliases == ["king of beasts", "Panthera leo"]
+    assert lion.lemmas == ["lion", "king of beasts", "Panthera leo"]
     assert lion.taxon_name == "Panthera leo"
     assert lion.description.startswith("large gregarious predatory feline")
     assert lion.root == "wn:living_thing.n.01"
@@ -75,7 +76,7 @@ def test_unknown_root_synset_is_a_clear_error(reader):
 def synset(name: str, aliases: list[str], taxon: str | None = None, sense: int = 1) -> Entity:
     return Entity(
         id=f"wn:{name.replace(' ', '_')}.n.{sense:02d}", source="wordnet", name=name, domain="living",
-        root="wn:living_thing.n.01", aliases=aliases, taxon_name=taxon,
+        root="wn:living_thing.n.01", aliases=aliases, lemmas=[name, *aliases], taxon_name=taxon,
         ancestors=[Ancestor("wn:parent.n.01", "parent", None, 1)],
     )
 
@@ -93,7 +94,7 @@ def test_merge_by_taxon_name_then_by_unambiguous_name():
 
     merged_lion = merger.merge(item("Q140", "lion", "Panthera leo"))
     assert merged_lion.same_as == [lion.id]
-    assert "king of beasts" in merged_lion.aliases and "lion" not in merged_lion.aliases
+    assert merged_lion.lemmas == ["lion", "king of beasts", "Panthera leo"] and merged_lion.aliases == []
     assert merged_lion.ancestors[-1].id == "wn:parent.n.01"
 
     # "jaguar" names two synsets: only the taxon name may decide

@@ -6,8 +6,9 @@ Rules, strongest first; a synset joins at most one entity, the first (most linke
 2. name: the entity's label is a lemma of exactly one harvested synset of the same domain
    ("dog" -> dog.n.01). A lemma shared by several synsets ("jaguar") is ambiguous and never merges.
 
-The merged entity keeps its Wikidata id and lists the synset in ``same_as``; the synset's lemmas
-join its aliases and its hypernyms join its ancestors (natural-type candidates such as "big cat").
+The merged entity keeps its Wikidata id and lists the synset in ``same_as``; it takes the synset's
+lemmas (the queries stage turns them into ``wordnet-noun`` queries) and its hypernyms join its
+ancestors (natural-type candidates such as "big cat").
 """
 
 from __future__ import annotations
@@ -38,11 +39,7 @@ class WordNetMerger:
             return entity
         self._claimed.add(synset.id)
         entity.same_as.append(synset.id)
-        known = {_key(text) for text in [entity.name, *entity.aliases]}
-        for lemma in [synset.name, *synset.aliases]:
-            if _key(lemma) not in known:
-                known.add(_key(lemma))
-                entity.aliases.append(lemma)
+        entity.lemmas = list(synset.lemmas)
         entity.ancestors.extend(synset.ancestors)
         if entity.description is None:
             entity.description = synset.description

@@ -55,10 +55,13 @@ def qid_of(term: dict[str, Any] | None) -> str | None:
     """``Q140`` from a result term holding ``http://www.wikidata.org/entity/Q140``, else None."""
     if not term or term.get("type") != "uri":
         return None
-    value = term["value"]
-    if not value.startswith(WD):
+    return qid_from_iri(term["value"])
+
+
+def qid_from_iri(iri: str) -> str | None:
+    if not iri.startswith(WD):
         return None
-    qid = value[len(WD):]
+    qid = iri[len(WD):]
     return qid if _QID.fullmatch(qid) else None
 
 

@@ -20,15 +20,15 @@ from tqdm.auto import tqdm
 
 from entitynet.config import KgConfig, WikidataConfig
 from entitynet.kg import wikidata_queries as queries
-from entitynet.kg.rdf import commons_image, language_of, qid_of, value_of
+from entitynet.kg.rdf import commons_image, language_of, qid_from_iri, qid_of, value_of
 from entitynet.kg.sparql import SparqlClient
-from entitynet.records import Ancestor, Entity
+from entitynet.records import Ancestor, Entity, VisualFact
 
 logger = logging.getLogger(__name__)
 
-# Ancestors repeat across a harvest (every lion relative has Panthera above it). Remember this
-# many of their labels; beyond it the cache starts over, so memory stays flat on huge harvests.
-ANCESTOR_CACHE_SIZE = 100_000
+# Ancestors and statement values repeat across a harvest (every lion relative has Panthera
+# above it). Remember this many labels; beyond it the cache starts over, so memory stays flat.
+LABEL_CACHE_SIZE = 100_000
 
 
 @dataclass
@@ -69,6 +69,7 @@ class _Facts:
 class _Batch:
     facts: dict[str, _Facts]
     ancestors: dict[str, list[Ancestor]]
+    visual_facts: dict[str, list[VisualFact]]
 
 
 class WikidataHarvester:
@@ -81,7 +82,7 @@ class WikidataHarvester:
         self.batch_size = config.sparql.batch_size
         self.limit = config.limit_per_root
         self.stats = WikidataStats()
-        self._ancestor_cache: dict[str, tuple[str | None, int | None]] = {}
+        self._described: dict[str, tuple[str | None, int]] = {}  # item -> (label, sitelinks)
 
     def entities(self) -> Iterator[Entity]:
         seen: set[str] = set()  # an item under two roots belongs to the first
@@ -127,7 +128,20 @@ class WikidataHarvester:
 
     def _fetch(self, qids: list[str]) -> _Batch:
         """Everything the endpoint knows about a batch (runs in the prefetch thread)."""
-        return _Batch(self._facts(qids, queries.ENTITY_FIELDS, "facts"), self._ancestors(qids))
+        facts = self._facts(qids, queries.ENTITY_FIELDS, "facts")
+        ancestors = self._ancestors(qids)
+        return _Batch(facts, ancestors, self._visual_facts(facts))
+
+    def _visual_facts(self, facts: dict[str, _Facts]) -> dict[str, list[VisualFact]]:
+        found = {
+            qid: [(prop, value) for prop in queries.VISUAL_PROPERTIES for value in map(qid_from_iri, item.all(prop)) if value]
+            for qid, item in facts.items()
+        }
+        self._describe({value for pairs in found.values() for _, value in pairs})
+        return {
+            qid: [VisualFact(prop, value, self._described.get(value, (None, 0))[0]) for prop, value in pairs]
+            for qid, pairs in found.items()
+        }
 
     def _build(self, root: str, batch: list[tuple[str, int]], fetched: _Batch) -> Iterator[Entity]:
         living = root in self.config.living_roots
@@ -159,6 +173,7 @@ class WikidataHarvester:
                 common_names=common_names,
                 image=images[0] if images else None,
                 ancestors=fetched.ancestors.get(qid, []),
+                visual_facts=fetched.visual_facts.get(qid, []),
             )
 
     def _facts(self, qids: list[str], fields: Iterable[str], what: str) -> dict[str, _Facts]:
@@ -184,27 +199,28 @@ class WikidataHarvester:
                     continue
                 hops = int(value_of(row.get("hops")))
                 nearest[qid][ancestor] = min(hops, nearest[qid].get(ancestor, hops))
-        self._describe_ancestors({a for found in nearest.values() for a in found})
+        self._describe({a for found in nearest.values() for a in found})
         result = {}
         for qid, found in nearest.items():
-            parents = [Ancestor(a, *self._ancestor_cache.get(a, (None, None)), hops=h) for a, h in found.items()]
+            parents = [Ancestor(a, *self._described.get(a, (None, 0)), hops=h) for a, h in found.items()]
             parents.sort(key=lambda p: (p.hops, -(p.sitelinks or 0), p.id))
             result[qid] = parents
         return result
 
-    def _describe_ancestors(self, ancestor_ids: set[str]) -> None:
-        missing = sorted(ancestor_ids - self._ancestor_cache.keys(), key=lambda q: int(q[1:]))
-        if len(self._ancestor_cache) + len(missing) > ANCESTOR_CACHE_SIZE:
-            self._ancestor_cache.clear()
-            missing = sorted(ancestor_ids, key=lambda q: int(q[1:]))
+    def _describe(self, item_ids: set[str]) -> None:
+        """Fetch labels and sitelinks of items not described yet (ancestors, statement values)."""
+        missing = sorted(item_ids - self._described.keys(), key=lambda q: int(q[1:]))
+        if len(self._described) + len(missing) > LABEL_CACHE_SIZE:
+            self._described.clear()
+            missing = sorted(item_ids, key=lambda q: int(q[1:]))
         languages = [language.lower() for language in self.config.languages]
         for chunk in _batched(iter(missing), self.batch_size):
-            facts = self._facts(chunk, queries.ANCESTOR_FIELDS, "ancestor labels")
+            facts = self._facts(chunk, queries.DESCRIBE_FIELDS, "labels")
             for qid in chunk:
                 item = facts.get(qid, _Facts())
                 labels = item.texts("label", languages)
                 sitelinks = item.all("sitelinks")
-                self._ancestor_cache[qid] = (labels[0] if labels else None, max(sitelinks) if sitelinks else 0)
+                self._described[qid] = (labels[0] if labels else None, max(sitelinks) if sitelinks else 0)
 
 
 def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

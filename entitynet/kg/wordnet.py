@@ -165,6 +165,7 @@ class WordNetHarvester:
             domain="living" if living else "other",
             root=synset_id(root),
             aliases=names[1:],
+            lemmas=names,
             description=synset.definition() or None,
             taxon_name=taxon_name(synset, names),
             ancestors=_ancestors(synset),
