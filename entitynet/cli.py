@@ -10,20 +10,23 @@ import argparse
 import logging
 import sys
 import textwrap
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
 from entitynet import __version__
-from entitynet.config import DOMAINS, SOURCES, Config, KgConfig, load_config, preset_names
+from entitynet import queries as queries_stage
+from entitynet.config import DOMAINS, SOURCES, Config, EnrichConfig, KgConfig, QueriesConfig, load_config, preset_names
+from entitynet.enrich import stage as enrich_stage
 from entitynet.kg import stage as kg_stage
 from entitynet.kg.sparql import SparqlError
 from entitynet.kg.wordnet import WordNetMissing
-from entitynet.rundir import RunDir, StageConfigChanged
+from entitynet.rundir import MissingInput, RunDir, StageConfigChanged, StageResult
 from entitynet.typed_config import ConfigError, describe
 
 logger = logging.getLogger("entitynet.cli")
 
-FAILURES = (SparqlError, WordNetMissing, StageConfigChanged, OSError)
+FAILURES = (SparqlError, WordNetMissing, StageConfigChanged, MissingInput, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbosity(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_kg(commands)
+    _add_enrich(commands)
+    _add_queries(commands)
     return parser
 
 
@@ -116,6 +121,29 @@ def _add_kg(commands: Any) -> None:
     parser.set_defaults(handler=_run_kg)
 
 
+def _add_enrich(commands: Any) -> None:
+    parser = _stage_parser(
+        commands,
+        "enrich",
+        "Choose natural types and make visual attributes: RUN/natural_types.parquet, RUN/attributes.parquet.",
+        EnrichConfig,
+        "enrich.",
+    )
+    parser.add_argument("--top-k", type=int, metavar="K", help="attributes for the top K entities per root (enrich.attributes.top_k_per_root)")
+    parser.set_defaults(handler=_run_enrich)
+
+
+def _add_queries(commands: Any) -> None:
+    parser = _stage_parser(
+        commands,
+        "queries",
+        "Make the search queries (noun, attr, attrnoun, wordnet-noun): RUN/queries.parquet.",
+        QueriesConfig,
+        "queries.",
+    )
+    parser.set_defaults(handler=_run_queries)
+
+
 def _source_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in SOURCES]
@@ -140,10 +168,29 @@ def _run_kg(args: argparse.Namespace) -> int:
         },
     )
     result = kg_stage.run(config, RunDir(args.run), force=args.force)
-    state = "already complete" if result.skipped else f"done in {result.seconds:.1f}s"
-    print(f"kg: {state}: {RunDir(args.run).path(kg_stage.ARTIFACT)}")
-    print(kg_stage.summary_table(result.stats))
+    _report(result, [RunDir(args.run).path(kg_stage.ARTIFACT)], kg_stage.summary_table(result.stats))
     return 0
+
+
+def _run_enrich(args: argparse.Namespace) -> int:
+    config = _config(args, {"--top-k": ("enrich.attributes.top_k_per_root", args.top_k)})
+    run = RunDir(args.run)
+    result = enrich_stage.run(config, run, force=args.force)
+    _report(result, [run.path(enrich_stage.NATURAL_TYPES), run.path(enrich_stage.ATTRIBUTES)], enrich_stage.summary(result.stats))
+    return 0
+
+
+def _run_queries(args: argparse.Namespace) -> int:
+    run = RunDir(args.run)
+    result = queries_stage.run(_config(args, {}), run, force=args.force)
+    _report(result, [run.path(queries_stage.ARTIFACT)], queries_stage.summary(result.stats))
+    return 0
+
+
+def _report(result: StageResult, artifacts: list[Path], summary: str) -> None:
+    state = "already complete" if result.skipped else f"done in {result.seconds:.1f}s"
+    print(f"{result.stage}: {state}: {', '.join(str(path) for path in artifacts)}")
+    print(summary)
 
 
 def configure_logging(level: int) -> None:

@@ -146,9 +146,76 @@ class KgConfig:
 
 
 @dataclass
+class NaturalTypeConfig:
+    chooser: Literal["kg"] = option("kg", "'kg': the documented offline rule over the candidates (docs/ARCHITECTURE.md)")
+    generic: list[str] = option(
+        [
+            "entity", "object", "physical object", "concept", "class", "taxon", "organism", "living thing",
+            "whole", "physical entity", "abstraction", "group", "thing", "item", "unit", "artifact",
+            "Q35120", "Q223557", "Q151885", "Q16889133", "Q16521", "Q7239", "Q488383",
+        ],
+        "over-generic classes never chosen: labels (any case) or ids (Q-ids, wn:synsets)",
+    )
+    max_candidates: int = option(10, "candidates kept per entity (ranked by sitelinks)")
+    min_sitelinks: int = option(20, "popularity a Wikidata class needs to be chosen before a less popular, nearer one")
+    root_types: dict[str, str] = option(
+        {
+            "Q729": "animal", "Q756": "plant", "Q764": "fungus", "Q34379": "musical instrument",
+            "Q41176": "building", "Q42889": "vehicle", "Q2095": "food", "Q14745": "furniture",
+            "Q11460": "clothing", "Q747883": "physical activity", "Q10683158": "substance", "Q712378": "organ",
+            "Q15324": "body of water", "Q39546": "tool", "Q618123": "geographical feature",
+            "Q214609": "material", "Q25257": "precipitation", "Q13226383": "facility",
+            "Q811979": "architectural structure", "Q4936952": "anatomical structure", "Q2424752": "product",
+            "Q11663": "weather", "wn:living_thing.n.01": "living thing",
+        },
+        "natural type of last resort, by the root an entity was harvested under",
+    )
+
+    def __post_init__(self) -> None:
+        require(self.max_candidates >= 1, "max_candidates", "must be at least 1")
+        require(self.min_sitelinks >= 0, "min_sitelinks", "must not be negative")
+
+
+@dataclass
+class AttributesConfig:
+    backend: Literal["kg"] = option(
+        "kg", "'kg': the entity's statements about looks plus a vocabulary chosen by natural type and domain"
+    )
+    top_k_per_root: int = option(500, "only the top K entities per root (by sitelinks) get attributes; the paper used 500")
+    max_per_category: int = option(10, "attributes kept per entity and category")
+    vocabulary: str | None = option(
+        None, "YAML vocabulary of generic visual attributes (default: the one shipped, enrich/vocabulary.yaml)", path=True
+    )
+
+    def __post_init__(self) -> None:
+        require(self.top_k_per_root >= 0, "top_k_per_root", "must not be negative")
+        require(self.max_per_category >= 1, "max_per_category", "must be at least 1")
+
+
+@dataclass
+class EnrichConfig:
+    natural_type: NaturalTypeConfig = option(NaturalTypeConfig, "how each entity's natural type is chosen")
+    attributes: AttributesConfig = option(AttributesConfig, "which visual attributes entities get")
+
+
+@dataclass
+class QueriesConfig:
+    kinds: list[Literal["noun", "attr", "attrnoun", "wordnet-noun"]] = option(
+        ["noun", "attr", "attrnoun", "wordnet-noun"], "query kinds to make (arXiv 2505.02746, section 3)"
+    )
+    max_words: int = option(12, "longer texts are dropped (counted): engines truncate them anyway")
+
+    def __post_init__(self) -> None:
+        require(bool(self.kinds), "kinds", "needs at least one kind")
+        require(self.max_words >= 1, "max_words", "must be at least 1")
+
+
+@dataclass
 class Config:
     domain: Literal["livingthings", "entitynet"] = option("livingthings", "which dataset this run makes")
     kg: KgConfig = option(KgConfig, "the kg stage")
+    enrich: EnrichConfig = option(EnrichConfig, "the enrich stage: natural types and visual attributes")
+    queries: QueriesConfig = option(QueriesConfig, "the queries stage")
 
 
 def preset_path(name: str) -> Path | None:

@@ -54,6 +54,17 @@ class Entity:
     visual_facts: list[VisualFact] = field(default_factory=list)
 
 
+@dataclass(slots=True, frozen=True)
+class NaturalType:
+    """The class an entity is named by, how it was chosen, and what it was chosen from."""
+
+    entity_id: str
+    natural_type: str | None
+    reason: str  # which rule decided (popular_common_noun, common_noun, most_popular, root_fallback, ...)
+    chooser: str  # "kg", "llm:<model>"
+    candidates: list[Ancestor] = field(default_factory=list)
+
+
 AttributeCategory = Literal["color", "pattern", "parts", "shape", "behavior", "environment", "other"]
 
 

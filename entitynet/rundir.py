@@ -36,7 +36,11 @@ logger = logging.getLogger(__name__)
 
 
 class StageConfigChanged(RuntimeError):
-    """A finished stage would be re-run with a different configuration."""
+    """A finished stage would be re-run with a different configuration or different inputs."""
+
+
+class MissingInput(RuntimeError):
+    """A stage was started before the stages it reads from finished."""
 
 
 @contextlib.contextmanager
@@ -113,13 +117,24 @@ class RunDir:
         outputs: list[Path],
         work: Callable[[], dict[str, Any]],
         force: bool = False,
+        requires: tuple[str, ...] = (),
     ) -> StageResult:
-        """Run ``work`` unless the stage already finished with these settings.
+        """Run ``work`` unless the stage already finished with these settings and inputs.
 
-        A finished stage whose settings differ is refused (``StageConfigChanged``) rather than
-        silently overwritten: ``force`` re-runs it from scratch.
+        ``requires`` names the stages whose artifacts it reads: they must have finished, and
+        their fingerprints join this stage's, so redoing an upstream stage invalidates this one.
+        A finished stage whose settings or inputs differ is refused (``StageConfigChanged``)
+        rather than silently overwritten: ``force`` re-runs it from scratch.
         """
-        key = fingerprint(settings)
+        inputs = {}
+        for upstream in requires:
+            upstream_state = self.state(upstream)
+            if upstream_state is None:
+                raise MissingInput(
+                    f"{stage}: {self.root} has no finished {upstream} stage; run 'entitynet {upstream} --run {self.root}' first"
+                )
+            inputs[upstream] = upstream_state["fingerprint"]
+        key = fingerprint({"settings": settings, "inputs": inputs}) if inputs else fingerprint(settings)
         if force:
             self.reset(stage)
         state = self.state(stage)
@@ -128,7 +143,7 @@ class RunDir:
                 logger.info("%s: already complete in %s, skipping (use --force to redo it)", stage, self.root)
                 return StageResult(stage, True, 0.0, state.get("stats", {}))
             raise StageConfigChanged(
-                f"{stage}: {self.root} holds a finished {stage} stage made with a different configuration "
+                f"{stage}: {self.root} holds a finished {stage} stage made with a different configuration or inputs "
                 f"(see {self.root / 'config' / (stage + '.yaml')}); pass --force to redo it, or use another --run"
             )
         self.root.mkdir(parents=True, exist_ok=True)
@@ -142,6 +157,7 @@ class RunDir:
         record = {
             "stage": stage,
             "fingerprint": key,
+            "inputs": inputs,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),
             "versions": package_versions(),

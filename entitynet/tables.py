@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from entitynet.records import Ancestor, Entity, VisualFact
+from entitynet.records import Ancestor, Attribute, Entity, NaturalType, Query, QueryUse, VisualFact
 from entitynet.rundir import atomic_path
 
 R = TypeVar("R")
@@ -66,9 +66,7 @@ _ENTITY_COLUMNS = [f.name for f in dataclasses.fields(Entity) if f.name not in (
 def entity_to_row(entity: Entity) -> dict[str, Any]:
     # Explicit rather than dataclasses.asdict, whose deep copies were a third of the harvest's CPU.
     row = {name: getattr(entity, name) for name in _ENTITY_COLUMNS}
-    row["ancestors"] = [
-        {"id": a.id, "label": a.label, "sitelinks": a.sitelinks, "hops": a.hops} for a in entity.ancestors
-    ]
+    row["ancestors"] = _ancestor_rows(entity.ancestors)
     row["visual_facts"] = [{"property": f.property, "id": f.id, "label": f.label} for f in entity.visual_facts]
     return row
 
@@ -125,13 +123,89 @@ class RecordWriter(Generic[R]):
         self._stack.__exit__(kind, value, traceback)
 
 
+NATURAL_TYPE_SCHEMA = pa.schema(
+    [
+        pa.field("entity_id", pa.string(), nullable=False),
+        pa.field("natural_type", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("chooser", pa.string(), nullable=False),
+        pa.field("candidates", pa.list_(ANCESTOR_TYPE)),
+    ],
+    metadata={"entitynet.record": "NaturalType"},
+)
+
+ATTRIBUTE_SCHEMA = pa.schema(
+    [
+        pa.field("entity_id", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("attribute", pa.string(), nullable=False),
+        pa.field("query", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+    ],
+    metadata={"entitynet.record": "Attribute"},
+)
+
+QUERY_USE_TYPE = pa.struct(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("entity_id", pa.string(), nullable=False),
+        pa.field("attribute", pa.string()),
+    ]
+)
+
+QUERY_SCHEMA = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("natural_type", pa.string()),
+        pa.field("uses", pa.list_(QUERY_USE_TYPE)),
+    ],
+    metadata={"entitynet.record": "Query"},
+)
+
+
+def _ancestor_rows(ancestors: list[Ancestor]) -> list[dict[str, Any]]:
+    return [{"id": a.id, "label": a.label, "sitelinks": a.sitelinks, "hops": a.hops} for a in ancestors]
+
+
+def natural_type_to_row(record: NaturalType) -> dict[str, Any]:
+    return {
+        "entity_id": record.entity_id,
+        "natural_type": record.natural_type,
+        "reason": record.reason,
+        "chooser": record.chooser,
+        "candidates": _ancestor_rows(record.candidates),
+    }
+
+
+def natural_type_from_row(row: dict[str, Any]) -> NaturalType:
+    candidates = [Ancestor(**item) for item in row.pop("candidates") or []]
+    return NaturalType(candidates=candidates, **row)
+
+
+def attribute_to_row(record: Attribute) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in ATTRIBUTE_SCHEMA.names}
+
+
+def query_to_row(record: Query) -> dict[str, Any]:
+    uses = [{"kind": u.kind, "entity_id": u.entity_id, "attribute": u.attribute} for u in record.uses]
+    return {"query_id": record.query_id, "text": record.text, "natural_type": record.natural_type, "uses": uses}
+
+
+def query_from_row(row: dict[str, Any]) -> Query:
+    return Query(row["query_id"], row["text"], row["natural_type"], [QueryUse(**use) for use in row["uses"] or []])
+
+
+def read_rows(path: Path, batch_size: int = 10_000) -> Iterator[dict[str, Any]]:
+    """Stream the rows of a parquet file as dicts."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+        yield from batch.to_pylist()
+
+
 def entity_writer(path: Path, rows_per_group: int = 10_000) -> RecordWriter[Entity]:
     return RecordWriter(path, ENTITY_SCHEMA, entity_to_row, rows_per_group)
 
 
 def read_entities(path: Path, batch_size: int = 10_000) -> Iterator[Entity]:
     """Stream the entities of a parquet file, one row group batch at a time."""
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=batch_size):
-        for row in batch.to_pylist():
-            yield entity_from_row(row)
+    return map(entity_from_row, read_rows(path, batch_size))

@@ -143,6 +143,8 @@ def type_name(kind: Any) -> str:
         return " or ".join(names) + (" or null" if type(None) in get_args(kind) else "")
     if origin is list:
         return f"list of {type_name(get_args(kind)[0])}"
+    if origin is dict:
+        return f"mapping of {type_name(get_args(kind)[0])} to {type_name(get_args(kind)[1])}"
     return {str: "string", int: "integer", float: "number", bool: "true|false"}.get(kind, str(kind))
 
 
@@ -193,6 +195,14 @@ def _coerce(kind: Any, value: Any, key: str, layers: Layers) -> Any:
             raise _type_error(kind, value, key, layers)
         (item_kind,) = get_args(kind)
         return [_coerce(item_kind, item, f"{key}[{index}]", layers) for index, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _type_error(kind, value, key, layers)
+        key_kind, value_kind = get_args(kind)
+        return {
+            _coerce(key_kind, name, f"{key}.{name}", layers): _coerce(value_kind, item, f"{key}.{name}", layers)
+            for name, item in value.items()
+        }
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -1,0 +1,189 @@
+"""The queries stage: entities, natural types and attributes -> RUN/queries.parquet.
+
+Kinds (arXiv 2505.02746, section 3):
+
+- ``noun``: the entity's name; for living things also its aliases, common names and taxon name;
+- ``wordnet-noun``: the WordNet lemmas of the entity (its own synset or the one merged into it);
+- ``attrnoun``: an attribute's own query ("elephant tusks");
+- ``attr``: the attribute with the natural type in place of the name ("spotted big cat").
+
+Texts are normalised (Unicode NFKC, one space, lower case) and deduplicated on (text, natural
+type): the natural type travels with the query as the engines' disambiguation hint, so "jaguar"
+the cat and "jaguar" the car stay two queries. Every use (kind, entity, attribute) is kept.
+``query_id`` is a stable hash of text and hint. Uses are spooled to a temporary parquet file and
+grouped by Arrow, so memory does not grow with the number of queries in Python objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from entitynet.config import Config, QueriesConfig
+from entitynet.enrich.stage import ATTRIBUTES, NATURAL_TYPES
+from entitynet.kg.stage import ARTIFACT as ENTITIES
+from entitynet.records import Attribute, Entity, QueryKind
+from entitynet.rundir import RunDir, StageResult, atomic_path
+from entitynet.tables import QUERY_SCHEMA, read_entities, read_rows
+from entitynet.typed_config import to_dict
+
+logger = logging.getLogger(__name__)
+
+STAGE = "queries"
+ARTIFACT = "queries.parquet"
+_FLAT = pa.schema(
+    [("query_id", pa.string()), ("text", pa.string()), ("natural_type", pa.string()),
+     ("kind", pa.string()), ("entity_id", pa.string()), ("attribute", pa.string())]
+)
+
+
+def normalise(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).split()).lower()
+
+
+def query_id(text: str, natural_type: str | None) -> str:
+    return hashlib.sha256(f"{text}\x1f{natural_type or ''}".encode()).hexdigest()[:16]
+
+
+def uses_of(
+    entity: Entity, natural_type: str | None, attributes: list[Attribute], kinds: set[str]
+) -> Iterator[tuple[QueryKind, str, str | None]]:
+    """(kind, raw text, attribute) for every query one entity asks for."""
+    if "noun" in kinds:
+        nouns = [entity.name]
+        if entity.domain == "living":
+            nouns += entity.aliases + entity.common_names + ([entity.taxon_name] if entity.taxon_name else [])
+        for noun in nouns:
+            yield "noun", noun, None
+    if "wordnet-noun" in kinds:
+        for lemma in entity.lemmas:
+            yield "wordnet-noun", lemma, None
+    for attribute in attributes:
+        if "attrnoun" in kinds:
+            yield "attrnoun", attribute.query, attribute.attribute
+        if "attr" in kinds and natural_type:
+            typed = _with_type(attribute.query, [entity.name, *entity.aliases], natural_type)
+            if typed:
+                yield "attr", typed, attribute.attribute
+
+
+def _with_type(query: str, names: list[str], natural_type: str) -> str | None:
+    """The attribute query with the entity's name (or alias) replaced by its natural type."""
+    for name in sorted(names, key=len, reverse=True):
+        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
+        if pattern.search(query):
+            return pattern.sub(lambda _: natural_type, query, count=1)
+    return None
+
+
+def _attributes_by_entity(path: Path) -> Iterator[tuple[str, list[Attribute]]]:
+    """Attributes grouped by entity, in file order (the enrich stage writes them entity by entity)."""
+    current: str | None = None
+    group: list[Attribute] = []
+    for row in read_rows(path):
+        if row["entity_id"] != current and group:
+            yield current, group  # type: ignore[misc]
+            group = []
+        current = row["entity_id"]
+        group.append(Attribute(**row))
+    if group:
+        yield current, group  # type: ignore[misc]
+
+
+def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path) -> dict[str, Any]:
+    kinds = set(config.kinds)
+    types = {row["entity_id"]: row["natural_type"] for row in read_rows(run_dir.path(NATURAL_TYPES))}
+    attributes = _attributes_by_entity(run_dir.path(ATTRIBUTES))
+    pending = next(attributes, None)
+    dropped: Counter[str] = Counter()
+    uses_per_kind: Counter[str] = Counter()
+    spool = run_dir.cache_dir(STAGE) / "uses.parquet"
+    with pq.ParquetWriter(spool, _FLAT) as writer:
+        rows: list[dict[str, Any]] = []
+        for entity in read_entities(run_dir.path(ENTITIES)):
+            own: list[Attribute] = []
+            if pending is not None and pending[0] == entity.id:
+                own = pending[1]
+                pending = next(attributes, None)
+            natural_type = types.get(entity.id)
+            hint = normalise(natural_type) if natural_type else None
+            for kind, raw, attribute in uses_of(entity, natural_type, own, kinds):
+                text = normalise(raw)
+                if not text:
+                    dropped["empty"] += 1
+                    continue
+                if len(text.split()) > config.max_words:
+                    dropped["too_long"] += 1
+                    continue
+                uses_per_kind[kind] += 1
+                rows.append({"query_id": query_id(text, hint), "text": text, "natural_type": hint,
+                             "kind": kind, "entity_id": entity.id, "attribute": attribute})
+            if len(rows) >= 50_000:
+                writer.write_table(pa.Table.from_pylist(rows, schema=_FLAT))
+                rows = []
+        writer.write_table(pa.Table.from_pylist(rows, schema=_FLAT))
+    queries = _group(pq.read_table(spool))
+    with atomic_path(output) as temporary:
+        pq.write_table(queries, temporary, compression="zstd")
+    spool.unlink()
+    per_kind = Counter()
+    for uses in queries.column("uses").to_pylist():
+        for kind in {use["kind"] for use in uses}:
+            per_kind[kind] += 1
+    return {
+        "queries": queries.num_rows,
+        "uses": sum(uses_per_kind.values()),
+        "uses_per_kind": dict(sorted(uses_per_kind.items())),
+        "queries_per_kind": dict(sorted(per_kind.items())),
+        "dropped": dict(sorted(dropped.items())),
+    }
+
+
+def _group(flat: pa.Table) -> pa.Table:
+    """One row per (text, natural type), its distinct uses in a list, sorted by text."""
+    flat = flat.group_by(flat.column_names, use_threads=False).aggregate([])  # distinct uses
+    order = ["text", "natural_type", "kind", "entity_id", "attribute"]
+    flat = flat.sort_by([(name, "ascending") for name in order]).combine_chunks()
+    # Rows of one query are now adjacent: its uses are the run of equal query_ids.
+    runs = pc.run_end_encode(flat.column("query_id").chunk(0))
+    ends = runs.run_ends.to_numpy().astype("int32")
+    starts = pa.array([0, *ends[:-1]], pa.int32()) if len(ends) else pa.array([], pa.int32())
+    uses = pa.StructArray.from_arrays(
+        [flat.column(name).chunk(0) for name in ("kind", "entity_id", "attribute")], fields=list(QUERY_SCHEMA.field("uses").type.value_type)
+    )
+    offsets = pa.array([0, *ends], pa.int32())
+    return pa.Table.from_arrays(
+        [runs.values, flat.column("text").chunk(0).take(starts), flat.column("natural_type").chunk(0).take(starts),
+         pa.ListArray.from_arrays(offsets, uses)],
+        schema=QUERY_SCHEMA,
+    )
+
+
+def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
+    output = run_dir.path(ARTIFACT)
+    return run_dir.run_stage(
+        STAGE,
+        {"queries": to_dict(config.queries)},
+        [output],
+        lambda: make_queries(config.queries, run_dir, output),
+        force=force,
+        requires=("kg", "enrich"),
+    )
+
+
+def summary(stats: dict[str, Any]) -> str:
+    lines = [f"queries: {stats.get('queries', 0)} unique, serving {stats.get('uses', 0)} uses"]
+    lines.append("  queries per kind: " + ", ".join(f"{k}: {v}" for k, v in stats.get("queries_per_kind", {}).items()))
+    if stats.get("dropped"):
+        lines.append("  dropped: " + ", ".join(f"{k}: {v}" for k, v in stats["dropped"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""The queries stage: kinds, normalisation, deduplication, disambiguation, stable ids."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from entitynet.cli import main
+from entitynet.queries import normalise, query_id, uses_of
+from entitynet.records import Attribute, Entity
+from entitynet.rundir import RunDir
+from entitynet.tables import entity_writer, query_from_row, read_rows
+
+
+def test_kinds_for_a_living_entity():
+    lion = Entity(id="Q140", source="wikidata", name="lion", domain="living", root="Q729",
+                  aliases=["African lion"], common_names=["Lion"], taxon_name="Panthera leo",
+                  lemmas=["lion", "king of beasts", "Panthera leo"])
+    spotted = Attribute("Q140", "pattern", "spotted", "spotted African lion", "kg")
+    uses = list(uses_of(lion, "big cat", [spotted], {"noun", "attr", "attrnoun", "wordnet-noun"}))
+    assert ("noun", "Panthera leo", None) in uses and ("noun", "African lion", None) in uses
+    assert ("wordnet-noun", "king of beasts", None) in uses
+    assert ("attrnoun", "spotted African lion", "spotted") in uses
+    assert ("attr", "spotted big cat", "spotted") in uses  # the alias, not just the name, is replaced
+    assert list(uses_of(lion, "big cat", [spotted], {"noun"})) == [(k, t, a) for k, t, a in uses if k == "noun"]
+
+
+def test_other_entities_query_their_name_only():
+    chair = Entity(id="Q15026", source="wikidata", name="chair", domain="other", root="Q14745", aliases=["seat"])
+    assert list(uses_of(chair, "furniture", [], {"noun"})) == [("noun", "chair", None)]
+
+
+def test_normalisation_and_stable_ids():
+    assert normalise("  Przewalski’s\u00a0Horse ") == "przewalski’s horse"
+    assert normalise("ｆｕｌｌ width") == "full width"  # NFKC
+    assert query_id("lion", "big cat") == query_id("lion", "big cat") != query_id("lion", "car")
+
+
+def _write_run(tmp_path, entities, types, attributes):
+    """A run directory made by hand, with finished kg and enrich stages."""
+    run = RunDir(tmp_path / "run")
+    with entity_writer(run.path("entities.parquet")) as writer:
+        writer.write_all(entities)
+    from entitynet.records import NaturalType
+    from entitynet.tables import ATTRIBUTE_SCHEMA, NATURAL_TYPE_SCHEMA, RecordWriter, attribute_to_row, natural_type_to_row
+
+    with RecordWriter(run.path("natural_types.parquet"), NATURAL_TYPE_SCHEMA, natural_type_to_row) as writer:
+        writer.write_all(NaturalType(e, t, "test", "kg") for e, t in types.items())
+    with RecordWriter(run.path("attributes.parquet"), ATTRIBUTE_SCHEMA, attribute_to_row) as writer:
+        writer.write_all(attributes)
+    for stage in ("kg", "enrich"):
+        run.run_stage(stage, {"made": "by hand"}, [], lambda: {})
+    return run
+
+
+def test_same_text_same_type_merges_uses_different_type_stays_apart(tmp_path):
+    cat = Entity(id="Q35694", source="wikidata", name="Jaguar", domain="living", root="Q729")
+    cat_wn = Entity(id="wn:jaguar.n.01", source="wordnet", name="jaguar", domain="living", root="wn:x", lemmas=["jaguar"])
+    car = Entity(id="Q30055", source="wikidata", name="jaguar", domain="other", root="Q42889")
+    long = Entity(id="Q9", source="wikidata", name=" ".join(["word"] * 20), domain="other", root="Q42889")
+    run = _write_run(tmp_path, [cat, cat_wn, car, long], {"Q35694": "big cat", "wn:jaguar.n.01": "big cat", "Q30055": "car", "Q9": "car"}, [])
+    assert main(["-q", "queries", "--run", str(run.root), "--config", "demo"]) == 0
+    queries = [query_from_row(row) for row in read_rows(run.path("queries.parquet"))]
+    jaguars = {q.natural_type: q for q in queries if q.text == "jaguar"}
+    assert set(jaguars) == {"big cat", "car"}
+    assert {(u.kind, u.entity_id) for u in jaguars["big cat"].uses} == {
+        ("noun", "Q35694"), ("noun", "wn:jaguar.n.01"), ("wordnet-noun", "wn:jaguar.n.01"),
+    }
+    assert jaguars["big cat"].query_id == query_id("jaguar", "big cat")
+    stats = json.loads(run.marker("queries").read_text())["stats"]
+    assert stats["dropped"] == {"too_long": 1}
+    assert stats["queries"] == len(queries) == 2
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("queries") / "run"
+    for stage in (["kg", "--sources", "wikidata"], ["enrich"], ["queries"]):
+        assert main(["-q", stage[0], "--run", str(run), "--config", "demo", *stage[1:]]) == 0
+    return run
+
+
+def test_every_entity_has_a_noun_query_and_attributes_become_queries(sample_run):
+    queries = [query_from_row(row) for row in read_rows(sample_run / "queries.parquet")]
+    entities = {row["id"] for row in read_rows(sample_run / "entities.parquet")}
+    with_noun = {u.entity_id for q in queries for u in q.uses if u.kind == "noun"}
+    assert with_noun == entities
+    attributes = list(read_rows(sample_run / "attributes.parquet"))
+    attrnoun = {(u.entity_id, u.attribute) for q in queries for u in q.uses if u.kind == "attrnoun"}
+    assert attrnoun == {(a["entity_id"], a["attribute"]) for a in attributes}
+    assert all(q.text == normalise(q.text) for q in queries)
+    assert len({(q.text, q.natural_type) for q in queries}) == len(queries)
+    texts = [q.text for q in queries]
+    assert texts == sorted(texts)
+
+
+def test_rerun_from_scratch_gives_identical_queries(sample_run, tmp_path):
+    first = pq.read_table(sample_run / "queries.parquet")
+    assert main(["-q", "queries", "--run", str(sample_run), "--config", "demo", "--force"]) == 0
+    assert pq.read_table(sample_run / "queries.parquet").equals(first)
