@@ -11,7 +11,8 @@ import logging
 import sys
 import textwrap
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from entitynet import __version__
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kg(commands)
     _add_enrich(commands)
     _add_queries(commands)
+    _add_run(commands)
     return parser
 
 
@@ -144,6 +146,18 @@ def _add_queries(commands: Any) -> None:
     parser.set_defaults(handler=_run_queries)
 
 
+def _add_run(commands: Any) -> None:
+    parser = _stage_parser(
+        commands,
+        "run",
+        "Run every stage in order (kg, enrich, queries) on one configuration; "
+        "finished stages are skipped, an interrupted one resumes.",
+        Config,
+        "",
+    )
+    parser.set_defaults(handler=_run_all)
+
+
 def _source_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in SOURCES]
@@ -156,41 +170,68 @@ def _config(args: argparse.Namespace, flags: dict[str, tuple[str, Any]]) -> Conf
     return load_config(args.config, args.domain, args.assignments, flags)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """What the CLI needs to run a stage and report on it."""
+
+    name: str
+    run: Callable[[Config, RunDir, bool], StageResult]
+    artifacts: Callable[[RunDir], list[Path]]
+    summary: Callable[[dict[str, Any]], str]
+
+
+# In flow order: `entitynet run` chains them.
+STAGES = [
+    Stage("kg", kg_stage.run, lambda run: [run.path(kg_stage.ARTIFACT)], kg_stage.summary_table),
+    Stage(
+        "enrich",
+        enrich_stage.run,
+        lambda run: [run.path(enrich_stage.NATURAL_TYPES), run.path(enrich_stage.ATTRIBUTES)],
+        enrich_stage.summary,
+    ),
+    Stage("queries", queries_stage.run, lambda run: [run.path(queries_stage.ARTIFACT)], queries_stage.summary),
+]
+
+
+def _execute(stage: Stage, config: Config, args: argparse.Namespace) -> None:
+    run = RunDir(args.run)
+    result = stage.run(config, run, args.force)
+    state = "already complete" if result.skipped else f"done in {result.seconds:.1f}s"
+    print(f"{stage.name}: {state}: {', '.join(str(path) for path in stage.artifacts(run))}")
+    print(stage.summary(result.stats))
+
+
+def _stage(name: str) -> Stage:
+    return next(stage for stage in STAGES if stage.name == name)
+
+
 def _run_kg(args: argparse.Namespace) -> int:
-    config = _config(
-        args,
-        {
-            "--endpoint": ("kg.sparql.endpoint", args.endpoint),
-            "--kg-dump": ("kg.sparql.dump", args.kg_dump),
-            "--sources": ("kg.sources", args.sources),
-            "--limit": ("kg.limit_per_root", args.limit),
-            "--contact": ("kg.sparql.contact", args.contact),
-        },
-    )
-    result = kg_stage.run(config, RunDir(args.run), force=args.force)
-    _report(result, [RunDir(args.run).path(kg_stage.ARTIFACT)], kg_stage.summary_table(result.stats))
+    flags = {
+        "--endpoint": ("kg.sparql.endpoint", args.endpoint),
+        "--kg-dump": ("kg.sparql.dump", args.kg_dump),
+        "--sources": ("kg.sources", args.sources),
+        "--limit": ("kg.limit_per_root", args.limit),
+        "--contact": ("kg.sparql.contact", args.contact),
+    }
+    _execute(_stage("kg"), _config(args, flags), args)
     return 0
 
 
 def _run_enrich(args: argparse.Namespace) -> int:
-    config = _config(args, {"--top-k": ("enrich.attributes.top_k_per_root", args.top_k)})
-    run = RunDir(args.run)
-    result = enrich_stage.run(config, run, force=args.force)
-    _report(result, [run.path(enrich_stage.NATURAL_TYPES), run.path(enrich_stage.ATTRIBUTES)], enrich_stage.summary(result.stats))
+    _execute(_stage("enrich"), _config(args, {"--top-k": ("enrich.attributes.top_k_per_root", args.top_k)}), args)
     return 0
 
 
 def _run_queries(args: argparse.Namespace) -> int:
-    run = RunDir(args.run)
-    result = queries_stage.run(_config(args, {}), run, force=args.force)
-    _report(result, [run.path(queries_stage.ARTIFACT)], queries_stage.summary(result.stats))
+    _execute(_stage("queries"), _config(args, {}), args)
     return 0
 
 
-def _report(result: StageResult, artifacts: list[Path], summary: str) -> None:
-    state = "already complete" if result.skipped else f"done in {result.seconds:.1f}s"
-    print(f"{result.stage}: {state}: {', '.join(str(path) for path in artifacts)}")
-    print(summary)
+def _run_all(args: argparse.Namespace) -> int:
+    config = _config(args, {})
+    for stage in STAGES:
+        _execute(stage, config, args)
+    return 0
 
 
 def configure_logging(level: int) -> None:

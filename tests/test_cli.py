@@ -146,3 +146,17 @@ def test_quiet_hides_progress_logs(tmp_path, caplog, flags, shown):
     assert main(argv) == 0
     infos = [r for r in caplog.records if r.levelno == logging.INFO and r.name.startswith("entitynet")]
     assert bool(infos) is shown
+
+
+def test_run_chains_the_stages_and_resumes(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["run", "--run", str(run), "--config", "demo", "--set", "kg.sources=[wikidata]"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    for stage in ("kg: done", "enrich: done", "queries: done"):
+        assert stage in first
+    assert all((run / name).is_file() for name in ("entities.parquet", "natural_types.parquet", "attributes.parquet", "queries.parquet"))
+    (run / "stages" / "queries.json").unlink()  # as if killed during the last stage
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert "kg: already complete" in second and "enrich: already complete" in second and "queries: done" in second
