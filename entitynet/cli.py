@@ -19,6 +19,7 @@ from entitynet import __version__
 from entitynet import queries as queries_stage
 from entitynet.config import DOMAINS, SOURCES, Config, EnrichConfig, KgConfig, QueriesConfig, load_config, preset_names
 from entitynet.enrich import stage as enrich_stage
+from entitynet.enrich.llm import LlmError
 from entitynet.kg import stage as kg_stage
 from entitynet.kg.sparql import SparqlError
 from entitynet.kg.wordnet import WordNetMissing
@@ -27,7 +28,7 @@ from entitynet.typed_config import ConfigError, describe
 
 logger = logging.getLogger("entitynet.cli")
 
-FAILURES = (SparqlError, WordNetMissing, StageConfigChanged, MissingInput, OSError)
+FAILURES = (SparqlError, LlmError, WordNetMissing, StageConfigChanged, MissingInput, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

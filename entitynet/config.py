@@ -146,8 +146,55 @@ class KgConfig:
 
 
 @dataclass
+class LlmConfig:
+    base_url: str = option(
+        "http://127.0.0.1:8000/v1",
+        "OpenAI-compatible endpoint (vLLM, TGI, llama.cpp, Ollama, OpenAI, https://router.huggingface.co/v1)",
+    )
+    model: str = option("Qwen/Qwen2.5-7B-Instruct", "model name the endpoint serves")
+    api_key_env: str | None = option("OPENAI_API_KEY", "environment variable holding the API key (the key never goes in a file)")
+    response_format: Literal["json_schema", "json_object", "none"] = option(
+        "json_schema", "structured output the server supports: a JSON schema, JSON mode, or none (answers are checked anyway)"
+    )
+    temperature: float = option(0.0, "sampling temperature")
+    max_tokens: int = option(1024, "longest answer")
+    concurrency: int = option(8, "requests in flight at once")
+    timeout: float = option(120.0, "seconds per request")
+    max_attempts: int = option(6, "tries per request (429 honours Retry-After; 5xx and timeouts back off)")
+    backoff: float = option(2.0, "first retry wait in seconds; doubles per retry, with jitter")
+    max_wait: float = option(120.0, "longest single wait")
+
+    def __post_init__(self) -> None:
+        require(self.base_url.startswith(("http://", "https://")), "base_url", "must be an http(s) URL")
+        require("@" not in urlsplit(self.base_url).netloc, "base_url", "must not carry user:password")
+        require(bool(self.model), "model", "must name a model")
+        require(self.concurrency >= 1, "concurrency", "must be at least 1")
+        require(self.max_tokens >= 1, "max_tokens", "must be at least 1")
+        require(self.timeout > 0, "timeout", "must be positive")
+        require(self.max_attempts >= 1, "max_attempts", "must be at least 1")
+
+
+@dataclass
+class TransformersConfig:
+    model: str = option("Qwen/Qwen2.5-0.5B-Instruct", "a local instruct model: Hub id or folder with a chat template")
+    max_new_tokens: int = option(512, "longest answer")
+    device: str = option("auto", "'auto' (GPU if there is one), 'cpu', 'cuda', 'cuda:1', ...")
+
+    def __post_init__(self) -> None:
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
+
+
+Backend = Literal["kg", "llm", "transformers"]
+
+
+@dataclass
 class NaturalTypeConfig:
-    chooser: Literal["kg"] = option("kg", "'kg': the documented offline rule over the candidates (docs/ARCHITECTURE.md)")
+    chooser: Backend = option(
+        "kg",
+        "'kg': the documented offline rule (docs/ARCHITECTURE.md); 'llm': the endpoint of enrich.llm picks "
+        "among the candidates; 'transformers': the local model of enrich.transformers does",
+    )
+    ask_visual: bool = option(False, "also ask the model whether the entity is visual; non-visual ones are dropped (EntityNet)")
     generic: list[str] = option(
         [
             "entity", "object", "physical object", "concept", "class", "taxon", "organism", "living thing",
@@ -178,8 +225,10 @@ class NaturalTypeConfig:
 
 @dataclass
 class AttributesConfig:
-    backend: Literal["kg"] = option(
-        "kg", "'kg': the entity's statements about looks plus a vocabulary chosen by natural type and domain"
+    backend: Backend = option(
+        "kg",
+        "'kg': the entity's statements about looks plus a vocabulary chosen by natural type and domain; "
+        "'llm' / 'transformers': asked of enrich.llm / enrich.transformers with few-shot prompts",
     )
     top_k_per_root: int = option(500, "only the top K entities per root (by sitelinks) get attributes; the paper used 500")
     max_per_category: int = option(10, "attributes kept per entity and category")
@@ -196,6 +245,8 @@ class AttributesConfig:
 class EnrichConfig:
     natural_type: NaturalTypeConfig = option(NaturalTypeConfig, "how each entity's natural type is chosen")
     attributes: AttributesConfig = option(AttributesConfig, "which visual attributes entities get")
+    llm: LlmConfig = option(LlmConfig, "the OpenAI-compatible endpoint of the 'llm' backends")
+    transformers: TransformersConfig = option(TransformersConfig, "the local model of the 'transformers' backends")
 
 
 @dataclass

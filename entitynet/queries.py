@@ -102,7 +102,7 @@ def _attributes_by_entity(path: Path) -> Iterator[tuple[str, list[Attribute]]]:
 
 def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path) -> dict[str, Any]:
     kinds = set(config.kinds)
-    types = {row["entity_id"]: row["natural_type"] for row in read_rows(run_dir.path(NATURAL_TYPES))}
+    types = {row["entity_id"]: (row["natural_type"], row["visual"]) for row in read_rows(run_dir.path(NATURAL_TYPES))}
     attributes = _attributes_by_entity(run_dir.path(ATTRIBUTES))
     pending = next(attributes, None)
     dropped: Counter[str] = Counter()
@@ -115,7 +115,10 @@ def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path) -> dict[s
             if pending is not None and pending[0] == entity.id:
                 own = pending[1]
                 pending = next(attributes, None)
-            natural_type = types.get(entity.id)
+            natural_type, visual = types.get(entity.id, (None, None))
+            if visual is False:  # the enrich stage's model judged it non-visual: nothing to photograph
+                dropped["non_visual_entity"] += 1
+                continue
             hint = normalise(natural_type) if natural_type else None
             for kind, raw, attribute in uses_of(entity, natural_type, own, kinds):
                 text = normalise(raw)

@@ -61,8 +61,9 @@ class NaturalType:
     entity_id: str
     natural_type: str | None
     reason: str  # which rule decided (popular_common_noun, common_noun, most_popular, root_fallback, ...)
-    chooser: str  # "kg", "llm:<model>"
+    chooser: str  # "kg", "llm:<model>", "transformers:<model>"
     candidates: list[Ancestor] = field(default_factory=list)
+    visual: bool | None = None  # asked of LLM choosers for EntityNet; False drops the entity
 
 
 AttributeCategory = Literal["color", "pattern", "parts", "shape", "behavior", "environment", "other"]

@@ -105,10 +105,14 @@ class RunDir:
         except FileNotFoundError:
             return None
 
-    def reset(self, stage: str) -> None:
-        """Forget a stage: its marker and its cache (``--force``). Its artifacts are replaced on success."""
+    def reset(self, stage: str, keep_cache: bool = False) -> None:
+        """Forget a stage (``--force``): its marker, and its cache unless ``keep_cache``.
+
+        Its artifacts are replaced when the rerun succeeds.
+        """
         self.marker(stage).unlink(missing_ok=True)
-        shutil.rmtree(self.root / "cache" / stage, ignore_errors=True)
+        if not keep_cache:
+            shutil.rmtree(self.root / "cache" / stage, ignore_errors=True)
 
     def run_stage(
         self,
@@ -118,13 +122,16 @@ class RunDir:
         work: Callable[[], dict[str, Any]],
         force: bool = False,
         requires: tuple[str, ...] = (),
+        cache_survives_force: bool = False,
     ) -> StageResult:
         """Run ``work`` unless the stage already finished with these settings and inputs.
 
         ``requires`` names the stages whose artifacts it reads: they must have finished, and
         their fingerprints join this stage's, so redoing an upstream stage invalidates this one.
         A finished stage whose settings or inputs differ is refused (``StageConfigChanged``)
-        rather than silently overwritten: ``force`` re-runs it from scratch.
+        rather than silently overwritten: ``force`` re-runs it from scratch, keeping its cache
+        when ``cache_survives_force`` (caches whose keys say exactly what they hold, such as LLM
+        answers keyed by model, prompt and parameters).
         """
         inputs = {}
         for upstream in requires:
@@ -136,7 +143,7 @@ class RunDir:
             inputs[upstream] = upstream_state["fingerprint"]
         key = fingerprint({"settings": settings, "inputs": inputs}) if inputs else fingerprint(settings)
         if force:
-            self.reset(stage)
+            self.reset(stage, keep_cache=cache_survives_force)
         state = self.state(stage)
         if state is not None and all(path.exists() for path in outputs):
             if state.get("fingerprint") == key:

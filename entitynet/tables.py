@@ -130,6 +130,7 @@ NATURAL_TYPE_SCHEMA = pa.schema(
         pa.field("reason", pa.string(), nullable=False),
         pa.field("chooser", pa.string(), nullable=False),
         pa.field("candidates", pa.list_(ANCESTOR_TYPE)),
+        pa.field("visual", pa.bool_()),
     ],
     metadata={"entitynet.record": "NaturalType"},
 )
@@ -175,6 +176,7 @@ def natural_type_to_row(record: NaturalType) -> dict[str, Any]:
         "reason": record.reason,
         "chooser": record.chooser,
         "candidates": _ancestor_rows(record.candidates),
+        "visual": record.visual,
     }
 
 

@@ -2,13 +2,16 @@
 
 Two passes over the entities, both streaming: the first ranks them per root by sitelinks to find
 the top K that get attributes (only ids are kept), the second chooses natural types and makes
-attributes. WordNet entities have no sitelinks; they rank in harvest order (most frequent first).
+attributes, a chunk of entities at a time so LLM requests can run concurrently while the output
+keeps the input order. WordNet entities have no sitelinks; they rank in harvest order.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
+import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -16,10 +19,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from entitynet.config import Config, EnrichConfig
-from entitynet.enrich.attributes import AttributeStats, kg_attributes, load_vocabulary
-from entitynet.enrich.natural_types import choose
+from entitynet.enrich import prompts
+from entitynet.enrich.attributes import AttributeStats, Vocabulary, kg_attributes, load_vocabulary
+from entitynet.enrich.llm import CachedChat, OpenAIChat, TransformersChat
+from entitynet.enrich.natural_types import candidates, choose
 from entitynet.kg.stage import ARTIFACT as ENTITIES
-from entitynet.records import Attribute, NaturalType
+from entitynet.records import Attribute, Entity, NaturalType
 from entitynet.rundir import RunDir, StageResult
 from entitynet.tables import (
     ATTRIBUTE_SCHEMA,
@@ -36,6 +41,7 @@ logger = logging.getLogger(__name__)
 STAGE = "enrich"
 NATURAL_TYPES = "natural_types.parquet"
 ATTRIBUTES = "attributes.parquet"
+CHUNK = 256  # entities whose LLM requests are in flight together
 
 
 def top_k_per_root(entities_path: Path, k: int) -> set[str]:
@@ -51,29 +57,120 @@ def top_k_per_root(entities_path: Path, k: int) -> set[str]:
     return {entity_id for heap in best.values() for _, _, entity_id in heap}
 
 
-def enrich(config: EnrichConfig, entities_path: Path, types_path: Path, attributes_path: Path) -> dict[str, Any]:
-    vocabulary = load_vocabulary(config.attributes.vocabulary)
+class Enricher:
+    """Natural types and attributes for chunks of entities, with the configured backends."""
+
+    def __init__(self, config: EnrichConfig, cache_dir: Path) -> None:
+        self.config = config
+        self.vocabulary: Vocabulary = load_vocabulary(config.attributes.vocabulary)
+        self.cache_dir = cache_dir
+        self._models: dict[str, CachedChat] = {}
+        self.reasons: Counter[str] = Counter()
+        self.answers: Counter[str] = Counter()  # repairs and drops of LLM answers
+        self.attribute_stats = AttributeStats()
+        self._lock = threading.Lock()  # answers arrive on LLM worker threads
+
+    def model(self, backend: str) -> CachedChat:
+        """The chat model of a backend, made on first use (a kg-only run never loads one)."""
+        if backend not in self._models:
+            if backend == "llm":
+                llm = self.config.llm
+                chat = OpenAIChat(
+                    llm.base_url, llm.model, llm.api_key_env, temperature=llm.temperature, max_tokens=llm.max_tokens,
+                    response_format=llm.response_format, timeout=llm.timeout, max_attempts=llm.max_attempts,
+                    backoff=llm.backoff, max_wait=llm.max_wait,
+                )
+                concurrency = llm.concurrency
+            else:
+                local = self.config.transformers
+                chat = TransformersChat(local.model, local.max_new_tokens, local.device)
+                concurrency = 1
+            self._models[backend] = CachedChat(chat, self.cache_dir / "llm", concurrency)
+        return self._models[backend]
+
+    def natural_types(self, chunk: list[Entity]) -> list[NaturalType]:
+        chooser = self.config.natural_type.chooser
+        if chooser == "kg":
+            return [choose(entity, self.config.natural_type) for entity in chunk]
+        chat = self.model(chooser)
+        return list(chat.map(chunk, lambda entity: self._ask_natural_type(chat, entity)))
+
+    def _ask_natural_type(self, chat: CachedChat, entity: Entity) -> NaturalType:
+        rule = choose(entity, self.config.natural_type)
+        labels = [candidate.label for candidate in candidates(entity, self.config.natural_type)]
+        ask_visual = self.config.natural_type.ask_visual
+        if not labels and not ask_visual:
+            return rule  # nothing to choose from: the rule's root fallback
+        messages, schema = prompts.natural_type_prompt(entity, labels or [rule.natural_type or entity.name], ask_visual)
+        counts: Counter[str] = Counter()
+        answer = chat.complete(messages, schema)
+        chosen, visual = prompts.check_natural_type(prompts.extract_json(answer.content, counts), labels or [rule.natural_type or ""], ask_visual, counts)
+        with self._lock:
+            self.answers.update(counts)
+        name = f"{self.config.natural_type.chooser}:{chat.model.name}"
+        if chosen is None:  # nothing usable: the documented rule decides, and that is recorded
+            return NaturalType(entity.id, rule.natural_type, f"{rule.reason}_after_invalid_answer", name, rule.candidates, visual)
+        return NaturalType(entity.id, chosen, "model", name, rule.candidates, visual)
+
+    def attributes(self, pairs: list[tuple[Entity, NaturalType]]) -> list[list[Attribute]]:
+        backend = self.config.attributes.backend
+        limit = self.config.attributes.max_per_category
+        if backend == "kg":
+            return [kg_attributes(e, n.natural_type, self.vocabulary, limit, self.attribute_stats) for e, n in pairs]
+        chat = self.model(backend)
+        return list(chat.map(pairs, lambda pair: self._ask_attributes(chat, *pair)))
+
+    def _ask_attributes(self, chat: CachedChat, entity: Entity, natural: NaturalType) -> list[Attribute]:
+        base = self.vocabulary.pick(entity, natural.natural_type)[1].name
+        base = base if base in prompts.CATEGORIES_BY_BASE else "other"
+        limit = self.config.attributes.max_per_category
+        messages, schema = prompts.attribute_prompt(entity, base, limit)
+        counts: Counter[str] = Counter()
+        answer = chat.complete(messages, schema)
+        items = prompts.check_attributes(prompts.extract_json(answer.content, counts), entity, base, limit, counts)
+        name = f"{self.config.attributes.backend}:{chat.model.name}"
+        made = [Attribute(entity.id, category, attribute, query, name) for category, attribute, query in items]  # type: ignore[arg-type]
+        with self._lock:
+            self.answers.update(counts)
+            for attribute in made:
+                self.attribute_stats.per_category[attribute.category] += 1
+                self.attribute_stats.per_source[self.config.attributes.backend] += 1
+            self.attribute_stats.entities += bool(made)
+        return made
+
+    def stats(self) -> dict[str, Any]:
+        models = {backend: chat.stats.as_dict() for backend, chat in self._models.items()}
+        return {"answers": dict(sorted(self.answers.items())), "models": models} if models else {}
+
+
+def enrich(config: EnrichConfig, entities_path: Path, types_path: Path, attributes_path: Path, cache_dir: Path) -> dict[str, Any]:
+    enricher = Enricher(config, cache_dir)
     chosen_for_attributes = top_k_per_root(entities_path, config.attributes.top_k_per_root)
-    reasons: Counter[str] = Counter()
-    attribute_stats = AttributeStats()
     entities = 0
+    non_visual = 0
     with (
         RecordWriter[NaturalType](types_path, NATURAL_TYPE_SCHEMA, natural_type_to_row) as types,
         RecordWriter[Attribute](attributes_path, ATTRIBUTE_SCHEMA, attribute_to_row) as attributes,
+        tqdm(desc="enrich", unit="entity", disable=None, leave=False) as progress,
     ):
-        for entity in tqdm(read_entities(entities_path), desc="enrich", unit="entity", disable=None, leave=False):
-            entities += 1
-            natural = choose(entity, config.natural_type)
-            reasons[natural.reason] += 1
-            types.write(natural)
-            if entity.id in chosen_for_attributes:
-                attributes.write_all(
-                    kg_attributes(entity, natural.natural_type, vocabulary, config.attributes.max_per_category, attribute_stats)
-                )
+        stream = read_entities(entities_path)
+        while chunk := list(itertools.islice(stream, CHUNK)):
+            naturals = enricher.natural_types(chunk)
+            for natural in naturals:
+                enricher.reasons[natural.reason] += 1
+                non_visual += natural.visual is False
+                types.write(natural)
+            wanted = [(e, n) for e, n in zip(chunk, naturals) if e.id in chosen_for_attributes and n.visual is not False]
+            for made in enricher.attributes(wanted):
+                attributes.write_all(made)
+            entities += len(chunk)
+            progress.update(len(chunk))
     return {
         "entities": entities,
-        "natural_types": {"chooser": config.natural_type.chooser, "reasons": dict(sorted(reasons.items()))},
-        "attributes": {"backend": config.attributes.backend, "total": attributes.count, **attribute_stats.as_dict()},
+        "natural_types": {"chooser": config.natural_type.chooser, "reasons": dict(sorted(enricher.reasons.items())),
+                          "non_visual": non_visual},
+        "attributes": {"backend": config.attributes.backend, "total": attributes.count, **enricher.attribute_stats.as_dict()},
+        **({"llm": enricher.stats()} if enricher.stats() else {}),
     }
 
 
@@ -83,9 +180,10 @@ def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
         STAGE,
         {"enrich": to_dict(config.enrich)},
         outputs,
-        lambda: enrich(config.enrich, run_dir.path(ENTITIES), *outputs),
+        lambda: enrich(config.enrich, run_dir.path(ENTITIES), *outputs, run_dir.cache_dir(STAGE)),
         force=force,
         requires=("kg",),
+        cache_survives_force=True,  # LLM answers are keyed by model, prompt and parameters
     )
 
 
@@ -99,4 +197,15 @@ def summary(stats: dict[str, Any]) -> str:
         "  per category: " + ", ".join(f"{k}: {v}" for k, v in attributes.get("per_category", {}).items()),
         "  per source: " + ", ".join(f"{k}: {v}" for k, v in attributes.get("per_source", {}).items()),
     ]
+    if types.get("non_visual"):
+        lines.append(f"non-visual entities dropped: {types['non_visual']}")
+    llm = stats.get("llm")
+    if llm:
+        for backend, model in llm["models"].items():
+            lines.append(
+                f"{backend}: {model['calls']} calls, {model['cache_hits']} from cache, {model['retries']} retries, "
+                f"{model['prompt_tokens']}+{model['completion_tokens']} tokens"
+            )
+        if llm["answers"]:
+            lines.append("  answers: " + ", ".join(f"{k}: {v}" for k, v in llm["answers"].items()))
     return "\n".join(lines)

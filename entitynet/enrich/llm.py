@@ -1,0 +1,264 @@
+"""Chat models for the enrich stage: an OpenAI-compatible endpoint or a local transformers model,
+behind one cache, so a rerun makes no call at all and an interrupted run resumes.
+
+Why plain HTTP rather than ``huggingface_hub.InferenceClient``: with ``HF_HUB_OFFLINE=1`` (how
+offline clusters run) InferenceClient refuses every URL, loopback included, so a local vLLM or
+llama.cpp server would be unreachable. The chat-completions protocol is small and every server
+we target speaks it: vLLM, TGI, llama.cpp, Ollama, OpenAI and Hugging Face's router
+(``https://router.huggingface.co/v1``). The API key is read from the environment variable the
+config names; it is sent in the Authorization header and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from entitynet.kg.sparql import display_url, parse_retry_after
+from entitynet.rundir import write_bytes_atomic
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LlmError(RuntimeError):
+    """The model cannot be used at all (bad key, unknown model, endpoint gone after retries)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    content: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ChatModel(Protocol):
+    name: str  # "model@endpoint" or "transformers:model"; part of the cache key
+
+    def complete(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Answer: ...
+
+
+@dataclass
+class LlmStats:
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "retries": self.retries,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "errors": dict(sorted(self.errors.items())),
+        }
+
+
+class _Retry(Exception):
+    def __init__(self, kind: str, retry_after: float | None = None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class OpenAIChat:
+    """POST {base_url}/chat/completions, with bounded retries on 429/5xx/timeouts."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        response_format: str = "json_schema",
+        timeout: float = 120.0,
+        max_attempts: int = 6,
+        backoff: float = 2.0,
+        max_wait: float = 120.0,
+        stats: LlmStats | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.name = f"{model}@{display_url(base_url)}"
+        self._key = os.environ.get(api_key_env) if api_key_env else None
+        self.api_key_env = api_key_env
+        self.params = {"temperature": temperature, "max_tokens": max_tokens}
+        self.response_format = response_format
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self.stats = stats or LlmStats()
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._random = random.Random(0)
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {"model": self.model, "params": self.params, "response_format": self.response_format}
+
+    def complete(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Answer:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, **self.params}
+        if schema is not None and self.response_format == "json_schema":
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+        elif schema is not None and self.response_format == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        payload = json.dumps(body).encode()
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return self._post(payload)
+            except _Retry as retry:
+                with self._lock:
+                    self.stats.errors[retry.kind] += 1
+                if attempt == self.max_attempts:
+                    raise LlmError(f"{self.name}: gave up after {attempt} attempts: {retry.kind}") from None
+                wait = retry.retry_after
+                if wait is None:
+                    ceiling = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
+                    wait = ceiling / 2 + self._random.uniform(0, ceiling / 2)
+                wait = min(wait, self.max_wait)
+                with self._lock:
+                    self.stats.retries += 1
+                logger.warning("%s: %s; retry %d/%d in %.1fs", self.name, retry.kind, attempt, self.max_attempts - 1, wait)
+                self.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _post(self, payload: bytes) -> Answer:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as error:
+            if error.code == 429 or error.code >= 500:
+                raise _Retry(f"http_{error.code}", parse_retry_after(error.headers.get("Retry-After"))) from None
+            hint = f" (is ${self.api_key_env} set and valid?)" if error.code in (401, 403) else ""
+            raise LlmError(f"{self.name}: HTTP {error.code}{hint}") from None
+        except (TimeoutError, socket.timeout):
+            raise _Retry("timeout") from None
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, (TimeoutError, socket.timeout)):
+                raise _Retry("timeout") from None
+            raise _Retry("connection") from None
+        except (ConnectionError, http.client.HTTPException):
+            raise _Retry("connection") from None
+        try:
+            document = json.loads(raw)
+            content = document["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise _Retry("malformed_response") from None
+        usage = document.get("usage") or {}
+        answer = Answer(content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        with self._lock:
+            self.stats.calls += 1
+            self.stats.prompt_tokens += answer.prompt_tokens
+            self.stats.completion_tokens += answer.completion_tokens
+        return answer
+
+
+class TransformersChat:
+    """A local instruct model through its chat template (CPU or GPU; greedy decoding)."""
+
+    def __init__(self, model: str, max_new_tokens: int = 512, device: str = "auto", stats: LlmStats | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = f"transformers:{model}"
+        self.model_id = model
+        self.max_new_tokens = max_new_tokens
+        self.stats = stats or LlmStats()
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForCausalLM.from_pretrained(model)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(device).eval()
+        self.device = device
+        self._lock = threading.Lock()  # one generation at a time: the model is not re-entrant
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {"model": self.model_id, "max_new_tokens": self.max_new_tokens, "decoding": "greedy"}
+
+    def complete(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Answer:
+        import torch
+
+        inputs = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(self.device)
+        with self._lock, torch.no_grad():
+            output = self.model.generate(
+                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+        prompt_length = inputs["input_ids"].shape[1]
+        content = self.tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)
+        answer = Answer(content, prompt_length, int(output.shape[1] - prompt_length))
+        self.stats.calls += 1
+        self.stats.prompt_tokens += answer.prompt_tokens
+        self.stats.completion_tokens += answer.completion_tokens
+        return answer
+
+
+class CachedChat:
+    """Every answer on disk, keyed by (model, messages, schema, parameters), written as it arrives."""
+
+    def __init__(self, model: Any, folder: Path, concurrency: int = 1) -> None:
+        self.model = model
+        self.folder = folder
+        self.concurrency = concurrency
+        self._lock = threading.Lock()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def stats(self) -> LlmStats:
+        return self.model.stats
+
+    def key(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> str:
+        identity = {"model": self.model.cache_identity(), "messages": messages, "schema": schema}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    def complete(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Answer:
+        path = self.folder / f"{self.key(messages, schema)[:40]}.json"
+        if path.exists():
+            with self._lock:
+                self.model.stats.cache_hits += 1
+            return Answer(**json.loads(path.read_text()))
+        answer = self.model.complete(messages, schema)
+        write_bytes_atomic(path, json.dumps(answer.__dict__).encode())
+        return answer
+
+    def map(self, prompts: Iterable[T], ask: Callable[[T], Any]) -> Iterator[Any]:
+        """``ask`` over prompts with bounded concurrency; results in input order."""
+        if self.concurrency <= 1:
+            yield from map(ask, prompts)
+            return
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="llm") as pool:
+            window: list[Any] = []
+            for item in prompts:
+                window.append(pool.submit(ask, item))
+                if len(window) >= self.concurrency * 4:
+                    yield window.pop(0).result()
+            for future in window:
+                yield future.result()
