@@ -41,6 +41,7 @@ def error(status: int, message: str, retry_after: str | None = None) -> tuple[in
 
 class FakeLLM(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops connections beyond ~8 concurrent clients
 
     def __init__(self, script: Callable[[Any], Reply], latency: float = 0.0) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)

@@ -24,7 +24,8 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -221,6 +222,9 @@ class TransformersChat:
         return answer
 
 
+Request = tuple[list[dict[str, str]], dict[str, Any] | None]  # messages, JSON schema
+
+
 class CachedChat:
     """Every answer on disk, keyed by (model, messages, schema, parameters), written as it arrives."""
 
@@ -228,37 +232,61 @@ class CachedChat:
         self.model = model
         self.folder = folder
         self.concurrency = concurrency
-        self._lock = threading.Lock()
         folder.mkdir(parents=True, exist_ok=True)
 
     @property
     def stats(self) -> LlmStats:
         return self.model.stats
 
-    def key(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> str:
+    def _path(self, request: Request) -> Path:
+        messages, schema = request
         identity = {"model": self.model.cache_identity(), "messages": messages, "schema": schema}
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return self.folder / f"{digest[:40]}.json"
 
-    def complete(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Answer:
-        path = self.folder / f"{self.key(messages, schema)[:40]}.json"
-        if path.exists():
-            with self._lock:
-                self.model.stats.cache_hits += 1
-            return Answer(**json.loads(path.read_text()))
-        answer = self.model.complete(messages, schema)
-        write_bytes_atomic(path, json.dumps(answer.__dict__).encode())
+    def cached(self, request: Request) -> Answer | None:
+        path = self._path(request)
+        if not path.exists():
+            return None
+        self.model.stats.cache_hits += 1
+        return Answer(**json.loads(path.read_text()))
+
+    def ask(self, request: Request) -> Answer:
+        """The model's answer (may run on a worker thread), stored before it is returned."""
+        answer = self.model.complete(*request)
+        write_bytes_atomic(self._path(request), json.dumps(answer.__dict__).encode())
         return answer
 
-    def map(self, prompts: Iterable[T], ask: Callable[[T], Any]) -> Iterator[Any]:
-        """``ask`` over prompts with bounded concurrency; results in input order."""
-        if self.concurrency <= 1:
-            yield from map(ask, prompts)
-            return
+    def complete(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Answer:
+        return self.cached((messages, schema)) or self.ask((messages, schema))
+
+    def map(
+        self,
+        items: Iterable[T],
+        build: Callable[[T], Request | None],
+        finish: Callable[[T, Answer | None], Any],
+    ) -> Iterator[Any]:
+        """``finish(item, answer)`` for every item, in input order, on this thread.
+
+        ``build`` makes an item's request (None: no question to ask); cached answers are read
+        here, the others asked with up to ``concurrency`` requests in flight. Only the model
+        calls run on worker threads, so ``finish`` may update counters without locks.
+        """
+        window: deque[tuple[T, Answer | None, Future[Answer] | None]] = deque()
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="llm") as pool:
-            window: list[Any] = []
-            for item in prompts:
-                window.append(pool.submit(ask, item))
-                if len(window) >= self.concurrency * 4:
-                    yield window.pop(0).result()
-            for future in window:
-                yield future.result()
+            for item in items:
+                request = build(item)
+                answer = self.cached(request) if request is not None else None
+                future = pool.submit(self.ask, request) if request is not None and answer is None else None
+                window.append((item, answer, future))
+                # Finish from the head while it is ready (cached, nothing to ask, or answered),
+                # and block on it when too many requests are waiting.
+                while window and (len(window) > self.concurrency * 4 or window[0][2] is None or window[0][2].done()):
+                    yield self._finish(window.popleft(), finish)
+            while window:
+                yield self._finish(window.popleft(), finish)
+
+    @staticmethod
+    def _finish(entry: tuple[T, Answer | None, Future[Answer] | None], finish: Callable[[T, Answer | None], Any]) -> Any:
+        item, answer, future = entry
+        return finish(item, future.result() if future is not None else answer)

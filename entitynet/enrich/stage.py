@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 from entitynet.config import Config, EnrichConfig
 from entitynet.enrich import prompts
 from entitynet.enrich.attributes import AttributeStats, Vocabulary, kg_attributes, load_vocabulary
-from entitynet.enrich.llm import CachedChat, OpenAIChat, TransformersChat
+from entitynet.enrich.llm import Answer, CachedChat, OpenAIChat, Request, TransformersChat
 from entitynet.enrich.natural_types import candidates, choose
 from entitynet.kg.stage import ARTIFACT as ENTITIES
 from entitynet.records import Attribute, Entity, NaturalType
@@ -68,7 +67,6 @@ class Enricher:
         self.reasons: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()  # repairs and drops of LLM answers
         self.attribute_stats = AttributeStats()
-        self._lock = threading.Lock()  # answers arrive on LLM worker threads
 
     def model(self, backend: str) -> CachedChat:
         """The chat model of a backend, made on first use (a kg-only run never loads one)."""
@@ -93,20 +91,22 @@ class Enricher:
         if chooser == "kg":
             return [choose(entity, self.config.natural_type) for entity in chunk]
         chat = self.model(chooser)
-        return list(chat.map(chunk, lambda entity: self._ask_natural_type(chat, entity)))
+        return list(chat.map(chunk, self._natural_type_request, lambda e, a: self._natural_type_answer(chat, e, a)))
 
-    def _ask_natural_type(self, chat: CachedChat, entity: Entity) -> NaturalType:
-        rule = choose(entity, self.config.natural_type)
+    def _natural_type_request(self, entity: Entity) -> Request | None:
         labels = [candidate.label for candidate in candidates(entity, self.config.natural_type)]
-        ask_visual = self.config.natural_type.ask_visual
-        if not labels and not ask_visual:
-            return rule  # nothing to choose from: the rule's root fallback
-        messages, schema = prompts.natural_type_prompt(entity, labels or [rule.natural_type or entity.name], ask_visual)
-        counts: Counter[str] = Counter()
-        answer = chat.complete(messages, schema)
-        chosen, visual = prompts.check_natural_type(prompts.extract_json(answer.content, counts), labels or [rule.natural_type or ""], ask_visual, counts)
-        with self._lock:
-            self.answers.update(counts)
+        if not labels and not self.config.natural_type.ask_visual:
+            return None  # nothing to choose from: the rule's root fallback decides
+        fallback = choose(entity, self.config.natural_type).natural_type or entity.name
+        return prompts.natural_type_prompt(entity, labels or [fallback], self.config.natural_type.ask_visual)
+
+    def _natural_type_answer(self, chat: CachedChat, entity: Entity, answer: Answer | None) -> NaturalType:
+        rule = choose(entity, self.config.natural_type)
+        if answer is None:
+            return rule
+        labels = [candidate.label for candidate in rule.candidates] or [rule.natural_type or entity.name]
+        value = prompts.extract_json(answer.content, self.answers)
+        chosen, visual = prompts.check_natural_type(value, labels, self.config.natural_type.ask_visual, self.answers)
         name = f"{self.config.natural_type.chooser}:{chat.model.name}"
         if chosen is None:  # nothing usable: the documented rule decides, and that is recorded
             return NaturalType(entity.id, rule.natural_type, f"{rule.reason}_after_invalid_answer", name, rule.candidates, visual)
@@ -118,24 +118,29 @@ class Enricher:
         if backend == "kg":
             return [kg_attributes(e, n.natural_type, self.vocabulary, limit, self.attribute_stats) for e, n in pairs]
         chat = self.model(backend)
-        return list(chat.map(pairs, lambda pair: self._ask_attributes(chat, *pair)))
+        return list(chat.map(pairs, self._attribute_request, lambda pair, a: self._attribute_answer(chat, pair, a)))
 
-    def _ask_attributes(self, chat: CachedChat, entity: Entity, natural: NaturalType) -> list[Attribute]:
-        base = self.vocabulary.pick(entity, natural.natural_type)[1].name
-        base = base if base in prompts.CATEGORIES_BY_BASE else "other"
-        limit = self.config.attributes.max_per_category
-        messages, schema = prompts.attribute_prompt(entity, base, limit)
-        counts: Counter[str] = Counter()
-        answer = chat.complete(messages, schema)
-        items = prompts.check_attributes(prompts.extract_json(answer.content, counts), entity, base, limit, counts)
+    def _base(self, entity: Entity, natural_type: str | None) -> str:
+        base = self.vocabulary.pick(entity, natural_type)[1].name
+        return base if base in prompts.CATEGORIES_BY_BASE else "other"
+
+    def _attribute_request(self, pair: tuple[Entity, NaturalType]) -> Request:
+        entity, natural = pair
+        return prompts.attribute_prompt(entity, self._base(entity, natural.natural_type), self.config.attributes.max_per_category)
+
+    def _attribute_answer(self, chat: CachedChat, pair: tuple[Entity, NaturalType], answer: Answer | None) -> list[Attribute]:
+        entity, natural = pair
+        if answer is None:
+            return []
+        base = self._base(entity, natural.natural_type)
+        value = prompts.extract_json(answer.content, self.answers)
+        items = prompts.check_attributes(value, entity, base, self.config.attributes.max_per_category, self.answers)
         name = f"{self.config.attributes.backend}:{chat.model.name}"
         made = [Attribute(entity.id, category, attribute, query, name) for category, attribute, query in items]  # type: ignore[arg-type]
-        with self._lock:
-            self.answers.update(counts)
-            for attribute in made:
-                self.attribute_stats.per_category[attribute.category] += 1
-                self.attribute_stats.per_source[self.config.attributes.backend] += 1
-            self.attribute_stats.entities += bool(made)
+        for attribute in made:
+            self.attribute_stats.per_category[attribute.category] += 1
+            self.attribute_stats.per_source[self.config.attributes.backend] += 1
+        self.attribute_stats.entities += bool(made)
         return made
 
     def stats(self) -> dict[str, Any]:
