@@ -16,7 +16,6 @@ import http.client
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from entitynet.kg.sparql import display_url, parse_retry_after
+from entitynet.retry import Backoff, WaitTooLong
 from entitynet.rundir import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -109,12 +109,10 @@ class OpenAIChat:
         self.response_format = response_format
         self.timeout = timeout
         self.max_attempts = max_attempts
-        self.backoff = backoff
-        self.max_wait = max_wait
+        self.backoff = Backoff(backoff, max_wait, seed=0)
         self.stats = stats or LlmStats()
         self.sleep = sleep
         self._lock = threading.Lock()
-        self._random = random.Random(0)
 
     def cache_identity(self) -> dict[str, Any]:
         return {"model": self.model, "params": self.params, "response_format": self.response_format}
@@ -134,11 +132,10 @@ class OpenAIChat:
                     self.stats.errors[retry.kind] += 1
                 if attempt == self.max_attempts:
                     raise LlmError(f"{self.name}: gave up after {attempt} attempts: {retry.kind}") from None
-                wait = retry.retry_after
-                if wait is None:
-                    ceiling = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
-                    wait = ceiling / 2 + self._random.uniform(0, ceiling / 2)
-                wait = min(wait, self.max_wait)
+                try:
+                    wait = self.backoff.wait(attempt, retry.retry_after)
+                except WaitTooLong as too_long:
+                    raise LlmError(f"{self.name}: {too_long}, longer than enrich.llm.max_wait") from None
                 with self._lock:
                     self.stats.retries += 1
                 logger.warning("%s: %s; retry %d/%d in %.1fs", self.name, retry.kind, attempt, self.max_attempts - 1, wait)

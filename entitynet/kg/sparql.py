@@ -20,7 +20,6 @@ import hashlib
 import http.client
 import json
 import logging
-import random
 import shutil
 import socket
 import threading
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from entitynet import __version__
+from entitynet.retry import Backoff, WaitTooLong
 from entitynet.rundir import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -249,10 +249,8 @@ class SparqlClient:
         self.transport = transport
         self.cache_dir = cache_dir
         self.max_attempts = max_attempts
-        self.backoff = backoff
-        self.max_wait = max_wait
+        self.backoff = Backoff(backoff, max_wait, seed)
         self.sleep = sleep
-        self.random = random.Random(seed)
         self.stats = ClientStats()
         self._lock = threading.Lock()  # the harvest fetches from two threads (see wikidata.py)
         if cache_dir is not None:
@@ -308,7 +306,13 @@ class SparqlClient:
                 self._count(error=error.kind)
                 if attempt == self.max_attempts:
                     raise self._give_up(what, attempt, error.cause) from None
-                wait = self._wait_for(attempt, error)
+                try:
+                    wait = self.backoff.wait(attempt, error.retry_after)
+                except WaitTooLong as too_long:
+                    raise SparqlError(
+                        f"{self.transport.name}: {too_long}, longer than kg.sparql.max_wait={self.backoff.max_wait:g}s; "
+                        "fetched pages are kept, rerun later to resume"
+                    ) from None
                 logger.warning(
                     "%s: %s: %s; retry %d/%d in %.1fs",
                     self.transport.name, what, error.cause, attempt, self.max_attempts - 1, wait,
@@ -318,17 +322,6 @@ class SparqlClient:
             except SparqlError as error:
                 raise SparqlError(f"{self.transport.name}: {what}: {error}") from None
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _wait_for(self, attempt: int, error: TransientError) -> float:
-        if error.retry_after is not None:
-            if error.retry_after > self.max_wait:
-                raise SparqlError(
-                    f"{self.transport.name}: the server asked to wait {error.retry_after:.0f}s, longer than "
-                    f"kg.sparql.max_wait={self.max_wait:g}s; fetched pages are kept, rerun later to resume"
-                )
-            return error.retry_after
-        ceiling = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
-        return ceiling / 2 + self.random.uniform(0, ceiling / 2)  # "equal jitter"
 
     def _give_up(self, what: str, attempts: int, cause: str) -> SparqlError:
         kept = f"{self.stats.pages} page(s) fetched so far are kept in {self.cache_dir}" if self.cache_dir else "nothing is cached"
