@@ -8,7 +8,8 @@ import time
 import pytest
 
 from entitynet.config import KgConfig, SparqlConfig, WikidataConfig
-from entitynet.kg.sparql import HttpTransport, SparqlClient, SparqlError, parse_retry_after, user_agent
+from entitynet.http import parse_retry_after
+from entitynet.kg.sparql import HttpTransport, SparqlClient, SparqlError, user_agent
 from entitynet.kg.wikidata import WikidataHarvester
 
 ROOTS = ["Q756", "Q764"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from entitynet.kg.sparql import display_url, parse_retry_after
+from entitynet.http import display_url, parse_retry_after
 from entitynet.retry import Backoff, WaitTooLong
 from entitynet.rundir import write_bytes_atomic
 

@@ -28,19 +28,15 @@ import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
-from entitynet import __version__
+from entitynet.http import display_url, parse_retry_after
+from entitynet.http import user_agent as http_user_agent
 from entitynet.retry import Backoff, WaitTooLong
 from entitynet.rundir import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
-
-PROJECT_URL = "https://github.com/entitynet/entitynet"
-
 
 class SparqlError(RuntimeError):
     """A query failed for good: the message names the endpoint, the page and the cause."""
@@ -65,17 +61,7 @@ class Transport(Protocol):
 
 def user_agent(contact: str = "") -> str:
     """Wikimedia's User-Agent policy: tool name/version, a URL and a way to reach the operator."""
-    reach = f"{PROJECT_URL}; {contact}" if contact else PROJECT_URL
-    return f"EntityNet/{__version__} ({reach}) SPARQLWrapper"
-
-
-def display_url(url: str) -> str:
-    """The URL without user:password, query string or fragment, safe to print."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return f"{http_user_agent(contact)} SPARQLWrapper"
 
 
 class HttpTransport:
@@ -137,21 +123,6 @@ def _classify_http(code: int, retry_after: str | None) -> Exception:
         return TransientError(f"http_{code}", f"HTTP {code}")
     hint = " (Wikimedia refuses clients without a descriptive User-Agent: set kg.sparql.contact)" if code == 403 else ""
     return SparqlError(f"HTTP {code}{hint}")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either a number or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
 
 
 class EmbeddedTransport:
