@@ -17,18 +17,30 @@ from typing import Any
 
 from entitynet import __version__
 from entitynet import queries as queries_stage
-from entitynet.config import DOMAINS, SOURCES, Config, EnrichConfig, KgConfig, QueriesConfig, load_config, preset_names
+from entitynet.config import (
+    DOMAINS,
+    SOURCES,
+    Config,
+    EnrichConfig,
+    KgConfig,
+    QueriesConfig,
+    SearchConfig,
+    load_config,
+    preset_names,
+)
 from entitynet.enrich import stage as enrich_stage
 from entitynet.enrich.llm import LlmError
 from entitynet.kg import stage as kg_stage
 from entitynet.kg.sparql import SparqlError
 from entitynet.kg.wordnet import WordNetMissing
 from entitynet.rundir import MissingInput, RunDir, StageConfigChanged, StageResult
+from entitynet.search import stage as search_stage
+from entitynet.search.base import EngineError
 from entitynet.typed_config import ConfigError, describe
 
 logger = logging.getLogger("entitynet.cli")
 
-FAILURES = (SparqlError, LlmError, WordNetMissing, StageConfigChanged, MissingInput, OSError)
+FAILURES = (SparqlError, LlmError, EngineError, WordNetMissing, StageConfigChanged, MissingInput, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kg(commands)
     _add_enrich(commands)
     _add_queries(commands)
+    _add_search(commands)
     _add_run(commands)
     return parser
 
@@ -147,11 +160,25 @@ def _add_queries(commands: Any) -> None:
     parser.set_defaults(handler=_run_queries)
 
 
+def _add_search(commands: Any) -> None:
+    parser = _stage_parser(
+        commands,
+        "search",
+        "Ask an image search engine (or a local pool) for candidates: RUN/candidates/part-NNNNN.parquet.",
+        SearchConfig,
+        "search.",
+    )
+    parser.add_argument("--engine", choices=["commons", "google", "brave", "pool"], help="where candidates come from (search.engine)")
+    parser.add_argument("--per-query", type=int, metavar="N", help="candidates asked per query (search.per_query)")
+    parser.add_argument("--pool", metavar="PATH", help="the image-text pool of the pool engine (search.pool.path)")
+    parser.set_defaults(handler=_run_search)
+
+
 def _add_run(commands: Any) -> None:
     parser = _stage_parser(
         commands,
         "run",
-        "Run every stage in order (kg, enrich, queries) on one configuration; "
+        "Run every stage in order (kg, enrich, queries, search) on one configuration; "
         "finished stages are skipped, an interrupted one resumes.",
         Config,
         "",
@@ -191,6 +218,7 @@ STAGES = [
         enrich_stage.summary,
     ),
     Stage("queries", queries_stage.run, lambda run: [run.path(queries_stage.ARTIFACT)], queries_stage.summary),
+    Stage("search", search_stage.run, lambda run: [run.path(search_stage.FOLDER)], search_stage.summary),
 ]
 
 
@@ -225,6 +253,16 @@ def _run_enrich(args: argparse.Namespace) -> int:
 
 def _run_queries(args: argparse.Namespace) -> int:
     _execute(_stage("queries"), _config(args, {}), args)
+    return 0
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    flags = {
+        "--engine": ("search.engine", args.engine),
+        "--per-query": ("search.per_query", args.per_query),
+        "--pool": ("search.pool.path", args.pool),
+    }
+    _execute(_stage("search"), _config(args, flags), args)
     return 0
 
 

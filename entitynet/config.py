@@ -262,11 +262,82 @@ class QueriesConfig:
 
 
 @dataclass
+class CommonsConfig:
+    api_url: str = option("https://commons.wikimedia.org/w/api.php", "MediaWiki API of Wikimedia Commons")
+    thumb_width: int = option(512, "width of the thumbnail URL asked for, so fewer bytes are fetched (0: originals)")
+    page_size: int = option(50, "results per API request (the API allows 50 without a bot flag)")
+    min_interval: float = option(1.0, "seconds between requests: Wikimedia asks for serial, polite clients")
+
+    def __post_init__(self) -> None:
+        require(self.api_url.startswith(("http://", "https://")), "api_url", "must be an http(s) URL")
+        require(self.thumb_width >= 0, "thumb_width", "must not be negative")
+        require(1 <= self.page_size <= 500, "page_size", "must be between 1 and 500")
+        require(self.min_interval >= 0, "min_interval", "must not be negative")
+
+
+@dataclass
+class GoogleConfig:
+    url: str = option("https://www.googleapis.com/customsearch/v1", "Custom Search JSON API endpoint")
+    key_env: str = option("GOOGLE_API_KEY", "environment variable holding the API key")
+    cx_env: str = option("GOOGLE_CSE_ID", "environment variable holding the search engine id (cx)")
+    exclude_terms: list[str] = option(["drawing", "clipart", "illustration", "cartoon"], "words results must not contain")
+    image_type: str = option("photo", "imgType: photo, clipart, lineart, face, news, stock, animated, or '' for any")
+
+
+@dataclass
+class BraveConfig:
+    url: str = option("https://api.search.brave.com/res/v1/images/search", "Brave image search endpoint")
+    token_env: str = option("BRAVE_API_KEY", "environment variable holding the subscription token")
+
+
+@dataclass
+class PoolConfig:
+    path: str | None = option(None, "parquet file, webdataset .tar, or a folder of them, with url and text", path=True)
+    url_column: str | None = option(None, "url column of parquet pools (default: the first of url, URL, image_url)")
+    text_column: str | None = option(None, "text column (default: the first of text, caption, TEXT, alt, alt_text)")
+    max_per_entity: int = option(20_000, "MetaCLIP balancing: at most about this many matches per entity")
+    seed: int = option(0, "seed of the balancing draw")
+
+    def __post_init__(self) -> None:
+        require(self.max_per_entity >= 1, "max_per_entity", "must be at least 1")
+
+
+@dataclass
+class SearchConfig:
+    engine: Literal["commons", "google", "brave", "pool"] = option("commons", "where candidates come from")
+    per_query: int = option(50, "candidates asked per query")
+    kinds: list[Literal["noun", "attr", "attrnoun", "wordnet-noun"]] = option(
+        ["noun", "attr", "attrnoun", "wordnet-noun"], "query kinds to search"
+    )
+    max_queries: int | None = option(None, "search only the first N queries (a trial run)")
+    queries_per_part: int = option(500, "queries per RUN/candidates/part-NNNNN.parquet, the unit of resume")
+    contact: str = option("", "your e-mail or URL, sent in the User-Agent")
+    timeout: float = option(30.0, "seconds per request")
+    max_attempts: int = option(5, "tries per request (429/503 honour Retry-After; 5xx and timeouts back off)")
+    backoff: float = option(2.0, "first retry wait in seconds; doubles per retry, with jitter")
+    max_wait: float = option(300.0, "longest single wait")
+    commons: CommonsConfig = option(CommonsConfig, "the commons engine")
+    google: GoogleConfig = option(GoogleConfig, "the google engine")
+    brave: BraveConfig = option(BraveConfig, "the brave engine")
+    pool: PoolConfig = option(PoolConfig, "the pool engine")
+
+    def __post_init__(self) -> None:
+        require(self.per_query >= 1, "per_query", "must be at least 1")
+        require(bool(self.kinds), "kinds", "needs at least one kind")
+        require(self.max_queries is None or self.max_queries >= 1, "max_queries", "must be at least 1")
+        require(self.queries_per_part >= 1, "queries_per_part", "must be at least 1")
+        require(self.timeout > 0, "timeout", "must be positive")
+        require(self.max_attempts >= 1, "max_attempts", "must be at least 1")
+        require(self.engine != "pool" or self.pool.path is not None, "pool.path", "the pool engine needs a pool")
+
+
+@dataclass
 class Config:
     domain: Literal["livingthings", "entitynet"] = option("livingthings", "which dataset this run makes")
     kg: KgConfig = option(KgConfig, "the kg stage")
     enrich: EnrichConfig = option(EnrichConfig, "the enrich stage: natural types and visual attributes")
     queries: QueriesConfig = option(QueriesConfig, "the queries stage")
+    search: SearchConfig = option(SearchConfig, "the search stage")
 
 
 def preset_path(name: str) -> Path | None:

@@ -100,3 +100,21 @@ class Query:
     text: str
     natural_type: str | None
     uses: list[QueryUse] = field(default_factory=list)
+
+
+@dataclass(slots=True, frozen=True)
+class Candidate:
+    """An image a search engine returned for a query, before it is fetched."""
+
+    url: str  # what the downloader fetches (a thumbnail at the configured size where the engine has one)
+    query_id: str
+    engine: str  # commons | google | brave | pool
+    rank: int  # 0-based position in the engine's answer
+    page_url: str | None = None  # the page that shows the image (for attribution and the viewer)
+    text: str | None = None  # alt text, title or caption
+    width: int | None = None
+    height: int | None = None
+    mime: str | None = None
+    license: str | None = None  # short name: "CC BY-SA 4.0", "Public domain"
+    license_url: str | None = None
+    attribution: str | None = None  # who to credit, as plain text

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from entitynet.records import Ancestor, Attribute, Entity, NaturalType, Query, QueryUse, VisualFact
+from entitynet.records import Ancestor, Attribute, Candidate, Entity, NaturalType, Query, QueryUse, VisualFact
 from entitynet.rundir import atomic_path
 
 R = TypeVar("R")
@@ -163,6 +163,29 @@ QUERY_SCHEMA = pa.schema(
     ],
     metadata={"entitynet.record": "Query"},
 )
+
+
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("engine", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("page_url", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("mime", pa.string()),
+        pa.field("license", pa.string()),
+        pa.field("license_url", pa.string()),
+        pa.field("attribution", pa.string()),
+    ],
+    metadata={"entitynet.record": "Candidate"},
+)
+
+
+def candidate_to_row(record: Candidate) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in CANDIDATE_SCHEMA.names}
 
 
 def _ancestor_rows(ancestors: list[Ancestor]) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""The search stage: queries -> image candidates, from web engines or a local image-text pool."""

@@ -1,0 +1,167 @@
+"""The search stage: RUN/queries.parquet -> RUN/candidates/part-NNNNN.parquet.
+
+Web engines (commons, google, brave) go through the queries in order, ``queries_per_part`` at a
+time; a part is written atomically once all its queries are answered, and every raw answer is
+cached in RUN/cache/search/<engine>/, so a rerun skips finished parts and re-asks nothing. The
+pool engine scans the pool twice (see pool.py) and writes parts of ``queries_per_part * per_query``
+candidates. ``RUN/candidates/_fingerprint`` remembers the configuration the parts were made with:
+other settings clear the folder first, so parts of two configurations never mix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from entitynet.config import Config, SearchConfig
+from entitynet.http import JsonClient
+from entitynet.queries import ARTIFACT as QUERIES
+from entitynet.records import Candidate
+from entitynet.rundir import RunDir, StageResult, fingerprint, write_text_atomic
+from entitynet.search.base import AnswerCache, Engine
+from entitynet.search.commons import CommonsEngine
+from entitynet.search.pool import PoolEngine, QueryIndex
+from entitynet.search.web import BraveEngine, GoogleEngine
+from entitynet.tables import CANDIDATE_SCHEMA, RecordWriter, candidate_to_row, read_rows
+from entitynet.typed_config import to_dict
+
+logger = logging.getLogger(__name__)
+
+STAGE = "search"
+FOLDER = "candidates"
+
+
+def part_path(folder: Path, number: int) -> Path:
+    return folder / f"part-{number:05d}.parquet"
+
+
+def selected_queries(config: SearchConfig, path: Path) -> Iterator[dict[str, Any]]:
+    """The queries to search: those with a use of a selected kind, at most ``max_queries``."""
+    kinds = set(config.kinds)
+    chosen = (row for row in read_rows(path) if any(use["kind"] in kinds for use in row["uses"]))
+    return itertools.islice(chosen, config.max_queries)
+
+
+def make_engine(config: SearchConfig, cache_dir: Path) -> Engine:
+    client = JsonClient(config.contact, timeout=config.timeout, max_attempts=config.max_attempts,
+                        backoff=config.backoff, max_wait=config.max_wait)
+    cache = AnswerCache(cache_dir / config.engine)
+    if config.engine == "commons":
+        client.min_interval = config.commons.min_interval
+        return CommonsEngine(client, cache, config.commons.api_url, config.commons.thumb_width, config.commons.page_size)
+    if config.engine == "google":
+        google = config.google
+        return GoogleEngine(client, cache, google.url, google.key_env, google.cx_env, google.exclude_terms, google.image_type)
+    return BraveEngine(client, cache, config.brave.url, config.brave.token_env)
+
+
+def search(config: SearchConfig, run_dir: RunDir, key: str) -> dict[str, Any]:
+    folder = run_dir.path(FOLDER)
+    stamp = folder / "_fingerprint"
+    if folder.exists() and (not stamp.exists() or stamp.read_text() != key):
+        shutil.rmtree(folder)  # parts of another configuration
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".part-*.tmp"):  # a part being written when the run was killed
+        stale.unlink()
+    write_text_atomic(stamp, key)
+    if config.engine == "pool":
+        return _search_pool(config, run_dir, folder)
+    return _search_web(config, run_dir, folder)
+
+
+def _search_web(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[str, Any]:
+    engine = make_engine(config, run_dir.cache_dir(STAGE))
+    counts: Counter[str] = Counter()
+    queries = selected_queries(config, run_dir.path(QUERIES))
+    parts = iter(lambda: list(itertools.islice(queries, config.queries_per_part)), [])
+    with tqdm(desc=f"search {engine.name}", unit="query", disable=None, leave=False) as progress:
+        for number, part in enumerate(parts):
+            target = part_path(folder, number)
+            if target.exists():
+                counts["parts_reused"] += 1
+                progress.update(len(part))
+                continue
+            with RecordWriter[Candidate](target, CANDIDATE_SCHEMA, candidate_to_row) as writer:
+                for query in part:
+                    found = engine.search(query["text"], query["natural_type"], query["query_id"], config.per_query)
+                    counts["queries_without_candidates"] += not found
+                    writer.write_all(found)
+                    progress.update(1)
+            counts["parts_written"] += 1
+    stats = _summarise(folder, engine, counts)
+    stats["http"] = engine.client.stats.as_dict()  # type: ignore[attr-defined]
+    stats["answers_from_cache"] = engine.cache.hits  # type: ignore[attr-defined]
+    return stats
+
+
+def _search_pool(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[str, Any]:
+    pool = config.pool
+    engine = PoolEngine(Path(pool.path or ""), pool.max_per_entity, pool.seed, pool.url_column, pool.text_column)
+    index = QueryIndex()
+    for query in selected_queries(config, run_dir.path(QUERIES)):
+        index.add(query["query_id"], query["text"], [use["entity_id"] for use in query["uses"]])
+    stream = engine.candidates(index)
+    size = config.queries_per_part * config.per_query
+    for number in itertools.count():
+        chunk = list(itertools.islice(stream, size))
+        if not chunk and number:
+            break
+        with RecordWriter[Candidate](part_path(folder, number), CANDIDATE_SCHEMA, candidate_to_row) as writer:
+            writer.write_all(chunk)
+        if len(chunk) < size:
+            break
+    stats = _summarise(folder, engine, Counter())
+    stats["pool_rows"] = engine.rows
+    return stats
+
+
+def _summarise(folder: Path, engine: Any, counts: Counter[str]) -> dict[str, Any]:
+    candidates, queries, licences = 0, set(), Counter()
+    for part in sorted(folder.glob("part-*.parquet")):
+        for row in read_rows(part):
+            candidates += 1
+            queries.add(row["query_id"])
+            licences[row["license"] or "unknown"] += 1
+    return {
+        "engine": engine.name,
+        "candidates": candidates,
+        "queries_with_candidates": len(queries),
+        "dropped": dict(sorted(engine.drops.items())),
+        "licenses": dict(licences.most_common(20)),
+        **dict(sorted(counts.items())),
+    }
+
+
+def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
+    settings = {"search": to_dict(config.search)}
+    upstream = (run_dir.state("queries") or {}).get("fingerprint")
+    return run_dir.run_stage(
+        STAGE,
+        settings,
+        [run_dir.path(FOLDER)],
+        lambda: search(config.search, run_dir, fingerprint({"settings": settings, "queries": upstream})),
+        force=force,
+        requires=("queries",),
+        cache_survives_force=True,  # answers are keyed by exactly what was asked
+    )
+
+
+def summary(stats: dict[str, Any]) -> str:
+    lines = [
+        f"{stats.get('engine')}: {stats.get('candidates', 0)} candidates for {stats.get('queries_with_candidates', 0)} queries",
+    ]
+    if stats.get("dropped"):
+        lines.append("  dropped: " + ", ".join(f"{k}: {v}" for k, v in stats["dropped"].items()))
+    if stats.get("licenses"):
+        lines.append("  licences: " + ", ".join(f"{k}: {v}" for k, v in list(stats["licenses"].items())[:8]))
+    if "http" in stats:
+        http = stats["http"]
+        lines.append(f"  requests: {http['requests']}, retries: {http['retries']}, answers from cache: {stats.get('answers_from_cache', 0)}")
+    return "\n".join(lines)
