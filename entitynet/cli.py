@@ -23,11 +23,13 @@ from entitynet.config import (
     Config,
     EnrichConfig,
     KgConfig,
+    DownloadConfig,
     QueriesConfig,
     SearchConfig,
     load_config,
     preset_names,
 )
+from entitynet.download import stage as download_stage
 from entitynet.enrich import stage as enrich_stage
 from entitynet.enrich.llm import LlmError
 from entitynet.kg import stage as kg_stage
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enrich(commands)
     _add_queries(commands)
     _add_search(commands)
+    _add_download(commands)
     _add_run(commands)
     return parser
 
@@ -174,15 +177,33 @@ def _add_search(commands: Any) -> None:
     parser.set_defaults(handler=_run_search)
 
 
+def _add_download(commands: Any) -> None:
+    parser = _stage_parser(
+        commands,
+        "download",
+        "Fetch, validate, resize and deduplicate the candidates: RUN/images/shard-NNNNN.parquet, failures, duplicates.",
+        DownloadConfig,
+        "download.",
+    )
+    parser.add_argument("--processes", type=int, metavar="N", help="worker processes on this machine (download.processes)")
+    parser.add_argument("--retry-failures", action="store_true", help="refetch only URLs that failed for transient reasons")
+    parser.add_argument(
+        "--allow-private-addresses", action="store_true", default=None,
+        help="also fetch from private, loopback and link-local addresses (download.allow_private_addresses)",
+    )
+    parser.set_defaults(handler=_run_download)
+
+
 def _add_run(commands: Any) -> None:
     parser = _stage_parser(
         commands,
         "run",
-        "Run every stage in order (kg, enrich, queries, search) on one configuration; "
+        "Run every stage in order (kg, enrich, queries, search, download) on one configuration; "
         "finished stages are skipped, an interrupted one resumes.",
         Config,
         "",
     )
+    parser.add_argument("--until", choices=[stage.name for stage in STAGES], help="stop after this stage")
     parser.set_defaults(handler=_run_all)
 
 
@@ -219,6 +240,7 @@ STAGES = [
     ),
     Stage("queries", queries_stage.run, lambda run: [run.path(queries_stage.ARTIFACT)], queries_stage.summary),
     Stage("search", search_stage.run, lambda run: [run.path(search_stage.FOLDER)], search_stage.summary),
+    Stage("download", download_stage.run, lambda run: [run.path(download_stage.FOLDER)], download_stage.summary),
 ]
 
 
@@ -266,10 +288,25 @@ def _run_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_download(args: argparse.Namespace) -> int:
+    flags = {
+        "--processes": ("download.processes", args.processes),
+        "--allow-private-addresses": ("download.allow_private_addresses", args.allow_private_addresses),
+    }
+    config = _config(args, flags)
+    stage = _stage("download")
+    if args.retry_failures:
+        stage = Stage(stage.name, lambda c, r, f: download_stage.run(c, r, f, retry_failures=True), stage.artifacts, stage.summary)
+    _execute(stage, config, args)
+    return 0
+
+
 def _run_all(args: argparse.Namespace) -> int:
     config = _config(args, {})
     for stage in STAGES:
         _execute(stage, config, args)
+        if stage.name == args.until:
+            break
     return 0
 
 

@@ -7,6 +7,7 @@ flags (``--endpoint``, ``--limit``, ...). ``load_config`` checks everything befo
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -14,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any, Literal
 
-from entitynet.typed_config import ConfigError, Layers, option, require
+from entitynet.typed_config import ConfigError, InvalidValue, Layers, option, require
 
 DOMAINS = ("livingthings", "entitynet")
 SOURCES = ("wikidata", "wordnet")
@@ -332,12 +333,55 @@ class SearchConfig:
 
 
 @dataclass
+class DownloadConfig:
+    urls_per_shard: int = option(1000, "URLs per shard, the unit of work and of resume")
+    processes: int = option(1, "worker processes on this machine (each with its own thread pool)")
+    threads: int = option(32, "concurrent downloads per process")
+    per_host: int = option(4, "concurrent downloads per host, whatever the thread count")
+    connect_timeout: float = option(10.0, "seconds to connect")
+    read_timeout: float = option(20.0, "seconds between bytes; the whole body gets three times that")
+    max_bytes: int = option(20_000_000, "largest response accepted")
+    max_redirects: int = option(5, "redirects followed")
+    max_attempts: int = option(3, "tries per URL for transient failures (timeouts, resets, 429, 5xx)")
+    backoff: float = option(1.0, "first retry wait in seconds; doubles, with jitter; Retry-After wins")
+    allow_private_addresses: bool = option(
+        False, "fetch from private, loopback and link-local addresses (tests and intranet pools only)"
+    )
+    allowed_networks: list[str] = option([], "networks (CIDR) exempt from the address guard, e.g. [10.1.2.0/24]")
+    honour_opt_out: bool = option(True, "skip responses with X-Robots-Tag noai, noimageai, noindex or noimageindex")
+    max_side: int = option(512, "longest side after resizing (only shrinks)")
+    min_side: int = option(64, "images with a shorter side are dropped (too_small)")
+    max_aspect: float = option(3.0, "images longer than this ratio are dropped (bad_aspect)")
+    max_pixels: int = option(89_478_485, "larger images are refused before decoding (decompression_bomb)")
+    format: Literal["jpeg", "webp"] = option("jpeg", "stored encoding")
+    quality: int = option(90, "encoder quality")
+    dedup_distance: int = option(4, "difference-hash bits within which two images are the same picture (0: identical only)")
+    contact: str = option("", "your e-mail or URL, sent in the User-Agent")
+
+    def __post_init__(self) -> None:
+        for key in ("urls_per_shard", "processes", "threads", "per_host", "max_attempts", "max_bytes", "max_side", "min_side"):
+            require(getattr(self, key) >= 1, key, "must be at least 1")
+        require(self.connect_timeout > 0 and self.read_timeout > 0, "read_timeout", "timeouts must be positive")
+        require(self.max_redirects >= 0, "max_redirects", "must not be negative")
+        require(self.max_aspect >= 1, "max_aspect", "must be at least 1")
+        require(1 <= self.quality <= 100, "quality", "must be between 1 and 100")
+        require(0 <= self.dedup_distance <= 16, "dedup_distance", "must be between 0 and 16")
+        require(self.min_side <= self.max_side, "min_side", "must not exceed max_side")
+        for network in self.allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise InvalidValue("allowed_networks", f"{network!r} is not a network like 10.0.0.0/8") from None
+
+
+@dataclass
 class Config:
     domain: Literal["livingthings", "entitynet"] = option("livingthings", "which dataset this run makes")
     kg: KgConfig = option(KgConfig, "the kg stage")
     enrich: EnrichConfig = option(EnrichConfig, "the enrich stage: natural types and visual attributes")
     queries: QueriesConfig = option(QueriesConfig, "the queries stage")
     search: SearchConfig = option(SearchConfig, "the search stage")
+    download: DownloadConfig = option(DownloadConfig, "the download stage")
 
 
 def preset_path(name: str) -> Path | None:

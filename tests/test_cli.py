@@ -150,7 +150,7 @@ def test_quiet_hides_progress_logs(tmp_path, caplog, flags, shown):
 
 def test_run_chains_the_stages_and_resumes(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["run", "--run", str(run), "--config", "demo", "--set", "kg.sources=[wikidata]"]
+    args = ["run", "--run", str(run), "--config", "demo", "--set", "kg.sources=[wikidata]", "--until", "queries"]
     assert main(args) == 0
     first = capsys.readouterr().out
     for stage in ("kg: done", "enrich: done", "queries: done"):

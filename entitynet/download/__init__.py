@@ -1,0 +1,1 @@
+"""The download stage: fetch, validate, resize and deduplicate candidate images into shards."""

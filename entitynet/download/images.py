@@ -1,0 +1,138 @@
+"""Turn fetched bytes into a stored image: validate, normalise, resize, encode, hash.
+
+- The pixel count is checked from the header before anything is decoded, against an explicit
+  limit passed in (nothing global is changed): a decompression bomb ends as
+  ``decompression_bomb``, never as a crash or a huge allocation.
+- JPEGs are decoded in draft mode at the smallest scale still at least the target size.
+- EXIF orientation is applied; animations give their first frame; CMYK, palette, 16-bit,
+  grayscale and alpha images become RGB (transparent pixels over white).
+- Minimum side and maximum aspect ratio filters; shrink (never enlarge) to ``max_side``.
+- Re-encoded as JPEG (quality 90 by default) or WebP; the sha256 of the stored bytes is the
+  image id, and a 64-bit difference hash (dHash) finds near-duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageReason = Literal["decompression_bomb", "corrupt_image", "unsupported_format", "too_small", "bad_aspect"]
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    max_side: int = 512
+    min_side: int = 64
+    max_aspect: float = 3.0
+    max_pixels: int = 89_478_485  # Pillow's own default bomb threshold, made explicit
+    format: Literal["jpeg", "webp"] = "jpeg"
+    quality: int = 90
+
+
+@dataclass(frozen=True)
+class Processed:
+    data: bytes | None
+    reason: ImageReason | None = None
+    detail: str = ""
+    width: int = 0
+    height: int = 0
+    original_width: int = 0
+    original_height: int = 0
+    sha256: str = ""
+    phash: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None
+
+
+READABLE = frozenset({"jpeg", "png", "gif", "bmp", "tiff", "webp", "ico", "avif"})
+
+
+def process(data: bytes, policy: ImagePolicy, sniffed: str | None = None) -> Processed:
+    """``sniffed`` (the format the magic bytes announce) tells a broken file of a format we read
+    (``corrupt_image``) from a format this Pillow cannot read at all (``unsupported_format``)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _process(data, policy)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return Processed(None, "decompression_bomb", str(error)[:200])
+    except UnidentifiedImageError:
+        if sniffed in READABLE:
+            return Processed(None, "corrupt_image", f"a {sniffed} file Pillow cannot read")
+        return Processed(None, "unsupported_format", f"{sniffed or 'unknown'} format, not readable here")
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
+        return Processed(None, "corrupt_image", f"{type(error).__name__}: {error}"[:200])
+
+
+def _process(data: bytes, policy: ImagePolicy) -> Processed:
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if width * height > policy.max_pixels:
+            return Processed(None, "decompression_bomb", f"{width}x{height} pixels")
+        if image.format == "JPEG":
+            image.draft("RGB", (policy.max_side, policy.max_side))
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        rgb = to_rgb(image)
+    if min(rgb.size) < policy.min_side:
+        return Processed(None, "too_small", f"{rgb.size[0]}x{rgb.size[1]}")
+    if max(rgb.size) / min(rgb.size) > policy.max_aspect:
+        return Processed(None, "bad_aspect", f"{rgb.size[0]}x{rgb.size[1]}")
+    if max(rgb.size) > policy.max_side:
+        scale = policy.max_side / max(rgb.size)
+        size = (max(1, round(rgb.size[0] * scale)), max(1, round(rgb.size[1] * scale)))
+        rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    if policy.format == "webp":
+        rgb.save(buffer, "WEBP", quality=policy.quality, method=4)
+    else:
+        rgb.save(buffer, "JPEG", quality=policy.quality, optimize=False, progressive=False)
+    stored = buffer.getvalue()
+    return Processed(
+        stored, width=rgb.size[0], height=rgb.size[1], original_width=width, original_height=height,
+        sha256=hashlib.sha256(stored).hexdigest(), phash=dhash(rgb),
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode to RGB; transparency is composited over white, 16-bit scaled to 8-bit."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 0..255 by the actual range, not by clipping
+        low, high = image.getextrema()
+        span = max(1, high - low)
+        image = image.point(lambda value: (value - low) * 255 / span).convert("L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image.convert("RGB")
+
+
+def dhash(image: Image.Image, size: int = 8) -> int:
+    """64-bit difference hash: brighter-than-right-neighbour bits of a 9x8 grayscale thumbnail."""
+    small = image.convert("L").resize((size + 1, size), Image.Resampling.BILINEAR)
+    pixels = small.tobytes()
+    bits = 0
+    for row in range(size):
+        for column in range(size):
+            left = pixels[row * (size + 1) + column]
+            right = pixels[row * (size + 1) + column + 1]
+            bits = (bits << 1) | (left > right)
+    return bits
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()

@@ -1,0 +1,189 @@
+"""The download stage: RUN/candidates -> RUN/images/ (shards, failures, duplicates, stats).
+
+Work is split by shard: ``shards[rank::world_size]``. On one machine ``--processes N`` starts N
+worker processes (each with its own thread pool); across machines, ``accelerate launch`` (or
+torchrun) sets RANK and WORLD_SIZE and every rank takes its share, with the same code. Rank 0
+then waits for every shard, merges the failures and the stats, finds duplicates and marks the
+stage done. Finished shards are skipped on rerun; ``--retry-failures`` refetches only URLs that
+failed for transient reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from entitynet.config import Config, DownloadConfig
+from entitynet.download.dedup import find_duplicates
+from entitynet.download.fetch import FetchPolicy
+from entitynet.download.images import ImagePolicy
+from entitynet.download.shards import (
+    FAILURE_SCHEMA,
+    ShardJob,
+    make_plan,
+    run_shard,
+    shard_done,
+    shard_name,
+    transient_failures,
+)
+from entitynet.rundir import RunDir, StageResult, atomic_path, fingerprint, write_text_atomic
+from entitynet.search.stage import FOLDER as CANDIDATES
+from entitynet.typed_config import to_dict
+
+logger = logging.getLogger(__name__)
+
+STAGE = "download"
+FOLDER = "images"
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's share of the shards, as accelerate launch / torchrun announce it."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def policies(config: DownloadConfig) -> tuple[FetchPolicy, ImagePolicy]:
+    fetch = FetchPolicy(
+        connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, max_bytes=config.max_bytes,
+        max_redirects=config.max_redirects, max_attempts=config.max_attempts, backoff=config.backoff,
+        allow_private_addresses=config.allow_private_addresses, allowed_networks=tuple(config.allowed_networks),
+        honour_opt_out=config.honour_opt_out,
+        contact=config.contact,
+    )
+    image = ImagePolicy(max_side=config.max_side, min_side=config.min_side, max_aspect=config.max_aspect,
+                        max_pixels=config.max_pixels, format=config.format, quality=config.quality)
+    return fetch, image
+
+
+def prepare(config: DownloadConfig, run_dir: RunDir, key: str) -> tuple[Path, int]:
+    """The plan for these candidates and settings (made once), and the number of shards."""
+    plan_dir = run_dir.cache_dir(STAGE) / "plan"
+    out_dir = run_dir.path(FOLDER)
+    stamp = plan_dir / "_fingerprint"
+    if not stamp.exists() or stamp.read_text() != key:
+        import shutil
+
+        shutil.rmtree(plan_dir, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)  # shards of another plan must not mix with these
+        parts = sorted(run_dir.path(CANDIDATES).glob("part-*.parquet"))
+        make_plan(parts, plan_dir, config.urls_per_shard)
+        write_text_atomic(stamp, key)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".shard-*.tmp"):
+        stale.unlink()
+    return plan_dir, len(list(plan_dir.glob("shard-*.parquet")))
+
+
+def download_shards(config: DownloadConfig, run_dir: RunDir, key: str, retry_failures: bool = False) -> dict[str, Any]:
+    """This rank's shards; rank 0 also waits for the others and finishes the stage."""
+    plan_dir, shards = prepare(config, run_dir, key)
+    out_dir = run_dir.path(FOLDER)
+    fetch, image = policies(config)
+    rank, world = rank_and_world()
+    mine = list(range(shards))[rank::world]
+    jobs: list[tuple[ShardJob, set[str] | None]] = []
+    for number in mine:
+        job = ShardJob(number, plan_dir / f"{shard_name(number)}.parquet", out_dir, fetch, image, config.threads, config.per_host)
+        if not shard_done(out_dir, number):
+            jobs.append((job, None))
+        elif retry_failures:
+            retry = transient_failures(out_dir, number)
+            if retry:
+                jobs.append((job, retry))
+    _run_jobs(jobs, config.processes)
+    if rank != 0:
+        return {}
+    _wait_for_shards(out_dir, shards)
+    return _finish(config, run_dir, out_dir, shards)
+
+
+def _run_jobs(jobs: list[tuple[ShardJob, set[str] | None]], processes: int) -> None:
+    totals: Counter[str] = Counter()
+    started = time.monotonic()
+    with tqdm(total=len(jobs), desc="download", unit="shard", disable=None) as progress:
+        def done(stats: dict[str, Any]) -> None:
+            totals.update(stored=stats["stored"], urls=stats["urls"])
+            seconds = max(time.monotonic() - started, 1e-9)
+            progress.set_postfix(images_per_s=f"{totals['stored'] / seconds:.1f}",
+                                 success=f"{totals['stored'] / max(totals['urls'], 1):.0%}")
+            progress.update(1)
+
+        if processes <= 1 or len(jobs) <= 1:
+            for job, only in jobs:
+                done(run_shard(job, only))
+            return
+        # spawn: workers start clean, without copies of this process's threads and locks
+        with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for stats in pool.map(run_shard, *zip(*jobs)):
+                done(stats)
+
+
+def _wait_for_shards(out_dir: Path, shards: int, timeout: float | None = None) -> None:
+    """Rank 0 waits (bounded) for the other ranks' shards."""
+    timeout = timeout if timeout is not None else float(os.environ.get("ENTITYNET_RANK_WAIT", "86400"))
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = [n for n in range(shards) if not shard_done(out_dir, n)]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"download: {len(missing)} shards never finished (first: {shard_name(missing[0])}); rerun to resume")
+        time.sleep(1.0)
+
+
+def _finish(config: DownloadConfig, run_dir: RunDir, out_dir: Path, shards: int) -> dict[str, Any]:
+    reasons: Counter[str] = Counter()
+    totals: Counter[str] = Counter()
+    for number in range(shards):
+        stats = json.loads((out_dir / f"{shard_name(number)}.json").read_text())
+        reasons.update(stats["reasons"])
+        totals.update({k: stats[k] for k in ("urls", "stored", "failed", "bytes_fetched", "bytes_stored")})
+    failures = [pq.read_table(out_dir / f"{shard_name(n)}.failures.parquet") for n in range(shards)]
+    with atomic_path(out_dir / "failures.parquet") as temporary:
+        pq.write_table(pa.concat_tables(failures) if failures else FAILURE_SCHEMA.empty_table(), temporary)
+    duplicates = find_duplicates(out_dir, out_dir / "duplicates.parquet", config.dedup_distance)
+    return {"shards": shards, **dict(totals), "reasons": dict(sorted(reasons.items())), "duplicates": duplicates}
+
+
+def run(config: Config, run_dir: RunDir, force: bool = False, retry_failures: bool = False) -> StageResult:
+    settings = {"download": to_dict(config.download)}
+    upstream = (run_dir.state("search") or {}).get("fingerprint")
+    # Settings that change what is fetched or stored make a new plan; processes and threads do not.
+    plan_key = fingerprint({"settings": {k: v for k, v in settings["download"].items() if k not in ("processes", "threads")},
+                            "search": upstream})
+
+    def work() -> dict[str, Any]:
+        return download_shards(config.download, run_dir, plan_key, retry_failures)
+
+    rank, _ = rank_and_world()
+    if rank != 0:  # other ranks only do their share; rank 0 marks the stage
+        stats = work()
+        return StageResult(STAGE, False, 0.0, stats)
+    if retry_failures and run_dir.state(STAGE) is not None:
+        run_dir.reset(STAGE, keep_cache=True)  # same settings, same plan: only failed URLs are fetched again
+    return run_dir.run_stage(STAGE, settings, [run_dir.path(FOLDER)], work, force=force, requires=("search",))
+
+
+def summary(stats: dict[str, Any]) -> str:
+    if not stats:
+        return "this rank's shards are done; rank 0 merges and reports"
+    lines = [
+        f"{stats.get('stored', 0)} images stored, {stats.get('failed', 0)} URLs failed, of {stats.get('urls', 0)} "
+        f"in {stats.get('shards', 0)} shards ({stats.get('bytes_stored', 0) / 1e6:.1f} MB stored)",
+    ]
+    if stats.get("reasons"):
+        lines.append("  failures: " + ", ".join(f"{k}: {v}" for k, v in stats["reasons"].items()))
+    dup = stats.get("duplicates") or {}
+    if dup:
+        lines.append(f"  duplicates: {dup.get('identical', 0)} identical, {dup.get('near', 0)} near; {dup.get('unique', 0)} unique images")
+    return "\n".join(lines)

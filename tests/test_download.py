@@ -1,0 +1,230 @@
+"""The download stage against a loopback image host with real files and injected faults."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from entitynet.cli import main
+from entitynet.download.fetch import FetchPolicy, Fetcher
+from entitynet.rundir import RunDir
+from entitynet.tables import CANDIDATE_SCHEMA
+from image_host import REALDATA, ImageHost
+
+REAL_FILES = sorted(
+    f"{folder}/{path.name}"
+    for folder in ("image_edge_cases", "labelled_photos/cameratrapai")
+    for path in (REALDATA / folder).glob("*")
+    if path.suffix.lower() in (".jpg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".ico", ".avif", ".heif", ".svg")
+) if REALDATA.is_dir() else []
+
+LOOPBACK_ONLY = ["--set", "download.allowed_networks=[127.0.0.1/32]"]
+
+
+@pytest.fixture
+def host():
+    hosts = []
+
+    def start(**options) -> ImageHost:
+        server = ImageHost(**options)
+        hosts.append(server)
+        return server
+
+    yield start
+    for server in hosts:
+        server.close()
+
+
+def searched_run(folder: Path, urls: list[str]) -> RunDir:
+    """A run whose search stage is done, with one candidate per URL (two queries for some)."""
+    run = RunDir(folder)
+    rows = [{"url": url, "query_id": f"q{i % 7}", "engine": "pool", "rank": i, "text": f"alt text {i}",
+             "page_url": None, "width": None, "height": None, "mime": None, "license": "CC BY 4.0",
+             "license_url": None, "attribution": "someone"} for i, url in enumerate(urls)]
+    (folder / "candidates").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA), folder / "candidates" / "part-00000.parquet")
+    run.run_stage("search", {"made": "by hand"}, [], lambda: {})
+    return run
+
+
+def download(run: RunDir, *extra: str) -> int:
+    return main(["-q", "download", "--run", str(run.root), "--config", "demo", *LOOPBACK_ONLY,
+                 "--set", "download.read_timeout=1.0", "--set", "download.connect_timeout=1.0",
+                 "--set", "download.max_attempts=2", "--set", "download.backoff=0.01",
+                 "--set", "download.max_bytes=1000000", "--set", "download.min_side=16", *extra])
+
+
+def stored(run: RunDir) -> list[dict]:
+    return [row for path in sorted(run.path("images").glob("shard-*[0-9].parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+def failures(run: RunDir) -> dict[str, str]:
+    return {row["url"]: row["reason"] for row in pq.read_table(run.path("images") / "failures.parquet").to_pylist()}
+
+
+def test_every_url_ends_stored_or_failed_with_the_expected_reason(realdata, host, tmp_path):
+    server = host(slow=3.0)
+    alias = host(address="127.0.0.2")  # a loopback address the allowance does not cover
+    b = server.base
+    faults = {
+        f"{b}/fault/404": "http_404", f"{b}/fault/500": "http_5xx", f"{b}/fault/slow": "timeout",
+        f"{b}/fault/reset": "connection", f"{b}/fault/truncated": "truncated", f"{b}/fault/html": "not_image",
+        f"{b}/fault/huge": "too_large", f"{b}/fault/redirect-loop": "too_many_redirects",
+        f"{b}/fault/redirect-to/127.0.0.2:{alias.server_address[1]}": "blocked_address",
+        f"{alias.base}/gen/200x150/9.jpg": "blocked_address", f"{b}/fault/noai": "opted_out",
+        f"{b}/real/image_edge_cases/decompression_bomb.gif": "decompression_bomb",
+        f"{b}/real/image_edge_cases/broken.png": "corrupt_image",
+        f"{b}/real/image_edge_cases/truncated_jpeg.jpg": "corrupt_image",
+        f"{b}/real/labelled_photos/cameratrapai/african_elephants_truncated_file.jpg": "corrupt_image",
+        f"{b}/real/image_edge_cases/avif_hopper.heif": "unsupported_format",
+        f"{b}/real/image_edge_cases/anchor_horizontal.svg": "not_image",
+        f"{b}/real/image_edge_cases/multipage.tiff": "too_small",
+        "ftp://127.0.0.1/x.jpg": "bad_url",
+    }
+    good = [f"{b}/fault/429-once/a", f"{b}/fault/lying-type", f"{b}/gen/800x600/1.jpg", f"{b}/gen/300x1000/2.png"]
+    urls = [f"{b}/real/{name}" for name in REAL_FILES] + list(faults) + good
+    run = searched_run(tmp_path / "run", urls)
+    started = time.monotonic()
+    assert download(run, "--set", "download.urls_per_shard=10", "--set", "download.max_bytes=2500000") == 0
+    assert time.monotonic() - started < 60
+
+    images, failed = stored(run), failures(run)
+    assert len(images) + len(failed) == len(set(urls))
+    assert not {row["url"] for row in images} & set(failed)
+    for url, reason in faults.items():
+        assert failed.get(url) == reason, (url, failed.get(url))
+    assert {f"{b}/fault/429-once/a", f"{b}/fault/lying-type", f"{b}/gen/800x600/1.jpg"} <= {row["url"] for row in images}
+    assert failed[f"{b}/gen/300x1000/2.png"] == "bad_aspect"
+    for row in images:
+        with Image.open(io.BytesIO(row["image"])) as picture:
+            picture.load()
+            assert picture.mode == "RGB" and picture.format == "JPEG"
+            assert max(picture.size) <= 512 and min(picture.size) >= 16
+            assert picture.size == (row["width"], row["height"])
+        assert row["sources"] and row["sources"][0]["text"].startswith("alt text")
+    elephants = {row["url"].rsplit("/", 1)[1]: row for row in images if "african_elephants" in row["url"]}
+    assert elephants["african_elephants_with_exif_orientation.jpg"]["width"] == 512  # stored portrait, EXIF-rotated
+    stats = json.loads(run.marker("download").read_text())["stats"]
+    assert stats["stored"] == len(images) and stats["failed"] == len(failed)
+    assert sum(stats["reasons"].values()) == len(failed)
+    assert server.hits["/fault/429-once/a"] == 2  # retried after Retry-After
+
+
+def test_the_guard_refuses_private_targets_before_any_socket_is_opened(monkeypatch):
+    opened = []
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: opened.append(a) or (_ for _ in ()).throw(AssertionError))
+    fetcher = Fetcher(FetchPolicy(max_attempts=1))
+    for url in ["http://10.0.0.1/a.jpg", "http://169.254.169.254/latest/meta-data", "http://192.168.1.1/x.png",
+                "http://[::1]/x.jpg", "http://127.0.0.1:9/x.jpg", "http://[fe80::1]/y.jpg", "http://224.0.0.1/z.jpg",
+                "http://0.0.0.0/x.jpg", "http://[::ffff:10.0.0.1]/x.jpg"]:
+        result = fetcher.fetch(url)
+        assert result.reason == "blocked_address", (url, result)
+    assert opened == []
+
+
+def test_identical_and_near_identical_images_are_grouped(host, tmp_path):
+    server = host()
+    b = server.base
+    urls = [f"{b}/same/4.jpg", f"{b}/same/4.jpg?copy=1", f"{b}/scaled/640x480/4.jpg", f"{b}/gen/320x240/5.jpg"]
+    run = searched_run(tmp_path / "run", urls)
+    assert download(run) == 0
+    duplicates = pq.read_table(run.path("images") / "duplicates.parquet").to_pylist()
+    by_url = {row["url"]: row for row in duplicates}
+    assert by_url[f"{b}/same/4.jpg?copy=1"]["kind"] == "identical"
+    assert by_url[f"{b}/same/4.jpg?copy=1"]["canonical_url"] == f"{b}/same/4.jpg"
+    assert by_url[f"{b}/scaled/640x480/4.jpg"]["kind"] == "near"
+    assert by_url[f"{b}/scaled/640x480/4.jpg"]["canonical_url"] == f"{b}/same/4.jpg"
+    assert f"{b}/gen/320x240/5.jpg" not in by_url and f"{b}/same/4.jpg" not in by_url
+    stats = json.loads(run.marker("download").read_text())["stats"]["duplicates"]
+    assert stats["unique"] == 2
+
+
+def test_retry_failures_refetches_only_transient_ones(host, tmp_path):
+    server = host()
+    b = server.base
+    urls = [f"{b}/fault/429-once/z", f"{b}/fault/404", f"{b}/gen/300x200/8.jpg"]
+    run = searched_run(tmp_path / "run", urls)
+    assert download(run, "--set", "download.max_attempts=1") == 0
+    assert failures(run) == {f"{b}/fault/429-once/z": "http_429", f"{b}/fault/404": "http_404"}
+    assert download(run, "--set", "download.max_attempts=1") == 0  # complete: nothing fetched
+    assert server.hits["/fault/429-once/z"] == 1
+    assert download(run, "--set", "download.max_attempts=1", "--retry-failures") == 0
+    assert failures(run) == {f"{b}/fault/404": "http_404"}
+    assert server.hits["/fault/404"] == 1 and server.hits["/fault/429-once/z"] == 2
+    assert len(stored(run)) == 2
+
+
+def _shard_files(run: RunDir) -> list[str]:
+    return sorted(p.name for p in run.path("images").iterdir())
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_result(host, tmp_path):
+    server = host(delay=0.05)
+    urls = [f"{server.base}/gen/{200 + i}x{150 + i}/{i}.jpg" for i in range(60)]
+    reference = searched_run(tmp_path / "reference", urls)
+    assert download(reference, "--set", "download.urls_per_shard=10", "--set", "download.threads=4") == 0
+    expected = sorted(row["image_id"] for row in stored(reference))
+
+    run = searched_run(tmp_path / "run", urls)
+    args = [sys.executable, "-m", "entitynet", "-q", "download", "--run", str(run.root), "--config", "demo", *LOOPBACK_ONLY,
+            "--set", "download.urls_per_shard=10", "--set", "download.threads=4"]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        if len(list(run.path("images").glob("shard-*.json"))) >= 2:
+            break
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    done_before = len(list(run.path("images").glob("shard-*.json")))
+    assert 2 <= done_before < 6, "the kill should land mid-run"
+
+    assert download(run, "--set", "download.urls_per_shard=10", "--set", "download.threads=4") == 0
+    images = stored(run)
+    assert sorted(row["image_id"] for row in images) == expected
+    assert len({row["url"] for row in images}) == len(images) == 60
+    assert not [name for name in _shard_files(run) if name.endswith(".tmp")]
+    assert json.loads(run.marker("download").read_text())["stats"]["shards"] == 6
+
+
+def test_two_processes_split_the_shards_without_overlap_or_gap(host, tmp_path):
+    server = host()
+    urls = [f"{server.base}/gen/{220 + i}x160/{i}.jpg" for i in range(40)]
+    one = searched_run(tmp_path / "one", urls)
+    assert download(one, "--set", "download.urls_per_shard=5") == 0
+    two = searched_run(tmp_path / "two", urls)
+    assert download(two, "--set", "download.urls_per_shard=5", "--processes", "2") == 0
+    assert _shard_files(one) == _shard_files(two)
+    assert [r["image_id"] for r in stored(one)] == [r["image_id"] for r in stored(two)]
+    per_url = [r["url"] for r in stored(two)]
+    assert sorted(per_url) == sorted(urls)  # no gap, no overlap
+
+
+@pytest.mark.slow
+def test_two_ranks_take_alternate_shards_and_rank_0_merges(host, tmp_path):
+    server = host(delay=0.02)
+    urls = [f"{server.base}/gen/{240 + i}x180/{i}.jpg" for i in range(30)]
+    run = searched_run(tmp_path / "run", urls)
+    command = [sys.executable, "-m", "entitynet", "-q", "download", "--run", str(run.root), "--config", "demo", *LOOPBACK_ONLY,
+               "--set", "download.urls_per_shard=5"]
+    ranks = [subprocess.Popen(command, env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "ENTITYNET_RANK_WAIT": "60"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [process.communicate(timeout=120) for process in ranks]
+    assert [process.returncode for process in ranks] == [0, 0], outputs
+    assert "rank 0 merges" in outputs[1][0]
+    assert json.loads(run.marker("download").read_text())["stats"]["stored"] == 30
+    shards = {json.loads(p.read_text())["shard"] for p in run.path("images").glob("shard-*.json")}
+    assert shards == set(range(6))
+    assert sorted(r["url"] for r in stored(run)) == sorted(urls)
