@@ -228,3 +228,25 @@ def test_two_ranks_take_alternate_shards_and_rank_0_merges(host, tmp_path):
     shards = {json.loads(p.read_text())["shard"] for p in run.path("images").glob("shard-*.json")}
     assert shards == set(range(6))
     assert sorted(r["url"] for r in stored(run)) == sorted(urls)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_splits_the_shards_across_two_ranks(host, tmp_path):
+    import shutil
+
+    from conftest import skip_or_fail
+
+    launcher = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
+    if not Path(launcher).exists():
+        skip_or_fail("accelerate is not installed (pip install 'entitynet[train]')")
+    server = host()
+    urls = [f"{server.base}/gen/{240 + i}x180/{i}.jpg" for i in range(20)]
+    run = searched_run(tmp_path / "run", urls)
+    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "-m", "entitynet", "-q", "download", "--run", str(run.root), "--config", "demo",
+               *LOOPBACK_ONLY, "--set", "download.urls_per_shard=5"]
+    done = subprocess.run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rank 0 merges" in done.stdout  # the other rank left the merge to rank 0
+    assert json.loads(run.marker("download").read_text())["stats"]["stored"] == 20
+    assert sorted(r["url"] for r in stored(run)) == sorted(urls)

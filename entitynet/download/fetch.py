@@ -131,6 +131,7 @@ class Fetcher:
         self.backoff = Backoff(policy.backoff, policy.max_wait)
         self.sleep = sleep
         self._tls = ssl.create_default_context()
+        self._addresses: dict[tuple[str, int], tuple[float, str]] = {}  # checked resolutions, briefly reused
 
     def fetch(self, url: str) -> Fetched:
         last: _Failure | None = None
@@ -163,7 +164,7 @@ class Fetcher:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _Failure("bad_url", f"not an http(s) URL: {url[:200]}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = resolve(parts.hostname, port, self.policy)
+        address = self._resolve(parts.hostname, port)
         path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         connection = self._connection(parts.scheme, parts.hostname, address, port)
         try:
@@ -196,6 +197,16 @@ class Fetcher:
             raise _Failure("connection", f"{type(error).__name__}: {error}"[:200]) from None
         finally:
             connection.close()
+
+    def _resolve(self, host: str, port: int, ttl: float = 60.0) -> str:
+        """``resolve`` with a short per-host memory: one lookup per host a minute, not per URL."""
+        now = time.monotonic()
+        known = self._addresses.get((host, port))
+        if known and known[0] > now:
+            return known[1]
+        address = resolve(host, port, self.policy)
+        self._addresses[(host, port)] = (now + ttl, address)
+        return address
 
     def _connection(self, scheme: str, host: str, address: str, port: int) -> http.client.HTTPConnection:
         """A connection to the checked address; TLS still verifies the certificate for ``host``."""

@@ -81,8 +81,8 @@ def _process(data: bytes, policy: ImagePolicy) -> Processed:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         image.load()
-        image = ImageOps.exif_transpose(image) or image
-        rgb = to_rgb(image)
+        rotated = ImageOps.exif_transpose(image, in_place=False) if image.getexif().get(0x0112, 1) != 1 else image
+        rgb = to_rgb(rotated)
     if min(rgb.size) < policy.min_side:
         return Processed(None, "too_small", f"{rgb.size[0]}x{rgb.size[1]}")
     if max(rgb.size) / min(rgb.size) > policy.max_aspect:

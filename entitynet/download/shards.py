@@ -14,9 +14,9 @@ import json
 import threading
 import time
 import urllib.parse
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,54 +104,80 @@ class _HostLimits:
             return self.semaphores.setdefault(host, threading.Semaphore(self.limit))
 
 
-def run_shard(job: ShardJob, only: set[str] | None = None) -> dict[str, Any]:
-    """Fetch and store one shard (``only``: just these URLs, the rest kept from the last run)."""
-    started = time.monotonic()
-    plan = pq.read_table(job.plan).to_pylist()
-    todo = [row for row in plan if only is None or row["url"] in only]
-    fetcher = Fetcher(job.fetch)
-    limits = _HostLimits(job.per_host)
+class ShardWorker:
+    """Runs shards in one process on one thread pool, the next shard's downloads starting while
+    the current one finishes, so no thread idles at shard boundaries."""
 
-    def work(row: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
-        with limits(row["url"]):
-            fetched = fetcher.fetch(row["url"])
+    def __init__(self, threads: int, per_host: int, fetch: FetchPolicy, image: ImagePolicy) -> None:
+        self.threads = threads
+        self.fetcher = Fetcher(fetch)
+        self.image = image
+        self.limits = _HostLimits(per_host)
+
+    def run(self, jobs: list[tuple[ShardJob, set[str] | None]]) -> Iterator[dict[str, Any]]:
+        in_flight: deque[tuple[ShardJob, set[str] | None, list[dict[str, Any]], list[Future[Any]], float]] = deque()
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="download") as pool:
+            for job, only in jobs:
+                plan = pq.read_table(job.plan).to_pylist()
+                todo = [row for row in plan if only is None or row["url"] in only]
+                futures = [pool.submit(self._one, row, job.number) for row in todo]
+                in_flight.append((job, only, plan, futures, time.monotonic()))
+                while len(in_flight) > 1:
+                    yield self._finish(*in_flight.popleft())
+            while in_flight:
+                yield self._finish(*in_flight.popleft())
+
+    def _one(self, row: dict[str, Any], shard: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
+        with self.limits(row["url"]):
+            fetched = self.fetcher.fetch(row["url"])
         if not fetched.ok:
-            return None, _failure(row["url"], fetched.reason, fetched.detail, fetched.status, fetched.attempts, job.number), 0
-        image = process(fetched.data, job.image, fetched.format)  # type: ignore[arg-type]
+            return None, _failure(row["url"], fetched.reason, fetched.detail, fetched.status, fetched.attempts, shard), 0
+        image = process(fetched.data, self.image, fetched.format)  # type: ignore[arg-type]
+        size = len(fetched.data)  # type: ignore[arg-type]
         if not image.ok:
-            return None, _failure(row["url"], image.reason, image.detail, fetched.status, fetched.attempts, job.number), len(fetched.data)  # type: ignore[arg-type]
+            return None, _failure(row["url"], image.reason, image.detail, fetched.status, fetched.attempts, shard), size  # type: ignore[arg-type]
         stored = {
             "image_id": image.sha256, "image": image.data, "width": image.width, "height": image.height,
             "original_width": image.original_width, "original_height": image.original_height, "phash": image.phash,
             "source_format": fetched.format, "url": row["url"], "final_url": fetched.final_url, "sources": row["sources"],
         }
-        return stored, None, len(fetched.data)  # type: ignore[arg-type]
+        return stored, None, size
 
-    with ThreadPoolExecutor(max_workers=job.threads, thread_name_prefix=f"shard{job.number}") as pool:
-        results = list(pool.map(work, todo))
-    images = [stored for stored, _, _ in results if stored]
-    failures = [failure for _, failure, _ in results if failure]
-    if only is not None:  # a retry: keep what the last run stored, replace the retried failures
-        name = shard_name(job.number)
-        images = pq.read_table(job.out_dir / f"{name}.parquet").to_pylist() + images
-        kept = [f for f in pq.read_table(job.out_dir / f"{name}.failures.parquet").to_pylist() if f["url"] not in only]
-        failures = kept + failures
-        order = {row["url"]: index for index, row in enumerate(plan)}
-        images.sort(key=lambda row: order[row["url"]])
-        failures.sort(key=lambda row: order[row["url"]])
-    stats = {
-        "shard": job.number,
-        "urls": len(plan),
-        "stored": len(images),
-        "failed": len(failures),
-        "reasons": dict(sorted(Counter(f["reason"] for f in failures).items())),
-        "bytes_fetched": sum(size for _, _, size in results),
-        "bytes_stored": sum(len(row["image"]) for row in images),
-        "seconds": round(time.monotonic() - started, 3),
-        "retried": len(todo) if only is not None else 0,
-    }
-    write_shard(job.out_dir, job.number, images, failures, stats)
-    return stats
+    def _finish(self, job: ShardJob, only: set[str] | None, plan: list[dict[str, Any]],
+                futures: list[Future[Any]], started: float) -> dict[str, Any]:
+        results = [future.result() for future in futures]
+        images = [stored for stored, _, _ in results if stored]
+        failures = [failure for _, failure, _ in results if failure]
+        if only is not None:  # a retry: keep what the last run stored, replace the retried failures
+            name = shard_name(job.number)
+            images = pq.read_table(job.out_dir / f"{name}.parquet").to_pylist() + images
+            kept = [f for f in pq.read_table(job.out_dir / f"{name}.failures.parquet").to_pylist() if f["url"] not in only]
+            failures = kept + failures
+            order = {row["url"]: index for index, row in enumerate(plan)}
+            images.sort(key=lambda row: order[row["url"]])
+            failures.sort(key=lambda row: order[row["url"]])
+        stats = {
+            "shard": job.number,
+            "urls": len(plan),
+            "stored": len(images),
+            "failed": len(failures),
+            "reasons": dict(sorted(Counter(f["reason"] for f in failures).items())),
+            "bytes_fetched": sum(size for _, _, size in results),
+            "bytes_stored": sum(len(row["image"]) for row in images),
+            "seconds": round(time.monotonic() - started, 3),
+            "retried": len(results) if only is not None else 0,
+        }
+        write_shard(job.out_dir, job.number, images, failures, stats)
+        return stats
+
+
+def run_shards(jobs: list[tuple[ShardJob, set[str] | None]]) -> list[dict[str, Any]]:
+    """All of one process's shards (the entry point of a worker process)."""
+    if not jobs:
+        return []
+    first = jobs[0][0]
+    worker = ShardWorker(first.threads, first.per_host, first.fetch, first.image)
+    return list(worker.run(jobs))
 
 
 def _failure(url: str, reason: str, detail: str, status: int | None, attempts: int, shard: int) -> dict[str, Any]:

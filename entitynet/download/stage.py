@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,9 @@ from entitynet.download.images import ImagePolicy
 from entitynet.download.shards import (
     FAILURE_SCHEMA,
     ShardJob,
+    ShardWorker,
     make_plan,
-    run_shard,
+    run_shards,
     shard_done,
     shard_name,
     transient_failures,
@@ -118,14 +119,25 @@ def _run_jobs(jobs: list[tuple[ShardJob, set[str] | None]], processes: int) -> N
                                  success=f"{totals['stored'] / max(totals['urls'], 1):.0%}")
             progress.update(1)
 
-        if processes <= 1 or len(jobs) <= 1:
-            for job, only in jobs:
-                done(run_shard(job, only))
+        first = jobs[0][0] if jobs else None
+        if first is None:
             return
-        # spawn: workers start clean, without copies of this process's threads and locks
-        with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for stats in pool.map(run_shard, *zip(*jobs)):
+        if processes <= 1 or len(jobs) <= 1:
+            worker = ShardWorker(first.threads, first.per_host, first.fetch, first.image)
+            for stats in worker.run(jobs):
                 done(stats)
+            return
+        # One list of shards per process (shards[i::processes]); this process works the first
+        # list itself, so N processes means N interpreters, not N + an idle parent. Spawned
+        # workers start clean, without copies of this process's threads and locks.
+        shares = [jobs[index::processes] for index in range(processes)]
+        with ProcessPoolExecutor(max_workers=processes - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            remote = [pool.submit(run_shards, share) for share in shares[1:] if share]
+            for stats in ShardWorker(first.threads, first.per_host, first.fetch, first.image).run(shares[0]):
+                done(stats)
+            for finished in as_completed(remote):
+                for stats in finished.result():
+                    done(stats)
 
 
 def _wait_for_shards(out_dir: Path, shards: int, timeout: float | None = None) -> None:
