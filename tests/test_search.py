@@ -298,3 +298,14 @@ def test_pool_engine_in_the_stage_with_the_demo_sample(queried_run, tmp_path):
     assert main(["-q", "search", "--run", str(run), "--config", "demo"]) == 0
     stats = json.loads((run / "stages" / "search.json").read_text())["stats"]
     assert stats["engine"] == "pool" and stats["pool_rows"] == 252 and stats["candidates"] > 100
+
+
+def test_img2dataset_output_parquet_keeps_successes_only(tmp_path):
+    from entitynet.search.pool import pool_rows
+
+    path = tmp_path / "00000.parquet"
+    pq.write_table(pa.table({
+        "url": ["https://example.org/a.jpg", "https://example.org/b.jpg"], "caption": ["a lion", "a lion too"],
+        "status": ["success", "failed_to_download"], "error_message": [None, "timeout"], "key": ["000000000", "000000001"],
+    }), path)
+    assert list(pool_rows(path)) == [("https://example.org/a.jpg", "a lion")]

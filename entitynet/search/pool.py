@@ -95,9 +95,12 @@ def _parquet_rows(file: Path, url_column: str | None, text_column: str | None) -
         raise ConfigError(
             f"search.pool: {file} has columns {names}; set search.pool.url_column and text_column"
         )
-    for batch in parquet.iter_batches(batch_size=50_000, columns=[url, text]):
-        for row_url, row_text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-            if row_url and row_text:
+    # img2dataset's output parquet lists failed downloads too: keep its successes only.
+    status = "status" if "status" in names else None
+    for batch in parquet.iter_batches(batch_size=50_000, columns=[url, text] + ([status] if status else [])):
+        statuses = batch.column(2).to_pylist() if status else [None] * batch.num_rows
+        for row_url, row_text, row_status in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), statuses):
+            if row_url and row_text and row_status in (None, "success"):
                 yield row_url, row_text
 
 
