@@ -66,34 +66,45 @@ def policies(config: DownloadConfig) -> tuple[FetchPolicy, ImagePolicy]:
     return fetch, image
 
 
-def prepare(config: DownloadConfig, run_dir: RunDir, key: str) -> tuple[Path, int]:
-    """The plan for these candidates and settings (made once), and the number of shards."""
+def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tuple[Path, int]:
+    """The plan for these candidates and settings, and the number of shards.
+
+    Rank 0 makes the plan (once; other settings clear plan and images first); the other ranks
+    wait (bounded) for its stamp, and never delete anything.
+    """
     plan_dir = run_dir.cache_dir(STAGE) / "plan"
     out_dir = run_dir.path(FOLDER)
     stamp = plan_dir / "_fingerprint"
-    if not stamp.exists() or stamp.read_text() != key:
-        import shutil
+    if rank == 0:
+        if not stamp.exists() or stamp.read_text() != key:
+            import shutil
 
-        shutil.rmtree(plan_dir, ignore_errors=True)
-        shutil.rmtree(out_dir, ignore_errors=True)  # shards of another plan must not mix with these
-        parts = sorted(run_dir.path(CANDIDATES).glob("part-*.parquet"))
-        make_plan(parts, plan_dir, config.urls_per_shard)
-        write_text_atomic(stamp, key)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".shard-*.tmp"):
-        stale.unlink()
+            shutil.rmtree(plan_dir, ignore_errors=True)
+            shutil.rmtree(out_dir, ignore_errors=True)  # shards of another plan must not mix with these
+            parts = sorted(run_dir.path(CANDIDATES).glob("part-*.parquet"))
+            make_plan(parts, plan_dir, config.urls_per_shard)
+            write_text_atomic(stamp, key)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        deadline = time.monotonic() + float(os.environ.get("ENTITYNET_RANK_WAIT", "86400"))
+        while not (stamp.exists() and stamp.read_text() == key):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"download: rank {rank} waited in vain for rank 0's plan in {plan_dir}")
+            time.sleep(0.2)
     return plan_dir, len(list(plan_dir.glob("shard-*.parquet")))
 
 
 def download_shards(config: DownloadConfig, run_dir: RunDir, key: str, retry_failures: bool = False) -> dict[str, Any]:
     """This rank's shards; rank 0 also waits for the others and finishes the stage."""
-    plan_dir, shards = prepare(config, run_dir, key)
+    rank, world = rank_and_world()
+    plan_dir, shards = prepare(config, run_dir, key, rank)
     out_dir = run_dir.path(FOLDER)
     fetch, image = policies(config)
-    rank, world = rank_and_world()
     mine = list(range(shards))[rank::world]
     jobs: list[tuple[ShardJob, set[str] | None]] = []
     for number in mine:
+        for stale in out_dir.glob(f".{shard_name(number)}.*.tmp"):  # this rank's leftovers of a kill -9
+            stale.unlink(missing_ok=True)
         job = ShardJob(number, plan_dir / f"{shard_name(number)}.parquet", out_dir, fetch, image, config.threads, config.per_host)
         if not shard_done(out_dir, number):
             jobs.append((job, None))
