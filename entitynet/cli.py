@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -20,6 +21,7 @@ from entitynet import queries as queries_stage
 from entitynet.config import (
     DOMAINS,
     SOURCES,
+    BuildConfig,
     Config,
     EnrichConfig,
     KgConfig,
@@ -29,6 +31,7 @@ from entitynet.config import (
     load_config,
     preset_names,
 )
+from entitynet.build import stage as build_stage
 from entitynet.download import stage as download_stage
 from entitynet.enrich import stage as enrich_stage
 from entitynet.enrich.llm import LlmError
@@ -77,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_queries(commands)
     _add_search(commands)
     _add_download(commands)
+    _add_build(commands)
+    _add_export(commands)
+    _add_push(commands)
     _add_run(commands)
     return parser
 
@@ -194,11 +200,53 @@ def _add_download(commands: Any) -> None:
     parser.set_defaults(handler=_run_download)
 
 
+def _add_build(commands: Any) -> None:
+    parser = _stage_parser(
+        commands,
+        "build",
+        "Build the Hugging Face dataset (configs entitynet and livingthings) and its card: RUN/dataset/.",
+        BuildConfig,
+        "build.",
+    )
+    parser.add_argument("--num-proc", type=int, metavar="N", help="processes of the datasets builder (build.num_proc)")
+    parser.add_argument("--exclude-near", metavar="DIR", help="decontamination: images of an evaluation set to keep out (build.exclude_near)")
+    parser.add_argument("--repo", metavar="ORG/NAME", help="the Hub repository the card names (build.repo_id)")
+    parser.set_defaults(handler=_run_build)
+
+
+def _add_export(commands: Any) -> None:
+    parser = commands.add_parser(
+        "export", help="Export RUN/dataset as webdataset tar shards (jpg, txt, json).",
+        description="Export RUN/dataset as webdataset tar shards (jpg, txt, json) for open_clip and webdataset users.",
+    )
+    parser.add_argument("--run", required=True, metavar="RUN", help="run directory holding dataset/")
+    parser.add_argument("--format", choices=["webdataset"], default="webdataset", help="export format")
+    parser.add_argument("--out", metavar="DIR", help="where the shards go (default RUN/export/webdataset)")
+    parser.add_argument("--samples-per-shard", type=int, default=1000, metavar="N", help="rows per tar shard")
+    _add_verbosity(parser, default=argparse.SUPPRESS)
+    parser.set_defaults(handler=_run_export)
+
+
+def _add_push(commands: Any) -> None:
+    parser = commands.add_parser(
+        "push", help="Upload a built dataset folder to the Hugging Face Hub.",
+        description="Upload a built dataset folder to the Hugging Face Hub (resumable large-folder upload). "
+        "The token comes from HF_TOKEN or the saved login and is never printed.",
+    )
+    parser.add_argument("what", choices=["dataset"], help="what to push")
+    parser.add_argument("folder", help="the built folder, e.g. RUN/dataset")
+    parser.add_argument("--repo", required=True, metavar="ORG/NAME", help="the Hub repository")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no network")
+    _add_verbosity(parser, default=argparse.SUPPRESS)
+    parser.set_defaults(handler=_run_push)
+
+
 def _add_run(commands: Any) -> None:
     parser = _stage_parser(
         commands,
         "run",
-        "Run every stage in order (kg, enrich, queries, search, download) on one configuration; "
+        "Run every stage in order (kg, enrich, queries, search, download, build) on one configuration; "
         "finished stages are skipped, an interrupted one resumes.",
         Config,
         "",
@@ -241,6 +289,7 @@ STAGES = [
     Stage("queries", queries_stage.run, lambda run: [run.path(queries_stage.ARTIFACT)], queries_stage.summary),
     Stage("search", search_stage.run, lambda run: [run.path(search_stage.FOLDER)], search_stage.summary),
     Stage("download", download_stage.run, lambda run: [run.path(download_stage.FOLDER)], download_stage.summary),
+    Stage("build", build_stage.run, lambda run: [run.path(build_stage.FOLDER)], build_stage.summary),
 ]
 
 
@@ -298,6 +347,57 @@ def _run_download(args: argparse.Namespace) -> int:
     if args.retry_failures:
         stage = Stage(stage.name, lambda c, r, f: download_stage.run(c, r, f, retry_failures=True), stage.artifacts, stage.summary)
     _execute(stage, config, args)
+    return 0
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    flags = {
+        "--num-proc": ("build.num_proc", args.num_proc),
+        "--exclude-near": ("build.exclude_near", args.exclude_near),
+        "--repo": ("build.repo_id", args.repo),
+    }
+    _execute(_stage("build"), _config(args, flags), args)
+    run = RunDir(args.run)
+    print(f'open it: load_dataset("{run.path(build_stage.FOLDER)}", "livingthings")')
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from entitynet.export import export_webdataset
+
+    run = RunDir(args.run)
+    dataset = run.path(build_stage.FOLDER)
+    if not dataset.is_dir():
+        raise MissingInput(f"export: {dataset} does not exist; run 'entitynet build --run {run.root}' first")
+    out = Path(args.out) if args.out else run.path("export") / "webdataset"
+    result = export_webdataset(dataset, out, args.samples_per_shard)
+    print(f"export: {result['total']} samples in {out}")
+    for name, count in result["samples"].items():
+        print(f"  {name}: {count}")
+    print(f'read it back: load_dataset("webdataset", data_files="{out}/living/train-*.tar")')
+    return 0
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from entitynet import publish
+
+    folder = Path(args.folder)
+    if args.dry_run:
+        files = publish.plan(folder)
+        for path, size in files:
+            print(f"{size:>14,}  {path}")
+        print(f"{sum(size for _, size in files):>14,}  bytes in {len(files)} files would go to "
+              f"https://huggingface.co/datasets/{args.repo}{' (private)' if args.private else ''}")
+        return 0
+    try:
+        result = publish.push_dataset(folder, args.repo, args.private)
+    except Exception as error:  # huggingface_hub raises many kinds; none may carry the token out
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        for secret in filter(None, [os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]):
+            message = message.replace(secret, "***")
+        print(f"entitynet push: error: {type(error).__name__}: {message}", file=sys.stderr)
+        return 1
+    print(f"pushed {result['files']} files ({result['bytes']:,} bytes) to https://huggingface.co/datasets/{result['repo']}")
     return 0
 
 

@@ -375,6 +375,31 @@ class DownloadConfig:
 
 
 @dataclass
+class BuildConfig:
+    validation_fraction: float = option(0.05, "share of entities (not images) in the validation split")
+    test_fraction: float = option(0.05, "share of entities in the test split")
+    seed: int = option(0, "seed of the split draw")
+    num_proc: int = option(1, "processes the datasets builder uses")
+    max_shard_size: str = option("500MB", "largest parquet shard of the dataset")
+    exclude_near: str | None = option(
+        None, "decontamination: a folder of images or parquet files (an evaluation set) to keep out", path=True
+    )
+    exclude_distance: int = option(4, "difference-hash bits within which an image counts as the evaluation image")
+    repo_id: str = option("ORG/NAME", "the Hub repository the card's code examples name")
+    pretty_name: str = option("", "the card's title (default: EntityNet or LivingThings)")
+    sample_images: int = option(16, "images in the card's picture grid")
+
+    def __post_init__(self) -> None:
+        require(0 <= self.validation_fraction < 1 and 0 <= self.test_fraction < 1, "test_fraction", "fractions are between 0 and 1")
+        require(self.validation_fraction + self.test_fraction < 1, "test_fraction", "validation + test must leave room for train")
+        require(self.num_proc >= 1, "num_proc", "must be at least 1")
+        require(re.fullmatch(r"\d+(KB|MB|GB)", self.max_shard_size) is not None, "max_shard_size", "like 500MB or 2GB")
+        require(0 <= self.exclude_distance <= 16, "exclude_distance", "must be between 0 and 16")
+        require(re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id) is not None, "repo_id", "must look like ORG/NAME")
+        require(self.sample_images >= 0, "sample_images", "must not be negative")
+
+
+@dataclass
 class Config:
     domain: Literal["livingthings", "entitynet"] = option("livingthings", "which dataset this run makes")
     kg: KgConfig = option(KgConfig, "the kg stage")
@@ -382,6 +407,7 @@ class Config:
     queries: QueriesConfig = option(QueriesConfig, "the queries stage")
     search: SearchConfig = option(SearchConfig, "the search stage")
     download: DownloadConfig = option(DownloadConfig, "the download stage")
+    build: BuildConfig = option(BuildConfig, "the build stage: the Hugging Face dataset and its card")
 
 
 def preset_path(name: str) -> Path | None:

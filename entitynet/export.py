@@ -1,0 +1,64 @@
+"""Export a built dataset as webdataset tar shards (for open_clip and webdataset users).
+
+Each row becomes ``<key>.jpg`` (the stored bytes, not re-encoded), ``<key>.txt`` (its first alt
+text, else its first query) and ``<key>.json`` (every other field), in
+``OUT/<domain>/<split>-NNNNN.tar``; each shard is written atomically. ``load_dataset("webdataset",
+data_files=...)`` reads them back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from entitynet.rundir import atomic_path
+
+
+def _rows(files: list[Path]) -> Iterator[dict[str, Any]]:
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+            yield from batch.to_pylist()
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0  # reproducible archives
+    archive.addfile(info, io.BytesIO(data))
+
+
+def _write_shard(path: Path, rows: list[dict[str, Any]]) -> None:
+    with ExitStack() as stack:
+        archive = stack.enter_context(tarfile.open(stack.enter_context(atomic_path(path)), "w"))
+        for row in rows:
+            key = row["image_id"]
+            text = (row["alt_texts"] or [q["text"] for q in row["queries"]] or [""])[0]
+            _add(archive, f"{key}.jpg", row["image"]["bytes"])
+            _add(archive, f"{key}.txt", text.encode("utf-8"))
+            _add(archive, f"{key}.json", json.dumps({k: v for k, v in row.items() if k != "image"}, ensure_ascii=False).encode())
+
+
+def export_webdataset(dataset: Path, out: Path, samples_per_shard: int = 1000) -> dict[str, Any]:
+    written: dict[str, int] = {}
+    for domain_dir in sorted(p for p in (dataset / "data").iterdir() if p.is_dir()):
+        for split in ("train", "validation", "test"):
+            files = sorted(domain_dir.glob(f"{split}-*.parquet"))
+            count, shard, pending = 0, 0, []
+            for row in _rows(files):
+                pending.append(row)
+                if len(pending) == samples_per_shard:
+                    _write_shard(out / domain_dir.name / f"{split}-{shard:05d}.tar", pending)
+                    count, shard, pending = count + len(pending), shard + 1, []
+            if pending:
+                _write_shard(out / domain_dir.name / f"{split}-{shard:05d}.tar", pending)
+                count += len(pending)
+            if count:
+                written[f"{domain_dir.name}/{split}"] = count
+    return {"samples": written, "total": sum(written.values()), "out": str(out)}

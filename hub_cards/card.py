@@ -1,0 +1,120 @@
+"""The dataset card: statistics read from the built folder, rendered from the Jinja template
+with ``huggingface_hub.DatasetCard.from_template`` and ``DatasetCardData`` (YAML header with
+licence, tasks, sizes, tags, the two configurations and their features)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from entitynet.builders.entitynet import CITATION, FEATURES
+from entitynet.hub_cards import figures
+
+SPLITS = ("train", "validation", "test")
+
+
+def size_category(rows: int) -> str:
+    for limit, name in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                        (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]:
+        if rows < limit:
+            return name
+    return "100M<n<1B"
+
+
+def configs(has_other: bool) -> list[dict[str, Any]]:
+    everything = "data/*/{split}-*" if has_other else "data/living/{split}-*"
+    return [
+        {"config_name": "entitynet", "default": True,
+         "data_files": [{"split": s, "path": everything.format(split=s)} for s in SPLITS]},
+        {"config_name": "livingthings", "data_files": [{"split": s, "path": f"data/living/{s}-*"} for s in SPLITS]},
+    ]
+
+
+def statistics(folder: Path) -> dict[str, Any]:
+    """Counts read from the built parquet files (no image is decoded)."""
+    columns = ["entities", "alt_texts", "queries", "engines", "license", "domain"]
+    rows_per: dict[str, Counter[str]] = {"entitynet": Counter(), "livingthings": Counter()}
+    per_entity: Counter[str] = Counter()
+    natural_types: Counter[str] = Counter()
+    engines: Counter[str] = Counter()
+    licences: Counter[str] = Counter()
+    alt_texts: set[str] = set()
+    query_texts: set[str] = set()
+    for path in sorted(folder.glob("data/*/*.parquet")):
+        split = path.name.split("-")[0]
+        for batch in pq.ParquetFile(path).iter_batches(columns=columns):
+            for row in batch.to_pylist():
+                rows_per["entitynet"][split] += 1
+                if row["domain"] == "living":
+                    rows_per["livingthings"][split] += 1
+                for entity in row["entities"]:
+                    per_entity[entity["id"]] += 1
+                for natural in {e["natural_type"] for e in row["entities"] if e["natural_type"]}:
+                    natural_types[natural] += 1
+                engines.update(set(row["engines"]))
+                licences[row["license"] or "unknown"] += 1
+                alt_texts.update(row["alt_texts"])
+                query_texts.update(q["text"] for q in row["queries"])
+    return {"rows_per_config": rows_per, "per_entity": per_entity, "natural_types": natural_types,
+            "engines": engines, "licences": licences, "alt_texts": len(alt_texts), "query_texts": len(query_texts)}
+
+
+def split_bytes(folder: Path) -> dict[str, Counter[str]]:
+    """Uncompressed bytes per config and split, from the parquet metadata."""
+    sizes: dict[str, Counter[str]] = {"entitynet": Counter(), "livingthings": Counter()}
+    for path in folder.glob("data/*/*.parquet"):
+        split = path.name.split("-")[0]
+        metadata = pq.read_metadata(path)
+        size = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        sizes["entitynet"][split] += size
+        if path.parent.name == "living":
+            sizes["livingthings"][split] += size
+    return sizes
+
+
+def samples(folder: Path, count: int) -> list[tuple[bytes, str]]:
+    found: list[tuple[bytes, str]] = []
+    for path in sorted(folder.glob("data/*/train-*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(columns=["image", "alt_texts"], batch_size=count):
+            for row in batch.to_pylist():
+                found.append((row["image"]["bytes"], (row["alt_texts"] or [""])[0]))
+                if len(found) >= count:
+                    return found
+    return found
+
+
+def write_card(folder: Path, context: dict[str, Any], *, pretty_name: str, repo_id: str, sample_count: int) -> dict[str, Any]:
+    """README.md and images/*.png in ``folder``; returns the statistics it shows."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    stats = statistics(folder)
+    figures.sample_grid(samples(folder, sample_count), folder / "images" / "sample_grid.png")
+    figures.images_per_entity(stats["per_entity"], folder / "images" / "images_per_entity.png")
+    total = sum(stats["rows_per_config"]["entitynet"].values())
+    has_other = any(folder.glob("data/other/*.parquet"))
+    sizes = split_bytes(folder)
+    info = [{"config_name": name, "features": FEATURES._to_yaml_list(),
+             "splits": [{"name": s, "num_bytes": sizes[name].get(s, 0), "num_examples": n} for s, n in counts.items()]}
+            for name, counts in stats["rows_per_config"].items()]
+    card_data = DatasetCardData(
+        license="other", license_name="various-source-licenses", pretty_name=pretty_name,
+        task_categories=["zero-shot-image-classification", "image-to-text", "text-to-image"],
+        size_categories=[size_category(total)], language=["en"], tags=["clip", "knowledge-graph", "wikidata", "wordnet", "entitynet"],
+        configs=configs(has_other), dataset_info=info,
+    )
+    template = Path(str(resources.files("entitynet.hub_cards") / "dataset_card.md"))
+    card = DatasetCard.from_template(
+        card_data, template_path=str(template), pretty_name=pretty_name, repo_id=repo_id, splits=SPLITS,
+        rows_per_config={k: dict(v) for k, v in stats["rows_per_config"].items()},
+        entities=len(stats["per_entity"]), alt_texts=stats["alt_texts"], query_texts=stats["query_texts"],
+        natural_types=stats["natural_types"].most_common(15), engines=stats["engines"].most_common(),
+        licences=stats["licences"].most_common(20), citation=CITATION.strip(), built_on=date.today().isoformat(),
+        **context,
+    )
+    card.save(folder / "README.md")
+    return {"rows": total, "entities": len(stats["per_entity"]), "rows_per_config": {k: dict(v) for k, v in stats["rows_per_config"].items()}}

@@ -1,0 +1,212 @@
+"""The build stage: a Hub-layout dataset read back with the real load_dataset, its card, the
+webdataset export, and publishing's dry run."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pytest
+from PIL import Image
+
+from entitynet.cli import main
+from entitynet.download.dedup import find_duplicates
+from entitynet.download.images import ImagePolicy, process
+from entitynet.download.shards import write_shard
+from entitynet.records import Entity, NaturalType, Query, QueryUse
+from entitynet.rundir import RunDir
+from entitynet.tables import (
+    NATURAL_TYPE_SCHEMA,
+    QUERY_SCHEMA,
+    RecordWriter,
+    entity_writer,
+    natural_type_to_row,
+    query_to_row,
+)
+from image_host import picture
+
+POLICY = ImagePolicy(min_side=16)
+
+
+def stored(url: str, data: bytes, query_ids: list[str]) -> dict:
+    image = process(data, POLICY, "jpeg")
+    return {"image_id": image.sha256, "image": image.data, "width": image.width, "height": image.height,
+            "original_width": image.original_width, "original_height": image.original_height, "phash": image.phash,
+            "source_format": "jpeg", "url": url, "final_url": url,
+            "sources": [{"query_id": q, "engine": "pool", "rank": 0, "text": f"alt of {url.rsplit('/', 1)[1]}",
+                         "page_url": f"https://example.org/page/{url.rsplit('/', 1)[1]}", "license": "CC BY 4.0",
+                         "license_url": None, "attribution": "a photographer"} for q in query_ids]}
+
+
+def scaled(data: bytes, size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).resize(size).save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory) -> tuple[RunDir, dict]:
+    """A run directory made by hand: living and other entities, duplicates, a non-visual entity,
+    an image of both domains, and an evaluation image to keep out."""
+    root = tmp_path_factory.mktemp("build")
+    run = RunDir(root / "run")
+    living = [f"Q{i}" for i in range(1, 21)]
+    other = [f"Q{100 + i}" for i in range(1, 13)]
+    entities = [Entity(id=q, source="wikidata", name=f"animal {q}", domain="living", root="Q729", sitelinks=10) for q in living]
+    entities += [Entity(id=q, source="wikidata", name=f"tool {q}", domain="other", root="Q39546", sitelinks=10) for q in other]
+    entities.append(Entity(id="Q999", source="wikidata", name="justice", domain="other", root="Q39546"))
+    with entity_writer(run.path("entities.parquet")) as writer:
+        writer.write_all(entities)
+    with RecordWriter(run.path("natural_types.parquet"), NATURAL_TYPE_SCHEMA, natural_type_to_row) as writer:
+        writer.write_all(NaturalType(e.id, "animal" if e.domain == "living" else "tool", "test", "kg",
+                                     visual=False if e.id == "Q999" else None) for e in entities)
+    queries = [Query(f"q-{e.id}", e.name, None, [QueryUse("noun", e.id)]) for e in entities]
+    queries.append(Query("q-shared", "shared thing", None, [QueryUse("noun", "Q1"), QueryUse("noun", "Q101")]))
+    with RecordWriter(run.path("queries.parquet"), QUERY_SCHEMA, query_to_row) as writer:
+        writer.write_all(queries)
+
+    rows, seed = [], 0
+    for q in living + other:
+        for copy in range(2):
+            seed += 1
+            rows.append(stored(f"https://example.org/{q}-{copy}.jpg", picture(200, 150, seed), [f"q-{q}"]))
+    original = picture(200, 150, 1)  # Q1's first image
+    rows.append(stored("https://example.org/identical.jpg", original, ["q-Q2"]))
+    rows.append(stored("https://example.org/near.jpg", scaled(original, (400, 300)), ["q-Q3"]))
+    rows.append(stored("https://example.org/both.jpg", picture(200, 150, 777), ["q-shared"]))
+    rows.append(stored("https://example.org/justice.jpg", picture(200, 150, 888), ["q-Q999"]))
+    images = run.path("images")
+    for number in range(0, len(rows), 20):
+        chunk = rows[number:number + 20]
+        write_shard(images, number // 20, chunk, [], {"shard": number // 20, "stored": len(chunk)})
+    find_duplicates(images, images / "duplicates.parquet", 4)
+    evaluation = root / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "eval.jpg").write_bytes(scaled(picture(200, 150, 12), (300, 225)))  # near Q6's second image
+    for stage in ("kg", "enrich", "queries", "search"):
+        run.run_stage(stage, {"made": "by hand"}, [], lambda: {})
+    run.run_stage("download", {"made": "by hand"}, [], lambda: {"stored": len(rows), "urls": len(rows) + 3,
+                                                                 "reasons": {"http_404": 2, "timeout": 1}})
+    args = ["build", "--run", str(run.root), "--config", "demo", "--exclude-near", str(evaluation),
+            "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test"]
+    assert main(args) == 0
+    return run, {"stored": len(rows), "living": living, "other": other}
+
+
+def load(run: RunDir, config: str, **options):
+    return datasets.load_dataset(str(run.path("dataset")), config, **options)
+
+
+def test_the_two_configs_hold_exactly_their_rows(made_run):
+    run, facts = made_run
+    everything, living = load(run, "entitynet"), load(run, "livingthings")
+    stats = json.loads(run.marker("build").read_text())["stats"]
+    assert stats["merged_duplicates"] == 2 and stats["excluded_near_evaluation_images"] == 1 and stats["without_entity"] == 1
+    total = sum(len(everything[split]) for split in everything)
+    assert total == facts["stored"] - 2 - 1 - 1  # stored minus duplicates, the excluded and the entity-less image
+    assert sum(len(living[split]) for split in living) == sum(
+        1 for split in everything for row in everything[split] if row["domain"] == "living")
+    assert {row["domain"] for split in living for row in living[split]} == {"living"}
+    assert {row["domain"] for split in everything for row in everything[split]} == {"living", "other"}
+
+
+def test_rows_merge_duplicates_and_keep_everything_that_found_them(made_run):
+    run, _ = made_run
+    rows = [row for split in load(run, "entitynet").values() for row in split]
+    canonical = next(row for row in rows if "https://example.org/Q1-0.jpg" in row["urls"])
+    assert set(canonical["urls"]) == {"https://example.org/Q1-0.jpg", "https://example.org/identical.jpg", "https://example.org/near.jpg"}
+    assert {e["id"] for e in canonical["entities"]} == {"Q1", "Q2", "Q3"}
+    assert {q["text"] for q in canonical["queries"]} == {"animal Q1", "animal Q2", "animal Q3"}
+    assert len(canonical["alt_texts"]) == 3 and canonical["license"] == "CC BY 4.0"
+    both = next(row for row in rows if "https://example.org/both.jpg" in row["urls"])
+    assert both["domain"] == "living" and {e["id"] for e in both["entities"]} == {"Q1", "Q101"}
+    assert not any("justice" in url for row in rows for url in row["urls"])
+    assert not any("Q6-1" in url for row in rows for url in row["urls"])  # the decontaminated one
+    for row in rows:
+        row["image"].load()
+        assert row["image"].mode == "RGB" and row["image"].size == (row["width"], row["height"])
+
+
+def test_no_test_entity_has_an_image_in_train(made_run):
+    from entitynet.build.rows import entity_split
+
+    run, _ = made_run
+    data = load(run, "entitynet")
+    assert set(data) == {"train", "validation", "test"}
+    assigned = {}
+    for split in data:
+        for row in data[split]:
+            for entity in row["entities"]:
+                assigned[entity["id"]] = entity_split(entity["id"], 0.25, 0.25, 0)
+    held_out = {"train": 0, "validation": 1, "test": 2}
+    for split in data:
+        for row in data[split]:
+            # an image sits in the most held-out split of its entities: train rows hold only train
+            # entities, so no test (or validation) entity ever has an image in train
+            assert held_out[split] == max(held_out[assigned[e["id"]]] for e in row["entities"])
+    assert {s for s in assigned.values()} == {"train", "validation", "test"}
+
+
+def test_streaming_gives_the_same_rows(made_run):
+    run, _ = made_run
+    stream = load(run, "livingthings", split="train", streaming=True)
+    eager = load(run, "livingthings", split="train")
+    assert [row["image_id"] for row in stream] == eager["image_id"]
+
+
+def test_the_card_parses_lists_both_configs_and_its_pictures_exist(made_run):
+    from huggingface_hub import DatasetCard
+
+    run, _ = made_run
+    folder = run.path("dataset")
+    card = DatasetCard.load(folder / "README.md")
+    names = [c["config_name"] for c in card.data.configs]
+    assert names == ["entitynet", "livingthings"]
+    assert card.data.pretty_name == "LivingThings" and card.data.license == "other"
+    declared = {c["config_name"]: {s["name"]: s["num_examples"] for s in c["splits"]} for c in card.data.dataset_info}
+    for name in names:
+        assert declared[name] == {split: len(rows) for split, rows in load(run, name).items()}
+    text = (folder / "README.md").read_text()
+    assert "More Information Needed" not in text
+    for link in ("images/sample_grid.png", "images/images_per_entity.png"):
+        assert f"({link})" in text and (folder / link).is_file()
+        with Image.open(folder / link) as png:
+            assert png.format == "PNG" and png.size[0] > 100
+    assert 'load_dataset("entitynet/demo-test", "livingthings"' in text
+    assert "http_404 | 2" in text and "Decontamination: 1 images" in text
+    assert "synthetic" not in text.lower()  # not a demo run
+
+
+def test_webdataset_export_reads_back_with_the_same_rows(made_run, tmp_path, capsys):
+    run, _ = made_run
+    out = tmp_path / "wds"
+    assert main(["export", "--run", str(run.root), "--out", str(out), "--samples-per-shard", "10"]) == 0
+    exported = datasets.load_dataset("webdataset", data_files={"train": str(out / "*" / "*.tar")}, split="train")
+    everything = load(run, "entitynet")
+    assert len(exported) == sum(len(everything[s]) for s in everything)
+    row = exported[0]
+    assert row["jpg"].mode == "RGB" and row["txt"] and row["json"]["image_id"]
+    assert len(list((out / "living").glob("train-*.tar"))) >= 2  # sharded
+
+
+def test_push_dry_run_lists_files_without_network(made_run, capsys, monkeypatch):
+    run, _ = made_run
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    assert main(["push", "dataset", str(run.path("dataset")), "--repo", "entitynet/demo-test", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "README.md" in out and "data/living/train-00000-of-00001.parquet" in out
+    assert "bytes in" in out and "hf_xxx" not in out
+
+
+def test_push_without_network_fails_cleanly_and_never_shows_the_token(made_run, capsys, monkeypatch):
+    run, _ = made_run
+    token = "hf_" + "s" * 34
+    monkeypatch.setenv("HF_TOKEN", token)
+    assert main(["push", "dataset", str(run.path("dataset")), "--repo", "entitynet/demo-test"]) == 1
+    captured = capsys.readouterr()
+    assert "entitynet push: error" in captured.err and token not in captured.err + captured.out
+    assert main(["push", "dataset", str(run.root), "--repo", "x/y", "--dry-run"]) == 1  # not a built dataset
+    assert "run `entitynet build` first" in capsys.readouterr().err
