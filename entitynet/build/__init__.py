@@ -1,0 +1,1 @@
+"""The build stage: a Hugging Face dataset (EntityNet and LivingThings) from a run directory."""

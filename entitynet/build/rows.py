@@ -1,0 +1,182 @@
+"""From a run directory to dataset rows: which stored images become rows, in which split and
+domain, and what each row says (alt texts, queries, entities, URLs, licence).
+
+``prepare`` makes the decisions once, reading only small columns, and writes them beside the
+lookups the examples need; ``Lookups.examples`` (run by the builder, possibly in several
+processes) turns one image shard into examples.
+
+Rules:
+- a near or identical duplicate is not a row: its URLs, queries and alt texts join its canonical
+  image's row;
+- an image excluded by decontamination is not a row (counted);
+- an image's entities are those of the queries that found it (non-visual ones left out); an image
+  with none is not a row (counted);
+- splits are made by entity: each entity falls in train, validation or test by a seeded hash; an
+  image goes to the most held-out split among its entities (test > validation > train), so no
+  test entity ever has an image in train;
+- an image is ``living`` when one of its entities is, else ``other``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from entitynet.tables import read_entities, read_rows
+
+SPLITS = ("train", "validation", "test")
+_HELD_OUT = {"train": 0, "validation": 1, "test": 2}
+
+
+def entity_split(entity_id: str, validation: float, test: float, seed: int) -> str:
+    digest = hashlib.blake2b(f"{seed}|{entity_id}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64
+    return "test" if u < test else "validation" if u < test + validation else "train"
+
+
+def prepare(
+    run_root: Path, out: Path, validation: float, test: float, seed: int, excluded: set[str]
+) -> dict[str, Any]:
+    """Write ``out/{split}.parquet`` (shard, row, domain) and the lookups; return counts."""
+    out.mkdir(parents=True, exist_ok=True)
+    visual = {row["entity_id"]: row for row in read_rows(run_root / "natural_types.parquet")}
+    entities: dict[str, dict[str, Any]] = {}
+    for entity in read_entities(run_root / "entities.parquet"):
+        typed = visual.get(entity.id, {})
+        if typed.get("visual") is False:
+            continue
+        entities[entity.id] = {"id": entity.id, "name": entity.name, "aliases": entity.aliases,
+                               "description": entity.description, "natural_type": typed.get("natural_type"),
+                               "domain": entity.domain}
+    queries = {row["query_id"]: row for row in read_rows(run_root / "queries.parquet")}
+    images_dir = run_root / "images"
+    duplicate_of = {row["url"]: row["canonical_url"] for row in read_rows(images_dir / "duplicates.parquet")}
+    shards = sorted(images_dir.glob("shard-*[0-9].parquet"))
+
+    extra: dict[str, list[dict[str, Any]]] = defaultdict(list)  # canonical url -> its duplicates
+    for shard in shards if duplicate_of else ():
+        table = pq.read_table(shard, columns=["url", "sources"])
+        for url, sources in zip(table.column("url").to_pylist(), table.column("sources").to_pylist()):
+            if url in duplicate_of:
+                extra[duplicate_of[url]].append({"url": url, "sources": sources})
+
+    counts: Counter[str] = Counter()
+    assigned: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+    used_queries: set[str] = set()
+    used_entities: set[str] = set()
+    for shard in shards:
+        table = pq.read_table(shard, columns=["url", "sources"])
+        for index, (url, sources) in enumerate(zip(table.column("url").to_pylist(), table.column("sources").to_pylist())):
+            counts["stored_images"] += 1
+            if url in duplicate_of:
+                counts["merged_duplicates"] += 1
+                continue
+            if url in excluded:
+                counts["excluded_near_evaluation_images"] += 1
+                continue
+            all_sources = sources + [s for dup in extra.get(url, []) for s in dup["sources"]]
+            query_ids = {s["query_id"] for s in all_sources if s["query_id"] in queries}
+            found = {use["entity_id"] for q in query_ids for use in queries[q]["uses"] if use["entity_id"] in entities}
+            if not found:
+                counts["without_entity"] += 1
+                continue
+            split = max((entity_split(e, validation, test, seed) for e in found), key=_HELD_OUT.__getitem__)
+            domain = "living" if any(entities[e]["domain"] == "living" for e in found) else "other"
+            assigned[split].append({"shard": str(shard), "row": index, "domain": domain})
+            used_queries.update(query_ids)
+            used_entities.update(found)
+            counts[f"rows_{domain}_{split}"] += 1
+            counts["rows"] += 1
+    for split, rows in assigned.items():
+        if rows:
+            pq.write_table(pa.Table.from_pylist(rows, schema=_ASSIGNED), out / f"{split}.parquet")
+        else:
+            (out / f"{split}.parquet").unlink(missing_ok=True)
+    pq.write_table(pa.Table.from_pylist([entities[e] for e in sorted(used_entities)] or [], schema=_ENTITY), out / "entities.parquet")
+    pq.write_table(pa.Table.from_pylist([{"query_id": q, "text": queries[q]["text"], "uses": queries[q]["uses"]}
+                                         for q in sorted(used_queries)], schema=_QUERY), out / "queries.parquet")
+    pq.write_table(pa.Table.from_pylist([{"canonical_url": c, "url": d["url"], "sources": d["sources"]}
+                                         for c, dups in extra.items() for d in dups], schema=_EXTRA), out / "duplicates.parquet")
+    return dict(counts)
+
+
+_ASSIGNED = pa.schema([("shard", pa.string()), ("row", pa.int64()), ("domain", pa.string())])
+_ENTITY = pa.schema([("id", pa.string()), ("name", pa.string()), ("aliases", pa.list_(pa.string())),
+                     ("description", pa.string()), ("natural_type", pa.string()), ("domain", pa.string())])
+_USE = pa.struct([("kind", pa.string()), ("entity_id", pa.string()), ("attribute", pa.string())])
+_QUERY = pa.schema([("query_id", pa.string()), ("text", pa.string()), ("uses", pa.list_(_USE))])
+_SOURCE = pa.struct([("query_id", pa.string()), ("engine", pa.string()), ("rank", pa.int32()), ("text", pa.string()),
+                     ("page_url", pa.string()), ("license", pa.string()), ("license_url", pa.string()),
+                     ("attribution", pa.string())])
+_EXTRA = pa.schema([("canonical_url", pa.string()), ("url", pa.string()), ("sources", pa.list_(_SOURCE))])
+
+
+def _unique(values: list[str | None]) -> list[str]:
+    seen: dict[str, None] = {}
+    for value in values:
+        if value and value not in seen:
+            seen[value] = None
+    return list(seen)
+
+
+class Lookups:
+    """What examples are made from, loaded once per builder process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.entities = {row["id"]: row for row in read_rows(folder / "entities.parquet")}
+        self.queries = {row["query_id"]: row for row in read_rows(folder / "queries.parquet")}
+        self.extra: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in read_rows(folder / "duplicates.parquet"):
+            self.extra[row["canonical_url"]].append(row)
+        self._assigned: dict[str, dict[str, list[tuple[int, str]]]] = {}
+
+    def rows_of(self, split: str) -> dict[str, list[tuple[int, str]]]:
+        if split not in self._assigned:
+            by_shard: dict[str, list[tuple[int, str]]] = defaultdict(list)
+            path = self.folder / f"{split}.parquet"
+            for row in read_rows(path) if path.exists() else ():
+                by_shard[row["shard"]].append((row["row"], row["domain"]))
+            self._assigned[split] = by_shard
+        return self._assigned[split]
+
+    def examples(self, shard: str, split: str, domains: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+        wanted = [(row, domain) for row, domain in self.rows_of(split).get(shard, []) if domain in domains]
+        if not wanted:
+            return
+        table = pq.read_table(shard).take([row for row, _ in wanted])
+        for stored, (_, domain) in zip(table.to_pylist(), wanted):
+            yield stored["image_id"], self.example(stored, domain)
+
+    def example(self, stored: dict[str, Any], domain: str) -> dict[str, Any]:
+        duplicates = self.extra.get(stored["url"], [])
+        sources = stored["sources"] + [s for dup in duplicates for s in dup["sources"]]
+        queries, entity_ids = [], []
+        for source in sources:
+            query = self.queries.get(source["query_id"])
+            for use in query["uses"] if query else []:
+                if use["entity_id"] in self.entities:
+                    queries.append((query["text"], use["kind"], use["entity_id"], use["attribute"]))
+                    entity_ids.append(use["entity_id"])
+        first = stored["sources"][0] if stored["sources"] else {}
+        return {
+            "image": {"bytes": stored["image"], "path": None},
+            "image_id": stored["image_id"],
+            "width": stored["width"],
+            "height": stored["height"],
+            "alt_texts": _unique([s["text"] for s in sources]),
+            "queries": [dict(zip(("text", "kind", "entity_id", "attribute"), q)) for q in dict.fromkeys(queries)],
+            "entities": [self.entities[e] for e in dict.fromkeys(entity_ids)],
+            "urls": _unique([stored["url"]] + [dup["url"] for dup in duplicates]),
+            "page_urls": _unique([s["page_url"] for s in sources]),
+            "engines": _unique([s["engine"] for s in sources]),
+            "license": first.get("license"),
+            "attribution": first.get("attribution"),
+            "domain": domain,
+        }

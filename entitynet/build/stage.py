@@ -1,0 +1,198 @@
+"""The build stage: RUN/images + records -> RUN/dataset/, a Hugging Face dataset repository.
+
+1. ``rows.prepare`` decides which stored images are rows, their split and domain;
+2. the EntityNet builder (``entitynet.builders.entitynet``) runs in-process once per domain with
+   parquet output, ``num_proc`` and ``max_shard_size``, and its shards are laid out as
+   ``data/living/{split}-NNNNN-of-MMMMM.parquet`` and ``data/other/...``;
+3. the card (README.md with the YAML that declares ``entitynet`` and ``livingthings``) and its
+   pictures are written beside them.
+
+The folder is assembled in RUN/.dataset.building and swapped in at the end, so RUN/dataset is
+always a complete dataset or absent.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from entitynet.build.rows import SPLITS, prepare
+from entitynet.config import Config
+from entitynet.rundir import RunDir, StageResult
+from entitynet.typed_config import to_dict
+
+logger = logging.getLogger(__name__)
+
+STAGE = "build"
+FOLDER = "dataset"
+_SHARD = re.compile(r"-(train|validation|test)(?:-(\d+)-of-(\d+))?\.parquet$")
+
+
+def evaluation_hashes(source: Path) -> list[int]:
+    """dHashes of an evaluation set: a folder of image files and/or parquet files with an image column."""
+    from PIL import Image
+
+    from entitynet.download.images import dhash, to_rgb
+    import pyarrow.parquet as pq
+
+    blobs: list[bytes] = []
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for path in files:
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            column = next((c for c in ("image", "jpg", "png") if c in table.column_names), None)
+            for value in table.column(column).to_pylist() if column else []:
+                blobs.append(value["bytes"] if isinstance(value, dict) else value)
+        elif path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"):
+            blobs.append(path.read_bytes())
+    hashes = []
+    for blob in blobs:
+        try:
+            with Image.open(io.BytesIO(blob)) as picture:
+                picture.draft("RGB", (64, 64))
+                hashes.append(dhash(to_rgb(picture.convert("RGB") if picture.mode == "P" else picture)))
+        except OSError:
+            continue
+    return hashes
+
+
+def near_evaluation(images_dir: Path, source: Path, distance: int) -> tuple[set[str], int]:
+    """URLs of our stored images within ``distance`` bits of an evaluation image."""
+    from entitynet.download.dedup import _bands
+    from entitynet.download.images import hamming
+    from entitynet.download.shards import image_rows
+
+    hashes = evaluation_hashes(source)
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for value in hashes:
+        for band in _bands(value, distance + 1):
+            buckets.setdefault(band, []).append(value)
+    near = set()
+    for row in image_rows(images_dir, ["url", "phash"]):
+        candidates = {v for band in _bands(row["phash"], distance + 1) for v in buckets.get(band, [])}
+        if any(hamming(row["phash"], v) <= distance for v in candidates):
+            near.add(row["url"])
+    return near, len(hashes)
+
+
+def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
+    from entitynet.builders.entitynet import EntityNet
+    from entitynet.hub_cards.card import write_card
+
+    settings = config.build
+    cache = run_dir.cache_dir(STAGE)
+    rows_dir = cache / "rows"
+    shutil.rmtree(rows_dir, ignore_errors=True)
+    excluded: set[str] = set()
+    evaluation_images = 0
+    if settings.exclude_near:
+        excluded, evaluation_images = near_evaluation(run_dir.path("images"), Path(settings.exclude_near), settings.exclude_distance)
+    counts = prepare(run_dir.root, rows_dir, settings.validation_fraction, settings.test_fraction, settings.seed, excluded)
+
+    staging = run_dir.path(".dataset.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    for domain in ("living", "other"):
+        if not any(counts.get(f"rows_{domain}_{split}") for split in SPLITS):
+            continue
+        output = cache / "prepared" / domain
+        shutil.rmtree(output, ignore_errors=True)
+        builder = EntityNet(config_name="entitynet", domains=(domain,), rows=str(rows_dir), cache_dir=str(cache / "hf"))
+        builder.download_and_prepare(
+            output_dir=str(output), file_format="parquet", max_shard_size=settings.max_shard_size,
+            num_proc=settings.num_proc if settings.num_proc > 1 else None,
+        )
+        _lay_out(output, staging / "data" / domain)
+    pretty = settings.pretty_name or ("LivingThings" if config.domain == "livingthings" else "EntityNet")
+    card = write_card(staging, _context(config, run_dir, counts, evaluation_images), pretty_name=pretty,
+                      repo_id=settings.repo_id, sample_count=settings.sample_images)
+    _swap_in(staging, run_dir.path(FOLDER))
+    return {**counts, "card": card, "evaluation_images": evaluation_images}
+
+
+def _lay_out(prepared: Path, target: Path) -> None:
+    """The builder's ``<name>-<split>[-i-of-n].parquet`` files as ``<split>-iiiii-of-nnnnn.parquet``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(prepared.glob("*.parquet")):
+        match = _SHARD.search(path.name)
+        if not match:
+            continue
+        split, index, total = match.group(1), int(match.group(2) or 0), int(match.group(3) or 1)
+        shutil.move(str(path), target / f"{split}-{index:05d}-of-{total:05d}.parquet")
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation_images: int) -> dict[str, Any]:
+    """What the card says about how the data was made, read from the stages' records."""
+    states = {stage: (run_dir.state(stage) or {}) for stage in ("kg", "enrich", "queries", "search", "download")}
+    # What the stages actually ran with (RUN/config/<stage>.yaml), not what this command says.
+    made = {stage: _recorded(run_dir, stage) for stage in ("kg", "enrich", "queries", "search", "download")}
+    kg, enrich = made["kg"].get("kg", {}), made["enrich"].get("enrich", {})
+    sparql, wikidata = kg.get("sparql", {}), kg.get("wikidata", {})
+    source = f"dump {Path(sparql['dump']).name}" if sparql.get("dump") else sparql.get("endpoint", "?")
+    download = states["download"].get("stats", {})
+    search = states["search"].get("stats", {})
+    search_config = made["search"].get("search", {})
+    download_config = made["download"].get("download", {})
+    attributes = enrich.get("attributes", {})
+    provenance = [
+        ("knowledge graph", f"{', '.join(kg.get('sources', []))}; Wikidata from {source} "
+                            f"({wikidata.get('mode', '?')} under {', '.join(wikidata.get('roots', []))})"),
+        ("natural types", f"{enrich.get('natural_type', {}).get('chooser', '?')} chooser"),
+        ("visual attributes", f"{attributes.get('backend', '?')} backend, top {attributes.get('top_k_per_root', '?')} entities per root"),
+        ("queries", ", ".join(made["queries"].get("queries", {}).get("kinds", []))),
+        ("image search", f"{search.get('engine', '?')}, {search_config.get('per_query', '?')} per query"),
+        ("download", f"max side {download_config.get('max_side', '?')}px {str(download_config.get('format', '?')).upper()} "
+                     f"q{download_config.get('quality', '?')}; {download.get('stored', 0)} stored of {download.get('urls', 0)} URLs"),
+    ]
+    versions = states["download"].get("versions") or states["kg"].get("versions") or {}
+    synthetic = run_dir.path("demo.json").exists()  # written by `entitynet demo`, whose images are drawn
+    return {
+        "summary": f"{counts.get('rows', 0)} images of {'living things' if config.domain == 'livingthings' else 'entities of all domains'}, "
+                   "each with the alt texts, search queries and knowledge-graph entities that found it.",
+        "synthetic": synthetic,
+        "provenance": provenance,
+        "versions": {k: v for k, v in versions.items() if k in ("entitynet", "python", "pyarrow", "SPARQLWrapper", "pyoxigraph", "nltk")},
+        "failures": sorted(download.get("reasons", {}).items(), key=lambda kv: -kv[1]),
+        "duplicates": counts.get("merged_duplicates", 0),
+        "excluded": counts.get("excluded_near_evaluation_images", 0),
+        "exclude_distance": config.build.exclude_distance,
+        "max_side": download_config.get("max_side", config.download.max_side),
+        "enrich_method": f"natural types: {enrich.get('natural_type', {}).get('chooser', '?')}; attributes: {attributes.get('backend', '?')}",
+        "evaluation_images": evaluation_images,
+    }
+
+
+def _recorded(run_dir: RunDir, stage: str) -> dict[str, Any]:
+    import yaml
+
+    path = run_dir.root / "config" / f"{stage}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
+    return run_dir.run_stage(STAGE, {"build": to_dict(config.build)}, [run_dir.path(FOLDER)],
+                             lambda: build(config, run_dir), force=force, requires=("download",))
+
+
+def summary(stats: dict[str, Any]) -> str:
+    card = stats.get("card", {})
+    per = card.get("rows_per_config", {})
+    lines = [f"{card.get('rows', 0)} rows for {card.get('entities', 0)} entities"]
+    for name, counts in per.items():
+        lines.append(f"  {name}: " + ", ".join(f"{split} {counts.get(split, 0)}" for split in SPLITS))
+    left_out = {k: stats[k] for k in ("merged_duplicates", "excluded_near_evaluation_images", "without_entity") if stats.get(k)}
+    if left_out:
+        lines.append("  not rows: " + ", ".join(f"{k}: {v}" for k, v in left_out.items()))
+    return "\n".join(lines)
