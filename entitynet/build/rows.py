@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from entitynet.tables import read_entities, read_rows
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 _HELD_OUT = {"train": 0, "validation": 1, "test": 2}
@@ -98,6 +101,9 @@ def prepare(
             pq.write_table(pa.Table.from_pylist(rows, schema=_ASSIGNED), out / f"{split}.parquet")
         else:
             (out / f"{split}.parquet").unlink(missing_ok=True)
+            if split != "train" and counts["rows"]:
+                logger.warning("split %s is empty: a seeded hash drew none of %d entities for it; raise "
+                               "build.%s_fraction or harvest more entities", split, len(used_entities), split)
     pq.write_table(pa.Table.from_pylist([entities[e] for e in sorted(used_entities)] or [], schema=_ENTITY), out / "entities.parquet")
     pq.write_table(pa.Table.from_pylist([{"query_id": q, "text": queries[q]["text"], "uses": queries[q]["uses"]}
                                          for q in sorted(used_queries)], schema=_QUERY), out / "queries.parquet")
