@@ -176,7 +176,7 @@ class RunDir:
 
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in ("entitynet", "pyarrow", "SPARQLWrapper", "pyoxigraph", "nltk"):
+    for name in ("entitynet", "datasets", "huggingface_hub", "pyarrow", "Pillow", "SPARQLWrapper", "pyoxigraph", "nltk"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -22,7 +22,7 @@ from typing import Any
 
 from entitynet.build.rows import SPLITS, prepare
 from entitynet.config import Config
-from entitynet.rundir import RunDir, StageResult
+from entitynet.rundir import RunDir, StageResult, package_versions
 from entitynet.typed_config import to_dict
 
 logger = logging.getLogger(__name__)
@@ -156,14 +156,15 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
         ("download", f"max side {download_config.get('max_side', '?')}px {str(download_config.get('format', '?')).upper()} "
                      f"q{download_config.get('quality', '?')}; {download.get('stored', 0)} stored of {download.get('urls', 0)} URLs"),
     ]
-    versions = states["download"].get("versions") or states["kg"].get("versions") or {}
+    harvested_with = states["kg"].get("versions") or {}
     synthetic = run_dir.path("demo.json").exists()  # written by `entitynet demo`, whose images are drawn
     return {
         "summary": f"{counts.get('rows', 0)} images of {'living things' if config.domain == 'livingthings' else 'entities of all domains'}, "
                    "each with the alt texts, search queries and knowledge-graph entities that found it.",
         "synthetic": synthetic,
         "provenance": provenance,
-        "versions": {k: v for k, v in versions.items() if k in ("entitynet", "python", "pyarrow", "SPARQLWrapper", "pyoxigraph", "nltk")},
+        "versions": package_versions(),  # of this build; the harvest's follow when they differ
+        "harvest_versions": {k: v for k, v in harvested_with.items() if package_versions().get(k) != v},
         "failures": sorted(download.get("reasons", {}).items(), key=lambda kv: -kv[1]),
         "duplicates": counts.get("merged_duplicates", 0),
         "excluded": counts.get("excluded_near_evaluation_images", 0),
