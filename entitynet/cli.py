@@ -253,6 +253,8 @@ def _add_demo(commands: Any) -> None:
     parser.add_argument("--out", default="entitynet-demo", metavar="DIR", help="run directory (default ./entitynet-demo)")
     parser.add_argument("--size", choices=["small", "full"], default="full", help="small: fewer entities, Wikidata only (for tests)")
     parser.add_argument("--force", action="store_true", help="redo every stage")
+    parser.add_argument("--no-train", dest="train", action="store_false",
+                        help="stop after the dataset (by default a tiny CLIP is trained on it when entitynet[train] is installed)")
     _add_verbosity(parser, default=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_demo)
 
@@ -420,16 +422,27 @@ def _run_demo(args: argparse.Namespace) -> int:
     from entitynet.demo import run_demo
 
     def report(name: str, result: StageResult) -> None:
-        stage = _stage(name)
         state = "already complete" if result.skipped else f"done in {result.seconds:.1f}s"
         print(f"{name}: {state}")
-        print(stage.summary(result.stats))
+        print(_stage(name).summary(result.stats) if name != "train" else _train_summary(result.stats))
 
     print("entitynet demo: offline, on the bundled sample; the images are SYNTHETIC drawings, not photographs.")
-    dataset = run_demo(Path(args.out), args.size, args.force, report)
+    dataset = run_demo(Path(args.out), args.size, args.force, report, train=args.train)
     print(f"\nThe dataset is in {dataset} (its images are synthetic). Open it with:")
     print(f'  from datasets import load_dataset; ds = load_dataset("{dataset}", "livingthings")')
+    model = Path(args.out) / "clip" / "model"
+    if args.train and model.is_dir():
+        print(f"The tiny CLIP trained on it is in {model}:")
+        print(f'  from transformers import pipeline; clf = pipeline("zero-shot-image-classification", model="{model}")')
     return 0
+
+
+def _train_summary(stats: dict[str, Any]) -> str:
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.startswith(("zero_shot_top", "image_to_text")))
+    loss = stats.get("loss") or []
+    trend = f"loss {loss[0]:.3f} -> {loss[-1]:.3f}; " if len(loss) > 1 else ""
+    steps = f", {stats['steps']} steps" if 'steps' in stats else ''
+    return f"tiny CLIP{steps}: {trend}{metrics or 'no held-out split to evaluate'}"
 
 
 def _run_all(args: argparse.Namespace) -> int:

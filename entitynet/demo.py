@@ -6,7 +6,8 @@ demo image pool: for the most linked entities, the demo draws SYNTHETIC pictures
 deterministic function of the entity (colours from its id, shapes from its natural type,
 textures from both) and writes an alt text for each; a loopback HTTP server it starts and stops
 serves them, so the real search (``pool`` engine) and the real downloader run. Then the builder
-makes both configurations and the card. Nothing here is a photograph.
+makes both configurations and the card, and a tiny CLIP is trained on them (when the ``train``
+extra is installed). Nothing here is a photograph.
 """
 
 from __future__ import annotations
@@ -167,8 +168,9 @@ def demo_config(run: RunDir, size: str, port: int) -> Config:
 
 
 def run_demo(out: Path, size: str = "full", force: bool = False,
-             report: Callable[[str, StageResult], None] | None = None) -> Path:
-    """Run every stage into ``out``; returns the dataset folder."""
+             report: Callable[[str, StageResult], None] | None = None, train: bool = True) -> Path:
+    """Run every stage into ``out`` (and train the tiny CLIP unless ``train`` is False); returns
+    the dataset folder."""
     from entitynet.build import stage as build_stage
     from entitynet.download import stage as download_stage
     from entitynet.enrich import stage as enrich_stage
@@ -204,4 +206,34 @@ def run_demo(out: Path, size: str = "full", force: bool = False,
         step(search_stage)
         step(download_stage)
     step(build_stage)
+    if train:
+        result = train_tiny_clip(run, force)
+        if report and result:
+            report(result.stage, result)
     return run.path(build_stage.FOLDER)
+
+
+def train_tiny_clip(run: RunDir, force: bool) -> StageResult | None:
+    """The tiny CLIP preset trained on the demo's dataset into RUN/clip (seconds on a CPU);
+    None when the train extra is not installed."""
+    import shutil
+    import time
+
+    try:
+        from entitynet.training import train as trainer
+        from entitynet.training.config import load_train_config
+    except ImportError as missing:
+        logger.warning("the demo trains no model: %s is not installed (pip install 'entitynet[train]')", missing.name)
+        return None
+    folder = run.path("clip")
+    results = folder / "model" / "eval_results.json"
+    if force:
+        shutil.rmtree(folder, ignore_errors=True)
+    elif results.exists():
+        return StageResult("train", True, 0.0, {"model": str(folder / "model"), **json.loads(results.read_text())})
+    started = time.perf_counter()
+    config = load_train_config("tiny", [f"dataset={run.path('dataset')}", f"output_dir={folder}"])
+    outcome = trainer.train(config)
+    stats = {"model": str(folder / "model"), "steps": outcome["step"],
+             "loss": [round(point["loss"], 4) for point in outcome["history"]], **outcome["metrics"]}
+    return StageResult("train", False, time.perf_counter() - started, stats)

@@ -49,6 +49,17 @@ def skip_or_fail(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run made by ``entitynet demo --size small`` (README's main job, smaller): its dataset
+    feeds the demo's and the trainer's tests."""
+    from entitynet.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--out", str(out), "--size", "small", "-q"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def realdata() -> Path:
     if not REALDATA.is_dir():
         skip_or_fail(f"shared real data not found at {REALDATA}")

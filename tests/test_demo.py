@@ -1,4 +1,5 @@
-"""``entitynet demo``: README's main job, run here through the same code path at its small size."""
+"""``entitynet demo``: README's main job, run here through the same code path at its small size
+(the ``demo_run`` fixture in conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,8 @@ import json
 import socket
 
 import datasets
-import pytest
-
 from entitynet.cli import main
 from entitynet.demo import draw
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
-    assert main(["demo", "--out", str(out), "--size", "small", "-q"]) == 0
-    return out
 
 
 def test_the_demo_makes_a_dataset_that_load_dataset_reads(demo_run):
@@ -43,7 +35,7 @@ def test_a_second_demo_run_redoes_nothing_and_stops_its_server(demo_run, capsys)
     before = {p: p.stat().st_mtime_ns for p in (demo_run / "images").glob("shard-*.parquet")}
     assert main(["demo", "--out", str(demo_run), "--size", "small"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("already complete") == 6, printed
+    assert printed.count("already complete") == 7, printed  # six stages and the tiny CLIP
     assert before == {p: p.stat().st_mtime_ns for p in (demo_run / "images").glob("shard-*.parquet")}
     port = json.loads((demo_run / "demo.json").read_text())["port"]
     with socket.socket() as probe:  # the picture server is gone once the demo returns

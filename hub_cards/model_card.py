@@ -1,0 +1,60 @@
+"""The model card: ``huggingface_hub.ModelCard.from_template`` with ``ModelCardData`` whose
+``eval_results`` become the ``model-index`` the Hub shows as a results widget."""
+
+from __future__ import annotations
+
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from entitynet.builders.entitynet import CITATION
+from entitynet.rundir import package_versions
+
+
+def write_model_card(folder: Path, config: Any, metrics: dict[str, float], history: list[dict[str, float]],
+                     repo_id: str = "ORG/NAME") -> None:
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    dataset = config.dataset
+    on_hub = not Path(dataset).exists()
+    model_name = f"EntityNet CLIP ({Path(dataset).name if not on_hub else dataset})"
+    results = [
+        EvalResult(task_type="zero-shot-image-classification", dataset_type=dataset, dataset_name=dataset,
+                   dataset_config=config.dataset_config, dataset_split=config.eval.split,
+                   metric_type="accuracy", metric_name=name.replace("_", " "), metric_value=round(value, 4))
+        for name, value in metrics.items() if name.startswith("zero_shot_top")
+    ]
+    card_data = ModelCardData(
+        model_name=model_name, library_name="transformers", pipeline_tag="zero-shot-image-classification",
+        license="other", license_name="various-source-licenses", tags=["clip", "entitynet", "knowledge-graph"],
+        datasets=[dataset] if on_hub else None, eval_results=results or None,
+        base_model=config.model.init_from if config.model.init_from and not Path(config.model.init_from).exists() else None,
+    )
+    template = Path(str(resources.files("entitynet.hub_cards") / "model_card.md"))
+    synthetic = (Path(dataset).parent / "demo.json").exists()  # RUN/dataset of a demo run
+    card = ModelCard.from_template(
+        card_data, template_path=str(template), model_name=model_name, repo_id=repo_id, dataset=dataset,
+        dataset_config=config.dataset_config, synthetic=synthetic,
+        architecture=config.model.preset if not config.model.init_from else f"finetuned from {config.model.init_from}",
+        start="from scratch" if not config.model.init_from else f"finetuned from `{config.model.init_from}`",
+        steps=config.max_steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, warmup_steps=config.warmup_steps, weights=config.text,
+        history=history[-10:], versions={k: v for k, v in package_versions().items() if k in ("python", "entitynet", "datasets")}
+        | _versions("torch", "transformers", "accelerate"),
+        built_on=date.today().isoformat(), metrics=metrics, eval_split=config.eval.split,
+        eval_template=config.eval.template, citation=CITATION.strip(),
+    )
+    card.save(folder / "README.md")
+
+
+def _versions(*names: str) -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found

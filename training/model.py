@@ -1,0 +1,104 @@
+"""The model, its tokenizer and its image processor: presets for training from scratch, or any
+``CLIPModel.from_pretrained`` id or folder for finetuning.
+
+From scratch, the tokenizer is a byte-level BPE trained on the training texts (no download,
+nothing to license), wrapped as a ``PreTrainedTokenizerFast`` so ``AutoTokenizer`` and the
+zero-shot pipeline load it back from the saved folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+# The end token is not id 2: CLIP's text model pools at the argmax of the ids when eos_token_id == 2
+# (the original checkpoints' convention), and at the first end token otherwise.
+SPECIAL_TOKENS = ["<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    vision_heads: int
+    text_width: int
+    text_layers: int
+    text_heads: int
+    embed_dim: int
+    context_length: int
+
+
+PRESETS = {
+    # for tests and the demo: trains on a CPU at tens of milliseconds per step
+    "tiny": Preset(64, 16, 64, 2, 2, 64, 2, 2, 64, 32),
+    "vit-s-32": Preset(224, 32, 384, 12, 6, 384, 12, 6, 384, 77),
+    "vit-b-32": Preset(224, 32, 768, 12, 12, 512, 12, 8, 512, 77),
+    "vit-b-16": Preset(224, 16, 768, 12, 12, 512, 12, 8, 512, 77),
+}
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int) -> PreTrainedTokenizerFast:
+    """A lower-casing byte-level BPE over ``texts`` that frames every text as <start> ... <end>."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<|unk|>"))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    start, end = tokenizer.token_to_id("<|startoftext|>"), tokenizer.token_to_id("<|endoftext|>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", start), ("<|endoftext|>", end)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|pad|>",
+        unk_token="<|unk|>", model_max_length=context_length,
+    )
+
+
+def scratch_model(preset_name: str, tokenizer: PreTrainedTokenizerBase) -> CLIPModel:
+    preset = PRESETS[preset_name]
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": preset.text_width, "num_hidden_layers": preset.text_layers,
+            "num_attention_heads": preset.text_heads, "intermediate_size": 4 * preset.text_width,
+            "max_position_embeddings": preset.context_length, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "image_size": preset.image_size, "patch_size": preset.patch_size, "hidden_size": preset.vision_width,
+            "num_hidden_layers": preset.vision_layers, "num_attention_heads": preset.vision_heads,
+            "intermediate_size": 4 * preset.vision_width,
+        },
+        projection_dim=preset.embed_dim,
+    )
+    return CLIPModel(config)
+
+
+def image_processor(image_size: int) -> CLIPImageProcessor:
+    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+
+
+def load_pretrained(name_or_path: str) -> tuple[CLIPModel, PreTrainedTokenizerBase, CLIPImageProcessor]:
+    """A CLIPModel with its own tokenizer and image processor, for finetuning."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    model = CLIPModel.from_pretrained(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    processor = AutoImageProcessor.from_pretrained(name_or_path)
+    return model, tokenizer, processor
+
+
+def save(folder: Path, model: CLIPModel, tokenizer: PreTrainedTokenizerBase, processor: CLIPImageProcessor) -> None:
+    """What ``CLIPModel.from_pretrained`` and ``pipeline("zero-shot-image-classification")`` load."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    processor.save_pretrained(folder)
