@@ -147,8 +147,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             if state["step"] % config.log_every == 0 or state["step"] == config.max_steps:
                 mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
                 history.append({"step": state["step"], "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
-                logger.info("step %d/%d  loss %.4f  lr %.2e  %.1f images/s", state["step"], config.max_steps, mean_loss,
-                            scheduler.get_last_lr()[0], seen / (time.perf_counter() - started))
+                if accelerator.is_main_process:
+                        logger.info("step %d/%d  loss %.4f  lr %.2e  %.1f images/s", state["step"], config.max_steps,
+                                mean_loss, scheduler.get_last_lr()[0], seen / (time.perf_counter() - started))
             if state["step"] % config.checkpoint_every == 0 or state["step"] == config.max_steps:
                 save_checkpoint(accelerator, checkpoints, state, config.keep_checkpoints)
             if config.eval.every and state["step"] % config.eval.every == 0:
@@ -164,7 +165,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         finish(output / "model", unwrapped, tokenizer, processor, config, metrics, history)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return {"step": state["step"], "metrics": metrics, "history": history}
+    return {"step": state["step"], "metrics": metrics, "history": history, "main": accelerator.is_main_process}
 
 
 def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, int], keep: int) -> None:
@@ -251,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     result = train(config)
-    print(json.dumps({"step": result["step"], **result["metrics"]}))
+    if result["main"]:
+        print(json.dumps({"step": result["step"], **result["metrics"]}))
     return 0
 
 
