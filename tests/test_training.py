@@ -153,6 +153,18 @@ def test_the_model_card_has_a_model_index_and_the_eval_results(trained):
     assert "synthetic" in card.text.lower()  # trained on the demo's drawings, and says so
 
 
+def test_finetuning_starts_from_a_saved_model(trained, demo_run, tmp_path):
+    out, _ = trained
+    result = trainer.train(tiny(demo_run, tmp_path / "ft", "max_steps=2", f"model.init_from={out / 'model'}",
+                                "learning_rate=0.0001"))
+    assert result["step"] == 2
+    start, tuned = weights(out / "model"), weights(tmp_path / "ft" / "model")
+    assert start.keys() == tuned.keys() and any(not torch.equal(start[k], tuned[k]) for k in start)
+    assert not (tmp_path / "ft" / "tokenizer").exists()  # the model's own tokenizer, not a new one
+    assert "finetuned from" in (tmp_path / "ft" / "model" / "README.md").read_text()
+    transformers.pipeline("zero-shot-image-classification", model=str(tmp_path / "ft" / "model"))
+
+
 def test_a_crashed_run_resumes_exactly(demo_run, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     trainer.train(tiny(demo_run, straight, "max_steps=6", "checkpoint_every=2"))
