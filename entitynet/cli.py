@@ -230,12 +230,13 @@ def _add_export(commands: Any) -> None:
 
 def _add_push(commands: Any) -> None:
     parser = commands.add_parser(
-        "push", help="Upload a built dataset folder to the Hugging Face Hub.",
-        description="Upload a built dataset folder to the Hugging Face Hub (resumable large-folder upload). "
+        "push", help="Upload a built dataset or a trained model to the Hugging Face Hub.",
+        description="Upload a built dataset folder (RUN/dataset) or a trained model folder (OUTPUT/model) to the "
+        "Hugging Face Hub (resumable large-folder upload). "
         "The token comes from HF_TOKEN or the saved login and is never printed.",
     )
-    parser.add_argument("what", choices=["dataset"], help="what to push")
-    parser.add_argument("folder", help="the built folder, e.g. RUN/dataset")
+    parser.add_argument("what", choices=["dataset", "model"], help="what to push")
+    parser.add_argument("folder", help="the folder, e.g. RUN/dataset or OUTPUT/model")
     parser.add_argument("--repo", required=True, metavar="ORG/NAME", help="the Hub repository")
     parser.add_argument("--private", action="store_true", help="create the repository private")
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no network")
@@ -400,21 +401,21 @@ def _run_push(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder)
     if args.dry_run:
-        files = publish.plan(folder)
+        files = publish.plan(folder, args.what)
         for path, size in files:
             print(f"{size:>14,}  {path}")
         print(f"{sum(size for _, size in files):>14,}  bytes in {len(files)} files would go to "
-              f"https://huggingface.co/datasets/{args.repo}{' (private)' if args.private else ''}")
+              f"{publish.hub_url(args.repo, args.what)}{' (private)' if args.private else ''}")
         return 0
     try:
-        result = publish.push_dataset(folder, args.repo, args.private)
+        result = publish.push(folder, args.repo, args.what, args.private)
     except Exception as error:  # huggingface_hub raises many kinds; none may carry the token out
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         for secret in filter(None, [os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]):
             message = message.replace(secret, "***")
         print(f"entitynet push: error: {type(error).__name__}: {message}", file=sys.stderr)
         return 1
-    print(f"pushed {result['files']} files ({result['bytes']:,} bytes) to https://huggingface.co/datasets/{result['repo']}")
+    print(f"pushed {result['files']} files ({result['bytes']:,} bytes) to {publish.hub_url(result['repo'], args.what)}")
     return 0
 
 

@@ -1,31 +1,44 @@
-"""Publish a built dataset folder to the Hugging Face Hub.
+"""Publish a built dataset folder or a trained model folder to the Hugging Face Hub.
 
-``huggingface_hub``'s resumable large-folder upload sends the folder as it is: its README.md
-(the card with both configs) and ``data/**.parquet``, so the Hub repo and the local folder load
-the same way. The token comes from HF_TOKEN or the saved login (``hf auth login``) and is never
+``huggingface_hub``'s resumable large-folder upload sends the folder as it is: for a dataset its
+README.md (the card with both configs) and ``data/**.parquet``, so the Hub repo and the local
+folder load the same way; for a model what ``save_pretrained`` wrote, the card and the eval
+results. The token comes from HF_TOKEN or the saved login (``hf auth login``) and is never
 printed or written; ``--dry-run`` lists what would be uploaded without any network.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+Kind = Literal["dataset", "model"]
+REQUIRED = {
+    "dataset": (["README.md", "data/*/*.parquet"], "a built dataset", "run `entitynet build` first"),
+    "model": (["README.md", "config.json", "*.safetensors"], "a trained model",
+              "the trainer writes one to OUTPUT/model (python -m entitynet.training.train)"),
+}
 
 
-def plan(folder: Path) -> list[tuple[str, int]]:
+def plan(folder: Path, kind: Kind = "dataset") -> list[tuple[str, int]]:
     """(path in the repo, bytes) of every file that would be uploaded."""
-    if not (folder / "README.md").exists() or not any(folder.glob("data/*/*.parquet")):
-        raise FileNotFoundError(f"{folder} is not a built dataset (README.md and data/*/*.parquet); run `entitynet build` first")
+    patterns, what, hint = REQUIRED[kind]
+    if not all(any(folder.glob(pattern)) for pattern in patterns):
+        raise FileNotFoundError(f"{folder} is not {what} ({', '.join(patterns)}); {hint}")
     return [(str(path.relative_to(folder)), path.stat().st_size)
             for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
 
 
-def push_dataset(folder: Path, repo_id: str, private: bool = False) -> dict[str, Any]:
+def hub_url(repo_id: str, kind: Kind) -> str:
+    return f"https://huggingface.co/{'datasets/' if kind == 'dataset' else ''}{repo_id}"
+
+
+def push(folder: Path, repo_id: str, kind: Kind = "dataset", private: bool = False) -> dict[str, Any]:
     from huggingface_hub import HfApi
 
-    files = plan(folder)
+    files = plan(folder, kind)
     api = HfApi()  # token: HF_TOKEN, else the saved login; never passed through our code
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset", private=private,
+    api.create_repo(repo_id, repo_type=kind, private=private, exist_ok=True)
+    api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type=kind, private=private,
                             ignore_patterns=[".*"])
     return {"repo": repo_id, "files": len(files), "bytes": sum(size for _, size in files)}

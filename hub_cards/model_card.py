@@ -12,15 +12,16 @@ from entitynet.builders.entitynet import CITATION
 from entitynet.rundir import package_versions
 
 
-def write_model_card(folder: Path, config: Any, metrics: dict[str, float], history: list[dict[str, float]],
-                     repo_id: str = "ORG/NAME") -> None:
+def write_model_card(folder: Path, config: Any, metrics: dict[str, float], history: list[dict[str, float]]) -> None:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     dataset = config.dataset
     on_hub = not Path(dataset).exists()
-    model_name = f"EntityNet CLIP ({Path(dataset).name if not on_hub else dataset})"
+    # a local dataset is named by its card's pretty name: local paths stay out of the card
+    shown = dataset if on_hub else _pretty_name(Path(dataset))
+    model_name = f"EntityNet CLIP on {shown}"
     results = [
-        EvalResult(task_type="zero-shot-image-classification", dataset_type=dataset, dataset_name=dataset,
+        EvalResult(task_type="zero-shot-image-classification", dataset_type=shown, dataset_name=shown,
                    dataset_config=config.dataset_config, dataset_split=config.eval.split,
                    metric_type="accuracy", metric_name=name.replace("_", " "), metric_value=round(value, 4))
         for name, value in metrics.items() if name.startswith("zero_shot_top")
@@ -34,7 +35,7 @@ def write_model_card(folder: Path, config: Any, metrics: dict[str, float], histo
     template = Path(str(resources.files("entitynet.hub_cards") / "model_card.md"))
     synthetic = (Path(dataset).parent / "demo.json").exists()  # RUN/dataset of a demo run
     card = ModelCard.from_template(
-        card_data, template_path=str(template), model_name=model_name, repo_id=repo_id, dataset=dataset,
+        card_data, template_path=str(template), model_name=model_name, repo_id=config.repo_id, dataset=shown,
         dataset_config=config.dataset_config, synthetic=synthetic,
         architecture=config.model.preset if not config.model.init_from else f"finetuned from {config.model.init_from}",
         start="from scratch" if not config.model.init_from else f"finetuned from `{config.model.init_from}`",
@@ -46,6 +47,15 @@ def write_model_card(folder: Path, config: Any, metrics: dict[str, float], histo
         eval_template=config.eval.template, citation=CITATION.strip(),
     )
     card.save(folder / "README.md")
+
+
+def _pretty_name(folder: Path) -> str:
+    from huggingface_hub import DatasetCard
+
+    try:
+        return DatasetCard.load(folder / "README.md").data.pretty_name or folder.resolve().parent.name
+    except (OSError, ValueError):
+        return folder.resolve().parent.name
 
 
 def _versions(*names: str) -> dict[str, str]:

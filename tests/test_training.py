@@ -153,6 +153,20 @@ def test_the_model_card_has_a_model_index_and_the_eval_results(trained):
     assert "synthetic" in card.text.lower()  # trained on the demo's drawings, and says so
 
 
+def test_push_model_dry_run_lists_the_saved_model(trained, capsys, monkeypatch):
+    from entitynet.cli import main
+
+    out, _ = trained
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "m" * 34)
+    assert main(["push", "model", str(out / "model"), "--repo", "entitynet/clip-demo", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "preprocessor_config.json", "README.md"):
+        assert name in printed
+    assert "https://huggingface.co/entitynet/clip-demo" in printed and "hf_mmm" not in printed
+    assert main(["push", "model", str(out / "checkpoints"), "--repo", "x/y", "--dry-run"]) == 1
+    assert "is not a trained model" in capsys.readouterr().err
+
+
 def test_finetuning_starts_from_a_saved_model(trained, demo_run, tmp_path):
     out, _ = trained
     result = trainer.train(tiny(demo_run, tmp_path / "ft", "max_steps=2", f"model.init_from={out / 'model'}",

@@ -74,6 +74,7 @@ class TrainConfig:
     checkpoint_every: int = option(1_000, "save_state every N steps (also at the end); a rerun resumes from the last")
     keep_checkpoints: int = option(2, "checkpoints kept on disk")
     log_every: int = option(50, "log loss, learning rate and throughput every N steps")
+    repo_id: str = option("ORG/NAME", "the Hub repository the model card's examples name (push with `entitynet push model`)")
 
     def __post_init__(self) -> None:
         require(bool(self.dataset), "dataset", "name a dataset folder or Hub id")
@@ -84,6 +85,7 @@ class TrainConfig:
         require(self.learning_rate > 0, "learning_rate", "must be positive")
         require(self.warmup_steps >= 0 and self.num_workers >= 0, "warmup_steps", "must not be negative")
         require(self.max_grad_norm >= 0 and self.weight_decay >= 0, "max_grad_norm", "must not be negative")
+        require(re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id) is not None, "repo_id", "must look like ORG/NAME")
 
 
 def shipped(name: str) -> Path | None:

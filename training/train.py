@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", help="checkpoints and the final model (output_dir)")
     parser.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
     parser.add_argument("--init-from", help="finetune this CLIPModel id or folder (model.init_from)")
+    parser.add_argument("--repo", help="the Hub repository the model card names (repo_id)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -245,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # accelerate logs every file of every checkpoint at INFO
         logging.getLogger("accelerate").setLevel(logging.WARNING)
     flags = {"--dataset": ("dataset", args.dataset), "--output-dir": ("output_dir", args.output_dir),
-             "--max-steps": ("max_steps", args.max_steps), "--init-from": ("model.init_from", args.init_from)}
+             "--max-steps": ("max_steps", args.max_steps), "--init-from": ("model.init_from", args.init_from),
+             "--repo": ("repo_id", args.repo)}
     try:
         config = load_train_config(args.config, args.set, flags)
     except ConfigError as error:
