@@ -196,7 +196,15 @@ def test_a_crashed_run_resumes_exactly(demo_run, tmp_path, monkeypatch):
         trainer.train(tiny(demo_run, crashed, "max_steps=6", "checkpoint_every=2"))
     assert not (crashed / "model").exists()
     monkeypatch.setattr(trainer, "save_checkpoint", original)
+    loads, real_load = [], torch.load
+
+    def recording_load(*args, **kwargs):
+        loads.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
     result = trainer.train(tiny(demo_run, crashed, "max_steps=6", "checkpoint_every=2"))
+    assert loads and all(flag is True for flag in loads), f"a checkpoint file was unpickled unsafely: {loads}"
     assert result["step"] == 6 and [p["step"] for p in result["history"]] == [5, 6]
     a, b = weights(straight / "model"), weights(crashed / "model")
     assert a.keys() == b.keys()

@@ -108,10 +108,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     loader = DataLoader(rows, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collator,
                         num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
-    # not prepared: a prepared scheduler steps once per process per step; registered so it is saved
+    # not prepared (a prepared scheduler steps once per process per step) and not registered with
+    # accelerate (registered objects are unpickled with weights_only=False): its few numbers travel
+    # in our JSON state file instead
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.max_steps))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
     if len(loader) == 0:
         raise ValueError(f"{config.dataset}: the train split has {len(rows)} rows, fewer than one batch of "
                          f"{config.batch_size} x {accelerator.num_processes} processes; lower batch_size")
@@ -121,6 +122,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if resume_from:
         accelerator.load_state(str(resume_from))
         state = json.loads((resume_from / STATE_FILE).read_text())
+        scheduler.load_state_dict(state.pop("scheduler"))
         logger.info("resuming from %s (step %d)", resume_from, state["step"])
     unwrapped = accelerator.unwrap_model(model)
     history: list[dict[str, float]] = []
@@ -151,7 +153,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                         logger.info("step %d/%d  loss %.4f  lr %.2e  %.1f images/s", state["step"], config.max_steps,
                                 mean_loss, scheduler.get_last_lr()[0], seen / (time.perf_counter() - started))
             if state["step"] % config.checkpoint_every == 0 or state["step"] == config.max_steps:
-                save_checkpoint(accelerator, checkpoints, state, config.keep_checkpoints)
+                save_checkpoint(accelerator, checkpoints, {**state, "scheduler": scheduler.state_dict()}, config.keep_checkpoints)
             if config.eval.every and state["step"] % config.eval.every == 0:
                 log_eval(accelerator, unwrapped, tokenizer, processor, config, max_length, state["step"])
             if state["step"] >= config.max_steps:
