@@ -210,3 +210,19 @@ def test_push_without_network_fails_cleanly_and_never_shows_the_token(made_run, 
     assert "entitynet push: error" in captured.err and token not in captured.err + captured.out
     assert main(["push", "dataset", str(run.root), "--repo", "x/y", "--dry-run"]) == 1  # not a built dataset
     assert "run `entitynet build` first" in capsys.readouterr().err
+
+
+def test_several_builder_processes_give_the_same_rows(made_run, tmp_path):
+    import shutil
+
+    run, _ = made_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("dataset", "cache"))
+    assert main(["build", "--run", str(copy), "--config", "demo", "--num-proc", "2", "--exclude-near", str(run.root.parent / "evaluation"),
+                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test", "-q"]) == 0
+    for config in ("entitynet", "livingthings"):
+        one, two = load(run, config), datasets.load_dataset(str(copy / "dataset"), config)
+        assert set(one) == set(two)
+        for split in one:
+            assert sorted(one[split]["image_id"]) == sorted(two[split]["image_id"])
+    assert len(list((copy / "dataset" / "data" / "living").glob("train-*.parquet"))) >= 1
