@@ -10,7 +10,6 @@ import argparse
 import logging
 import os
 import sys
-import textwrap
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from entitynet.kg.wordnet import WordNetMissing
 from entitynet.rundir import MissingInput, RunDir, StageConfigChanged, StageResult
 from entitynet.search import stage as search_stage
 from entitynet.search.base import EngineError
-from entitynet.typed_config import ConfigError, describe
+from entitynet.typed_config import ConfigError, describe_text
 
 logger = logging.getLogger("entitynet.cli")
 
@@ -70,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="entitynet",
         description="Knowledge graphs to image-text datasets for CLIP. Each command is one stage of the "
         "flow and reads and writes a run directory (--run).",
-        epilog="Run 'entitynet COMMAND --help' for a stage's options and configuration keys.",
+        epilog="Run 'entitynet COMMAND --help' for a stage's options and configuration keys. Training CLIP on "
+        "a built dataset: 'accelerate launch -m entitynet.training.train --help' (needs entitynet[train]).",
     )
     parser.add_argument("--version", action="version", version=f"entitynet {__version__}")
     _add_verbosity(parser)
@@ -95,10 +95,7 @@ def _add_verbosity(parser: argparse.ArgumentParser, default: Any = 0) -> None:
 
 def _stage_parser(commands: Any, name: str, summary: str, section: type, prefix: str) -> argparse.ArgumentParser:
     """A stage subcommand with the options every stage shares and its config keys in the epilog."""
-    keys = "\n".join(
-        f"  {key} ({kind}, default {default!r})\n" + textwrap.indent(textwrap.fill(text, 74), "      ")
-        for key, kind, default, text in describe(section, prefix)
-    )
+    keys = describe_text(section, prefix)
     parser = commands.add_parser(
         name,
         help=summary,
@@ -246,7 +243,7 @@ def _add_push(commands: Any) -> None:
 
 def _add_demo(commands: Any) -> None:
     parser = commands.add_parser(
-        "demo", help="The whole flow offline on the bundled sample, with synthetic images, in a few minutes.",
+        "demo", help="The whole flow offline on the bundled sample, with synthetic images, then a tiny CLIP; under a minute.",
         description="Run every stage offline: the bundled sample of Wikidata (and WordNet if installed), "
         "natural types, attributes, queries, a demo pool of SYNTHETIC images served on 127.0.0.1, the real "
         "downloader, the dataset (both configs) and its card.",

@@ -130,6 +130,16 @@ def describe(schema: type, prefix: str = "") -> Iterator[tuple[str, str, Any, st
         yield key, type_name(kind), default, item.metadata.get("help", "")
 
 
+def describe_text(schema: type, prefix: str = "", width: int = 74) -> str:
+    """Every key of a config schema with its type, default and help, for a --help epilog."""
+    import textwrap
+
+    return "\n".join(
+        f"  {key} ({kind}, default {default!r})\n" + textwrap.indent(textwrap.fill(text, width), "      ")
+        for key, kind, default, text in describe(schema, prefix)
+    )
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

@@ -228,7 +228,11 @@ def _plain(config: TrainConfig) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from entitynet.typed_config import describe_text
+
+    keys = describe_text(TrainConfig)
     parser = argparse.ArgumentParser(prog="python -m entitynet.training.train", description=__doc__,
+                                     epilog=f"configuration keys (YAML, or --set KEY=VALUE):\n{keys}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file, or a shipped one: tiny, livingthings-vit-b-32, entitynet-vit-b-32")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
