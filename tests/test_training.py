@@ -167,6 +167,23 @@ def test_push_model_dry_run_lists_the_saved_model(trained, capsys, monkeypatch):
     assert "is not a trained model" in capsys.readouterr().err
 
 
+def test_checkpoints_of_another_configuration_are_not_resumed(trained, demo_run, capsys, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(trained[0], out)  # the fixture's run stays as it is for the other tests
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    with pytest.raises(trainer.ResumeMismatch, match="batch_size, learning_rate differ"):
+        trainer.train(tiny(demo_run, out, "max_steps=6", "checkpoint_every=3", "batch_size=8", "learning_rate=0.01"))
+    assert trainer.main(["--config", "tiny", "--dataset", str(demo_run / "dataset"), "--output-dir", str(out),
+                         "--set", "text.alt_text=0.9"]) == 1
+    assert "another configuration (text differ)" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before  # nothing touched
+    # more steps, another eval or repo: the same experiment, continued
+    result = trainer.train(tiny(demo_run, out, "max_steps=7", "checkpoint_every=3", "eval.max_images=5", "repo_id=a/b"))
+    assert result["step"] == 7 and [p["step"] for p in result["history"]] == [7]
+
+
 def test_finetuning_starts_from_a_saved_model(trained, demo_run, tmp_path):
     out, _ = trained
     result = trainer.train(tiny(demo_run, tmp_path / "ft", "max_steps=2", f"model.init_from={out / 'model'}",

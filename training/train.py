@@ -41,6 +41,30 @@ from entitynet.typed_config import ConfigError
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 MAX_LOGIT_SCALE = math.log(100)
+# keys a resumed run may change: how long, how often, where results go; anything else would
+# continue a different experiment from these weights
+RESUMABLE_CHANGES = ("max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "num_workers", "eval",
+                     "repo_id", "output_dir")
+
+
+class ResumeMismatch(ValueError):
+    """OUTPUT holds checkpoints of another configuration."""
+
+
+def experiment(config: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must agree with to be resumed."""
+    from entitynet.typed_config import to_dict
+
+    return {key: value for key, value in to_dict(config).items() if key not in RESUMABLE_CHANGES}
+
+
+def check_resumable(saved: dict[str, Any], config: TrainConfig, checkpoint: Path) -> None:
+    current = experiment(config)
+    changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+    if changed:
+        raise ResumeMismatch(
+            f"{checkpoint} was made with another configuration ({', '.join(changed)} differ); "
+            f"use another --output-dir, or delete {checkpoint.parent} to start over")
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -120,8 +144,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
     resume_from = latest_checkpoint(checkpoints)
     if resume_from:
-        accelerator.load_state(str(resume_from))
         state = json.loads((resume_from / STATE_FILE).read_text())
+        check_resumable(state.pop("experiment"), config, resume_from)
+        accelerator.load_state(str(resume_from))
         scheduler.load_state_dict(state.pop("scheduler"))
         logger.info("resuming from %s (step %d)", resume_from, state["step"])
     unwrapped = accelerator.unwrap_model(model)
@@ -153,7 +178,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                         logger.info("step %d/%d  loss %.4f  lr %.2e  %.1f images/s", state["step"], config.max_steps,
                                 mean_loss, scheduler.get_last_lr()[0], seen / (time.perf_counter() - started))
             if state["step"] % config.checkpoint_every == 0 or state["step"] == config.max_steps:
-                save_checkpoint(accelerator, checkpoints, {**state, "scheduler": scheduler.state_dict()}, config.keep_checkpoints)
+                save_checkpoint(accelerator, checkpoints, {**state, "scheduler": scheduler.state_dict(),
+                                                           "experiment": experiment(config)}, config.keep_checkpoints)
             if config.eval.every and state["step"] % config.eval.every == 0:
                 log_eval(accelerator, unwrapped, tokenizer, processor, config, max_length, state["step"])
             if state["step"] >= config.max_steps:
@@ -259,7 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    result = train(config)
+    try:
+        result = train(config)
+    except ResumeMismatch as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if result["main"]:
         print(json.dumps({"step": result["step"], **result["metrics"]}))
     return 0
