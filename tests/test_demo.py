@@ -46,3 +46,15 @@ def test_pictures_are_a_function_of_the_entity():
     assert draw("Q140", "cat", 0) == draw("Q140", "cat", 0)
     assert draw("Q140", "cat", 0) != draw("Q140", "cat", 1)
     assert draw("Q140", "cat", 0) != draw("Q7378", "elephant", 0)
+
+
+def test_without_the_train_extra_the_demo_says_so_and_stops_after_the_dataset(demo_run, monkeypatch, caplog):
+    import sys
+
+    from entitynet.demo import train_tiny_clip
+    from entitynet.rundir import RunDir
+
+    monkeypatch.setitem(sys.modules, "entitynet.training.train", None)  # as if torch were not installed
+    with caplog.at_level("WARNING", logger="entitynet.demo"):
+        assert train_tiny_clip(RunDir(demo_run), force=False) is None
+    assert "pip install 'entitynet[train]'" in caplog.text
