@@ -54,7 +54,8 @@ def test_without_the_train_extra_the_demo_says_so_and_stops_after_the_dataset(de
     from entitynet.demo import train_tiny_clip
     from entitynet.rundir import RunDir
 
-    monkeypatch.setitem(sys.modules, "entitynet.training.train", None)  # as if torch were not installed
+    for name in ("entitynet.training", "entitynet.training.train", "entitynet.training.config"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails, as without torch and transformers
     with caplog.at_level("WARNING", logger="entitynet.demo"):
         assert train_tiny_clip(RunDir(demo_run), force=False) is None
     assert "pip install 'entitynet[train]'" in caplog.text
