@@ -20,7 +20,6 @@ more memory, and >= 70% of the limit's images/s.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random

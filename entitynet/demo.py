@@ -17,7 +17,9 @@ import io
 import json
 import logging
 import random
+import shutil
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -216,9 +218,6 @@ def run_demo(out: Path, size: str = "full", force: bool = False,
 def train_tiny_clip(run: RunDir, force: bool) -> StageResult | None:
     """The tiny CLIP preset trained on the demo's dataset into RUN/clip (seconds on a CPU);
     None when the train extra is not installed."""
-    import shutil
-    import time
-
     try:
         from entitynet.training import train as trainer
         from entitynet.training.config import load_train_config

@@ -25,6 +25,7 @@ from typing import Any
 
 from entitynet import __version__
 from entitynet.retry import Backoff, WaitTooLong
+from entitynet.rundir import StatsRecord
 
 logger = logging.getLogger(__name__)
 
@@ -77,19 +78,11 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 @dataclass
-class HttpStats:
+class HttpStats(StatsRecord):
     requests: int = 0
     retries: int = 0
     waited_seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "retries": self.retries,
-            "waited_seconds": round(self.waited_seconds, 3),
-            "errors": dict(sorted(self.errors.items())),
-        }
 
 
 class JsonClient:

@@ -24,6 +24,8 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -80,6 +82,19 @@ class StageResult:
     skipped: bool
     seconds: float
     stats: dict[str, Any]
+
+
+class StatsRecord:
+    """Mixin for the counters a client keeps (a dataclass): ``as_dict()`` is what the stage records,
+    field by field, counters sorted by key, seconds rounded to milliseconds."""
+
+    def as_dict(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            if isinstance(value, Counter):
+                return dict(sorted(value.items()))
+            return round(value, 3) if isinstance(value, float) else value
+
+        return {item.name: plain(getattr(self, item.name)) for item in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
 class RunDir:
@@ -174,9 +189,13 @@ class RunDir:
         return StageResult(stage, False, seconds, stats)
 
 
-def package_versions() -> dict[str, str]:
+PACKAGES = ("entitynet", "datasets", "huggingface_hub", "pyarrow", "Pillow", "SPARQLWrapper", "pyoxigraph", "nltk")
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Python's version and those of the installed ``names`` (missing ones are left out)."""
     versions = {"python": platform.python_version()}
-    for name in ("entitynet", "datasets", "huggingface_hub", "pyarrow", "Pillow", "SPARQLWrapper", "pyoxigraph", "nltk"):
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

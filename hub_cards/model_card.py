@@ -41,8 +41,7 @@ def write_model_card(folder: Path, config: Any, metrics: dict[str, float], histo
         start="from scratch" if not config.model.init_from else f"finetuned from `{config.model.init_from}`",
         steps=config.max_steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_steps=config.warmup_steps, weights=config.text,
-        history=history[-10:], versions={k: v for k, v in package_versions().items() if k in ("python", "entitynet", "datasets")}
-        | _versions("torch", "transformers", "accelerate"),
+        history=history[-10:], versions=package_versions(("entitynet", "datasets", "torch", "transformers", "accelerate")),
         built_on=date.today().isoformat(), metrics=metrics, eval_split=config.eval.split,
         eval_template=config.eval.template, citation=CITATION.strip(),
     )
@@ -56,15 +55,3 @@ def _pretty_name(folder: Path) -> str:
         return DatasetCard.load(folder / "README.md").data.pretty_name or folder.resolve().parent.name
     except (OSError, ValueError):
         return folder.resolve().parent.name
-
-
-def _versions(*names: str) -> dict[str, str]:
-    from importlib import metadata
-
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections import Counter
-from pathlib import Path
 
 import datasets
 import pytest

@@ -36,7 +36,7 @@ from entitynet.training.data import Collator, training_texts
 from entitynet.training.loss import clip_loss
 from entitynet.training.model import PRESETS, image_processor, load_pretrained, save, scratch_model, train_tokenizer
 from entitynet.training.zero_shot import evaluate
-from entitynet.typed_config import ConfigError
+from entitynet.typed_config import ConfigError, describe_text, to_dict
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -53,8 +53,6 @@ class ResumeMismatch(ValueError):
 
 def experiment(config: TrainConfig) -> dict[str, Any]:
     """What a checkpoint must agree with to be resumed."""
-    from entitynet.typed_config import to_dict
-
     return {key: value for key, value in to_dict(config).items() if key not in RESUMABLE_CHANGES}
 
 
@@ -240,22 +238,14 @@ def finish(folder: Path, model: Any, tokenizer: Any, processor: Any, config: Tra
     shutil.rmtree(partial, ignore_errors=True)
     save(partial, model, tokenizer, processor)
     (partial / "eval_results.json").write_text(json.dumps({"split": config.eval.split, **metrics}, indent=2) + "\n")
-    (partial / "training_config.json").write_text(json.dumps(_plain(config), indent=2) + "\n")
+    (partial / "training_config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
     write_model_card(partial, config, metrics, history)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     logger.info("model saved to %s", folder)
 
 
-def _plain(config: TrainConfig) -> dict[str, Any]:
-    from entitynet.typed_config import to_dict
-
-    return to_dict(config)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from entitynet.typed_config import describe_text
-
     keys = describe_text(TrainConfig)
     parser = argparse.ArgumentParser(prog="python -m entitynet.training.train", description=__doc__,
                                      epilog=f"configuration keys (YAML, or --set KEY=VALUE):\n{keys}",

@@ -157,14 +157,15 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
                      f"q{download_config.get('quality', '?')}; {download.get('stored', 0)} stored of {download.get('urls', 0)} URLs"),
     ]
     harvested_with = states["kg"].get("versions") or {}
+    built_with = package_versions()
     synthetic = run_dir.path("demo.json").exists()  # written by `entitynet demo`, whose images are drawn
     return {
         "summary": f"{counts.get('rows', 0)} images of {'living things' if config.domain == 'livingthings' else 'entities of all domains'}, "
                    "each with the alt texts, search queries and knowledge-graph entities that found it.",
         "synthetic": synthetic,
         "provenance": provenance,
-        "versions": package_versions(),  # of this build; the harvest's follow when they differ
-        "harvest_versions": {k: v for k, v in harvested_with.items() if package_versions().get(k) != v},
+        "versions": built_with,  # of this build; the harvest's follow when they differ
+        "harvest_versions": {k: v for k, v in harvested_with.items() if built_with.get(k) != v},
         "failures": sorted(download.get("reasons", {}).items(), key=lambda kv: -kv[1]),
         "duplicates": counts.get("merged_duplicates", 0),
         "excluded": counts.get("excluded_near_evaluation_images", 0),

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from entitynet.http import display_url, parse_retry_after
 from entitynet.retry import Backoff, WaitTooLong
-from entitynet.rundir import write_bytes_atomic
+from entitynet.rundir import StatsRecord, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,23 +55,13 @@ class ChatModel(Protocol):
 
 
 @dataclass
-class LlmStats:
+class LlmStats(StatsRecord):
     calls: int = 0
     cache_hits: int = 0
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     errors: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "cache_hits": self.cache_hits,
-            "retries": self.retries,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "errors": dict(sorted(self.errors.items())),
-        }
 
 
 class _Retry(Exception):

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from entitynet.http import display_url, parse_retry_after
 from entitynet.http import user_agent as http_user_agent
 from entitynet.retry import Backoff, WaitTooLong
-from entitynet.rundir import write_bytes_atomic
+from entitynet.rundir import StatsRecord, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def open_dump(path: Path, cache_dir: Path) -> EmbeddedTransport:
 
 
 @dataclass
-class ClientStats:
+class ClientStats(StatsRecord):
     requests: int = 0
     retries: int = 0
     pages: int = 0
@@ -190,17 +190,6 @@ class ClientStats:
     rows: int = 0
     waited_seconds: float = 0.0
     transient_errors: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "retries": self.retries,
-            "pages": self.pages,
-            "pages_from_cache": self.pages_from_cache,
-            "rows": self.rows,
-            "waited_seconds": round(self.waited_seconds, 3),
-            "transient_errors": dict(sorted(self.transient_errors.items())),
-        }
 
 
 class SparqlClient:
