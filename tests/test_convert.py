@@ -344,3 +344,31 @@ def test_without_the_train_extra_convert_says_how_to_install_it(monkeypatch, cap
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails, as without the extra
     assert main(["convert", "open-clip", "x", str(tmp_path / "out")]) == 2
     assert "pip install 'entitynet[train]'" in capsys.readouterr().err
+
+
+def hub_cache_with(tmp_path: Path, repo: str, monkeypatch) -> str:
+    """``repo`` as huggingface_hub's cache holds a downloaded snapshot (refs/main -> commit ->
+    files), read by the real snapshot_download in offline mode."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hub"
+    entry = cache / f"models--{repo.replace('/', '--')}"
+    write_open_clip(entry / "snapshots" / commit)
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return commit
+
+
+def test_a_hub_source_is_read_through_the_hub_cache_and_named_in_the_card(tmp_path, monkeypatch):
+    commit = hub_cache_with(tmp_path, "lmb-freiburg/tiny-open-clip", monkeypatch)
+    out = tmp_path / "hf"
+    assert main(["convert", "open-clip", "hf-hub:lmb-freiburg/tiny-open-clip", str(out), "-q"]) == 0
+    card = (out / "README.md").read_text()
+    assert "base_model: lmb-freiburg/tiny-open-clip" in card and commit[:12] in card
+    assert str(tmp_path) not in card  # no local path in a card meant for the Hub
+    # without the prefix, a repo with no transformers config.json is an open_clip source
+    model, tokenizer, _ = load_clip("lmb-freiburg/tiny-open-clip")
+    assert isinstance(model, transformers.CLIPModel) and tokenizer.model_max_length == 12

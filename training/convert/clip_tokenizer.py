@@ -23,9 +23,10 @@ below, full-width forms (``ＡＢＣ``), other Windows-1252 control bytes, and f
 alone in texts that contain ``<``. Each list entry costs a pass over the text, so the list stays
 short. ``benchmarks/open_clip_parity.py`` counts the differences on real alt texts.
 
-Padding uses ``<|endoftext|>`` (49407), not open_clip's 0 (``!``): a pad token is matched as a
-special token inside texts, so ``!`` as pad would split every ``!!`` into single ids. Padding sits
-after the end token, where the causal mask and the pooling at the first end token make it unseen.
+The special tokens keep open_clip's names and, as in open_clip, are found in the cleaned text.
+Padding is the end token (49407), not open_clip's 0 (``!``): a pad token is matched as a special
+token inside texts, so ``!`` as pad would split every ``!!`` into single ids. Padding sits after
+the end token, where the causal mask and the pooling at the first end token make it unseen.
 
 The vocabulary file is OpenAI's ``bpe_simple_vocab_16e6.txt.gz`` (MIT licence, ``CLIP_LICENSE.txt``).
 """

@@ -14,14 +14,17 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import init_empty_weights
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 
+from entitynet.hub_cards.converted_card import write_converted_card
 from entitynet.training.convert.clip_tokenizer import clip_tokenizer
 from entitynet.training.convert.errors import ConversionError
 from entitynet.training.convert.keymap import key_table, to_open_clip, to_transformers
@@ -64,8 +67,6 @@ def convert_open_clip(source: str, out: str | Path, model_name: str | None = Non
         clip.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         processor.save_pretrained(folder)
-        from entitynet.hub_cards.converted_card import write_converted_card
-
         write_converted_card(folder, model, result, config, processor)
 
     _write_atomically(out, write)
@@ -95,8 +96,6 @@ def build_clip(model: OpenClipModel) -> tuple[CLIPModel, str]:
                               "would interpolate them; transformers' CLIPModel cannot)")
     rows = key_table(vision.num_hidden_layers, config.text_config.num_hidden_layers, text_prefix)
     weights = {key: value.float() for key, value in to_transformers(model.state, rows).items()}
-    from accelerate import init_empty_weights
-
     with init_empty_weights(include_buffers=False):  # no time spent drawing random weights that are replaced
         clip = CLIPModel(config)
     try:
@@ -189,7 +188,7 @@ def _refuse_existing(out: Path, force: bool) -> None:
         raise ConversionError(f"{out} already exists; pass --force to replace it")
 
 
-def _write_atomically(out: Path, write: Any) -> None:
+def _write_atomically(out: Path, write: Callable[[Path], None]) -> None:
     """``write(folder)`` into a temporary folder beside ``out``, then rename it to ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))

@@ -133,6 +133,7 @@ def check_supported(model_cfg: dict[str, Any]) -> None:
 def hf_config(model_cfg: dict[str, Any], context_length: int) -> CLIPConfig:
     """The CLIPConfig of an open_clip model; ``context_length`` comes from its weights."""
     check_supported(model_cfg)
+    # An absent key means open_clip's own default (CLIPVisionCfg / CLIPTextCfg), as open_clip reads it.
     vision, text = model_cfg["vision_cfg"], model_cfg["text_cfg"]
     act = "quick_gelu" if model_cfg.get("quick_gelu", False) else "gelu"
     vision_width, text_width = int(vision.get("width", 768)), int(text.get("width", 512))
