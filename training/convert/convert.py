@@ -59,7 +59,7 @@ def convert_open_clip(source: str, out: str | Path, model_name: str | None = Non
     tokenizer = clip_tokenizer(config.text_config.max_position_embeddings)
     processor = image_processor(model.preprocess_cfg, config.vision_config.image_size)
     diff = verify(clip, tokenizer, processor, OpenClipReference(model.state, model.model_cfg, text_prefix))
-    clip.to(next(iter(model.state.values())).dtype)  # saved in the source's precision
+    clip.to(model.state["visual.conv1.weight"].dtype)  # saved in the source's precision (checked in fp32)
     result = Converted(out, model.name, config.text_config.max_position_embeddings, config.vision_config.image_size,
                        config.text_config.hidden_act, diff)
 

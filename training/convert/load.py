@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import transformers
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 
 from entitynet.training.convert.convert import convert_open_clip
@@ -34,8 +35,10 @@ def load_clip(source: str, model_name: str | None = None) -> tuple[CLIPModel, Pr
     folder = resolve(source, model_name)
     model = CLIPModel.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    # the PIL image processor: its resizing is the one open_clip's transforms (and PIL users) get
-    processor = AutoImageProcessor.from_pretrained(folder, use_fast=False)
+    # the PIL image processor, whose resizing is the one open_clip's transforms do (transformers 5 would
+    # pick its torchvision backend when torchvision is installed; 4 called the choice use_fast)
+    pil = {"backend": "pil"} if int(transformers.__version__.split(".")[0]) >= 5 else {"use_fast": False}
+    processor = AutoImageProcessor.from_pretrained(folder, **pil)
     return model, tokenizer, processor
 
 
