@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_push(commands)
     _add_run(commands)
     _add_demo(commands)
+    _add_convert(commands)
     return parser
 
 
@@ -255,6 +256,40 @@ def _add_demo(commands: Any) -> None:
                         help="stop after the dataset (by default a tiny CLIP is trained on it when entitynet[train] is installed)")
     _add_verbosity(parser, default=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_demo)
+
+
+def _add_convert(commands: Any) -> None:
+    parser = commands.add_parser(
+        "convert", help="Convert CLIP models between open_clip and transformers' CLIPModel (needs entitynet[train]).",
+        description="Convert CLIP models between open_clip's format (the paper's released models) and transformers' "
+        "CLIPModel. Needs the train extra: pip install 'entitynet[train]'.",
+    )
+    directions = parser.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
+    source = directions.add_parser(
+        "open-clip", help="an open_clip model -> a CLIPModel folder (weights, config, tokenizer, image processor, card)",
+        description="Convert an open_clip model into a folder that CLIPModel.from_pretrained, CLIPProcessor and "
+        "pipeline('zero-shot-image-classification') load. The result is checked against open_clip's arithmetic on "
+        "the source weights before anything is written.",
+    )
+    source.add_argument("source", metavar="SOURCE", help="hf-hub:ORG/NAME or ORG/NAME (downloaded), a folder with "
+                        "open_clip_config.json and open_clip_model.safetensors (or open_clip_pytorch_model.bin), or a "
+                        "training checkpoint such as epoch_32.pt (with --model-name)")
+    source.add_argument("out", metavar="OUT", help="the folder to write")
+    source.add_argument("--model-name", metavar="NAME", help="the architecture of a training checkpoint: an open_clip "
+                        "name such as ViT-B-32 or ViT-B-32-quickgelu, or an open_clip model config .json")
+    target = directions.add_parser(
+        "to-open-clip", help="a CLIPModel folder -> open_clip's layout (open_clip_config.json + open_clip_model.safetensors)",
+        description="Convert a CLIPModel folder (a model trained or converted here) into open_clip's Hub layout, so "
+        "open_clip loads it with create_model_and_transforms('local-dir:OUT') or from the Hub.",
+    )
+    target.add_argument("model", metavar="MODEL", help="a folder written by save_pretrained (model, tokenizer, image processor)")
+    target.add_argument("out", metavar="OUT", help="the folder to write")
+    target.add_argument("--repo", metavar="ORG/NAME", help="the Hub repo OUT will be pushed to; open_clip loads a "
+                        "tokenizer that is not CLIP's BPE from there")
+    for sub in (source, target):
+        sub.add_argument("--force", action="store_true", help="replace OUT if it exists")
+        _add_verbosity(sub, default=argparse.SUPPRESS)
+    parser.set_defaults(handler=_run_convert)
 
 
 def _add_run(commands: Any) -> None:
@@ -441,6 +476,30 @@ def _train_summary(stats: dict[str, Any]) -> str:
     trend = f"loss {loss[0]:.3f} -> {loss[-1]:.3f}; " if len(loss) > 1 else ""
     steps = f", {stats['steps']} steps" if 'steps' in stats else ''
     return f"tiny CLIP{steps}: {trend}{metrics or 'no held-out split to evaluate'}"
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    try:
+        from entitynet.training import convert
+    except ImportError as missing:
+        print(f"entitynet convert: needs the train extra ({missing.name} is not installed): "
+              "pip install 'entitynet[train]'", file=sys.stderr)
+        return 2
+    try:
+        if args.direction == "open-clip":
+            done = convert.convert_open_clip(args.source, args.out, args.model_name, args.force)
+            print(f"converted {done.source} -> {done.folder}: context length {done.context_length}, {done.activation}, "
+                  f"images {done.image_size} px; embeddings within {done.max_abs_diff:.1e} of open_clip's")
+            print(f'load it: CLIPModel.from_pretrained("{done.folder}") or '
+                  f'pipeline("zero-shot-image-classification", model="{done.folder}")')
+        else:
+            out = convert.convert_to_open_clip(args.model, args.out, args.repo, args.force)
+            print(f"converted {args.model} -> {out} in open_clip's layout")
+            print(f'load it: open_clip.create_model_and_transforms("local-dir:{out}")')
+    except convert.ConversionError as error:
+        print(f"entitynet convert: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _run_all(args: argparse.Namespace) -> int:
