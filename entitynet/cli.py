@@ -30,7 +30,7 @@ from entitynet.config import (
     load_config,
     preset_names,
 )
-from entitynet.build import stage as build_stage
+from entitynet.dataset import stage as build_stage
 from entitynet.download import stage as download_stage
 from entitynet.enrich import stage as enrich_stage
 from entitynet.enrich.llm import LlmError

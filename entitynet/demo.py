@@ -173,7 +173,7 @@ def run_demo(out: Path, size: str = "full", force: bool = False,
              report: Callable[[str, StageResult], None] | None = None, train: bool = True) -> Path:
     """Run every stage into ``out`` (and train the tiny CLIP unless ``train`` is False); returns
     the dataset folder."""
-    from entitynet.build import stage as build_stage
+    from entitynet.dataset import stage as build_stage
     from entitynet.download import stage as download_stage
     from entitynet.enrich import stage as enrich_stage
     from entitynet.kg import stage as kg_stage

@@ -129,7 +129,7 @@ def test_rows_merge_duplicates_and_keep_everything_that_found_them(made_run):
 
 
 def test_no_test_entity_has_an_image_in_train(made_run):
-    from entitynet.build.rows import entity_split
+    from entitynet.dataset.rows import entity_split
 
     run, _ = made_run
     data = load(run, "entitynet")

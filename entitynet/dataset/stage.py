@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from entitynet.build.rows import SPLITS, prepare
+from entitynet.dataset.rows import SPLITS, prepare
 from entitynet.config import Config
 from entitynet.rundir import RunDir, StageResult, package_versions
 from entitynet.typed_config import to_dict
