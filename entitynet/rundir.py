@@ -1,6 +1,6 @@
 """The run directory: where every stage reads its inputs and writes its one artifact.
 
-Layout (DESIGN.md): ``RUN/entities.parquet``, ``RUN/attributes.parquet``, ... plus
+Its file names are in ``layout.py``; beside the artifacts a run holds
 
 - ``RUN/config/<stage>.yaml``   the resolved configuration the stage ran with (no secrets: configs
   only ever name environment variables),
@@ -34,14 +34,20 @@ from typing import Any
 
 import yaml
 
+from entitynet import layout
+
 logger = logging.getLogger(__name__)
 
 
-class StageConfigChanged(RuntimeError):
+class StageError(RuntimeError):
+    """A stage cannot go on; its message says why in one line (the CLI prints it and exits 1)."""
+
+
+class StageConfigChanged(StageError):
     """A finished stage would be re-run with a different configuration or different inputs."""
 
 
-class MissingInput(RuntimeError):
+class MissingInput(StageError):
     """A stage was started before the stages it reads from finished."""
 
 
@@ -107,12 +113,20 @@ class RunDir:
         return self.root / name
 
     def cache_dir(self, stage: str) -> Path:
-        folder = self.root / "cache" / stage
+        folder = self.root / layout.CACHE / stage
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def marker(self, stage: str) -> Path:
-        return self.root / "stages" / f"{stage}.json"
+        return self.root / layout.STAGES / f"{stage}.json"
+
+    def config_file(self, stage: str) -> Path:
+        return self.root / layout.CONFIG / f"{stage}.yaml"
+
+    def recorded_config(self, stage: str) -> dict[str, Any]:
+        """The settings a stage last ran with (RUN/config/<stage>.yaml), or {} if it never ran."""
+        path = self.config_file(stage)
+        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
 
     def state(self, stage: str) -> dict[str, Any] | None:
         try:
@@ -127,7 +141,7 @@ class RunDir:
         """
         self.marker(stage).unlink(missing_ok=True)
         if not keep_cache:
-            shutil.rmtree(self.root / "cache" / stage, ignore_errors=True)
+            shutil.rmtree(self.root / layout.CACHE / stage, ignore_errors=True)
 
     def run_stage(
         self,
@@ -166,13 +180,13 @@ class RunDir:
                 return StageResult(stage, True, 0.0, state.get("stats", {}))
             raise StageConfigChanged(
                 f"{stage}: {self.root} holds a finished {stage} stage made with a different configuration or inputs "
-                f"(see {self.root / 'config' / (stage + '.yaml')}); pass --force to redo it, or use another --run"
+                f"(see {self.config_file(stage)}); pass --force to redo it, or use another --run"
             )
         self.root.mkdir(parents=True, exist_ok=True)
         for output in outputs:  # leftovers of a run killed mid-write (kill -9 skips cleanup)
             for stale in output.parent.glob(f".{output.name}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        write_text_atomic(self.root / "config" / f"{stage}.yaml", yaml.safe_dump(settings, sort_keys=False))
+        write_text_atomic(self.config_file(stage), yaml.safe_dump(settings, sort_keys=False))
         started = time.monotonic()
         stats = work()
         seconds = time.monotonic() - started

@@ -30,3 +30,23 @@ def test_sample_graph_ships_with_the_package():
     sample = resources.files("entitynet.configs") / "samples" / "kg-sample.ttl"
     assert sample.is_file()
     assert "wikibase:sitelinks" in sample.read_text(encoding="utf-8")
+
+
+def test_stages_learn_file_names_from_the_layout_not_from_each_other(tmp_path):
+    """The CLI imports no stage; a stage imports no other stage's module, nor the remote clients
+    of other stages (importing the download stage used to load the SPARQL and LLM clients)."""
+    from entitynet import pipeline
+
+    clients = {"entitynet.kg.sparql": "kg", "entitynet.enrich.llm": "enrich"}
+    probe = (
+        "import sys, importlib\n"
+        "importlib.import_module(sys.argv[1])\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('entitynet'))))\n"
+    )
+    for module, owner in [("entitynet.cli", None)] + [(entry.module, entry.name) for entry in pipeline.STAGES]:
+        done = subprocess.run([sys.executable, "-c", probe, module], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        loaded = set(done.stdout.split())
+        others = {entry.module for entry in pipeline.STAGES if entry.name != owner}
+        assert not loaded & others, (module, loaded & others)
+        assert not {name for name, stage in clients.items() if stage != owner} & loaded, (module, loaded)

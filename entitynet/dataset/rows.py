@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from entitynet import layout
 from entitynet.tables import read_entities, read_rows
 
 logger = logging.getLogger(__name__)
@@ -48,19 +49,19 @@ def prepare(
 ) -> dict[str, Any]:
     """Write ``out/{split}.parquet`` (shard, row, domain) and the lookups; return counts."""
     out.mkdir(parents=True, exist_ok=True)
-    visual = {row["entity_id"]: row for row in read_rows(run_root / "natural_types.parquet")}
+    visual = {row["entity_id"]: row for row in read_rows(run_root / layout.NATURAL_TYPES)}
     entities: dict[str, dict[str, Any]] = {}
-    for entity in read_entities(run_root / "entities.parquet"):
+    for entity in read_entities(run_root / layout.ENTITIES):
         typed = visual.get(entity.id, {})
         if typed.get("visual") is False:
             continue
         entities[entity.id] = {"id": entity.id, "name": entity.name, "aliases": entity.aliases,
                                "description": entity.description, "natural_type": typed.get("natural_type"),
                                "domain": entity.domain}
-    queries = {row["query_id"]: row for row in read_rows(run_root / "queries.parquet")}
-    images_dir = run_root / "images"
-    duplicate_of = {row["url"]: row["canonical_url"] for row in read_rows(images_dir / "duplicates.parquet")}
-    shards = sorted(images_dir.glob("shard-*[0-9].parquet"))
+    queries = {row["query_id"]: row for row in read_rows(run_root / layout.QUERIES)}
+    images_dir = run_root / layout.IMAGES
+    duplicate_of = {row["url"]: row["canonical_url"] for row in read_rows(images_dir / layout.DUPLICATES)}
+    shards = sorted(images_dir.glob(layout.IMAGE_SHARD_GLOB))
 
     extra: dict[str, list[dict[str, Any]]] = defaultdict(list)  # canonical url -> its duplicates
     for shard in shards if duplicate_of else ():

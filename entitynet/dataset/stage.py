@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from entitynet import layout, pipeline
 from entitynet.dataset.rows import SPLITS, prepare
 from entitynet.config import Config
 from entitynet.rundir import RunDir, StageResult, package_versions
@@ -28,7 +29,6 @@ from entitynet.typed_config import to_dict
 logger = logging.getLogger(__name__)
 
 STAGE = "build"
-FOLDER = "dataset"
 _SHARD = re.compile(r"-(train|validation|test)(?:-(\d+)-of-(\d+))?\.parquet$")
 
 
@@ -90,10 +90,10 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
     excluded: set[str] = set()
     evaluation_images = 0
     if settings.exclude_near:
-        excluded, evaluation_images = near_evaluation(run_dir.path("images"), Path(settings.exclude_near), settings.exclude_distance)
+        excluded, evaluation_images = near_evaluation(run_dir.path(layout.IMAGES), Path(settings.exclude_near), settings.exclude_distance)
     counts = prepare(run_dir.root, rows_dir, settings.validation_fraction, settings.test_fraction, settings.seed, excluded)
 
-    staging = run_dir.path(".dataset.building")
+    staging = run_dir.path(layout.DATASET_STAGING)
     shutil.rmtree(staging, ignore_errors=True)
     for domain in ("living", "other"):
         if not any(counts.get(f"rows_{domain}_{split}") for split in SPLITS):
@@ -109,7 +109,7 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
     pretty = settings.pretty_name or ("LivingThings" if config.domain == "livingthings" else "EntityNet")
     card = write_card(staging, _context(config, run_dir, counts, evaluation_images), pretty_name=pretty,
                       repo_id=settings.repo_id, sample_count=settings.sample_images)
-    _swap_in(staging, run_dir.path(FOLDER))
+    _swap_in(staging, run_dir.path(layout.DATASET))
     return {**counts, "card": card, "evaluation_images": evaluation_images}
 
 
@@ -135,9 +135,10 @@ def _swap_in(staging: Path, final: Path) -> None:
 
 def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation_images: int) -> dict[str, Any]:
     """What the card says about how the data was made, read from the stages' records."""
-    states = {stage: (run_dir.state(stage) or {}) for stage in ("kg", "enrich", "queries", "search", "download")}
+    upstream = [entry.name for entry in pipeline.stages(last="download")]
+    states = {stage: (run_dir.state(stage) or {}) for stage in upstream}
     # What the stages actually ran with (RUN/config/<stage>.yaml), not what this command says.
-    made = {stage: _recorded(run_dir, stage) for stage in ("kg", "enrich", "queries", "search", "download")}
+    made = {stage: run_dir.recorded_config(stage) for stage in upstream}
     kg, enrich = made["kg"].get("kg", {}), made["enrich"].get("enrich", {})
     sparql, wikidata = kg.get("sparql", {}), kg.get("wikidata", {})
     source = f"dump {Path(sparql['dump']).name}" if sparql.get("dump") else sparql.get("endpoint", "?")
@@ -158,7 +159,7 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
     ]
     harvested_with = states["kg"].get("versions") or {}
     built_with = package_versions()
-    synthetic = run_dir.path("demo.json").exists()  # written by `entitynet demo`, whose images are drawn
+    synthetic = run_dir.path(layout.DEMO_MARKER).exists()  # written by `entitynet demo`, whose images are drawn
     return {
         "summary": f"{counts.get('rows', 0)} images of {'living things' if config.domain == 'livingthings' else 'entities of all domains'}, "
                    "each with the alt texts, search queries and knowledge-graph entities that found it.",
@@ -176,16 +177,8 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
     }
 
 
-def _recorded(run_dir: RunDir, stage: str) -> dict[str, Any]:
-    import yaml
-
-    path = run_dir.root / "config" / f"{stage}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-
-
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    return run_dir.run_stage(STAGE, {"build": to_dict(config.build)}, [run_dir.path(FOLDER)],
-                             lambda: build(config, run_dir), force=force, requires=("download",))
+    return pipeline.stage(STAGE).run_once(run_dir, {"build": to_dict(config.build)}, lambda: build(config, run_dir), force)
 
 
 def summary(stats: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from entitynet import layout
 from entitynet.download.fetch import TRANSIENT, FetchPolicy, Fetcher
 from entitynet.download.images import ImagePolicy, process
 from entitynet.rundir import atomic_path, write_text_atomic
@@ -47,10 +48,6 @@ FAILURE_SCHEMA = pa.schema([
 ], metadata={"entitynet.record": "Failure"})
 
 
-def shard_name(number: int) -> str:
-    return f"shard-{number:05d}"
-
-
 def make_plan(candidate_parts: list[Path], plan_dir: Path, urls_per_shard: int) -> int:
     """Write the plan files; returns the number of shards. Deterministic for the same candidates."""
     tables = [pq.read_table(part) for part in candidate_parts]
@@ -69,7 +66,7 @@ def make_plan(candidate_parts: list[Path], plan_dir: Path, urls_per_shard: int) 
     for number in range(shards):
         chunk = range(number * urls_per_shard, min(len(urls), (number + 1) * urls_per_shard))
         rows = [{"url": urls[i], "sources": sources[i]} for i in chunk]
-        with atomic_path(plan_dir / f"{shard_name(number)}.parquet") as temporary:
+        with atomic_path(plan_dir / layout.shard_images(number)) as temporary:
             pq.write_table(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), temporary)
     return shards
 
@@ -86,8 +83,8 @@ class ShardJob:
 
 
 def shard_done(out_dir: Path, number: int) -> bool:
-    name = shard_name(number)
-    return all((out_dir / f"{name}{suffix}").exists() for suffix in (".json", ".parquet", ".failures.parquet"))
+    names = (layout.shard_stats(number), layout.shard_images(number), layout.shard_failures(number))
+    return all((out_dir / name).exists() for name in names)
 
 
 class _HostLimits:
@@ -149,9 +146,8 @@ class ShardWorker:
         images = [stored for stored, _, _ in results if stored]
         failures = [failure for _, failure, _ in results if failure]
         if only is not None:  # a retry: keep what the last run stored, replace the retried failures
-            name = shard_name(job.number)
-            images = pq.read_table(job.out_dir / f"{name}.parquet").to_pylist() + images
-            kept = [f for f in pq.read_table(job.out_dir / f"{name}.failures.parquet").to_pylist() if f["url"] not in only]
+            images = pq.read_table(job.out_dir / layout.shard_images(job.number)).to_pylist() + images
+            kept = [f for f in pq.read_table(job.out_dir / layout.shard_failures(job.number)).to_pylist() if f["url"] not in only]
             failures = kept + failures
             order = {row["url"]: index for index, row in enumerate(plan)}
             images.sort(key=lambda row: order[row["url"]])
@@ -187,22 +183,21 @@ def _failure(url: str, reason: str, detail: str, status: int | None, attempts: i
 
 def write_shard(out_dir: Path, number: int, images: list[dict], failures: list[dict], stats: dict) -> None:
     """Images, then failures, then the JSON that marks the shard complete: each atomically."""
-    name = shard_name(number)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").unlink(missing_ok=True)  # a retry rewrites: incomplete until the end
-    with atomic_path(out_dir / f"{name}.parquet") as temporary:
+    (out_dir / layout.shard_stats(number)).unlink(missing_ok=True)  # a retry rewrites: incomplete until the end
+    with atomic_path(out_dir / layout.shard_images(number)) as temporary:
         pq.write_table(pa.Table.from_pylist(images, schema=IMAGE_SCHEMA), temporary, compression="none")
-    with atomic_path(out_dir / f"{name}.failures.parquet") as temporary:
+    with atomic_path(out_dir / layout.shard_failures(number)) as temporary:
         pq.write_table(pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA), temporary)
-    write_text_atomic(out_dir / f"{name}.json", json.dumps(stats, indent=2) + "\n")
+    write_text_atomic(out_dir / layout.shard_stats(number), json.dumps(stats, indent=2) + "\n")
 
 
 def transient_failures(out_dir: Path, number: int) -> set[str]:
-    table = pq.read_table(out_dir / f"{shard_name(number)}.failures.parquet", columns=["url", "transient"])
+    table = pq.read_table(out_dir / layout.shard_failures(number), columns=["url", "transient"])
     return set(table.filter(pc.field("transient")).column("url").to_pylist())
 
 
 def image_rows(out_dir: Path, columns: list[str]) -> Iterator[dict[str, Any]]:
-    for path in sorted(out_dir.glob("shard-*[0-9].parquet")):
+    for path in sorted(out_dir.glob(layout.IMAGE_SHARD_GLOB)):
         for batch in pq.ParquetFile(path).iter_batches(columns=columns):
             yield from batch.to_pylist()

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from entitynet import layout, pipeline
 from entitynet.config import Config, DownloadConfig
 from entitynet.download.dedup import find_duplicates
 from entitynet.download.fetch import FetchPolicy
@@ -35,17 +36,14 @@ from entitynet.download.shards import (
     make_plan,
     run_shards,
     shard_done,
-    shard_name,
     transient_failures,
 )
-from entitynet.rundir import RunDir, StageResult, atomic_path, fingerprint, write_text_atomic
-from entitynet.search.stage import FOLDER as CANDIDATES
+from entitynet.rundir import RunDir, StageError, StageResult, atomic_path, fingerprint, write_text_atomic
 from entitynet.typed_config import to_dict
 
 logger = logging.getLogger(__name__)
 
 STAGE = "download"
-FOLDER = "images"
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -72,16 +70,16 @@ def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tup
     Rank 0 makes the plan (once; other settings clear plan and images first); the other ranks
     wait (bounded) for its stamp, and never delete anything.
     """
-    plan_dir = run_dir.cache_dir(STAGE) / "plan"
-    out_dir = run_dir.path(FOLDER)
-    stamp = plan_dir / "_fingerprint"
+    plan_dir = run_dir.cache_dir(STAGE) / layout.PLAN
+    out_dir = run_dir.path(layout.IMAGES)
+    stamp = plan_dir / layout.FINGERPRINT
     if rank == 0:
         if not stamp.exists() or stamp.read_text() != key:
             import shutil
 
             shutil.rmtree(plan_dir, ignore_errors=True)
             shutil.rmtree(out_dir, ignore_errors=True)  # shards of another plan must not mix with these
-            parts = sorted(run_dir.path(CANDIDATES).glob("part-*.parquet"))
+            parts = sorted(run_dir.path(layout.CANDIDATES).glob(layout.PART_GLOB))
             make_plan(parts, plan_dir, config.urls_per_shard)
             write_text_atomic(stamp, key)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,23 +87,23 @@ def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tup
         deadline = time.monotonic() + float(os.environ.get("ENTITYNET_RANK_WAIT", "86400"))
         while not (stamp.exists() and stamp.read_text() == key):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"download: rank {rank} waited in vain for rank 0's plan in {plan_dir}")
+                raise StageError(f"download: rank {rank} waited in vain for rank 0's plan in {plan_dir}")
             time.sleep(0.2)
-    return plan_dir, len(list(plan_dir.glob("shard-*.parquet")))
+    return plan_dir, len(list(plan_dir.glob(layout.IMAGE_SHARD_GLOB)))
 
 
 def download_shards(config: DownloadConfig, run_dir: RunDir, key: str, retry_failures: bool = False) -> dict[str, Any]:
     """This rank's shards; rank 0 also waits for the others and finishes the stage."""
     rank, world = rank_and_world()
     plan_dir, shards = prepare(config, run_dir, key, rank)
-    out_dir = run_dir.path(FOLDER)
+    out_dir = run_dir.path(layout.IMAGES)
     fetch, image = policies(config)
     mine = list(range(shards))[rank::world]
     jobs: list[tuple[ShardJob, set[str] | None]] = []
     for number in mine:
-        for stale in out_dir.glob(f".{shard_name(number)}.*.tmp"):  # this rank's leftovers of a kill -9
+        for stale in out_dir.glob(f".{layout.shard(number)}.*.tmp"):  # this rank's leftovers of a kill -9
             stale.unlink(missing_ok=True)
-        job = ShardJob(number, plan_dir / f"{shard_name(number)}.parquet", out_dir, fetch, image, config.threads, config.per_host)
+        job = ShardJob(number, plan_dir / layout.shard_images(number), out_dir, fetch, image, config.threads, config.per_host)
         if not shard_done(out_dir, number):
             jobs.append((job, None))
         elif retry_failures:
@@ -160,7 +158,7 @@ def _wait_for_shards(out_dir: Path, shards: int, timeout: float | None = None) -
         if not missing:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"download: {len(missing)} shards never finished (first: {shard_name(missing[0])}); rerun to resume")
+            raise StageError(f"download: {len(missing)} shards never finished (first: {layout.shard(missing[0])}); rerun to resume")
         time.sleep(1.0)
 
 
@@ -168,13 +166,13 @@ def _finish(config: DownloadConfig, run_dir: RunDir, out_dir: Path, shards: int)
     reasons: Counter[str] = Counter()
     totals: Counter[str] = Counter()
     for number in range(shards):
-        stats = json.loads((out_dir / f"{shard_name(number)}.json").read_text())
+        stats = json.loads((out_dir / layout.shard_stats(number)).read_text())
         reasons.update(stats["reasons"])
         totals.update({k: stats[k] for k in ("urls", "stored", "failed", "bytes_fetched", "bytes_stored")})
-    failures = [pq.read_table(out_dir / f"{shard_name(n)}.failures.parquet") for n in range(shards)]
-    with atomic_path(out_dir / "failures.parquet") as temporary:
+    failures = [pq.read_table(out_dir / layout.shard_failures(n)) for n in range(shards)]
+    with atomic_path(out_dir / layout.FAILURES) as temporary:
         pq.write_table(pa.concat_tables(failures) if failures else FAILURE_SCHEMA.empty_table(), temporary)
-    duplicates = find_duplicates(out_dir, out_dir / "duplicates.parquet", config.dedup_distance)
+    duplicates = find_duplicates(out_dir, out_dir / layout.DUPLICATES, config.dedup_distance)
     return {"shards": shards, **dict(totals), "reasons": dict(sorted(reasons.items())), "duplicates": duplicates}
 
 
@@ -194,7 +192,7 @@ def run(config: Config, run_dir: RunDir, force: bool = False, retry_failures: bo
         return StageResult(STAGE, False, 0.0, stats)
     if retry_failures and run_dir.state(STAGE) is not None:
         run_dir.reset(STAGE, keep_cache=True)  # same settings, same plan: only failed URLs are fetched again
-    return run_dir.run_stage(STAGE, settings, [run_dir.path(FOLDER)], work, force=force, requires=("search",))
+    return pipeline.stage(STAGE).run_once(run_dir, settings, work, force)
 
 
 def summary(stats: dict[str, Any]) -> str:

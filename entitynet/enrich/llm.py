@@ -31,13 +31,13 @@ from typing import Any, Protocol, TypeVar
 
 from entitynet.http import display_url, parse_retry_after
 from entitynet.retry import Backoff, WaitTooLong
-from entitynet.rundir import StatsRecord, write_bytes_atomic
+from entitynet.rundir import StageError, StatsRecord, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class LlmError(RuntimeError):
+class LlmError(StageError):
     """The model cannot be used at all (bad key, unknown model, endpoint gone after retries)."""
 
 

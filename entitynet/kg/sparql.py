@@ -34,11 +34,11 @@ from typing import Any, Protocol
 from entitynet.http import display_url, parse_retry_after
 from entitynet.http import user_agent as http_user_agent
 from entitynet.retry import Backoff, WaitTooLong
-from entitynet.rundir import StatsRecord, write_bytes_atomic
+from entitynet.rundir import StageError, StatsRecord, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
-class SparqlError(RuntimeError):
+class SparqlError(StageError):
     """A query failed for good: the message names the endpoint, the page and the cause."""
 
 

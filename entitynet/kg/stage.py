@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from entitynet import layout, pipeline
 from entitynet.config import Config, KgConfig
 from entitynet.kg.merge import WordNetMerger
 from entitynet.kg.sparql import HttpTransport, SparqlClient, Transport, open_dump, user_agent
@@ -24,7 +25,6 @@ from entitynet.typed_config import to_dict
 logger = logging.getLogger(__name__)
 
 STAGE = "kg"
-ARTIFACT = "entities.parquet"
 
 
 def make_transport(config: KgConfig, cache_dir: Path) -> Transport:
@@ -80,17 +80,11 @@ def harvest(config: KgConfig, cache_dir: Path, output: Path) -> dict[str, Any]:
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
     settings = {"domain": config.domain, "kg": to_dict(config.kg)}
-    output = run_dir.path(ARTIFACT)
-    return run_dir.run_stage(
-        STAGE,
-        settings,
-        [output],
-        lambda: harvest(config.kg, run_dir.cache_dir(STAGE), output),
-        force=force,
-    )
+    output = run_dir.path(layout.ENTITIES)
+    return pipeline.stage(STAGE).run_once(run_dir, settings, lambda: harvest(config.kg, run_dir.cache_dir(STAGE), output), force)
 
 
-def summary_table(stats: dict[str, Any]) -> str:
+def summary(stats: dict[str, Any]) -> str:
     """Entities per source, root and domain, as a plain-text table, then merges and drops."""
     rows = [("source", "root", "domain", "entities")]
     rows += [(r["source"], r["root"], r["domain"], str(r["entities"])) for r in stats.get("summary", [])]

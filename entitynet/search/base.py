@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from entitynet.records import Candidate
-from entitynet.rundir import write_bytes_atomic
+from entitynet.rundir import StageError, write_bytes_atomic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 
 
-class EngineError(RuntimeError):
+class EngineError(StageError):
     """The engine cannot go on (bad key, quota exhausted, endpoint gone): stop and say why."""
 
 

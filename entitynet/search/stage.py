@@ -20,9 +20,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from entitynet import layout, pipeline
 from entitynet.config import Config, SearchConfig
 from entitynet.http import JsonClient
-from entitynet.queries import ARTIFACT as QUERIES
 from entitynet.records import Candidate
 from entitynet.rundir import RunDir, StageResult, fingerprint, write_text_atomic
 from entitynet.search.base import AnswerCache, Engine
@@ -35,11 +35,10 @@ from entitynet.typed_config import to_dict
 logger = logging.getLogger(__name__)
 
 STAGE = "search"
-FOLDER = "candidates"
 
 
 def part_path(folder: Path, number: int) -> Path:
-    return folder / f"part-{number:05d}.parquet"
+    return folder / layout.part(number)
 
 
 def selected_queries(config: SearchConfig, path: Path) -> Iterator[dict[str, Any]]:
@@ -63,8 +62,8 @@ def make_engine(config: SearchConfig, cache_dir: Path) -> Engine:
 
 
 def search(config: SearchConfig, run_dir: RunDir, key: str) -> dict[str, Any]:
-    folder = run_dir.path(FOLDER)
-    stamp = folder / "_fingerprint"
+    folder = run_dir.path(layout.CANDIDATES)
+    stamp = folder / layout.FINGERPRINT
     if folder.exists() and (not stamp.exists() or stamp.read_text() != key):
         shutil.rmtree(folder)  # parts of another configuration
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +78,7 @@ def search(config: SearchConfig, run_dir: RunDir, key: str) -> dict[str, Any]:
 def _search_web(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[str, Any]:
     engine = make_engine(config, run_dir.cache_dir(STAGE))
     counts: Counter[str] = Counter()
-    queries = selected_queries(config, run_dir.path(QUERIES))
+    queries = selected_queries(config, run_dir.path(layout.QUERIES))
     parts = iter(lambda: list(itertools.islice(queries, config.queries_per_part)), [])
     with tqdm(desc=f"search {engine.name}", unit="query", disable=None, leave=False) as progress:
         for number, part in enumerate(parts):
@@ -105,7 +104,7 @@ def _search_pool(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[st
     pool = config.pool
     engine = PoolEngine(Path(pool.path or ""), pool.max_per_entity, pool.seed, pool.url_column, pool.text_column)
     index = QueryIndex()
-    for query in selected_queries(config, run_dir.path(QUERIES)):
+    for query in selected_queries(config, run_dir.path(layout.QUERIES)):
         index.add(query["query_id"], query["text"], [use["entity_id"] for use in query["uses"]])
     stream = engine.candidates(index)
     size = config.queries_per_part * config.per_query
@@ -124,7 +123,7 @@ def _search_pool(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[st
 
 def _summarise(folder: Path, engine: Any, counts: Counter[str]) -> dict[str, Any]:
     candidates, queries, licences = 0, set(), Counter()
-    for part in sorted(folder.glob("part-*.parquet")):
+    for part in sorted(folder.glob(layout.PART_GLOB)):
         for row in read_rows(part):
             candidates += 1
             queries.add(row["query_id"])
@@ -142,15 +141,8 @@ def _summarise(folder: Path, engine: Any, counts: Counter[str]) -> dict[str, Any
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
     settings = {"search": to_dict(config.search)}
     upstream = (run_dir.state("queries") or {}).get("fingerprint")
-    return run_dir.run_stage(
-        STAGE,
-        settings,
-        [run_dir.path(FOLDER)],
-        lambda: search(config.search, run_dir, fingerprint({"settings": settings, "queries": upstream})),
-        force=force,
-        requires=("queries",),
-        cache_survives_force=True,  # answers are keyed by exactly what was asked
-    )
+    key = fingerprint({"settings": settings, "queries": upstream})
+    return pipeline.stage(STAGE).run_once(run_dir, settings, lambda: search(config.search, run_dir, key), force)
 
 
 def summary(stats: dict[str, Any]) -> str:
