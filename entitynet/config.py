@@ -159,7 +159,7 @@ class LlmConfig:
     )
     temperature: float = option(0.0, "sampling temperature")
     max_tokens: int = option(1024, "longest answer")
-    concurrency: int = option(8, "requests in flight at once")
+    concurrency: int = option(8, "requests in flight at once", runtime=True)
     timeout: float = option(120.0, "seconds per request")
     max_attempts: int = option(6, "tries per request (429 honours Retry-After; 5xx and timeouts back off)")
     backoff: float = option(2.0, "first retry wait in seconds; doubles per retry, with jitter")
@@ -267,7 +267,7 @@ class CommonsConfig:
     api_url: str = option("https://commons.wikimedia.org/w/api.php", "MediaWiki API of Wikimedia Commons")
     thumb_width: int = option(512, "width of the thumbnail URL asked for, so fewer bytes are fetched (0: originals)")
     page_size: int = option(50, "results per API request (the API allows 50 without a bot flag)")
-    min_interval: float = option(1.0, "seconds between requests: Wikimedia asks for serial, polite clients")
+    min_interval: float = option(1.0, "seconds between requests: Wikimedia asks for serial, polite clients", runtime=True)
 
     def __post_init__(self) -> None:
         require(self.api_url.startswith(("http://", "https://")), "api_url", "must be an http(s) URL")
@@ -335,9 +335,9 @@ class SearchConfig:
 @dataclass
 class DownloadConfig:
     urls_per_shard: int = option(1000, "URLs per shard, the unit of work and of resume")
-    processes: int = option(1, "worker processes on this machine (each with its own thread pool)")
-    threads: int = option(32, "concurrent downloads per process")
-    per_host: int = option(4, "concurrent downloads per host, whatever the thread count")
+    processes: int = option(1, "worker processes on this machine (each with its own thread pool)", runtime=True)
+    threads: int = option(32, "concurrent downloads per process", runtime=True)
+    per_host: int = option(4, "concurrent downloads per host, whatever the thread count", runtime=True)
     connect_timeout: float = option(10.0, "seconds to connect")
     read_timeout: float = option(20.0, "seconds between bytes; the whole body gets three times that")
     max_bytes: int = option(20_000_000, "largest response accepted")
@@ -379,7 +379,7 @@ class BuildConfig:
     validation_fraction: float = option(0.05, "share of entities (not images) in the validation split")
     test_fraction: float = option(0.05, "share of entities in the test split")
     seed: int = option(0, "seed of the split draw")
-    num_proc: int = option(1, "processes the datasets builder uses")
+    num_proc: int = option(1, "processes the datasets builder uses", runtime=True)
     max_shard_size: str = option("500MB", "largest parquet shard of the dataset")
     exclude_near: str | None = option(
         None, "decontamination: a folder of images or parquet files (an evaluation set) to keep out", path=True

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from entitynet import layout
 from entitynet.rundir import RunDir, StageError, StageResult
+from entitynet.typed_config import identity, to_dict
 
 if TYPE_CHECKING:
     from entitynet.config import Config
@@ -69,6 +70,11 @@ class Stage:
     def summary(self, stats: dict[str, Any]) -> str:
         return self.load().summary(stats)
 
+    def fingerprint(self, run_dir: RunDir, settings: dict[str, Any]) -> str:
+        """The fingerprint ``run_once`` gives these settings (config sections, as there) and the
+        current inputs: the stamp of a folder whose pieces must all belong to one configuration."""
+        return run_dir.fingerprint(self.name, _plain(settings, identity), self.requires)
+
     def run_once(
         self,
         run_dir: RunDir,
@@ -76,10 +82,15 @@ class Stage:
         work: Callable[[], dict[str, Any]],
         force: bool = False,
     ) -> StageResult:
-        """``work()`` unless the stage finished with these settings and inputs (RunDir.run_stage)."""
+        """``work()`` unless the stage finished with these settings and inputs (RunDir.run_stage).
+
+        ``settings`` maps names to config sections (dataclasses) or plain values, e.g.
+        ``{"download": config.download}``: all of it is recorded, and what is not marked
+        ``runtime`` in the schema is fingerprinted.
+        """
         return run_dir.run_stage(
-            self.name, settings, self.outputs(run_dir), work, force=force, requires=self.requires,
-            cache_survives_force=self.keep_cache_on_force,
+            self.name, _plain(settings, to_dict), self.outputs(run_dir), work, force=force, requires=self.requires,
+            cache_survives_force=self.keep_cache_on_force, identity=_plain(settings, identity),
         )
 
 
@@ -94,6 +105,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("download", "entitynet.download.stage", (layout.IMAGES,), ("search",)),
     Stage("build", "entitynet.dataset.stage", (layout.DATASET,), ("download",)),
 )
+
+
+def _plain(settings: dict[str, Any], convert: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    return {name: convert(value) if is_dataclass(value) else value for name, value in settings.items()}
 
 
 def names() -> list[str]:

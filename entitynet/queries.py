@@ -34,7 +34,6 @@ from entitynet.config import Config, QueriesConfig
 from entitynet.records import Attribute, Entity, QueryKind
 from entitynet.rundir import RunDir, StageResult, atomic_path
 from entitynet.tables import QUERY_SCHEMA, read_entities, read_rows
-from entitynet.typed_config import to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +172,7 @@ def _group(flat: pa.Table) -> pa.Table:
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
     output = run_dir.path(layout.QUERIES)
     return pipeline.stage(STAGE).run_once(
-        run_dir, {"queries": to_dict(config.queries)}, lambda: make_queries(config.queries, run_dir, output), force
+        run_dir, {"queries": config.queries}, lambda: make_queries(config.queries, run_dir, output), force
     )
 
 

@@ -152,9 +152,13 @@ class RunDir:
         force: bool = False,
         requires: tuple[str, ...] = (),
         cache_survives_force: bool = False,
+        identity: dict[str, Any] | None = None,
     ) -> StageResult:
         """Run ``work`` unless the stage already finished with these settings and inputs.
 
+        ``settings`` are recorded in RUN/config/<stage>.yaml; ``identity`` (default: all of
+        them) is what the fingerprint hashes: the settings that decide what the stage makes,
+        without those of how it runs (processes, threads: ``typed_config.identity``).
         ``requires`` names the stages whose artifacts it reads: they must have finished, and
         their fingerprints join this stage's, so redoing an upstream stage invalidates this one.
         A finished stage whose settings or inputs differ is refused (``StageConfigChanged``)
@@ -162,20 +166,14 @@ class RunDir:
         when ``cache_survives_force`` (caches whose keys say exactly what they hold, such as LLM
         answers keyed by model, prompt and parameters).
         """
-        inputs = {}
-        for upstream in requires:
-            upstream_state = self.state(upstream)
-            if upstream_state is None:
-                raise MissingInput(
-                    f"{stage}: {self.root} has no finished {upstream} stage; run 'entitynet {upstream} --run {self.root}' first"
-                )
-            inputs[upstream] = upstream_state["fingerprint"]
-        key = fingerprint({"settings": settings, "inputs": inputs}) if inputs else fingerprint(settings)
+        identity = settings if identity is None else identity
+        inputs = self.inputs(stage, requires)
+        key = _key(identity, inputs)
         if force:
             self.reset(stage, keep_cache=cache_survives_force)
         state = self.state(stage)
         if state is not None and all(path.exists() for path in outputs):
-            if state.get("fingerprint") == key:
+            if state.get("fingerprint") == key or self._marked_before_identities(stage, state, settings, identity, inputs):
                 logger.info("%s: already complete in %s, skipping (use --force to redo it)", stage, self.root)
                 return StageResult(stage, True, 0.0, state.get("stats", {}))
             raise StageConfigChanged(
@@ -201,6 +199,51 @@ class RunDir:
         }
         write_text_atomic(self.marker(stage), json.dumps(record, indent=2, sort_keys=False) + "\n")
         return StageResult(stage, False, seconds, stats)
+
+    def inputs(self, stage: str, requires: tuple[str, ...]) -> dict[str, str]:
+        """The fingerprints of the finished stages ``stage`` reads from."""
+        inputs = {}
+        for upstream in requires:
+            upstream_state = self.state(upstream)
+            if upstream_state is None:
+                raise MissingInput(
+                    f"{stage}: {self.root} has no finished {upstream} stage; run 'entitynet {upstream} --run {self.root}' first"
+                )
+            inputs[upstream] = upstream_state["fingerprint"]
+        return inputs
+
+    def fingerprint(self, stage: str, identity: dict[str, Any], requires: tuple[str, ...]) -> str:
+        """What the stage's marker will hold for these settings and inputs. A stage that makes its
+        artifact piece by piece stamps the folder with it, so pieces of two configurations never mix."""
+        return _key(identity, self.inputs(stage, requires))
+
+    def _marked_before_identities(
+        self, stage: str, state: dict[str, Any], settings: dict[str, Any], identity: dict[str, Any], inputs: dict[str, str]
+    ) -> bool:
+        """A marker of a version that hashed every setting (runtime ones too) matches when the
+        settings it recorded, less the runtime ones, are this run's identity. Its fingerprint is
+        kept as it is: later stages recorded it as their input."""
+        recorded = self.recorded_config(stage)
+        return (
+            state.get("inputs", {}) == inputs
+            and state.get("fingerprint") == _key(recorded, inputs)
+            and _less_runtime(recorded, settings, identity) == identity
+        )
+
+
+def _key(identity: dict[str, Any], inputs: dict[str, str]) -> str:
+    return fingerprint({"settings": identity, "inputs": inputs}) if inputs else fingerprint(identity)
+
+
+def _less_runtime(recorded: Any, settings: Any, identity: Any) -> Any:
+    """``recorded`` without the keys that ``identity`` leaves out of ``settings``."""
+    if not (isinstance(recorded, dict) and isinstance(settings, dict) and isinstance(identity, dict)):
+        return recorded
+    return {
+        key: _less_runtime(value, settings.get(key), identity.get(key))
+        for key, value in recorded.items()
+        if not (key in settings and key not in identity)
+    }
 
 
 PACKAGES = ("entitynet", "datasets", "huggingface_hub", "pyarrow", "Pillow", "SPARQLWrapper", "pyoxigraph", "nltk")

@@ -210,6 +210,17 @@ def test_push_without_network_fails_cleanly_and_never_shows_the_token(made_run, 
     assert "run `entitynet build` first" in capsys.readouterr().err
 
 
+def test_a_finished_build_rerun_with_more_processes_is_complete(made_run, capsys):
+    run, _ = made_run
+    made = (run.path("dataset") / "README.md").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["build", "--run", str(run.root), "--config", "demo", "--num-proc", "2", "--exclude-near",
+                 str(run.root.parent / "evaluation"), "--set", "build.validation_fraction=0.25",
+                 "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test"]) == 0
+    assert "build: already complete" in capsys.readouterr().out
+    assert (run.path("dataset") / "README.md").stat().st_mtime_ns == made
+
+
 def test_several_builder_processes_give_the_same_rows(made_run, tmp_path):
     import shutil
 

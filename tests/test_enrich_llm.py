@@ -141,6 +141,17 @@ def test_every_answer_shape_ends_as_a_repair_or_a_counted_drop(tmp_path, served,
     assert json.loads(run.marker("enrich").read_text())["stats"]["llm"]["models"]["llm"]["calls"] == 0
 
 
+def test_a_finished_enrich_rerun_with_another_concurrency_asks_nothing(tmp_path, served, capsys):
+    run = make_run(tmp_path / "run", ANIMALS[:3])
+    server = served(Script())
+    assert main(llm_args(run, server)) == 0
+    asked = len(server.requests)
+    capsys.readouterr()
+    assert main(llm_args(run, server, "--set", "enrich.llm.concurrency=2")) == 0
+    assert "enrich: already complete" in capsys.readouterr().out
+    assert len(server.requests) == asked
+
+
 def test_an_endless_storm_drops_nothing_silently_and_stops(tmp_path, served, capsys):
     run = make_run(tmp_path / "run", ["zebra", "eland"])
     server = served(lambda question: error(503, "down"))

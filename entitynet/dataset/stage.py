@@ -24,7 +24,6 @@ from entitynet import layout, pipeline
 from entitynet.dataset.rows import SPLITS, prepare
 from entitynet.config import Config
 from entitynet.rundir import RunDir, StageResult, package_versions
-from entitynet.typed_config import to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +177,7 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    return pipeline.stage(STAGE).run_once(run_dir, {"build": to_dict(config.build)}, lambda: build(config, run_dir), force)
+    return pipeline.stage(STAGE).run_once(run_dir, {"build": config.build}, lambda: build(config, run_dir), force)
 
 
 def summary(stats: dict[str, Any]) -> str:

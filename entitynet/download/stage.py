@@ -38,8 +38,7 @@ from entitynet.download.shards import (
     shard_done,
     transient_failures,
 )
-from entitynet.rundir import RunDir, StageError, StageResult, atomic_path, fingerprint, write_text_atomic
-from entitynet.typed_config import to_dict
+from entitynet.rundir import RunDir, StageError, StageResult, atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -177,11 +176,10 @@ def _finish(config: DownloadConfig, run_dir: RunDir, out_dir: Path, shards: int)
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False, retry_failures: bool = False) -> StageResult:
-    settings = {"download": to_dict(config.download)}
-    upstream = (run_dir.state("search") or {}).get("fingerprint")
+    settings = {"download": config.download}
+    entry = pipeline.stage(STAGE)
     # Settings that change what is fetched or stored make a new plan; processes and threads do not.
-    plan_key = fingerprint({"settings": {k: v for k, v in settings["download"].items() if k not in ("processes", "threads")},
-                            "search": upstream})
+    plan_key = entry.fingerprint(run_dir, settings)
 
     def work() -> dict[str, Any]:
         return download_shards(config.download, run_dir, plan_key, retry_failures)
@@ -192,7 +190,7 @@ def run(config: Config, run_dir: RunDir, force: bool = False, retry_failures: bo
         return StageResult(STAGE, False, 0.0, stats)
     if retry_failures and run_dir.state(STAGE) is not None:
         run_dir.reset(STAGE, keep_cache=True)  # same settings, same plan: only failed URLs are fetched again
-    return pipeline.stage(STAGE).run_once(run_dir, settings, work, force)
+    return entry.run_once(run_dir, settings, work, force)
 
 
 def summary(stats: dict[str, Any]) -> str:

@@ -33,7 +33,6 @@ from entitynet.tables import (
     natural_type_to_row,
     read_entities,
 )
-from entitynet.typed_config import to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +182,7 @@ def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
     def work() -> dict[str, Any]:
         return enrich(config.enrich, run_dir.path(layout.ENTITIES), *outputs, run_dir.cache_dir(STAGE))
 
-    return pipeline.stage(STAGE).run_once(run_dir, {"enrich": to_dict(config.enrich)}, work, force)
+    return pipeline.stage(STAGE).run_once(run_dir, {"enrich": config.enrich}, work, force)
 
 
 def summary(stats: dict[str, Any]) -> str:

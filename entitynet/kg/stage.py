@@ -20,7 +20,6 @@ from entitynet.kg.wordnet import WordNetHarvester, load_wordnet
 from entitynet.records import Entity
 from entitynet.rundir import RunDir, StageResult
 from entitynet.tables import entity_writer
-from entitynet.typed_config import to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def harvest(config: KgConfig, cache_dir: Path, output: Path) -> dict[str, Any]:
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    settings = {"domain": config.domain, "kg": to_dict(config.kg)}
+    settings = {"domain": config.domain, "kg": config.kg}
     output = run_dir.path(layout.ENTITIES)
     return pipeline.stage(STAGE).run_once(run_dir, settings, lambda: harvest(config.kg, run_dir.cache_dir(STAGE), output), force)
 

@@ -24,13 +24,12 @@ from entitynet import layout, pipeline
 from entitynet.config import Config, SearchConfig
 from entitynet.http import JsonClient
 from entitynet.records import Candidate
-from entitynet.rundir import RunDir, StageResult, fingerprint, write_text_atomic
+from entitynet.rundir import RunDir, StageResult, write_text_atomic
 from entitynet.search.base import AnswerCache, Engine
 from entitynet.search.commons import CommonsEngine
 from entitynet.search.pool import PoolEngine, QueryIndex
 from entitynet.search.web import BraveEngine, GoogleEngine
 from entitynet.tables import CANDIDATE_SCHEMA, RecordWriter, candidate_to_row, read_rows
-from entitynet.typed_config import to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +138,10 @@ def _summarise(folder: Path, engine: Any, counts: Counter[str]) -> dict[str, Any
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    settings = {"search": to_dict(config.search)}
-    upstream = (run_dir.state("queries") or {}).get("fingerprint")
-    key = fingerprint({"settings": settings, "queries": upstream})
-    return pipeline.stage(STAGE).run_once(run_dir, settings, lambda: search(config.search, run_dir, key), force)
+    settings = {"search": config.search}
+    entry = pipeline.stage(STAGE)
+    key = entry.fingerprint(run_dir, settings)  # stamps the parts: another configuration clears them
+    return entry.run_once(run_dir, settings, lambda: search(config.search, run_dir, key), force)
 
 
 def summary(stats: dict[str, Any]) -> str:
