@@ -53,7 +53,7 @@ def rank_and_world() -> tuple[int, int]:
 def policies(config: DownloadConfig) -> tuple[FetchPolicy, ImagePolicy]:
     fetch = FetchPolicy(
         connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, max_bytes=config.max_bytes,
-        max_redirects=config.max_redirects, max_attempts=config.max_attempts, backoff=config.backoff,
+        max_redirects=config.max_redirects, max_attempts=config.max_attempts, backoff=config.backoff, max_wait=config.max_wait,
         allow_private_addresses=config.allow_private_addresses, allowed_networks=tuple(config.allowed_networks),
         honour_opt_out=config.honour_opt_out,
         contact=config.contact,
