@@ -96,6 +96,8 @@ class StatsRecord:
 
     def as_dict(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
+            if isinstance(value, StatsRecord):
+                return value.as_dict()
             if isinstance(value, Counter):
                 return dict(sorted(value.items()))
             return round(value, 3) if isinstance(value, float) else value
@@ -246,7 +248,7 @@ def _less_runtime(recorded: Any, settings: Any, identity: Any) -> Any:
     }
 
 
-PACKAGES = ("entitynet", "datasets", "huggingface_hub", "pyarrow", "Pillow", "SPARQLWrapper", "pyoxigraph", "nltk")
+PACKAGES = ("entitynet", "datasets", "huggingface_hub", "pyarrow", "Pillow", "requests", "urllib3", "pyoxigraph", "nltk")
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:

@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from entitynet.cli import main
-from entitynet.download.fetch import FetchPolicy, Fetcher
+from entitynet.config import DownloadConfig
+from entitynet.download.fetch import Fetcher
 from entitynet.rundir import RunDir
 from entitynet.tables import CANDIDATE_SCHEMA
 from image_host import REALDATA, ImageHost
@@ -124,14 +125,31 @@ def test_every_url_ends_stored_or_failed_with_the_expected_reason(realdata, host
 
 def test_the_guard_refuses_private_targets_before_any_socket_is_opened(monkeypatch):
     opened = []
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: opened.append(a) or (_ for _ in ()).throw(AssertionError))
-    fetcher = Fetcher(FetchPolicy(max_attempts=1))
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: opened.append(a) or (_ for _ in ()).throw(AssertionError))
+    fetcher = Fetcher(DownloadConfig(max_attempts=1))
     for url in ["http://10.0.0.1/a.jpg", "http://169.254.169.254/latest/meta-data", "http://192.168.1.1/x.png",
                 "http://[::1]/x.jpg", "http://127.0.0.1:9/x.jpg", "http://[fe80::1]/y.jpg", "http://224.0.0.1/z.jpg",
                 "http://0.0.0.0/x.jpg", "http://[::ffff:10.0.0.1]/x.jpg"]:
         result = fetcher.fetch(url)
         assert result.reason == "blocked_address", (url, result)
     assert opened == []
+
+
+def test_connections_to_a_host_are_kept_alive_and_reused(host):
+    server = host(keep_alive=True)
+    fetcher = Fetcher(DownloadConfig(allowed_networks=["127.0.0.1/32"], min_side=16))
+    for number in range(12):
+        assert fetcher.fetch(f"{server.base}/gen/200x150/{number}.jpg").ok
+    assert server.connections == 1
+
+
+def test_a_retry_after_longer_than_max_wait_fails_at_once(host):
+    server = host()
+    fetcher = Fetcher(DownloadConfig(allowed_networks=["127.0.0.1/32"], max_attempts=5, max_wait=30))
+    started = time.monotonic()
+    result = fetcher.fetch(f"{server.base}/fault/429-long")
+    assert result.reason == "http_429" and "3600" in result.detail
+    assert server.hits["/fault/429-long"] == 1 and time.monotonic() - started < 5
 
 
 def test_identical_and_near_identical_images_are_grouped(host, tmp_path):

@@ -121,7 +121,7 @@ def test_every_answer_shape_ends_as_a_repair_or_a_counted_drop(tmp_path, served,
     assert answers["dropped_unparseable"] == 1 and answers["dropped_query_without_name"] == 1
     assert answers["cut_over_limit"] == 10 and answers["dropped_not_a_candidate"] == 1
     model = stats["llm"]["models"]["llm"]
-    assert model["errors"] == {"http_429": 1, "http_500": 3} and model["retries"] == 4
+    assert model["http"]["errors"] == {"http_429": 1, "http_500": 3} and model["http"]["retries"] == 4
     assert model["prompt_tokens"] > 0 and model["completion_tokens"] > 0
     types = {row["entity_id"]: row for row in read_rows(run.path("natural_types.parquet"))}
     assert types["Q1"]["natural_type"] == "ungulate" and types["Q1"]["reason"] == "model"
@@ -158,7 +158,7 @@ def test_an_endless_storm_drops_nothing_silently_and_stops(tmp_path, served, cap
     code = main(llm_args(run, server, "--set", "enrich.llm.max_attempts=2"))
     assert code == 1
     err = capsys.readouterr().err
-    assert "gave up after 2 attempts: http_503" in err and "loopback-7b" in err
+    assert "gave up after 2 attempts: HTTP 503" in err and "loopback-7b" in err
     assert not run.path("attributes.parquet").exists()
 
 

@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from entitynet.cli import main
-from entitynet.http import JsonClient
+from entitynet.config import SearchConfig
 from entitynet.search.base import AnswerCache, EngineError
 from entitynet.search.commons import CommonsEngine
 from entitynet.search.pool import PoolEngine, QueryIndex
+from entitynet.search.stage import make_client
 from entitynet.tables import read_rows
 
 COMMONS = "commons_api/openverse-catalog"
@@ -89,7 +90,7 @@ def commons_answers(realdata: Path):
 def test_commons_parses_real_answers_follows_continuation_and_drops_non_images(realdata, api, tmp_path):
     first, second = commons_answers(realdata)
     server = api(lambda path, params, headers: (200, second if "gaicontinue" in params else first))
-    engine = CommonsEngine(JsonClient("tests@example.org"), AnswerCache(tmp_path / "cache"), server.url + "/w/api.php", 512)
+    engine = CommonsEngine(make_client(SearchConfig(contact="tests@example.org")), AnswerCache(tmp_path / "cache"), server.url + "/w/api.php", 512)
     found = engine.search("lion", "big cat", "q1", 100)
 
     assert len(server.seen) == 2
@@ -109,7 +110,7 @@ def test_commons_parses_real_answers_follows_continuation_and_drops_non_images(r
     assert all(c.attribution is None or "<" not in c.attribution for c in found)
     assert all(c.page_url and c.page_url.startswith("https://commons.wikimedia.org/wiki/File:") for c in found)
 
-    again = CommonsEngine(JsonClient(), AnswerCache(tmp_path / "cache"), server.url + "/w/api.php", 512)
+    again = CommonsEngine(make_client(SearchConfig()), AnswerCache(tmp_path / "cache"), server.url + "/w/api.php", 512)
     assert again.search("lion", "big cat", "q1", 100) == found and len(server.seen) == 2  # cached answers
 
 
@@ -119,13 +120,14 @@ def test_commons_waits_out_maxlag_and_stops_on_api_errors(realdata, api, tmp_pat
     replies = iter([lag, lag, answer])
     server = api(lambda path, params, headers: (200, next(replies)))
     waits = []
-    client = JsonClient(sleep=waits.append)
+    client = make_client(SearchConfig())
+    client.sleep, client.min_interval = waits.append, 0.0  # only the maxlag waits
     engine = CommonsEngine(client, AnswerCache(tmp_path / "a"), server.url + "/w/api.php", 0)
     assert len(engine.search("oak", None, "q", 50)) == 30 and waits == [5.0, 10.0]
 
     broken = api(lambda path, params, headers: (200, {"error": {"code": "badvalue", "info": "Unrecognized value"}}))
     with pytest.raises(EngineError, match="badvalue"):
-        CommonsEngine(JsonClient(), AnswerCache(tmp_path / "b"), broken.url + "/w/api.php", 0).search("oak", None, "q", 50)
+        CommonsEngine(make_client(SearchConfig()), AnswerCache(tmp_path / "b"), broken.url + "/w/api.php", 0).search("oak", None, "q", 50)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from entitynet import layout
-from entitynet.download.fetch import TRANSIENT, FetchPolicy, Fetcher
+from entitynet.config import DownloadConfig
+from entitynet.download.fetch import TRANSIENT, Fetcher
 from entitynet.download.images import ImagePolicy, process
 from entitynet.rundir import atomic_path, write_text_atomic
 
@@ -76,7 +77,7 @@ class ShardJob:
     number: int
     plan: Path
     out_dir: Path
-    fetch: FetchPolicy
+    fetch: DownloadConfig
     image: ImagePolicy
     threads: int
     per_host: int
@@ -105,7 +106,7 @@ class ShardWorker:
     """Runs shards in one process on one thread pool, the next shard's downloads starting while
     the current one finishes, so no thread idles at shard boundaries."""
 
-    def __init__(self, threads: int, per_host: int, fetch: FetchPolicy, image: ImagePolicy) -> None:
+    def __init__(self, threads: int, per_host: int, fetch: DownloadConfig, image: ImagePolicy) -> None:
         self.threads = threads
         self.fetcher = Fetcher(fetch)
         self.image = image

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from entitynet import layout, pipeline
 from entitynet.config import Config, DownloadConfig
 from entitynet.download.dedup import find_duplicates
-from entitynet.download.fetch import FetchPolicy
 from entitynet.download.images import ImagePolicy
 from entitynet.download.shards import (
     FAILURE_SCHEMA,
@@ -50,14 +49,8 @@ def rank_and_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def policies(config: DownloadConfig) -> tuple[FetchPolicy, ImagePolicy]:
-    fetch = FetchPolicy(
-        connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, max_bytes=config.max_bytes,
-        max_redirects=config.max_redirects, max_attempts=config.max_attempts, backoff=config.backoff, max_wait=config.max_wait,
-        allow_private_addresses=config.allow_private_addresses, allowed_networks=tuple(config.allowed_networks),
-        honour_opt_out=config.honour_opt_out,
-        contact=config.contact,
-    )
+def policies(config: DownloadConfig) -> tuple[DownloadConfig, ImagePolicy]:
+    fetch = config
     image = ImagePolicy(max_side=config.max_side, min_side=config.min_side, max_aspect=config.max_aspect,
                         max_pixels=config.max_pixels, format=config.format, quality=config.quality)
     return fetch, image

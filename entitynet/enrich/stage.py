@@ -70,11 +70,7 @@ class Enricher:
         if backend not in self._models:
             if backend == "llm":
                 llm = self.config.llm
-                chat = OpenAIChat(
-                    llm.base_url, llm.model, llm.api_key_env, temperature=llm.temperature, max_tokens=llm.max_tokens,
-                    response_format=llm.response_format, timeout=llm.timeout, max_attempts=llm.max_attempts,
-                    backoff=llm.backoff, max_wait=llm.max_wait,
-                )
+                chat = OpenAIChat(llm)
                 concurrency = llm.concurrency
             else:
                 local = self.config.transformers
@@ -201,7 +197,7 @@ def summary(stats: dict[str, Any]) -> str:
     if llm:
         for backend, model in llm["models"].items():
             lines.append(
-                f"{backend}: {model['calls']} calls, {model['cache_hits']} from cache, {model['retries']} retries, "
+                f"{backend}: {model['calls']} calls, {model['cache_hits']} from cache, {model['http']['retries']} retries, "
                 f"{model['prompt_tokens']}+{model['completion_tokens']} tokens"
             )
         if llm["answers"]:

@@ -14,7 +14,7 @@ from typing import Any
 from entitynet import layout, pipeline
 from entitynet.config import Config, KgConfig
 from entitynet.kg.merge import WordNetMerger
-from entitynet.kg.sparql import HttpTransport, SparqlClient, Transport, open_dump, user_agent
+from entitynet.kg.sparql import HttpTransport, SparqlClient, Transport, open_dump
 from entitynet.kg.wikidata import WikidataHarvester
 from entitynet.kg.wordnet import WordNetHarvester, load_wordnet
 from entitynet.records import Entity
@@ -29,18 +29,11 @@ STAGE = "kg"
 def make_transport(config: KgConfig, cache_dir: Path) -> Transport:
     if config.sparql.dump:
         return open_dump(Path(config.sparql.dump), cache_dir)
-    return HttpTransport(config.sparql.endpoint_url, user_agent(config.sparql.contact), config.sparql.timeout)
+    return HttpTransport(config.sparql)
 
 
 def make_client(config: KgConfig, cache_dir: Path) -> SparqlClient:
-    sparql = config.sparql
-    return SparqlClient(
-        make_transport(config, cache_dir),
-        cache_dir / "sparql",
-        max_attempts=sparql.max_attempts,
-        backoff=sparql.backoff,
-        max_wait=sparql.max_wait,
-    )
+    return SparqlClient(make_transport(config, cache_dir), cache_dir / "sparql")
 
 
 def harvest(config: KgConfig, cache_dir: Path, output: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from entitynet import layout, pipeline
 from entitynet.config import Config, SearchConfig
-from entitynet.http import JsonClient
+from entitynet.http import HttpClient
 from entitynet.records import Candidate
 from entitynet.rundir import RunDir, StageResult, write_text_atomic
 from entitynet.search.base import AnswerCache, Engine
@@ -47,12 +47,16 @@ def selected_queries(config: SearchConfig, path: Path) -> Iterator[dict[str, Any
     return itertools.islice(chosen, config.max_queries)
 
 
+def make_client(config: SearchConfig) -> HttpClient:
+    """The web engines' client: serial, and spaced by ``min_interval`` for Commons."""
+    spacing = config.commons.min_interval if config.engine == "commons" else 0.0
+    return HttpClient(config, timeout=config.timeout, contact=config.contact, min_interval=spacing)
+
+
 def make_engine(config: SearchConfig, cache_dir: Path) -> Engine:
-    client = JsonClient(config.contact, timeout=config.timeout, max_attempts=config.max_attempts,
-                        backoff=config.backoff, max_wait=config.max_wait)
+    client = make_client(config)
     cache = AnswerCache(cache_dir / config.engine)
     if config.engine == "commons":
-        client.min_interval = config.commons.min_interval
         return CommonsEngine(client, cache, config.commons.api_url, config.commons.thumb_width, config.commons.page_size)
     if config.engine == "google":
         google = config.google
