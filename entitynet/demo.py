@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from entitynet import layout, pipeline
 from entitynet.config import Config, load_config
 from entitynet.rundir import RunDir, StageResult, write_text_atomic
-from entitynet.tables import read_entities, read_rows
+from entitynet.tables import read_entities, read_natural_types
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _free_port(preferred: int | None) -> int:
 def write_pool(run: RunDir, port: int, count: int, per_entity: int) -> dict[str, str]:
     """The demo pool (JSON lines of url and alt text) for the most linked entities; returns
     entity id -> natural type, which the picture server draws from."""
-    types = {row["entity_id"]: row["natural_type"] or "thing" for row in read_rows(run.path(layout.NATURAL_TYPES))}
+    types = {n.entity_id: n.natural_type or "thing" for n in read_natural_types(run.path(layout.NATURAL_TYPES))}
     entities = sorted(read_entities(run.path(layout.ENTITIES)), key=lambda e: (-(e.sitelinks or 0), e.id))[:count]
     rng = random.Random(2505_02746)
     rows = []

@@ -33,7 +33,7 @@ from entitynet import layout, pipeline
 from entitynet.config import Config, QueriesConfig
 from entitynet.records import Attribute, Entity, QueryKind
 from entitynet.rundir import RunDir, StageResult, atomic_path
-from entitynet.tables import QUERY_SCHEMA, read_entities, read_rows
+from entitynet.tables import QUERY_SCHEMA, read_attributes, read_entities, read_natural_types
 
 logger = logging.getLogger(__name__)
 
@@ -87,19 +87,19 @@ def _attributes_by_entity(path: Path) -> Iterator[tuple[str, list[Attribute]]]:
     """Attributes grouped by entity, in file order (the enrich stage writes them entity by entity)."""
     current: str | None = None
     group: list[Attribute] = []
-    for row in read_rows(path):
-        if row["entity_id"] != current and group:
+    for attribute in read_attributes(path):
+        if attribute.entity_id != current and group:
             yield current, group  # type: ignore[misc]
             group = []
-        current = row["entity_id"]
-        group.append(Attribute(**row))
+        current = attribute.entity_id
+        group.append(attribute)
     if group:
         yield current, group  # type: ignore[misc]
 
 
 def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path) -> dict[str, Any]:
     kinds = set(config.kinds)
-    types = {row["entity_id"]: (row["natural_type"], row["visual"]) for row in read_rows(run_dir.path(layout.NATURAL_TYPES))}
+    types = {n.entity_id: (n.natural_type, n.visual) for n in read_natural_types(run_dir.path(layout.NATURAL_TYPES))}
     attributes = _attributes_by_entity(run_dir.path(layout.ATTRIBUTES))
     pending = next(attributes, None)
     dropped: Counter[str] = Counter()

@@ -3,6 +3,7 @@ webdataset export, and publishing's dry run."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -12,9 +13,10 @@ from PIL import Image
 
 from entitynet.cli import main
 from entitynet.download.dedup import find_duplicates
-from entitynet.download.images import ImagePolicy, process
+from entitynet.config import DownloadConfig
+from entitynet.download.images import process
 from entitynet.download.shards import write_shard
-from entitynet.records import Entity, NaturalType, Query, QueryUse
+from entitynet.records import Entity, NaturalType, Query, QueryUse, Source, StoredImage
 from entitynet.rundir import RunDir
 from entitynet.tables import (
     NATURAL_TYPE_SCHEMA,
@@ -26,17 +28,16 @@ from entitynet.tables import (
 )
 from image_host import picture
 
-POLICY = ImagePolicy(min_side=16)
+POLICY = DownloadConfig(min_side=16)
 
 
-def stored(url: str, data: bytes, query_ids: list[str]) -> dict:
+def stored(url: str, data: bytes, query_ids: list[str], position: int = 0) -> StoredImage:
     image = process(data, POLICY, "jpeg")
-    return {"image_id": image.sha256, "image": image.data, "width": image.width, "height": image.height,
-            "original_width": image.original_width, "original_height": image.original_height, "phash": image.phash,
-            "source_format": "jpeg", "url": url, "final_url": url,
-            "sources": [{"query_id": q, "engine": "pool", "rank": 0, "text": f"alt of {url.rsplit('/', 1)[1]}",
-                         "page_url": f"https://example.org/page/{url.rsplit('/', 1)[1]}", "license": "CC BY 4.0",
-                         "license_url": None, "attribution": "a photographer"} for q in query_ids]}
+    name = url.rsplit("/", 1)[1]
+    sources = [Source(q, "pool", 0, f"alt of {name}", f"https://example.org/page/{name}", "CC BY 4.0", None, "a photographer")
+               for q in query_ids]
+    return StoredImage(image.sha256, image.data, image.width, image.height, image.original_width, image.original_height,  # type: ignore[arg-type]
+                       image.dhash, "jpeg", url, url, sources, position)
 
 
 def scaled(data: bytes, size: tuple[int, int]) -> bytes:
@@ -79,7 +80,8 @@ def made_run(tmp_path_factory) -> tuple[RunDir, dict]:
     images = run.path("images")
     for number in range(0, len(rows), 20):
         chunk = rows[number:number + 20]
-        write_shard(images, number // 20, chunk, [], {"shard": number // 20, "stored": len(chunk)})
+        placed = [dataclasses.replace(row, position=index) for index, row in enumerate(chunk)]
+        write_shard(images, number // 20, placed, [], {"shard": number // 20, "stored": len(chunk)})
     find_duplicates(images, images / "duplicates.parquet", 4)
     evaluation = root / "evaluation"
     evaluation.mkdir()
@@ -235,3 +237,24 @@ def test_several_builder_processes_give_the_same_rows(made_run, tmp_path):
         for split in one:
             assert sorted(one[split]["image_id"]) == sorted(two[split]["image_id"])
     assert len(list((copy / "dataset" / "data" / "living").glob("train-*.parquet"))) >= 1
+
+
+def test_shards_of_the_previous_version_still_build(made_run, tmp_path):
+    """Shards written before the dHash column was named so (``phash``) and before rows carried
+    their plan position build into the same dataset."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    run, _ = made_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("dataset", "cache"))
+    for path in (copy / "images").glob("shard-*[0-9].parquet"):
+        table = pq.read_table(path).sort_by("position").drop_columns(["position"])
+        pq.write_table(table.rename_columns(["phash" if name == "dhash" else name for name in table.column_names]), path)
+    find_duplicates(copy / "images", copy / "images" / "duplicates.parquet", 4)
+    assert main(["build", "--run", str(copy), "--config", "demo", "--force", "--exclude-near", str(run.root.parent / "evaluation"),
+                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test", "-q"]) == 0
+    for config in ("entitynet", "livingthings"):
+        one, two = load(run, config), datasets.load_dataset(str(copy / "dataset"), config)
+        assert {split: one[split]["image_id"] for split in one} == {split: two[split]["image_id"] for split in two}

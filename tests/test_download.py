@@ -68,7 +68,9 @@ def download(run: RunDir, *extra: str) -> int:
 
 
 def stored(run: RunDir) -> list[dict]:
-    return [row for path in sorted(run.path("images").glob("shard-*[0-9].parquet")) for row in pq.read_table(path).to_pylist()]
+    """Every stored row, in plan order (shards are written as downloads finish; rows carry their position)."""
+    return [row for path in sorted(run.path("images").glob("shard-*[0-9].parquet"))
+            for row in sorted(pq.read_table(path).to_pylist(), key=lambda row: row["position"])]
 
 
 def failures(run: RunDir) -> dict[str, str]:

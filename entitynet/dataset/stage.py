@@ -61,20 +61,13 @@ def evaluation_hashes(source: Path) -> list[int]:
 
 def near_evaluation(images_dir: Path, source: Path, distance: int) -> tuple[set[str], int]:
     """URLs of our stored images within ``distance`` bits of an evaluation image."""
-    from entitynet.download.dedup import _bands
-    from entitynet.download.images import hamming
-    from entitynet.download.shards import image_rows
+    from entitynet.download.dedup import NearIndex, image_keys
 
     hashes = evaluation_hashes(source)
-    buckets: dict[tuple[int, int], list[int]] = {}
+    index = NearIndex(distance)
     for value in hashes:
-        for band in _bands(value, distance + 1):
-            buckets.setdefault(band, []).append(value)
-    near = set()
-    for row in image_rows(images_dir, ["url", "phash"]):
-        candidates = {v for band in _bands(row["phash"], distance + 1) for v in buckets.get(band, [])}
-        if any(hamming(row["phash"], v) <= distance for v in candidates):
-            near.add(row["url"])
+        index.add(value)
+    near = {url for _, url, value in image_keys(images_dir) if index.near(value)}
     return near, len(hashes)
 
 

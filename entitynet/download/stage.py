@@ -27,9 +27,7 @@ from tqdm.auto import tqdm
 from entitynet import layout, pipeline
 from entitynet.config import Config, DownloadConfig
 from entitynet.download.dedup import find_duplicates
-from entitynet.download.images import ImagePolicy
 from entitynet.download.shards import (
-    FAILURE_SCHEMA,
     ShardJob,
     ShardWorker,
     make_plan,
@@ -38,6 +36,7 @@ from entitynet.download.shards import (
     transient_failures,
 )
 from entitynet.rundir import RunDir, StageError, StageResult, atomic_path, write_text_atomic
+from entitynet.tables import FAILURE_SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +46,6 @@ STAGE = "download"
 def rank_and_world() -> tuple[int, int]:
     """This process's share of the shards, as accelerate launch / torchrun announce it."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def policies(config: DownloadConfig) -> tuple[DownloadConfig, ImagePolicy]:
-    fetch = config
-    image = ImagePolicy(max_side=config.max_side, min_side=config.min_side, max_aspect=config.max_aspect,
-                        max_pixels=config.max_pixels, format=config.format, quality=config.quality)
-    return fetch, image
 
 
 def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tuple[Path, int]:
@@ -89,19 +81,18 @@ def download_shards(config: DownloadConfig, run_dir: RunDir, key: str, retry_fai
     rank, world = rank_and_world()
     plan_dir, shards = prepare(config, run_dir, key, rank)
     out_dir = run_dir.path(layout.IMAGES)
-    fetch, image = policies(config)
     mine = list(range(shards))[rank::world]
-    jobs: list[tuple[ShardJob, set[str] | None]] = []
+    jobs: list[ShardJob] = []
     for number in mine:
         for stale in out_dir.glob(f".{layout.shard(number)}.*.tmp"):  # this rank's leftovers of a kill -9
             stale.unlink(missing_ok=True)
-        job = ShardJob(number, plan_dir / layout.shard_images(number), out_dir, fetch, image, config.threads, config.per_host)
+        plan = plan_dir / layout.shard_images(number)
         if not shard_done(out_dir, number):
-            jobs.append((job, None))
+            jobs.append(ShardJob(number, plan, out_dir, config))
         elif retry_failures:
             retry = transient_failures(out_dir, number)
             if retry:
-                jobs.append((job, retry))
+                jobs.append(ShardJob(number, plan, out_dir, config, retry))
     _run_jobs(jobs, config.processes)
     if rank != 0:
         return {}
@@ -109,7 +100,7 @@ def download_shards(config: DownloadConfig, run_dir: RunDir, key: str, retry_fai
     return _finish(config, run_dir, out_dir, shards)
 
 
-def _run_jobs(jobs: list[tuple[ShardJob, set[str] | None]], processes: int) -> None:
+def _run_jobs(jobs: list[ShardJob], processes: int) -> None:
     totals: Counter[str] = Counter()
     started = time.monotonic()
     with tqdm(total=len(jobs), desc="download", unit="shard", disable=None) as progress:
@@ -120,12 +111,10 @@ def _run_jobs(jobs: list[tuple[ShardJob, set[str] | None]], processes: int) -> N
                                  success=f"{totals['stored'] / max(totals['urls'], 1):.0%}")
             progress.update(1)
 
-        first = jobs[0][0] if jobs else None
-        if first is None:
+        if not jobs:
             return
         if processes <= 1 or len(jobs) <= 1:
-            worker = ShardWorker(first.threads, first.per_host, first.fetch, first.image)
-            for stats in worker.run(jobs):
+            for stats in ShardWorker(jobs[0].config).run(jobs):
                 done(stats)
             return
         # One list of shards per process (shards[i::processes]); this process works the first
@@ -134,7 +123,7 @@ def _run_jobs(jobs: list[tuple[ShardJob, set[str] | None]], processes: int) -> N
         shares = [jobs[index::processes] for index in range(processes)]
         with ProcessPoolExecutor(max_workers=processes - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
             remote = [pool.submit(run_shards, share) for share in shares[1:] if share]
-            for stats in ShardWorker(first.threads, first.per_host, first.fetch, first.image).run(shares[0]):
+            for stats in ShardWorker(jobs[0].config).run(shares[0]):
                 done(stats)
             for finished in as_completed(remote):
                 for stats in finished.result():

@@ -18,18 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from entitynet import layout, pipeline
 from entitynet.config import Config, SearchConfig
 from entitynet.http import HttpClient
-from entitynet.records import Candidate
+from entitynet.records import Candidate, Query
 from entitynet.rundir import RunDir, StageResult, write_text_atomic
 from entitynet.search.base import AnswerCache, Engine
 from entitynet.search.commons import CommonsEngine
 from entitynet.search.pool import PoolEngine, QueryIndex
 from entitynet.search.web import BraveEngine, GoogleEngine
-from entitynet.tables import CANDIDATE_SCHEMA, RecordWriter, candidate_to_row, read_rows
+from entitynet.tables import CANDIDATE_SCHEMA, RecordWriter, candidate_to_row, read_queries
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,10 @@ def part_path(folder: Path, number: int) -> Path:
     return folder / layout.part(number)
 
 
-def selected_queries(config: SearchConfig, path: Path) -> Iterator[dict[str, Any]]:
+def selected_queries(config: SearchConfig, path: Path) -> Iterator[Query]:
     """The queries to search: those with a use of a selected kind, at most ``max_queries``."""
     kinds = set(config.kinds)
-    chosen = (row for row in read_rows(path) if any(use["kind"] in kinds for use in row["uses"]))
+    chosen = (query for query in read_queries(path) if any(use.kind in kinds for use in query.uses))
     return itertools.islice(chosen, config.max_queries)
 
 
@@ -92,7 +93,7 @@ def _search_web(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[str
                 continue
             with RecordWriter[Candidate](target, CANDIDATE_SCHEMA, candidate_to_row) as writer:
                 for query in part:
-                    found = engine.search(query["text"], query["natural_type"], query["query_id"], config.per_query)
+                    found = engine.search(query.text, query.natural_type, query.query_id, config.per_query)
                     counts["queries_without_candidates"] += not found
                     writer.write_all(found)
                     progress.update(1)
@@ -108,7 +109,7 @@ def _search_pool(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[st
     engine = PoolEngine(Path(pool.path or ""), pool.max_per_entity, pool.seed, pool.url_column, pool.text_column)
     index = QueryIndex()
     for query in selected_queries(config, run_dir.path(layout.QUERIES)):
-        index.add(query["query_id"], query["text"], [use["entity_id"] for use in query["uses"]])
+        index.add(query.query_id, query.text, [use.entity_id for use in query.uses])
     stream = engine.candidates(index)
     size = config.queries_per_part * config.per_query
     for number in itertools.count():
@@ -127,10 +128,10 @@ def _search_pool(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[st
 def _summarise(folder: Path, engine: Any, counts: Counter[str]) -> dict[str, Any]:
     candidates, queries, licences = 0, set(), Counter()
     for part in sorted(folder.glob(layout.PART_GLOB)):
-        for row in read_rows(part):
-            candidates += 1
-            queries.add(row["query_id"])
-            licences[row["license"] or "unknown"] += 1
+        table = pq.read_table(part, columns=["query_id", "license"])
+        candidates += table.num_rows
+        queries.update(table.column("query_id").to_pylist())
+        licences.update(licence or "unknown" for licence in table.column("license").to_pylist())
     return {
         "engine": engine.name,
         "candidates": candidates,
