@@ -329,8 +329,7 @@ def _run_build(args: argparse.Namespace) -> int:
         "--exclude-near": ("build.exclude_near", args.exclude_near),
         "--repo": ("build.repo_id", args.repo),
     }
-    _execute("build", _config(args, flags), args)
-    print(f'open it: load_dataset("{RunDir(args.run).path(layout.DATASET)}", "livingthings")')
+    _execute("build", _config(args, flags), args)  # its summary says how to open the dataset
     return 0
 
 

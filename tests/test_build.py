@@ -46,6 +46,33 @@ def scaled(data: bytes, size: tuple[int, int]) -> bytes:
     return buffer.getvalue()
 
 
+def write_entities(run: RunDir, living: list[str], other: list[str], non_visual: set[str] = frozenset(),
+                   queries: list[Query] = ()) -> None:
+    """Entities (living ones are animals, others tools), their natural types and one noun query each."""
+    entities = [Entity(id=q, source="wikidata", name=f"animal {q}", domain="living", root="Q729", sitelinks=10) for q in living]
+    entities += [Entity(id=q, source="wikidata", name=f"tool {q}", domain="other", root="Q39546", sitelinks=10) for q in other]
+    with entity_writer(run.path("entities.parquet")) as writer:
+        writer.write_all(entities)
+    with RecordWriter(run.path("natural_types.parquet"), NATURAL_TYPE_SCHEMA, natural_type_to_row) as writer:
+        writer.write_all(NaturalType(e.id, "animal" if e.domain == "living" else "tool", "test", "kg",
+                                     visual=False if e.id in non_visual else None) for e in entities)
+    with RecordWriter(run.path("queries.parquet"), QUERY_SCHEMA, query_to_row) as writer:
+        writer.write_all([Query(f"q-{e.id}", e.name, None, [QueryUse("noun", e.id)]) for e in entities] + list(queries))
+
+
+def write_images(run: RunDir, rows: list[StoredImage], download_stats: dict) -> None:
+    """Stored images in shards of 20, their duplicates, and every stage up to download marked done."""
+    images = run.path("images")
+    for number in range(0, len(rows), 20):
+        chunk = rows[number:number + 20]
+        placed = [dataclasses.replace(row, position=index) for index, row in enumerate(chunk)]
+        write_shard(images, number // 20, placed, [], {"shard": number // 20, "stored": len(chunk)})
+    find_duplicates(images, images / "duplicates.parquet", 4)
+    for stage in ("kg", "enrich", "queries", "search"):
+        run.run_stage(stage, {"made": "by hand"}, [], lambda: {})
+    run.run_stage("download", {"made": "by hand"}, [], lambda: download_stats)
+
+
 @pytest.fixture(scope="module")
 def made_run(tmp_path_factory) -> tuple[RunDir, dict]:
     """A run directory made by hand: living and other entities, duplicates, a non-visual entity,
@@ -54,42 +81,19 @@ def made_run(tmp_path_factory) -> tuple[RunDir, dict]:
     run = RunDir(root / "run")
     living = [f"Q{i}" for i in range(1, 21)]
     other = [f"Q{100 + i}" for i in range(1, 13)]
-    entities = [Entity(id=q, source="wikidata", name=f"animal {q}", domain="living", root="Q729", sitelinks=10) for q in living]
-    entities += [Entity(id=q, source="wikidata", name=f"tool {q}", domain="other", root="Q39546", sitelinks=10) for q in other]
-    entities.append(Entity(id="Q999", source="wikidata", name="justice", domain="other", root="Q39546"))
-    with entity_writer(run.path("entities.parquet")) as writer:
-        writer.write_all(entities)
-    with RecordWriter(run.path("natural_types.parquet"), NATURAL_TYPE_SCHEMA, natural_type_to_row) as writer:
-        writer.write_all(NaturalType(e.id, "animal" if e.domain == "living" else "tool", "test", "kg",
-                                     visual=False if e.id == "Q999" else None) for e in entities)
-    queries = [Query(f"q-{e.id}", e.name, None, [QueryUse("noun", e.id)]) for e in entities]
-    queries.append(Query("q-shared", "shared thing", None, [QueryUse("noun", "Q1"), QueryUse("noun", "Q101")]))
-    with RecordWriter(run.path("queries.parquet"), QUERY_SCHEMA, query_to_row) as writer:
-        writer.write_all(queries)
-
-    rows, seed = [], 0
-    for q in living + other:
-        for copy in range(2):
-            seed += 1
-            rows.append(stored(f"https://example.org/{q}-{copy}.jpg", picture(200, 150, seed), [f"q-{q}"]))
+    shared = Query("q-shared", "shared thing", None, [QueryUse("noun", "Q1"), QueryUse("noun", "Q101")])
+    write_entities(run, living, other + ["Q999"], non_visual={"Q999"}, queries=[shared])
+    rows = [stored(f"https://example.org/{q}-{copy}.jpg", picture(200, 150, 2 * number + copy + 1), [f"q-{q}"])
+            for number, q in enumerate(living + other) for copy in range(2)]
     original = picture(200, 150, 1)  # Q1's first image
     rows.append(stored("https://example.org/identical.jpg", original, ["q-Q2"]))
     rows.append(stored("https://example.org/near.jpg", scaled(original, (400, 300)), ["q-Q3"]))
     rows.append(stored("https://example.org/both.jpg", picture(200, 150, 777), ["q-shared"]))
     rows.append(stored("https://example.org/justice.jpg", picture(200, 150, 888), ["q-Q999"]))
-    images = run.path("images")
-    for number in range(0, len(rows), 20):
-        chunk = rows[number:number + 20]
-        placed = [dataclasses.replace(row, position=index) for index, row in enumerate(chunk)]
-        write_shard(images, number // 20, placed, [], {"shard": number // 20, "stored": len(chunk)})
-    find_duplicates(images, images / "duplicates.parquet", 4)
+    write_images(run, rows, {"stored": len(rows), "urls": len(rows) + 3, "reasons": {"http_404": 2, "timeout": 1}})
     evaluation = root / "evaluation"
     evaluation.mkdir()
     (evaluation / "eval.jpg").write_bytes(scaled(picture(200, 150, 12), (300, 225)))  # near Q6's second image
-    for stage in ("kg", "enrich", "queries", "search"):
-        run.run_stage(stage, {"made": "by hand"}, [], lambda: {})
-    run.run_stage("download", {"made": "by hand"}, [], lambda: {"stored": len(rows), "urls": len(rows) + 3,
-                                                                 "reasons": {"http_404": 2, "timeout": 1}})
     args = ["build", "--run", str(run.root), "--config", "demo", "--exclude-near", str(evaluation),
             "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test"]
     assert main(args) == 0
@@ -258,3 +262,30 @@ def test_shards_of_the_previous_version_still_build(made_run, tmp_path):
     for config in ("entitynet", "livingthings"):
         one, two = load(run, config), datasets.load_dataset(str(copy / "dataset"), config)
         assert {split: one[split]["image_id"] for split in one} == {split: two[split]["image_id"] for split in two}
+
+
+def test_every_declared_config_loads_when_a_held_out_split_is_empty(tmp_path):
+    """An EntityNet-domain run where the few living entities all fall in train: livingthings has no
+    validation or test rows, and must load all the same (it raised UnexpectedSplitsError)."""
+    from entitynet.dataset.rows import entity_split
+    from huggingface_hub import DatasetCard
+
+    living, other = ["Q1", "Q2"], [f"Q{100 + i}" for i in range(8)]
+    seed = next(s for s in range(10_000) if {entity_split(q, 0.3, 0.3, s) for q in living} == {"train"}
+                and {entity_split(q, 0.3, 0.3, s) for q in other} == {"train", "validation", "test"})
+    run = RunDir(tmp_path / "run")
+    write_entities(run, living, other)
+    rows = [stored(f"https://example.org/{q}.jpg", picture(200, 150, number), [f"q-{q}"]) for number, q in enumerate(living + other)]
+    write_images(run, rows, {"stored": len(rows), "urls": len(rows), "reasons": {}})
+    assert main(["build", "--run", str(run.root), "--config", "demo", "--set", f"build.seed={seed}", "-q",
+                 "--set", "build.validation_fraction=0.3", "--set", "build.test_fraction=0.3"]) == 0
+
+    card = DatasetCard.load(run.path("dataset") / "README.md")
+    declared = {c["config_name"]: {s["name"]: s["num_examples"] for s in c["splits"]} for c in card.data.dataset_info}
+    assert declared["livingthings"] == {"train": 2}
+    for config in card.data.configs:
+        name = config["config_name"]
+        loaded = load(run, name)
+        assert {split: len(rows) for split, rows in loaded.items()} == declared[name]
+        assert {files["split"] for files in config["data_files"]} == set(declared[name])
+    assert set(declared["entitynet"]) == {"train", "validation", "test"}

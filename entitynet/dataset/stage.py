@@ -23,7 +23,7 @@ from typing import Any
 from entitynet import layout, pipeline
 from entitynet.dataset.rows import SPLITS, prepare
 from entitynet.config import Config
-from entitynet.rundir import RunDir, StageResult, package_versions
+from entitynet.rundir import RunDir, StageError, StageResult, package_versions
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,10 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
     if settings.exclude_near:
         excluded, evaluation_images = near_evaluation(run_dir.path(layout.IMAGES), Path(settings.exclude_near), settings.exclude_distance)
     counts = prepare(run_dir.root, rows_dir, settings.validation_fraction, settings.test_fraction, settings.seed, excluded)
+    if not counts.get("rows"):
+        left_out = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != "stored_images") or "no stored images"
+        raise StageError(f"build: none of the {counts.get('stored_images', 0)} stored images can be a row ({left_out}); "
+                         "nothing to build: see the download stage's failures")
 
     staging = run_dir.path(layout.DATASET_STAGING)
     shutil.rmtree(staging, ignore_errors=True)
@@ -102,7 +106,7 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
     card = write_card(staging, _context(config, run_dir, counts, evaluation_images), pretty_name=pretty,
                       repo_id=settings.repo_id, sample_count=settings.sample_images)
     _swap_in(staging, run_dir.path(layout.DATASET))
-    return {**counts, "card": card, "evaluation_images": evaluation_images}
+    return {**counts, "card": card, "evaluation_images": evaluation_images, "dataset": str(run_dir.path(layout.DATASET))}
 
 
 def _lay_out(prepared: Path, target: Path) -> None:
@@ -182,4 +186,6 @@ def summary(stats: dict[str, Any]) -> str:
     left_out = {k: stats[k] for k in ("merged_duplicates", "excluded_near_evaluation_images", "without_entity") if stats.get(k)}
     if left_out:
         lines.append("  not rows: " + ", ".join(f"{k}: {v}" for k, v in left_out.items()))
+    if stats.get("dataset") and per:
+        lines.append(f'open it: load_dataset("{stats["dataset"]}", "{"livingthings" if "livingthings" in per else next(iter(per))}")')
     return "\n".join(lines)
