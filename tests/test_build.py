@@ -289,3 +289,33 @@ def test_every_declared_config_loads_when_a_held_out_split_is_empty(tmp_path):
         assert {split: len(rows) for split, rows in loaded.items()} == declared[name]
         assert {files["split"] for files in config["data_files"]} == set(declared[name])
     assert set(declared["entitynet"]) == {"train", "validation", "test"}
+
+
+def test_decontamination_hashes_evaluation_images_as_downloads_and_counts_unreadable_ones(tmp_path):
+    """An evaluation image that carries an EXIF rotation is the stored (upright) picture: it is
+    found. Evaluation images that cannot be read are counted and shown, never skipped silently."""
+    from huggingface_hub import DatasetCard
+
+    upright = Image.open(io.BytesIO(picture(240, 160, 5)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to show": the pixels are stored turned the other way
+    rotated = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(rotated, "JPEG", quality=92, exif=exif.tobytes())
+    run = RunDir(tmp_path / "run")
+    write_entities(run, ["Q1", "Q2"], [])
+    rows = [stored("https://example.org/Q1.jpg", picture(240, 160, 5), ["q-Q1"]),
+            stored("https://example.org/Q2.jpg", picture(240, 160, 6), ["q-Q2"])]
+    write_images(run, rows, {"stored": 2, "urls": 2, "reasons": {}})
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "rotated.jpg").write_bytes(rotated.getvalue())
+    (evaluation / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    assert main(["build", "--run", str(run.root), "--config", "demo", "--exclude-near", str(evaluation), "-q",
+                 "--set", "build.validation_fraction=0", "--set", "build.test_fraction=0"]) == 0
+
+    stats = json.loads(run.marker("build").read_text())["stats"]
+    assert stats["excluded_near_evaluation_images"] == 1
+    assert {key: value for key, value in stats.items() if "unreadable" in key} == {"evaluation_images_unreadable": 1}
+    assert load(run, "entitynet")["train"]["urls"] == [["https://example.org/Q2.jpg"]]
+    card = DatasetCard.load(run.path("dataset") / "README.md").text
+    assert "1 evaluation image could not be read" in card

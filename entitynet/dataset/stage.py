@@ -13,16 +13,17 @@ always a complete dataset or absent.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import shutil
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from entitynet import layout, pipeline
+from entitynet.config import Config, DownloadConfig
 from entitynet.dataset.rows import SPLITS, prepare
-from entitynet.config import Config
 from entitynet.rundir import RunDir, StageError, StageResult, package_versions
 
 logger = logging.getLogger(__name__)
@@ -31,44 +32,47 @@ STAGE = "build"
 _SHARD = re.compile(r"-(train|validation|test)(?:-(\d+)-of-(\d+))?\.parquet$")
 
 
-def evaluation_hashes(source: Path) -> list[int]:
-    """dHashes of an evaluation set: a folder of image files and/or parquet files with an image column."""
-    from PIL import Image
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
-    from entitynet.download.images import dhash, to_rgb
+
+def evaluation_images(source: Path) -> Iterator[bytes | None]:
+    """The images of an evaluation set, one at a time: a folder of image files and/or parquet files
+    with an image column (None for a row without bytes)."""
     import pyarrow.parquet as pq
 
-    blobs: list[bytes] = []
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     for path in files:
         if path.suffix == ".parquet":
-            table = pq.read_table(path)
-            column = next((c for c in ("image", "jpg", "png") if c in table.column_names), None)
-            for value in table.column(column).to_pylist() if column else []:
-                blobs.append(value["bytes"] if isinstance(value, dict) else value)
-        elif path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"):
-            blobs.append(path.read_bytes())
-    hashes = []
-    for blob in blobs:
-        try:
-            with Image.open(io.BytesIO(blob)) as picture:
-                picture.draft("RGB", (64, 64))
-                hashes.append(dhash(to_rgb(picture.convert("RGB") if picture.mode == "P" else picture)))
-        except OSError:
-            continue
-    return hashes
+            parquet = pq.ParquetFile(path)
+            column = next((c for c in ("image", "jpg", "png") if c in parquet.schema_arrow.names), None)
+            for batch in parquet.iter_batches(batch_size=256, columns=[column]) if column else ():
+                for value in batch.column(0).to_pylist():
+                    yield value.get("bytes") if isinstance(value, dict) else value
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            yield path.read_bytes()
 
 
-def near_evaluation(images_dir: Path, source: Path, distance: int) -> tuple[set[str], int]:
-    """URLs of our stored images within ``distance`` bits of an evaluation image."""
+def near_evaluation(images_dir: Path, source: Path, distance: int, download: DownloadConfig) -> tuple[set[str], Counter[str]]:
+    """URLs of our stored images within ``distance`` bits of an evaluation image, and how many
+    evaluation images were checked and could not be read. Evaluation images are hashed exactly
+    as downloads are (``dhash_as_stored``: EXIF orientation, first frame, RGB, shrink)."""
     from entitynet.download.dedup import NearIndex, image_keys
+    from entitynet.download.images import dhash_as_stored
 
-    hashes = evaluation_hashes(source)
     index = NearIndex(distance)
-    for value in hashes:
-        index.add(value)
+    seen: Counter[str] = Counter()
+    for blob in evaluation_images(source):
+        value = dhash_as_stored(blob, download) if blob else None
+        if value is None:
+            seen["evaluation_images_unreadable"] += 1
+        else:
+            seen["evaluation_images"] += 1
+            index.add(value)
+    if seen["evaluation_images_unreadable"]:
+        logger.warning("build: %d evaluation images in %s could not be read and were not checked",
+                       seen["evaluation_images_unreadable"], source)
     near = {url for _, url, value in image_keys(images_dir) if index.near(value)}
-    return near, len(hashes)
+    return near, seen
 
 
 def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
@@ -80,9 +84,10 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
     rows_dir = cache / "rows"
     shutil.rmtree(rows_dir, ignore_errors=True)
     excluded: set[str] = set()
-    evaluation_images = 0
+    evaluation: Counter[str] = Counter()
     if settings.exclude_near:
-        excluded, evaluation_images = near_evaluation(run_dir.path(layout.IMAGES), Path(settings.exclude_near), settings.exclude_distance)
+        excluded, evaluation = near_evaluation(run_dir.path(layout.IMAGES), Path(settings.exclude_near),
+                                               settings.exclude_distance, config.download)
     counts = prepare(run_dir.root, rows_dir, settings.validation_fraction, settings.test_fraction, settings.seed, excluded)
     if not counts.get("rows"):
         left_out = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != "stored_images") or "no stored images"
@@ -103,10 +108,10 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
         )
         _lay_out(output, staging / "data" / domain)
     pretty = settings.pretty_name or ("LivingThings" if config.domain == "livingthings" else "EntityNet")
-    card = write_card(staging, _context(config, run_dir, counts, evaluation_images), pretty_name=pretty,
+    card = write_card(staging, _context(config, run_dir, counts, evaluation), pretty_name=pretty,
                       repo_id=settings.repo_id, sample_count=settings.sample_images)
     _swap_in(staging, run_dir.path(layout.DATASET))
-    return {**counts, "card": card, "evaluation_images": evaluation_images, "dataset": str(run_dir.path(layout.DATASET))}
+    return {**counts, **evaluation, "card": card, "dataset": str(run_dir.path(layout.DATASET))}
 
 
 def _lay_out(prepared: Path, target: Path) -> None:
@@ -129,7 +134,7 @@ def _swap_in(staging: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation_images: int) -> dict[str, Any]:
+def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation: Counter[str]) -> dict[str, Any]:
     """What the card says about how the data was made, read from the stages' records."""
     upstream = [entry.name for entry in pipeline.stages(last="download")]
     states = {stage: (run_dir.state(stage) or {}) for stage in upstream}
@@ -169,7 +174,8 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
         "exclude_distance": config.build.exclude_distance,
         "max_side": download_config.get("max_side", config.download.max_side),
         "enrich_method": f"natural types: {enrich.get('natural_type', {}).get('chooser', '?')}; attributes: {attributes.get('backend', '?')}",
-        "evaluation_images": evaluation_images,
+        "evaluation_images": evaluation["evaluation_images"],
+        "evaluation_unreadable": evaluation["evaluation_images_unreadable"],
     }
 
 
@@ -186,6 +192,8 @@ def summary(stats: dict[str, Any]) -> str:
     left_out = {k: stats[k] for k in ("merged_duplicates", "excluded_near_evaluation_images", "without_entity") if stats.get(k)}
     if left_out:
         lines.append("  not rows: " + ", ".join(f"{k}: {v}" for k, v in left_out.items()))
+    if stats.get("evaluation_images_unreadable"):
+        lines.append(f"  evaluation images that could not be read (not checked): {stats['evaluation_images_unreadable']}")
     if stats.get("dataset") and per:
         lines.append(f'open it: load_dataset("{stats["dataset"]}", "{"livingthings" if "livingthings" in per else next(iter(per))}")')
     return "\n".join(lines)

@@ -46,6 +46,10 @@ class Processed:
 READABLE = frozenset({"jpeg", "png", "gif", "bmp", "tiff", "webp", "ico", "avif"})
 
 
+_UNREADABLE = (Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError,
+               OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError)
+
+
 def process(data: bytes, config: DownloadConfig, sniffed: str | None = None) -> Processed:
     """``sniffed`` (the format the magic bytes announce) tells a broken file of a format we read
     (``corrupt_image``) from a format this Pillow cannot read at all (``unsupported_format``)."""
@@ -59,30 +63,53 @@ def process(data: bytes, config: DownloadConfig, sniffed: str | None = None) -> 
         if sniffed in READABLE:
             return Processed(None, "corrupt_image", f"a {sniffed} file Pillow cannot read")
         return Processed(None, "unsupported_format", f"{sniffed or 'unknown'} format, not readable here")
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
+    except _UNREADABLE as error:
         return Processed(None, "corrupt_image", f"{type(error).__name__}: {error}"[:200])
 
 
-def _process(data: bytes, config: DownloadConfig) -> Processed:
+def dhash_as_stored(data: bytes, config: DownloadConfig) -> int | None:
+    """The dHash ``process`` gives these bytes (the same decoding, pixel limit, EXIF orientation,
+    first frame, RGB and shrink; no size filters), or None if they cannot be read. Decontamination
+    hashes evaluation images this way, so a copy is found whatever its EXIF rotation."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            rgb, _ = _decode(data, config)
+            return dhash(_shrink(rgb, config.max_side))
+    except _UNREADABLE:
+        return None
+
+
+def _decode(data: bytes, config: DownloadConfig) -> tuple[Image.Image, tuple[int, int]]:
+    """Upright RGB pixels and the original size; too many pixels is a decompression bomb."""
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
         if width * height > config.max_pixels:
-            return Processed(None, "decompression_bomb", f"{width}x{height} pixels")
+            raise Image.DecompressionBombError(f"{width}x{height} pixels")
         if image.format == "JPEG":
             image.draft("RGB", (config.max_side, config.max_side))
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         image.load()
         rotated = ImageOps.exif_transpose(image, in_place=False) if image.getexif().get(0x0112, 1) != 1 else image
-        rgb = to_rgb(rotated)
+        return to_rgb(rotated), (width, height)
+
+
+def _shrink(rgb: Image.Image, max_side: int) -> Image.Image:
+    if max(rgb.size) <= max_side:
+        return rgb
+    scale = max_side / max(rgb.size)
+    size = (max(1, round(rgb.size[0] * scale)), max(1, round(rgb.size[1] * scale)))
+    return rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _process(data: bytes, config: DownloadConfig) -> Processed:
+    rgb, (width, height) = _decode(data, config)
     if min(rgb.size) < config.min_side:
         return Processed(None, "too_small", f"{rgb.size[0]}x{rgb.size[1]}")
     if max(rgb.size) / min(rgb.size) > config.max_aspect:
         return Processed(None, "bad_aspect", f"{rgb.size[0]}x{rgb.size[1]}")
-    if max(rgb.size) > config.max_side:
-        scale = config.max_side / max(rgb.size)
-        size = (max(1, round(rgb.size[0] * scale)), max(1, round(rgb.size[1] * scale)))
-        rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    rgb = _shrink(rgb, config.max_side)
     buffer = io.BytesIO()
     if config.format == "webp":
         rgb.save(buffer, "WEBP", quality=config.quality, method=4)
