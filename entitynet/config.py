@@ -405,6 +405,7 @@ class BuildConfig:
     repo_id: str = option("ORG/NAME", "the Hub repository the card's code examples name")
     pretty_name: str = option("", "the card's title (default: EntityNet or LivingThings)")
     sample_images: int = option(16, "images in the card's picture grid")
+    homepage: str = option("", "the web page the card links the tool to (an http(s) URL); empty: the card cites the paper only")
 
     def __post_init__(self) -> None:
         require(0 <= self.validation_fraction < 1 and 0 <= self.test_fraction < 1, "test_fraction", "fractions are between 0 and 1")
@@ -414,6 +415,7 @@ class BuildConfig:
         require(0 <= self.exclude_distance <= 16, "exclude_distance", "must be between 0 and 16")
         require(re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id) is not None, "repo_id", "must look like ORG/NAME")
         require(self.sample_images >= 0, "sample_images", "must not be negative")
+        require(not self.homepage or self.homepage.startswith(("http://", "https://")), "homepage", "must be an http(s) URL or empty")
 
 
 @dataclass

@@ -52,7 +52,7 @@ from entitynet.rundir import StatsRecord
 
 T = TypeVar("T")
 
-PROJECT_URL = "https://github.com/entitynet/entitynet"
+PROJECT_URL = "https://arxiv.org/abs/2505.02746"  # what the tool does; the contact says who runs it
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
 
 

@@ -319,3 +319,22 @@ def test_decontamination_hashes_evaluation_images_as_downloads_and_counts_unread
     assert load(run, "entitynet")["train"]["urls"] == [["https://example.org/Q2.jpg"]]
     card = DatasetCard.load(run.path("dataset") / "README.md").text
     assert "1 evaluation image could not be read" in card
+
+
+def test_the_card_links_only_to_what_exists_and_says_what_ran(made_run, tmp_path):
+    import shutil
+
+    run, _ = made_run
+    text = (run.path("dataset") / "README.md").read_text()
+    assert "github.com/entitynet" not in text  # no such repository
+    assert "https://arxiv.org/abs/2505.02746" in text
+    built = text[text.index("## How it was built"):text.index("## Statistics")]
+    steps = [line for line in built.splitlines() if line.startswith("| ") and not line.startswith("| step")]
+    assert len(steps) == 6 and not any("?" in line for line in steps), steps
+    assert "| download | 68 stored of 71 URLs; settings not recorded" in built  # stats known, settings made by hand
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("dataset", "cache"))
+    assert main(["build", "--run", str(copy), "--config", "demo", "--set", "build.homepage=https://example.org/tool", "-q",
+                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25"]) == 0
+    assert "[EntityNet](https://example.org/tool)" in (copy / "dataset" / "README.md").read_text()

@@ -26,6 +26,17 @@ def test_the_library_does_not_import_the_trainer_or_torch(tmp_path):
     assert done.stdout.strip() == "[]"
 
 
+def test_the_package_links_only_to_what_exists():
+    from importlib import metadata
+
+    from entitynet.http import user_agent
+
+    described = metadata.metadata("entitynet")
+    links = [described.get("Home-page") or "", *(described.get_all("Project-URL") or [])]
+    assert not any("github.com/entitynet" in link for link in links), links  # no such repository
+    assert "github.com/entitynet" not in user_agent("me@example.org")
+
+
 def test_sample_graph_ships_with_the_package():
     sample = resources.files("entitynet.configs") / "samples" / "kg-sample.ttl"
     assert sample.is_file()

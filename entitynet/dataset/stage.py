@@ -134,30 +134,49 @@ def _swap_in(staging: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def provenance(made: dict[str, dict[str, Any]], stats: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """One line per stage of what ran: from the settings it recorded (RUN/config/<stage>.yaml) and
+    its statistics; what a stage did not record (a run made by hand, or by an import) says so."""
+
+    def unknown(stage: str) -> str:
+        return f"settings not recorded (RUN/config/{stage}.yaml)"
+
+    kg, enrich, queries, search, download = (made[stage] for stage in ("kg", "enrich", "queries", "search", "download"))
+    lines = []
+    if kg:
+        sparql, wikidata = kg.get("sparql", {}), kg.get("wikidata", {})
+        source = f"dump {Path(sparql['dump']).name}" if sparql.get("dump") else sparql.get("endpoint")
+        lines.append(("knowledge graph", f"{', '.join(kg.get('sources', []))}; Wikidata from {source} "
+                                         f"({wikidata.get('mode')} under {', '.join(wikidata.get('roots', []))})"))
+    else:
+        lines.append(("knowledge graph", f"{stats['kg'].get('entities', 'unknown number of')} entities; {unknown('kg')}"))
+    if enrich:
+        attributes = enrich.get("attributes", {})
+        lines.append(("natural types", f"{enrich.get('natural_type', {}).get('chooser')} chooser"))
+        lines.append(("visual attributes", f"{attributes.get('backend')} backend, top {attributes.get('top_k_per_root')} entities per root"))
+    else:
+        lines += [("natural types", unknown("enrich")), ("visual attributes", unknown("enrich"))]
+    lines.append(("queries", ", ".join(queries.get("kinds", [])) if queries else unknown("queries")))
+    engine = search.get("engine") or stats["search"].get("engine")
+    lines.append(("image search", f"{engine}, {search['per_query']} per query" if search else
+                  f"{engine}; {unknown('search')}" if engine else unknown("search")))
+    counted = (f"{stats['download']['stored']} stored of {stats['download'].get('urls', stats['download']['stored'])} URLs"
+               if "stored" in stats["download"] else "counts not recorded")
+    settings = (f"max side {download['max_side']}px {str(download['format']).upper()} q{download['quality']}" if download
+                else unknown("download"))
+    lines.append(("download", f"{settings}; {counted}" if download else f"{counted}; {settings}"))
+    return lines
+
+
 def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation: Counter[str]) -> dict[str, Any]:
     """What the card says about how the data was made, read from the stages' records."""
     upstream = [entry.name for entry in pipeline.stages(last="download")]
     states = {stage: (run_dir.state(stage) or {}) for stage in upstream}
     # What the stages actually ran with (RUN/config/<stage>.yaml), not what this command says.
-    made = {stage: run_dir.recorded_config(stage) for stage in upstream}
-    kg, enrich = made["kg"].get("kg", {}), made["enrich"].get("enrich", {})
-    sparql, wikidata = kg.get("sparql", {}), kg.get("wikidata", {})
-    source = f"dump {Path(sparql['dump']).name}" if sparql.get("dump") else sparql.get("endpoint", "?")
+    made = {stage: run_dir.recorded_config(stage).get(stage) or {} for stage in upstream}
     download = states["download"].get("stats", {})
-    search = states["search"].get("stats", {})
-    search_config = made["search"].get("search", {})
-    download_config = made["download"].get("download", {})
-    attributes = enrich.get("attributes", {})
-    provenance = [
-        ("knowledge graph", f"{', '.join(kg.get('sources', []))}; Wikidata from {source} "
-                            f"({wikidata.get('mode', '?')} under {', '.join(wikidata.get('roots', []))})"),
-        ("natural types", f"{enrich.get('natural_type', {}).get('chooser', '?')} chooser"),
-        ("visual attributes", f"{attributes.get('backend', '?')} backend, top {attributes.get('top_k_per_root', '?')} entities per root"),
-        ("queries", ", ".join(made["queries"].get("queries", {}).get("kinds", []))),
-        ("image search", f"{search.get('engine', '?')}, {search_config.get('per_query', '?')} per query"),
-        ("download", f"max side {download_config.get('max_side', '?')}px {str(download_config.get('format', '?')).upper()} "
-                     f"q{download_config.get('quality', '?')}; {download.get('stored', 0)} stored of {download.get('urls', 0)} URLs"),
-    ]
+    download_config = made["download"]
+    enrich = made["enrich"]
     harvested_with = states["kg"].get("versions") or {}
     built_with = package_versions()
     synthetic = run_dir.path(layout.DEMO_MARKER).exists()  # written by `entitynet demo`, whose images are drawn
@@ -165,7 +184,8 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
         "summary": f"{counts.get('rows', 0)} images of {'living things' if config.domain == 'livingthings' else 'entities of all domains'}, "
                    "each with the alt texts, search queries and knowledge-graph entities that found it.",
         "synthetic": synthetic,
-        "provenance": provenance,
+        "provenance": provenance(made, {stage: state.get("stats", {}) for stage, state in states.items()}),
+        "homepage": config.build.homepage,
         "versions": built_with,  # of this build; the harvest's follow when they differ
         "harvest_versions": {k: v for k, v in harvested_with.items() if built_with.get(k) != v},
         "failures": sorted(download.get("reasons", {}).items(), key=lambda kv: -kv[1]),
@@ -173,7 +193,8 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
         "excluded": counts.get("excluded_near_evaluation_images", 0),
         "exclude_distance": config.build.exclude_distance,
         "max_side": download_config.get("max_side", config.download.max_side),
-        "enrich_method": f"natural types: {enrich.get('natural_type', {}).get('chooser', '?')}; attributes: {attributes.get('backend', '?')}",
+        "enrich_method": f"natural types: {enrich.get('natural_type', {}).get('chooser', 'kg')}; "
+                         f"attributes: {enrich.get('attributes', {}).get('backend', 'kg')}",
         "evaluation_images": evaluation["evaluation_images"],
         "evaluation_unreadable": evaluation["evaluation_images_unreadable"],
     }
