@@ -311,3 +311,31 @@ def test_img2dataset_output_parquet_keeps_successes_only(tmp_path):
         "status": ["success", "failed_to_download"], "error_message": [None, "timeout"], "key": ["000000000", "000000001"],
     }), path)
     assert list(pool_rows(path)) == [("https://example.org/a.jpg", "a lion")]
+
+
+def test_pool_rows_that_cannot_be_used_are_counted_by_reason_and_never_stop_the_run(tmp_path):
+    good = [{"url": "https://example.org/1.jpg", "text": "a lion"}, {"url": "https://example.org/2.jpg", "text": "a lion cub"}]
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    lines = [json.dumps(row) for row in good] + [
+        json.dumps({"text": "a lion without its url"}), json.dumps({"url": "https://example.org/3.jpg", "text": ""}),
+        "{not json at all", json.dumps(["a", "list"]),
+    ]
+    (folder / "a.jsonl").write_text("\n".join(lines) + "\n")
+    with tarfile.open(folder / "b.tar", "w") as archive:
+        for name, data in [("0.json", b"{broken"), ("1.json", json.dumps({"caption": "a lion"}).encode()),
+                           ("2.json", json.dumps({"url": "https://example.org/4.jpg", "caption": "a lion"}).encode()),
+                           ("2.jpg", b"\xff\xd8\xff")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, BytesIO(data))
+    pq.write_table(pa.table({"url": ["https://example.org/5.jpg", None, "https://example.org/6.jpg", "https://example.org/7.jpg"],
+                             "caption": ["a lion", "a lion", None, "a lion"],
+                             "status": ["success", "success", "success", "failed_to_download"]}), folder / "c.parquet")
+    index = QueryIndex()
+    index.add("q-lion", "lion", ["Q140"])
+    engine = PoolEngine(folder, max_per_entity=100)
+    found = list(engine.candidates(index))
+    assert sorted(c.url for c in found) == [f"https://example.org/{n}.jpg" for n in (1, 2, 4, 5)]
+    assert engine.rows == 4
+    assert engine.drops == {"no_url": 3, "no_text": 2, "bad_json": 3, "failed_download": 1}
