@@ -130,14 +130,6 @@ def test_commons_waits_out_maxlag_and_stops_on_api_errors(realdata, api, tmp_pat
         CommonsEngine(make_client(SearchConfig()), AnswerCache(tmp_path / "b"), broken.url + "/w/api.php", 0).search("oak", None, "q", 50)
 
 
-@pytest.fixture(scope="module")
-def queried_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("search") / "run"
-    for stage in (["kg", "--sources", "wikidata"], ["enrich"], ["queries"]):
-        assert main(["-q", stage[0], "--run", str(run), "--config", "demo", *stage[1:]]) == 0
-    return run
-
-
 def copy_run(source: Path, target: Path) -> Path:
     import shutil
 
