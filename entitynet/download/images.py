@@ -86,8 +86,12 @@ def _decode(data: bytes, config: DownloadConfig) -> tuple[Image.Image, tuple[int
         width, height = image.size
         if width * height > config.max_pixels:
             raise Image.DecompressionBombError(f"{width}x{height} pixels")
-        if image.format == "JPEG":
-            image.draft("RGB", (config.max_side, config.max_side))
+        if image.format == "JPEG" and max(width, height) > config.max_side:
+            # Decode at the smallest DCT scale still at least the target size (a 1024x768 JPEG for
+            # max side 512 decodes at 512x384 directly): several times less work than decoding it
+            # whole. Asking for a square would keep full resolution whenever the image is not square.
+            scale = config.max_side / max(width, height)
+            image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         image.load()
