@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -217,6 +218,29 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(host, tmp_path):
     assert len({row["url"] for row in images}) == len(images) == 60
     assert not [name for name in _shard_files(run) if name.endswith(".tmp")]
     assert json.loads(run.marker("download").read_text())["stats"]["shards"] == 6
+
+
+def test_a_shard_streams_its_images_to_its_file_before_it_ends(host, tmp_path):
+    """Images are not held until the shard ends: the shard's (temporary) file grows while most of
+    the shard's URLs are still to be fetched."""
+    server = host(delay=0.03)
+    urls = [f"{server.base}/gen/{300 + i}x{200 + i}/{i}.jpg" for i in range(160)]
+    run = searched_run(tmp_path / "run", urls)
+    args = [sys.executable, "-m", "entitynet", "-q", "download", "--run", str(run.root), "--config", "demo", *LOOPBACK_ONLY,
+            "--set", "download.urls_per_shard=160", "--set", "download.threads=4", "--set", "download.min_side=16"]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    grown, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        if sum(server.hits.values()) > 100:  # only what is on disk while 60 URLs are still to come counts
+            time.sleep(0.02)
+            continue
+        for partial in run.path("images").glob(".shard-00000.parquet.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+                grown = max(grown, partial.stat().st_size)
+        time.sleep(0.02)
+    assert child.wait(timeout=60) == 0
+    assert grown > 200_000  # row groups of images were on disk long before the shard's end
+    assert len(stored(run)) == 160
 
 
 def test_two_processes_split_the_shards_without_overlap_or_gap(host, tmp_path):

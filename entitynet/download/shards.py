@@ -195,8 +195,8 @@ class ShardWorker:
         """Each finished shard's statistics, as it finishes."""
         outputs: dict[int, _ShardOutput] = {}
         pending: set[Future[_Result]] = set()
-        try:
-            with ThreadPoolExecutor(max_workers=self.config.threads, thread_name_prefix="download") as pool:
+        with ThreadPoolExecutor(max_workers=self.config.threads, thread_name_prefix="download") as pool:
+            try:
                 for job in jobs:
                     todo = [(position, planned) for position, planned in enumerate(read_plan(job.plan))
                             if job.only is None or planned.url in job.only]
@@ -211,12 +211,11 @@ class ShardWorker:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     yield from self._collect(done, outputs)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            for output in outputs.values():
-                output.abort()
-            raise
+            except BaseException:  # interrupted: no queued download starts, no unfinished shard file stays
+                pool.shutdown(wait=False, cancel_futures=True)
+                for output in outputs.values():
+                    output.abort()
+                raise
 
     def _collect(self, done: set[Future[_Result]], outputs: dict[int, _ShardOutput]) -> Iterator[dict[str, Any]]:
         for future in done:
