@@ -222,8 +222,8 @@ def run_img2dataset(venv: Path, work: Path, urls: list[str], shard: int, args: a
 
 
 def run_ours(work: Path, urls: list[str], shard: int, args: argparse.Namespace, source: str | None = None) -> dict[str, float]:
-    """``source``: a folder holding another version's ``entitynet/`` package (``git archive REV entitynet``),
-    run in place of this one (for a before/after comparison)."""
+    """``source``: a folder holding another version's ``entitynet`` package (``baseline_source``), run
+    in place of this one, for a before/after comparison."""
     from entitynet.rundir import RunDir
     from entitynet.tables import CANDIDATE_SCHEMA
 
@@ -240,9 +240,22 @@ def run_ours(work: Path, urls: list[str], shard: int, args: argparse.Namespace, 
         "--set", "download.allowed_networks=[127.0.0.1/32]", "--set", f"download.urls_per_shard={shard}",
         "--set", "download.max_side=512", "--set", "download.quality=90", "--set", "download.min_side=1",
         "--set", f"download.per_host={args.threads}", "--set", "download.dedup_distance=0",
-    ], env=env)
+    ], env=env, cwd=work)  # not from a checkout: `python -m` would import its entitynet/ before PYTHONPATH's
     result["stored"] = count_ours(run)
     return result
+
+
+def baseline_source(revision: str, work: Path) -> str:
+    """The ``entitynet`` package (with its ``configs``, which setup.cfg maps into it) of a git revision
+    of this checkout, unpacked where PYTHONPATH can put it before the installed one."""
+    folder = work / f"baseline-{revision}"
+    if not (folder / "entitynet").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        repo = Path(__file__).resolve().parents[1]
+        archive = subprocess.run(["git", "-C", str(repo), "archive", revision, "entitynet", "configs"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+        (folder / "configs").rename(folder / "entitynet" / "configs")
+    return str(folder)
 
 
 def main() -> None:
@@ -254,8 +267,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", help="folder to keep (images, venv); default: a temporary one")
-    parser.add_argument("--baseline", metavar="DIR", help="also run the entitynet/ package found in DIR "
-                        "(git archive REV entitynet | tar -x -C DIR), reported as 'entitynet (baseline)'")
+    parser.add_argument("--baseline", metavar="REV", help="also run entitynet as of this git revision of the "
+                        "checkout, reported as 'entitynet (baseline)'")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="download-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -273,6 +286,7 @@ def main() -> None:
     limit_script = work / "limit.py"
     limit_script.write_text(LIMIT)
 
+    baseline = baseline_source(args.baseline, work) if args.baseline else None
     port = free_port()
     server = start_nginx(work, images, port)
     urls = [f"http://127.0.0.1:{port}/{name}" for name in names]
@@ -284,8 +298,8 @@ def main() -> None:
             for shard in shards:  # interleaved, so drift in the machine's load hits both tools alike
                 results[("img2dataset", shard)] = run_img2dataset(venv, work, urls, shard, args)
                 results[("entitynet", shard)] = run_ours(work, urls, shard, args)
-                if args.baseline:
-                    results[("entitynet (baseline)", shard)] = run_ours(work, urls, shard, args, str(Path(args.baseline).resolve()))
+                if baseline:
+                    results[("entitynet (baseline)", shard)] = run_ours(work, urls, shard, args, baseline)
             results[("limit (PIL only)", 0)] = measure([sys.executable, str(limit_script), str(images), str(args.processes)])
             results[("limit (PIL only)", 0)]["stored"] = len(names)
             rounds.append(results)
