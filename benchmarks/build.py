@@ -47,14 +47,15 @@ import numpy as np
 from PIL import Image
 
 from entitynet.download.dedup import find_duplicates
-from entitynet.download.images import ImagePolicy, process
+from entitynet.config import DownloadConfig
+from entitynet.download.images import process
 from entitynet.download.shards import write_shard
-from entitynet.records import Entity, NaturalType, Query, QueryUse
+from entitynet.records import Entity, NaturalType, Query, QueryUse, Source, StoredImage
 from entitynet.rundir import RunDir
 from entitynet.tables import NATURAL_TYPE_SCHEMA, QUERY_SCHEMA, RecordWriter, entity_writer, natural_type_to_row, query_to_row
 
 PER_ENTITY, SHARD = int(sys.argv[3]), int(sys.argv[4])
-POLICY = ImagePolicy()
+POLICY = DownloadConfig()
 
 
 def picture(seed):
@@ -71,12 +72,10 @@ def stored(number):
     image = process(buffer.getvalue(), POLICY, "jpeg")
     entity = f"Q{number // PER_ENTITY + 1}"
     url = f"https://images.example.org/{number}.jpg"
-    return {"image_id": image.sha256, "image": image.data, "width": image.width, "height": image.height,
-            "original_width": image.original_width, "original_height": image.original_height, "phash": image.phash,
-            "source_format": "jpeg", "url": url, "final_url": url,
-            "sources": [{"query_id": f"q-{entity}", "engine": "pool", "rank": number % PER_ENTITY,
-                         "text": f"A photo of taxon {entity}, picture {number}", "page_url": f"https://example.org/p/{number}",
-                         "license": "CC BY 4.0", "license_url": None, "attribution": "a photographer"}]}
+    source = Source(f"q-{entity}", "pool", number % PER_ENTITY, f"A photo of taxon {entity}, picture {number}",
+                    f"https://example.org/p/{number}", "CC BY 4.0", None, "a photographer")
+    return StoredImage(image.sha256, image.data, image.width, image.height, image.original_width, image.original_height,
+                       image.dhash, "jpeg", url, url, [source], number % SHARD)
 
 
 def main():

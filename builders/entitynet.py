@@ -102,7 +102,7 @@ class EntityNet(datasets.GeneratorBasedBuilder):
         return generators
 
     def _generate_examples(self, shards: list[str], split: str):
-        from entitynet.build.rows import Lookups
+        from entitynet.dataset.rows import Lookups
 
         lookups = Lookups(Path(self.config.rows))
         for shard in shards:

@@ -11,12 +11,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from entitynet import __version__
-from entitynet import queries as queries_stage
+from entitynet import __version__, layout, pipeline
 from entitynet.config import (
     DOMAINS,
     SOURCES,
@@ -30,21 +28,12 @@ from entitynet.config import (
     load_config,
     preset_names,
 )
-from entitynet.build import stage as build_stage
-from entitynet.download import stage as download_stage
-from entitynet.enrich import stage as enrich_stage
-from entitynet.enrich.llm import LlmError
-from entitynet.kg import stage as kg_stage
-from entitynet.kg.sparql import SparqlError
-from entitynet.kg.wordnet import WordNetMissing
-from entitynet.rundir import MissingInput, RunDir, StageConfigChanged, StageResult
-from entitynet.search import stage as search_stage
-from entitynet.search.base import EngineError
+from entitynet.rundir import MissingInput, RunDir, StageError, StageResult
 from entitynet.typed_config import ConfigError, describe_text
 
 logger = logging.getLogger("entitynet.cli")
 
-FAILURES = (SparqlError, LlmError, EngineError, WordNetMissing, StageConfigChanged, MissingInput, OSError)
+FAILURES = (StageError, OSError)  # one line on stderr, exit 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,12 +285,12 @@ def _add_run(commands: Any) -> None:
     parser = _stage_parser(
         commands,
         "run",
-        "Run every stage in order (kg, enrich, queries, search, download, build) on one configuration; "
+        f"Run every stage in order ({', '.join(pipeline.names())}) on one configuration; "
         "finished stages are skipped, an interrupted one resumes.",
         Config,
         "",
     )
-    parser.add_argument("--until", choices=[stage.name for stage in STAGES], help="stop after this stage")
+    parser.add_argument("--until", choices=pipeline.names(), help="stop after this stage")
     parser.set_defaults(handler=_run_all)
 
 
@@ -317,42 +306,15 @@ def _config(args: argparse.Namespace, flags: dict[str, tuple[str, Any]]) -> Conf
     return load_config(args.config, args.domain, args.assignments, flags)
 
 
-@dataclass(frozen=True)
-class Stage:
-    """What the CLI needs to run a stage and report on it."""
-
-    name: str
-    run: Callable[[Config, RunDir, bool], StageResult]
-    artifacts: Callable[[RunDir], list[Path]]
-    summary: Callable[[dict[str, Any]], str]
+def _execute(name: str, config: Config, args: argparse.Namespace, **options: Any) -> None:
+    stage, run = pipeline.stage(name), RunDir(args.run)
+    _report(stage, stage.run(config, run, args.force, **options), run)
 
 
-# In flow order: `entitynet run` chains them.
-STAGES = [
-    Stage("kg", kg_stage.run, lambda run: [run.path(kg_stage.ARTIFACT)], kg_stage.summary_table),
-    Stage(
-        "enrich",
-        enrich_stage.run,
-        lambda run: [run.path(enrich_stage.NATURAL_TYPES), run.path(enrich_stage.ATTRIBUTES)],
-        enrich_stage.summary,
-    ),
-    Stage("queries", queries_stage.run, lambda run: [run.path(queries_stage.ARTIFACT)], queries_stage.summary),
-    Stage("search", search_stage.run, lambda run: [run.path(search_stage.FOLDER)], search_stage.summary),
-    Stage("download", download_stage.run, lambda run: [run.path(download_stage.FOLDER)], download_stage.summary),
-    Stage("build", build_stage.run, lambda run: [run.path(build_stage.FOLDER)], build_stage.summary),
-]
-
-
-def _execute(stage: Stage, config: Config, args: argparse.Namespace) -> None:
-    run = RunDir(args.run)
-    result = stage.run(config, run, args.force)
+def _report(stage: pipeline.Stage, result: StageResult, run: RunDir) -> None:
     state = "already complete" if result.skipped else f"done in {result.seconds:.1f}s"
-    print(f"{stage.name}: {state}: {', '.join(str(path) for path in stage.artifacts(run))}")
+    print(f"{stage.name}: {state}: {', '.join(str(path) for path in stage.outputs(run))}")
     print(stage.summary(result.stats))
-
-
-def _stage(name: str) -> Stage:
-    return next(stage for stage in STAGES if stage.name == name)
 
 
 def _run_kg(args: argparse.Namespace) -> int:
@@ -363,17 +325,17 @@ def _run_kg(args: argparse.Namespace) -> int:
         "--limit": ("kg.limit_per_root", args.limit),
         "--contact": ("kg.sparql.contact", args.contact),
     }
-    _execute(_stage("kg"), _config(args, flags), args)
+    _execute("kg", _config(args, flags), args)
     return 0
 
 
 def _run_enrich(args: argparse.Namespace) -> int:
-    _execute(_stage("enrich"), _config(args, {"--top-k": ("enrich.attributes.top_k_per_root", args.top_k)}), args)
+    _execute("enrich", _config(args, {"--top-k": ("enrich.attributes.top_k_per_root", args.top_k)}), args)
     return 0
 
 
 def _run_queries(args: argparse.Namespace) -> int:
-    _execute(_stage("queries"), _config(args, {}), args)
+    _execute("queries", _config(args, {}), args)
     return 0
 
 
@@ -383,7 +345,7 @@ def _run_search(args: argparse.Namespace) -> int:
         "--per-query": ("search.per_query", args.per_query),
         "--pool": ("search.pool.path", args.pool),
     }
-    _execute(_stage("search"), _config(args, flags), args)
+    _execute("search", _config(args, flags), args)
     return 0
 
 
@@ -392,11 +354,7 @@ def _run_download(args: argparse.Namespace) -> int:
         "--processes": ("download.processes", args.processes),
         "--allow-private-addresses": ("download.allow_private_addresses", args.allow_private_addresses),
     }
-    config = _config(args, flags)
-    stage = _stage("download")
-    if args.retry_failures:
-        stage = Stage(stage.name, lambda c, r, f: download_stage.run(c, r, f, retry_failures=True), stage.artifacts, stage.summary)
-    _execute(stage, config, args)
+    _execute("download", _config(args, flags), args, retry_failures=args.retry_failures)
     return 0
 
 
@@ -406,9 +364,7 @@ def _run_build(args: argparse.Namespace) -> int:
         "--exclude-near": ("build.exclude_near", args.exclude_near),
         "--repo": ("build.repo_id", args.repo),
     }
-    _execute(_stage("build"), _config(args, flags), args)
-    run = RunDir(args.run)
-    print(f'open it: load_dataset("{run.path(build_stage.FOLDER)}", "livingthings")')
+    _execute("build", _config(args, flags), args)  # its summary says how to open the dataset
     return 0
 
 
@@ -416,10 +372,10 @@ def _run_export(args: argparse.Namespace) -> int:
     from entitynet.export import export_webdataset
 
     run = RunDir(args.run)
-    dataset = run.path(build_stage.FOLDER)
+    dataset = run.path(layout.DATASET)
     if not dataset.is_dir():
         raise MissingInput(f"export: {dataset} does not exist; run 'entitynet build --run {run.root}' first")
-    out = Path(args.out) if args.out else run.path("export") / "webdataset"
+    out = Path(args.out) if args.out else run.path(layout.EXPORT) / "webdataset"
     result = export_webdataset(dataset, out, args.samples_per_shard)
     print(f"export: {result['total']} samples in {out}")
     for name, count in result["samples"].items():
@@ -457,13 +413,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     def report(name: str, result: StageResult) -> None:
         state = "already complete" if result.skipped else f"done in {result.seconds:.1f}s"
         print(f"{name}: {state}")
-        print(_stage(name).summary(result.stats) if name != "train" else _train_summary(result.stats))
+        print(pipeline.stage(name).summary(result.stats) if name != "train" else _train_summary(result.stats))
 
     print("entitynet demo: offline, on the bundled sample; the images are SYNTHETIC drawings, not photographs.")
     dataset = run_demo(Path(args.out), args.size, args.force, report, train=args.train)
     print(f"\nThe dataset is in {dataset} (its images are synthetic). Open it with:")
     print(f'  from datasets import load_dataset; ds = load_dataset("{dataset}", "livingthings")')
-    model = Path(args.out) / "clip" / "model"
+    model = RunDir(args.out).path(layout.DEMO_MODEL) / "model"
     if args.train and model.is_dir():
         print(f"The tiny CLIP trained on it is in {model}:")
         print(f'  from transformers import pipeline; clf = pipeline("zero-shot-image-classification", model="{model}")')
@@ -503,11 +459,9 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_all(args: argparse.Namespace) -> int:
-    config = _config(args, {})
-    for stage in STAGES:
-        _execute(stage, config, args)
-        if stage.name == args.until:
-            break
+    run = RunDir(args.run)
+    chosen = pipeline.stages(last=args.until)
+    pipeline.run_stages(_config(args, {}), run, chosen, args.force, lambda stage, result: _report(stage, result, run))
     return 0
 
 

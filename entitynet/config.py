@@ -33,8 +33,32 @@ def _all_match(pattern: re.Pattern[str], values: list[str]) -> bool:
     return all(pattern.fullmatch(value) for value in values)
 
 
+_RETRY_HELP = {
+    "max_attempts": "tries per request: 429/503 honour Retry-After; other 5xx, timeouts and broken connections back off",
+    "backoff": "first retry wait in seconds; doubles per retry, with jitter",
+    "max_wait": "longest single wait; a server asking for a longer Retry-After fails the request at once",
+}
+
+
 @dataclass
-class SparqlConfig:
+class RetryConfig:
+    """How a remote client retries: the one retry configuration of the SPARQL, search, LLM and
+    image clients (urllib3's Retry underneath, see http.py), checked here once for all of them.
+    Each client's section inherits these keys (``kg.sparql.backoff``, ``download.backoff``, ...)."""
+
+    max_attempts: int = option(5, _RETRY_HELP["max_attempts"])
+    backoff: float = option(2.0, _RETRY_HELP["backoff"])
+    max_wait: float = option(300.0, _RETRY_HELP["max_wait"])
+
+    def __post_init__(self) -> None:
+        require(self.max_attempts >= 1, "max_attempts", "must be at least 1")
+        require(self.backoff >= 0, "backoff", "must not be negative")
+        require(self.max_wait >= 0, "max_wait", "must not be negative")
+
+
+@dataclass
+class SparqlConfig(RetryConfig):
+    max_attempts: int = option(6, _RETRY_HELP["max_attempts"])  # a harvest is long: more patience per page
     endpoint: str = option("qlever", "SPARQL endpoint: 'qlever', 'wdqs' or an http(s) URL")
     dump: str | None = option(
         None,
@@ -48,11 +72,9 @@ class SparqlConfig:
     page_size: int = option(10_000, "most rows any single request may return")
     batch_size: int = option(1_000, "entities whose details are fetched in one request")
     timeout: float = option(120.0, "seconds a request may take before it counts as failed")
-    max_attempts: int = option(6, "tries per request before giving up (429, 5xx, timeouts, bad bodies)")
-    backoff: float = option(2.0, "first retry wait in seconds; doubles per retry, with jitter")
-    max_wait: float = option(300.0, "longest single wait, also the longest Retry-After honoured")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(
             self.endpoint in ENDPOINTS or self.endpoint.startswith(("http://", "https://")),
             "endpoint",
@@ -66,9 +88,6 @@ class SparqlConfig:
         require(self.page_size >= 1, "page_size", "must be at least 1")
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.timeout > 0, "timeout", "must be positive")
-        require(self.max_attempts >= 1, "max_attempts", "must be at least 1")
-        require(self.backoff >= 0, "backoff", "must not be negative")
-        require(self.max_wait >= 0, "max_wait", "must not be negative")
         require(not any(c in self.contact for c in "\r\n"), "contact", "must be one line")
 
     @property
@@ -147,7 +166,9 @@ class KgConfig:
 
 
 @dataclass
-class LlmConfig:
+class LlmConfig(RetryConfig):
+    max_attempts: int = option(6, _RETRY_HELP["max_attempts"])
+    max_wait: float = option(120.0, _RETRY_HELP["max_wait"])
     base_url: str = option(
         "http://127.0.0.1:8000/v1",
         "OpenAI-compatible endpoint (vLLM, TGI, llama.cpp, Ollama, OpenAI, https://router.huggingface.co/v1)",
@@ -159,20 +180,17 @@ class LlmConfig:
     )
     temperature: float = option(0.0, "sampling temperature")
     max_tokens: int = option(1024, "longest answer")
-    concurrency: int = option(8, "requests in flight at once")
+    concurrency: int = option(8, "requests in flight at once", runtime=True)
     timeout: float = option(120.0, "seconds per request")
-    max_attempts: int = option(6, "tries per request (429 honours Retry-After; 5xx and timeouts back off)")
-    backoff: float = option(2.0, "first retry wait in seconds; doubles per retry, with jitter")
-    max_wait: float = option(120.0, "longest single wait")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(self.base_url.startswith(("http://", "https://")), "base_url", "must be an http(s) URL")
         require("@" not in urlsplit(self.base_url).netloc, "base_url", "must not carry user:password")
         require(bool(self.model), "model", "must name a model")
         require(self.concurrency >= 1, "concurrency", "must be at least 1")
         require(self.max_tokens >= 1, "max_tokens", "must be at least 1")
         require(self.timeout > 0, "timeout", "must be positive")
-        require(self.max_attempts >= 1, "max_attempts", "must be at least 1")
 
 
 @dataclass
@@ -267,7 +285,7 @@ class CommonsConfig:
     api_url: str = option("https://commons.wikimedia.org/w/api.php", "MediaWiki API of Wikimedia Commons")
     thumb_width: int = option(512, "width of the thumbnail URL asked for, so fewer bytes are fetched (0: originals)")
     page_size: int = option(50, "results per API request (the API allows 50 without a bot flag)")
-    min_interval: float = option(1.0, "seconds between requests: Wikimedia asks for serial, polite clients")
+    min_interval: float = option(1.0, "seconds between requests: Wikimedia asks for serial, polite clients", runtime=True)
 
     def __post_init__(self) -> None:
         require(self.api_url.startswith(("http://", "https://")), "api_url", "must be an http(s) URL")
@@ -304,7 +322,7 @@ class PoolConfig:
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(RetryConfig):
     engine: Literal["commons", "google", "brave", "pool"] = option("commons", "where candidates come from")
     per_query: int = option(50, "candidates asked per query")
     kinds: list[Literal["noun", "attr", "attrnoun", "wordnet-noun"]] = option(
@@ -314,36 +332,34 @@ class SearchConfig:
     queries_per_part: int = option(500, "queries per RUN/candidates/part-NNNNN.parquet, the unit of resume")
     contact: str = option("", "your e-mail or URL, sent in the User-Agent")
     timeout: float = option(30.0, "seconds per request")
-    max_attempts: int = option(5, "tries per request (429/503 honour Retry-After; 5xx and timeouts back off)")
-    backoff: float = option(2.0, "first retry wait in seconds; doubles per retry, with jitter")
-    max_wait: float = option(300.0, "longest single wait")
     commons: CommonsConfig = option(CommonsConfig, "the commons engine")
     google: GoogleConfig = option(GoogleConfig, "the google engine")
     brave: BraveConfig = option(BraveConfig, "the brave engine")
     pool: PoolConfig = option(PoolConfig, "the pool engine")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(self.per_query >= 1, "per_query", "must be at least 1")
         require(bool(self.kinds), "kinds", "needs at least one kind")
         require(self.max_queries is None or self.max_queries >= 1, "max_queries", "must be at least 1")
         require(self.queries_per_part >= 1, "queries_per_part", "must be at least 1")
         require(self.timeout > 0, "timeout", "must be positive")
-        require(self.max_attempts >= 1, "max_attempts", "must be at least 1")
         require(self.engine != "pool" or self.pool.path is not None, "pool.path", "the pool engine needs a pool")
 
 
 @dataclass
-class DownloadConfig:
+class DownloadConfig(RetryConfig):
+    max_attempts: int = option(3, "tries per URL for transient failures (timeouts, resets, 429, 5xx, truncated bodies)")  # images are many: give up sooner
+    backoff: float = option(1.0, _RETRY_HELP["backoff"])
+    max_wait: float = option(30.0, _RETRY_HELP["max_wait"])
     urls_per_shard: int = option(1000, "URLs per shard, the unit of work and of resume")
-    processes: int = option(1, "worker processes on this machine (each with its own thread pool)")
-    threads: int = option(32, "concurrent downloads per process")
-    per_host: int = option(4, "concurrent downloads per host, whatever the thread count")
+    processes: int = option(1, "worker processes on this machine (each with its own thread pool)", runtime=True)
+    threads: int = option(32, "concurrent downloads per process", runtime=True)
+    per_host: int = option(4, "concurrent downloads per host, whatever the thread count", runtime=True)
     connect_timeout: float = option(10.0, "seconds to connect")
     read_timeout: float = option(20.0, "seconds between bytes; the whole body gets three times that")
     max_bytes: int = option(20_000_000, "largest response accepted")
     max_redirects: int = option(5, "redirects followed")
-    max_attempts: int = option(3, "tries per URL for transient failures (timeouts, resets, 429, 5xx)")
-    backoff: float = option(1.0, "first retry wait in seconds; doubles, with jitter; Retry-After wins")
     allow_private_addresses: bool = option(
         False, "fetch from private, loopback and link-local addresses (tests and intranet pools only)"
     )
@@ -359,7 +375,8 @@ class DownloadConfig:
     contact: str = option("", "your e-mail or URL, sent in the User-Agent")
 
     def __post_init__(self) -> None:
-        for key in ("urls_per_shard", "processes", "threads", "per_host", "max_attempts", "max_bytes", "max_side", "min_side"):
+        super().__post_init__()
+        for key in ("urls_per_shard", "processes", "threads", "per_host", "max_bytes", "max_side", "min_side"):
             require(getattr(self, key) >= 1, key, "must be at least 1")
         require(self.connect_timeout > 0 and self.read_timeout > 0, "read_timeout", "timeouts must be positive")
         require(self.max_redirects >= 0, "max_redirects", "must not be negative")
@@ -379,7 +396,7 @@ class BuildConfig:
     validation_fraction: float = option(0.05, "share of entities (not images) in the validation split")
     test_fraction: float = option(0.05, "share of entities in the test split")
     seed: int = option(0, "seed of the split draw")
-    num_proc: int = option(1, "processes the datasets builder uses")
+    num_proc: int = option(1, "processes the datasets builder uses", runtime=True)
     max_shard_size: str = option("500MB", "largest parquet shard of the dataset")
     exclude_near: str | None = option(
         None, "decontamination: a folder of images or parquet files (an evaluation set) to keep out", path=True
@@ -388,6 +405,7 @@ class BuildConfig:
     repo_id: str = option("ORG/NAME", "the Hub repository the card's code examples name")
     pretty_name: str = option("", "the card's title (default: EntityNet or LivingThings)")
     sample_images: int = option(16, "images in the card's picture grid")
+    homepage: str = option("", "the web page the card links the tool to (an http(s) URL); empty: the card cites the paper only")
 
     def __post_init__(self) -> None:
         require(0 <= self.validation_fraction < 1 and 0 <= self.test_fraction < 1, "test_fraction", "fractions are between 0 and 1")
@@ -397,6 +415,7 @@ class BuildConfig:
         require(0 <= self.exclude_distance <= 16, "exclude_distance", "must be between 0 and 16")
         require(re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id) is not None, "repo_id", "must look like ORG/NAME")
         require(self.sample_images >= 0, "sample_images", "must not be negative")
+        require(not self.homepage or self.homepage.startswith(("http://", "https://")), "homepage", "must be an http(s) URL or empty")
 
 
 @dataclass
@@ -469,6 +488,7 @@ def load_config(
 
 __all__ = [
     "Config",
+    "RetryConfig",
     "ConfigError",
     "DOMAINS",
     "ENDPOINTS",

@@ -27,9 +27,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from entitynet import layout, pipeline
 from entitynet.config import Config, load_config
 from entitynet.rundir import RunDir, StageResult, write_text_atomic
-from entitynet.tables import read_entities, read_rows
+from entitynet.tables import read_entities, read_natural_types
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ def _free_port(preferred: int | None) -> int:
 def write_pool(run: RunDir, port: int, count: int, per_entity: int) -> dict[str, str]:
     """The demo pool (JSON lines of url and alt text) for the most linked entities; returns
     entity id -> natural type, which the picture server draws from."""
-    types = {row["entity_id"]: row["natural_type"] or "thing" for row in read_rows(run.path("natural_types.parquet"))}
-    entities = sorted(read_entities(run.path("entities.parquet")), key=lambda e: (-(e.sitelinks or 0), e.id))[:count]
+    types = {n.entity_id: n.natural_type or "thing" for n in read_natural_types(run.path(layout.NATURAL_TYPES))}
+    entities = sorted(read_entities(run.path(layout.ENTITIES)), key=lambda e: (-(e.sitelinks or 0), e.id))[:count]
     rng = random.Random(2505_02746)
     rows = []
     for entity in entities:
@@ -139,7 +140,7 @@ def write_pool(run: RunDir, port: int, count: int, per_entity: int) -> dict[str,
             rows.append({"url": f"http://127.0.0.1:{port}/{entity.id}/{number}.jpg", "text": caption})
     for number, caption in enumerate(DISTRACTORS):
         rows.append({"url": f"http://127.0.0.1:{port}/none/{number}.jpg", "text": caption})
-    pool = run.path("demo-pool") / "pool.jsonl"
+    pool = run.path(layout.DEMO_POOL)
     write_text_atomic(pool, "\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n")
     return {"none": "scenery", **{e.id: types.get(e.id, "thing") for e in entities}}
 
@@ -156,7 +157,7 @@ def demo_config(run: RunDir, size: str, port: int) -> Config:
             sources = ["wikidata"]
     return load_config("demo", assignments=[
         f"kg.sources=[{', '.join(sources)}]",
-        f"search.pool.path={run.path('demo-pool') / 'pool.jsonl'}",
+        f"search.pool.path={run.path(layout.DEMO_POOL)}",
         "search.engine=pool",
         "download.allowed_networks=[127.0.0.1/32]",
         "download.urls_per_shard=100",
@@ -173,22 +174,15 @@ def run_demo(out: Path, size: str = "full", force: bool = False,
              report: Callable[[str, StageResult], None] | None = None, train: bool = True) -> Path:
     """Run every stage into ``out`` (and train the tiny CLIP unless ``train`` is False); returns
     the dataset folder."""
-    from entitynet.build import stage as build_stage
-    from entitynet.download import stage as download_stage
-    from entitynet.enrich import stage as enrich_stage
-    from entitynet.kg import stage as kg_stage
-    from entitynet import queries as queries_stage
-    from entitynet.search import stage as search_stage
-
     run = RunDir(out)
-    marker = run.path("demo.json")
+    marker = run.path(layout.DEMO_MARKER)
     known: dict[str, Any] = json.loads(marker.read_text()) if marker.exists() else {}
     port = _free_port(known.get("port"))  # the same port as last time keeps the candidates' URLs stable
     if known and known.get("size") != size:
         force = True  # another size is another configuration: redo everything rather than refuse
     elif known.get("port") not in (None, port):  # the pool's URLs change: search again from there on
-        for stage in ("search", "download", "build"):
-            run.reset(stage)
+        for entry in pipeline.stages(first="search"):
+            run.reset(entry.name)
     write_text_atomic(marker, json.dumps({
         "port": port, "size": size,
         "note": "made by `entitynet demo`: the images are synthetic drawings, not photographs",
@@ -196,23 +190,20 @@ def run_demo(out: Path, size: str = "full", force: bool = False,
     config = demo_config(run, size, port)
     count, per_entity, _ = SIZES[size]
 
-    def step(module: Any) -> None:
-        result = module.run(config, run, force)
+    def told(entry: pipeline.Stage, result: StageResult) -> None:
         if report:
-            report(result.stage, result)
+            report(entry.name, result)
 
-    for module in (kg_stage, enrich_stage, queries_stage):
-        step(module)
+    pipeline.run_stages(config, run, pipeline.stages(last="queries"), force, told)
     types = write_pool(run, port, count, per_entity)
     with PictureServer(types, port):  # search and download fetch from it
-        step(search_stage)
-        step(download_stage)
-    step(build_stage)
+        pipeline.run_stages(config, run, pipeline.stages("search", "download"), force, told)
+    pipeline.run_stages(config, run, pipeline.stages("build", "build"), force, told)
     if train:
         result = train_tiny_clip(run, force)
         if report and result:
             report(result.stage, result)
-    return run.path(build_stage.FOLDER)
+    return run.path(layout.DATASET)
 
 
 def train_tiny_clip(run: RunDir, force: bool) -> StageResult | None:
@@ -224,14 +215,14 @@ def train_tiny_clip(run: RunDir, force: bool) -> StageResult | None:
     except ImportError as missing:
         logger.warning("the demo trains no model: %s is not installed (pip install 'entitynet[train]')", missing.name)
         return None
-    folder = run.path("clip")
+    folder = run.path(layout.DEMO_MODEL)
     results = folder / "model" / "eval_results.json"
     if force:
         shutil.rmtree(folder, ignore_errors=True)
     elif results.exists():
         return StageResult("train", True, 0.0, {"model": str(folder / "model"), **json.loads(results.read_text())})
     started = time.perf_counter()
-    config = load_train_config("tiny", [f"dataset={run.path('dataset')}", f"output_dir={folder}"])
+    config = load_train_config("tiny", [f"dataset={run.path(layout.DATASET)}", f"output_dir={folder}"])
     outcome = trainer.train(config)
     stats = {"model": str(folder / "model"), "steps": outcome["step"],
              "loss": [round(point["loss"], 4) for point in outcome["history"]], **outcome["metrics"]}

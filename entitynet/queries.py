@@ -29,18 +29,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from entitynet import layout, pipeline
 from entitynet.config import Config, QueriesConfig
-from entitynet.enrich.stage import ATTRIBUTES, NATURAL_TYPES
-from entitynet.kg.stage import ARTIFACT as ENTITIES
 from entitynet.records import Attribute, Entity, QueryKind
 from entitynet.rundir import RunDir, StageResult, atomic_path
-from entitynet.tables import QUERY_SCHEMA, read_entities, read_rows
-from entitynet.typed_config import to_dict
+from entitynet.tables import QUERY_SCHEMA, read_attributes, read_entities, read_natural_types
 
 logger = logging.getLogger(__name__)
 
 STAGE = "queries"
-ARTIFACT = "queries.parquet"
 _FLAT = pa.schema(
     [("query_id", pa.string()), ("text", pa.string()), ("natural_type", pa.string()),
      ("kind", pa.string()), ("entity_id", pa.string()), ("attribute", pa.string())]
@@ -90,27 +87,27 @@ def _attributes_by_entity(path: Path) -> Iterator[tuple[str, list[Attribute]]]:
     """Attributes grouped by entity, in file order (the enrich stage writes them entity by entity)."""
     current: str | None = None
     group: list[Attribute] = []
-    for row in read_rows(path):
-        if row["entity_id"] != current and group:
+    for attribute in read_attributes(path):
+        if attribute.entity_id != current and group:
             yield current, group  # type: ignore[misc]
             group = []
-        current = row["entity_id"]
-        group.append(Attribute(**row))
+        current = attribute.entity_id
+        group.append(attribute)
     if group:
         yield current, group  # type: ignore[misc]
 
 
 def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path) -> dict[str, Any]:
     kinds = set(config.kinds)
-    types = {row["entity_id"]: (row["natural_type"], row["visual"]) for row in read_rows(run_dir.path(NATURAL_TYPES))}
-    attributes = _attributes_by_entity(run_dir.path(ATTRIBUTES))
+    types = {n.entity_id: (n.natural_type, n.visual) for n in read_natural_types(run_dir.path(layout.NATURAL_TYPES))}
+    attributes = _attributes_by_entity(run_dir.path(layout.ATTRIBUTES))
     pending = next(attributes, None)
     dropped: Counter[str] = Counter()
     uses_per_kind: Counter[str] = Counter()
     spool = run_dir.cache_dir(STAGE) / "uses.parquet"
     with pq.ParquetWriter(spool, _FLAT) as writer:
         rows: list[dict[str, Any]] = []
-        for entity in read_entities(run_dir.path(ENTITIES)):
+        for entity in read_entities(run_dir.path(layout.ENTITIES)):
             own: list[Attribute] = []
             if pending is not None and pending[0] == entity.id:
                 own = pending[1]
@@ -173,14 +170,9 @@ def _group(flat: pa.Table) -> pa.Table:
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    output = run_dir.path(ARTIFACT)
-    return run_dir.run_stage(
-        STAGE,
-        {"queries": to_dict(config.queries)},
-        [output],
-        lambda: make_queries(config.queries, run_dir, output),
-        force=force,
-        requires=("kg", "enrich"),
+    output = run_dir.path(layout.QUERIES)
+    return pipeline.stage(STAGE).run_once(
+        run_dir, {"queries": config.queries}, lambda: make_queries(config.queries, run_dir, output), force
     )
 
 

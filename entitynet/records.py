@@ -118,3 +118,69 @@ class Candidate:
     license: str | None = None  # short name: "CC BY-SA 4.0", "Public domain"
     license_url: str | None = None
     attribution: str | None = None  # who to credit, as plain text
+
+
+@dataclass(slots=True, frozen=True)
+class Source:
+    """One way a URL was found: the query and engine that returned it, and what came with it."""
+
+    query_id: str
+    engine: str
+    rank: int
+    text: str | None = None
+    page_url: str | None = None
+    license: str | None = None
+    license_url: str | None = None
+    attribution: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class PlannedUrl:
+    """A URL of the download plan: fetched once, whatever number of queries found it."""
+
+    url: str
+    sources: list[Source]
+
+
+@dataclass(slots=True, frozen=True)
+class StoredImage:
+    """A fetched, validated, resized and re-encoded image (a row of RUN/images/shard-NNNNN.parquet)."""
+
+    image_id: str  # sha256 of the stored bytes
+    image: bytes  # JPEG or WebP
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    dhash: int  # 64-bit difference hash, for near-duplicates
+    source_format: str | None  # what the magic bytes said the fetched file was
+    url: str
+    final_url: str  # after redirects
+    sources: list[Source]
+    position: int  # the URL's place in its shard's plan; rows are written as downloads finish
+
+
+@dataclass(slots=True, frozen=True)
+class Failure:
+    """A URL that did not become an image, and why (DESIGN.md: nothing is dropped silently)."""
+
+    url: str
+    stage: str
+    reason: str  # a fixed vocabulary: download.fetch.Reason and download.images.ImageReason
+    detail: str
+    status: int | None  # the last HTTP status, if there was an answer
+    attempts: int
+    shard: int
+    transient: bool  # worth fetching again later (--retry-failures)
+
+
+@dataclass(slots=True, frozen=True)
+class Duplicate:
+    """A stored image that is the same picture as an earlier one (its canonical image)."""
+
+    image_id: str
+    url: str
+    canonical_id: str
+    canonical_url: str
+    kind: Literal["identical", "near"]
+    distance: int  # difference-hash bits between the two

@@ -1,6 +1,6 @@
 """The run directory: where every stage reads its inputs and writes its one artifact.
 
-Layout (DESIGN.md): ``RUN/entities.parquet``, ``RUN/attributes.parquet``, ... plus
+Its file names are in ``layout.py``; beside the artifacts a run holds
 
 - ``RUN/config/<stage>.yaml``   the resolved configuration the stage ran with (no secrets: configs
   only ever name environment variables),
@@ -34,14 +34,20 @@ from typing import Any
 
 import yaml
 
+from entitynet import layout
+
 logger = logging.getLogger(__name__)
 
 
-class StageConfigChanged(RuntimeError):
+class StageError(RuntimeError):
+    """A stage cannot go on; its message says why in one line (the CLI prints it and exits 1)."""
+
+
+class StageConfigChanged(StageError):
     """A finished stage would be re-run with a different configuration or different inputs."""
 
 
-class MissingInput(RuntimeError):
+class MissingInput(StageError):
     """A stage was started before the stages it reads from finished."""
 
 
@@ -90,6 +96,8 @@ class StatsRecord:
 
     def as_dict(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
+            if isinstance(value, StatsRecord):
+                return value.as_dict()
             if isinstance(value, Counter):
                 return dict(sorted(value.items()))
             return round(value, 3) if isinstance(value, float) else value
@@ -107,12 +115,20 @@ class RunDir:
         return self.root / name
 
     def cache_dir(self, stage: str) -> Path:
-        folder = self.root / "cache" / stage
+        folder = self.root / layout.CACHE / stage
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def marker(self, stage: str) -> Path:
-        return self.root / "stages" / f"{stage}.json"
+        return self.root / layout.STAGES / f"{stage}.json"
+
+    def config_file(self, stage: str) -> Path:
+        return self.root / layout.CONFIG / f"{stage}.yaml"
+
+    def recorded_config(self, stage: str) -> dict[str, Any]:
+        """The settings a stage last ran with (RUN/config/<stage>.yaml), or {} if it never ran."""
+        path = self.config_file(stage)
+        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
 
     def state(self, stage: str) -> dict[str, Any] | None:
         try:
@@ -127,7 +143,7 @@ class RunDir:
         """
         self.marker(stage).unlink(missing_ok=True)
         if not keep_cache:
-            shutil.rmtree(self.root / "cache" / stage, ignore_errors=True)
+            shutil.rmtree(self.root / layout.CACHE / stage, ignore_errors=True)
 
     def run_stage(
         self,
@@ -138,9 +154,13 @@ class RunDir:
         force: bool = False,
         requires: tuple[str, ...] = (),
         cache_survives_force: bool = False,
+        identity: dict[str, Any] | None = None,
     ) -> StageResult:
         """Run ``work`` unless the stage already finished with these settings and inputs.
 
+        ``settings`` are recorded in RUN/config/<stage>.yaml; ``identity`` (default: all of
+        them) is what the fingerprint hashes: the settings that decide what the stage makes,
+        without those of how it runs (processes, threads: ``typed_config.identity``).
         ``requires`` names the stages whose artifacts it reads: they must have finished, and
         their fingerprints join this stage's, so redoing an upstream stage invalidates this one.
         A finished stage whose settings or inputs differ is refused (``StageConfigChanged``)
@@ -148,31 +168,25 @@ class RunDir:
         when ``cache_survives_force`` (caches whose keys say exactly what they hold, such as LLM
         answers keyed by model, prompt and parameters).
         """
-        inputs = {}
-        for upstream in requires:
-            upstream_state = self.state(upstream)
-            if upstream_state is None:
-                raise MissingInput(
-                    f"{stage}: {self.root} has no finished {upstream} stage; run 'entitynet {upstream} --run {self.root}' first"
-                )
-            inputs[upstream] = upstream_state["fingerprint"]
-        key = fingerprint({"settings": settings, "inputs": inputs}) if inputs else fingerprint(settings)
+        identity = settings if identity is None else identity
+        inputs = self.inputs(stage, requires)
+        key = _key(identity, inputs)
         if force:
             self.reset(stage, keep_cache=cache_survives_force)
         state = self.state(stage)
         if state is not None and all(path.exists() for path in outputs):
-            if state.get("fingerprint") == key:
+            if state.get("fingerprint") == key or self._marked_before_identities(stage, state, settings, identity, inputs):
                 logger.info("%s: already complete in %s, skipping (use --force to redo it)", stage, self.root)
                 return StageResult(stage, True, 0.0, state.get("stats", {}))
             raise StageConfigChanged(
                 f"{stage}: {self.root} holds a finished {stage} stage made with a different configuration or inputs "
-                f"(see {self.root / 'config' / (stage + '.yaml')}); pass --force to redo it, or use another --run"
+                f"(see {self.config_file(stage)}); pass --force to redo it, or use another --run"
             )
         self.root.mkdir(parents=True, exist_ok=True)
         for output in outputs:  # leftovers of a run killed mid-write (kill -9 skips cleanup)
             for stale in output.parent.glob(f".{output.name}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        write_text_atomic(self.root / "config" / f"{stage}.yaml", yaml.safe_dump(settings, sort_keys=False))
+        write_text_atomic(self.config_file(stage), yaml.safe_dump(settings, sort_keys=False))
         started = time.monotonic()
         stats = work()
         seconds = time.monotonic() - started
@@ -188,8 +202,53 @@ class RunDir:
         write_text_atomic(self.marker(stage), json.dumps(record, indent=2, sort_keys=False) + "\n")
         return StageResult(stage, False, seconds, stats)
 
+    def inputs(self, stage: str, requires: tuple[str, ...]) -> dict[str, str]:
+        """The fingerprints of the finished stages ``stage`` reads from."""
+        inputs = {}
+        for upstream in requires:
+            upstream_state = self.state(upstream)
+            if upstream_state is None:
+                raise MissingInput(
+                    f"{stage}: {self.root} has no finished {upstream} stage; run 'entitynet {upstream} --run {self.root}' first"
+                )
+            inputs[upstream] = upstream_state["fingerprint"]
+        return inputs
 
-PACKAGES = ("entitynet", "datasets", "huggingface_hub", "pyarrow", "Pillow", "SPARQLWrapper", "pyoxigraph", "nltk")
+    def fingerprint(self, stage: str, identity: dict[str, Any], requires: tuple[str, ...]) -> str:
+        """What the stage's marker will hold for these settings and inputs. A stage that makes its
+        artifact piece by piece stamps the folder with it, so pieces of two configurations never mix."""
+        return _key(identity, self.inputs(stage, requires))
+
+    def _marked_before_identities(
+        self, stage: str, state: dict[str, Any], settings: dict[str, Any], identity: dict[str, Any], inputs: dict[str, str]
+    ) -> bool:
+        """A marker of a version that hashed every setting (runtime ones too) matches when the
+        settings it recorded, less the runtime ones, are this run's identity. Its fingerprint is
+        kept as it is: later stages recorded it as their input."""
+        recorded = self.recorded_config(stage)
+        return (
+            state.get("inputs", {}) == inputs
+            and state.get("fingerprint") == _key(recorded, inputs)
+            and _less_runtime(recorded, settings, identity) == identity
+        )
+
+
+def _key(identity: dict[str, Any], inputs: dict[str, str]) -> str:
+    return fingerprint({"settings": identity, "inputs": inputs}) if inputs else fingerprint(identity)
+
+
+def _less_runtime(recorded: Any, settings: Any, identity: Any) -> Any:
+    """``recorded`` without the keys that ``identity`` leaves out of ``settings``."""
+    if not (isinstance(recorded, dict) and isinstance(settings, dict) and isinstance(identity, dict)):
+        return recorded
+    return {
+        key: _less_runtime(value, settings.get(key), identity.get(key))
+        for key, value in recorded.items()
+        if not (key in settings and key not in identity)
+    }
+
+
+PACKAGES = ("entitynet", "datasets", "huggingface_hub", "pyarrow", "Pillow", "requests", "urllib3", "pyoxigraph", "nltk")
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:

@@ -13,9 +13,24 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from entitynet.records import Ancestor, Attribute, Candidate, Entity, NaturalType, Query, QueryUse, VisualFact
+from entitynet.records import (
+    Ancestor,
+    Attribute,
+    Candidate,
+    Duplicate,
+    Entity,
+    Failure,
+    NaturalType,
+    PlannedUrl,
+    Query,
+    QueryUse,
+    Source,
+    StoredImage,
+    VisualFact,
+)
 from entitynet.rundir import atomic_path
 
 R = TypeVar("R")
@@ -86,11 +101,13 @@ class RecordWriter(Generic[R]):
         schema: pa.Schema,
         to_row: Callable[[R], dict[str, Any]],
         rows_per_group: int = 10_000,
+        compression: str = "zstd",
     ) -> None:
         self.path = path
         self.schema = schema
         self.to_row = to_row
         self.rows_per_group = rows_per_group
+        self.compression = compression
         self.count = 0
         self._pending: list[dict[str, Any]] = []
         self._stack = ExitStack()
@@ -98,7 +115,7 @@ class RecordWriter(Generic[R]):
 
     def __enter__(self) -> RecordWriter[R]:
         temporary = self._stack.enter_context(atomic_path(self.path))
-        self._writer = self._stack.enter_context(pq.ParquetWriter(temporary, self.schema, compression="zstd"))
+        self._writer = self._stack.enter_context(pq.ParquetWriter(temporary, self.schema, compression=self.compression))
         return self
 
     def write(self, record: R) -> None:
@@ -110,6 +127,18 @@ class RecordWriter(Generic[R]):
     def write_all(self, records: Iterable[R]) -> None:
         for record in records:
             self.write(record)
+
+    def write_table(self, table: pa.Table) -> None:
+        """Rows that are already a table of this schema (a copy of another file's rows)."""
+        self._flush()
+        self.count += table.num_rows
+        if self._writer is not None:
+            self._writer.write_table(table.cast(self.schema))
+
+    def abort(self) -> None:
+        """Close without keeping anything: the file never appears (an interrupted shard)."""
+        error = RuntimeError(f"{self.path.name}: abandoned")
+        self._stack.__exit__(type(error), error, None)
 
     def _flush(self) -> None:
         if self._pending and self._writer is not None:
@@ -234,3 +263,121 @@ def entity_writer(path: Path, rows_per_group: int = 10_000) -> RecordWriter[Enti
 def read_entities(path: Path, batch_size: int = 10_000) -> Iterator[Entity]:
     """Stream the entities of a parquet file, one row group batch at a time."""
     return map(entity_from_row, read_rows(path, batch_size))
+
+
+def read_records(path: Path, from_row: Callable[[dict[str, Any]], R], batch_size: int = 10_000) -> Iterator[R]:
+    """Stream the records of a parquet file."""
+    return map(from_row, read_rows(path, batch_size))
+
+
+def read_natural_types(path: Path) -> Iterator[NaturalType]:
+    return read_records(path, natural_type_from_row)
+
+
+def read_attributes(path: Path) -> Iterator[Attribute]:
+    return read_records(path, lambda row: Attribute(**row))
+
+
+def read_queries(path: Path) -> Iterator[Query]:
+    return read_records(path, query_from_row)
+
+
+# The download stage: the plan, stored images, failures, duplicates -------------------------------
+
+SOURCE_TYPE = pa.struct([
+    ("query_id", pa.string()), ("engine", pa.string()), ("rank", pa.int32()), ("text", pa.string()),
+    ("page_url", pa.string()), ("license", pa.string()), ("license_url", pa.string()), ("attribution", pa.string()),
+])
+SOURCE_FIELDS = [field.name for field in SOURCE_TYPE]
+
+PLAN_SCHEMA = pa.schema([("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE))], metadata={"entitynet.record": "PlannedUrl"})
+
+IMAGE_SCHEMA = pa.schema([
+    ("image_id", pa.string()), ("image", pa.binary()), ("width", pa.int32()), ("height", pa.int32()),
+    ("original_width", pa.int32()), ("original_height", pa.int32()), ("dhash", pa.uint64()),
+    ("source_format", pa.string()), ("url", pa.string()), ("final_url", pa.string()),
+    ("sources", pa.list_(SOURCE_TYPE)), ("position", pa.int32()),
+], metadata={"entitynet.record": "StoredImage"})
+
+FAILURE_SCHEMA = pa.schema([
+    ("url", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+    ("status", pa.int32()), ("attempts", pa.int32()), ("shard", pa.int32()), ("transient", pa.bool_()),
+], metadata={"entitynet.record": "Failure"})
+
+DUPLICATE_SCHEMA = pa.schema([
+    ("image_id", pa.string()), ("url", pa.string()), ("canonical_id", pa.string()),
+    ("canonical_url", pa.string()), ("kind", pa.string()), ("distance", pa.int8()),
+], metadata={"entitynet.record": "Duplicate"})
+
+
+def _source_rows(sources: list[Source]) -> list[dict[str, Any]]:
+    return [{name: getattr(source, name) for name in SOURCE_FIELDS} for source in sources]
+
+
+def _sources(rows: list[dict[str, Any]] | None) -> list[Source]:
+    return [Source(**row) for row in rows or []]
+
+
+def plan_to_row(record: PlannedUrl) -> dict[str, Any]:
+    return {"url": record.url, "sources": _source_rows(record.sources)}
+
+
+def plan_from_row(row: dict[str, Any]) -> PlannedUrl:
+    return PlannedUrl(row["url"], _sources(row["sources"]))
+
+
+def image_to_row(record: StoredImage) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in IMAGE_SCHEMA.names}
+    row["sources"] = _source_rows(record.sources)
+    return row
+
+
+def image_from_row(row: dict[str, Any]) -> StoredImage:
+    row = _current_image_row(row)
+    return StoredImage(**{**row, "sources": _sources(row["sources"])})
+
+
+def _current_image_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Shards written before the dHash column had its name (``phash``) and before rows carried
+    their ``position`` (they were written in plan order) read as today's rows."""
+    row = dict(row)
+    if "phash" in row:
+        row["dhash"] = row.pop("phash")
+    row.setdefault("position", -1)  # unknown; such shards were written in plan order
+    return row
+
+
+def current_images(table: pa.Table) -> pa.Table:
+    """A table of image rows in today's schema, whatever version wrote it (see above)."""
+    table = table.rename_columns([{"phash": "dhash"}.get(name, name) for name in table.column_names])
+    if "position" not in table.column_names:
+        table = table.append_column("position", pa.array(range(table.num_rows), pa.int32()))
+    return table
+
+
+def failure_to_row(record: Failure) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in FAILURE_SCHEMA.names}
+
+
+def duplicate_to_row(record: Duplicate) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in DUPLICATE_SCHEMA.names}
+
+
+def read_plan(path: Path) -> Iterator[PlannedUrl]:
+    return read_records(path, plan_from_row)
+
+
+def read_duplicates(path: Path) -> Iterator[Duplicate]:
+    return read_records(path, lambda row: Duplicate(**row))
+
+
+def image_shard(path: Path, columns: list[str]) -> pa.Table:
+    """Some columns of one image shard, in its plan's order, with ``row``: each row's index in
+    the file (rows are written as downloads finish). Shards of earlier versions are read too:
+    their dHash column is called ``phash`` and their rows, in plan order, have no ``position``."""
+    names = pq.read_schema(path).names
+    legacy = {"dhash": "phash"} if "phash" in names else {}
+    stored = [legacy.get(column, column) for column in columns if column != "position"]
+    table = current_images(pq.read_table(path, columns=stored + (["position"] if "position" in names else [])))
+    table = table.append_column("row", pa.array(range(table.num_rows), pa.int64()))
+    return table.take(pc.sort_indices(table, [("position", "ascending")])).select([*columns, "row"])

@@ -44,13 +44,18 @@ def require(condition: bool, key: str, message: str) -> None:
         raise InvalidValue(key, message)
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, path: bool = False) -> Any:
+def option(default: Any = dataclasses.MISSING, help: str = "", *, path: bool = False, runtime: bool = False) -> Any:
     """A dataclass field with help text; list and dict defaults are copied per instance.
 
     ``path=True`` marks a filesystem path: a relative value in a YAML file is read relative
     to that file's folder, one given on the command line relative to the working directory.
+    ``runtime=True`` marks a setting of how a stage runs (processes, threads, concurrency) that
+    cannot change what it makes: it is left out of the stage's fingerprint (``identity``), so
+    changing it never makes a finished or half-done stage start over.
     """
-    metadata = {"help": help, "path": path}
+    if runtime:
+        help = f"{help} (how the stage runs, not what it makes: changing it never redoes the stage)"
+    metadata = {"help": help, "path": path, "runtime": runtime}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata)
@@ -142,6 +147,30 @@ def describe_text(schema: type, prefix: str = "", width: int = 74) -> str:
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def identity(config: Any) -> dict[str, Any]:
+    """``to_dict(config)`` less the runtime fields: the settings that decide what a stage makes."""
+    data = to_dict(config)
+    for key in runtime_keys(type(config)):
+        *parents, name = key.split(".")
+        node = data
+        for parent in parents:
+            node = node[parent]
+        del node[name]
+    return data
+
+
+def runtime_keys(schema: type, prefix: str = "") -> set[str]:
+    """Dotted keys of the fields marked ``runtime`` in a config schema."""
+    hints = get_type_hints(schema)
+    keys = set()
+    for item in dataclasses.fields(schema):
+        if _is_dataclass_type(hints[item.name]):
+            keys |= runtime_keys(hints[item.name], f"{prefix}{item.name}.")
+        elif item.metadata.get("runtime"):
+            keys.add(f"{prefix}{item.name}")
+    return keys
 
 
 def type_name(kind: Any) -> str:
@@ -288,8 +317,10 @@ __all__ = [
     "InvalidValue",
     "Layers",
     "describe",
+    "identity",
     "option",
     "require",
+    "runtime_keys",
     "to_dict",
     "type_name",
 ]

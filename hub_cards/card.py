@@ -26,13 +26,19 @@ def size_category(rows: int) -> str:
     return "100M<n<1B"
 
 
-def configs(has_other: bool) -> list[dict[str, Any]]:
+def configs(rows_per_config: dict[str, Counter[str]], has_other: bool) -> list[dict[str, Any]]:
+    """The card's ``configs``: each config lists only the splits it has rows in (a declared split
+    without files, or one missing from ``dataset_info``, makes load_dataset fail), and a config
+    without rows is not declared."""
     everything = "data/*/{split}-*" if has_other else "data/living/{split}-*"
-    return [
-        {"config_name": "entitynet", "default": True,
-         "data_files": [{"split": s, "path": everything.format(split=s)} for s in SPLITS]},
-        {"config_name": "livingthings", "data_files": [{"split": s, "path": f"data/living/{s}-*"} for s in SPLITS]},
-    ]
+    paths = {"entitynet": everything, "livingthings": "data/living/{split}-*"}
+    declared = []
+    for name, pattern in paths.items():
+        splits = [s for s in SPLITS if rows_per_config[name].get(s)]
+        if splits:
+            declared.append({"config_name": name, "data_files": [{"split": s, "path": pattern.format(split=s)} for s in splits]})
+    declared[0]["default"] = True  # entitynet: every row is in it
+    return declared
 
 
 def statistics(folder: Path) -> dict[str, Any]:
@@ -99,22 +105,27 @@ def write_card(folder: Path, context: dict[str, Any], *, pretty_name: str, repo_
     has_other = any(folder.glob("data/other/*.parquet"))
     sizes = split_bytes(folder)
     info = [{"config_name": name, "features": FEATURES._to_yaml_list(),
-             "splits": [{"name": s, "num_bytes": sizes[name].get(s, 0), "num_examples": n} for s, n in counts.items()]}
-            for name, counts in stats["rows_per_config"].items()]
+             "splits": [{"name": s, "num_bytes": sizes[name].get(s, 0), "num_examples": counts[s]} for s in SPLITS if counts.get(s)]}
+            for name, counts in stats["rows_per_config"].items() if sum(counts.values())]
+    declared = configs(stats["rows_per_config"], has_other)
+    names = [config["config_name"] for config in declared]
     card_data = DatasetCardData(
         license="other", license_name="various-source-licenses", pretty_name=pretty_name,
         task_categories=["zero-shot-image-classification", "image-to-text", "text-to-image"],
         size_categories=[size_category(total)], language=["en"], tags=["clip", "knowledge-graph", "wikidata", "wordnet", "entitynet"],
-        configs=configs(has_other), dataset_info=info,
+        configs=declared, dataset_info=info,
     )
     template = Path(str(resources.files("entitynet.hub_cards") / "dataset_card.md"))
     card = DatasetCard.from_template(
         card_data, template_path=str(template), pretty_name=pretty_name, repo_id=repo_id, splits=SPLITS,
-        rows_per_config={k: dict(v) for k, v in stats["rows_per_config"].items()},
+        rows_per_config={k: dict(v) for k, v in stats["rows_per_config"].items() if k in names},
+        example_config="livingthings" if "livingthings" in names else "entitynet",
+        undeclared=[f"{name}/{split}" for name, counts in stats["rows_per_config"].items() for split in SPLITS if not counts.get(split)],
         entities=len(stats["per_entity"]), alt_texts=stats["alt_texts"], query_texts=stats["query_texts"],
         natural_types=stats["natural_types"].most_common(15), engines=stats["engines"].most_common(),
         licences=stats["licences"].most_common(20), citation=CITATION.strip(), built_on=date.today().isoformat(),
         **context,
     )
     card.save(folder / "README.md")
-    return {"rows": total, "entities": len(stats["per_entity"]), "rows_per_config": {k: dict(v) for k, v in stats["rows_per_config"].items()}}
+    return {"rows": total, "entities": len(stats["per_entity"]),
+            "rows_per_config": {k: dict(v) for k, v in stats["rows_per_config"].items() if k in names}}

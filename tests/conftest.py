@@ -60,6 +60,18 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def queried_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of the demo config (Wikidata sample only) up to the queries stage; tests that change
+    it work on a copy."""
+    from entitynet.cli import main
+
+    run = tmp_path_factory.mktemp("queried") / "run"
+    for stage in (["kg", "--sources", "wikidata"], ["enrich"], ["queries"]):
+        assert main(["-q", stage[0], "--run", str(run), "--config", "demo", *stage[1:]]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
 def realdata() -> Path:
     if not REALDATA.is_dir():
         skip_or_fail(f"shared real data not found at {REALDATA}")

@@ -7,6 +7,7 @@ Routes (GET):
   /scaled/<w>x<h>/<seed>.jpg     that picture resized to w x h and re-encoded (a near-duplicate)
   /fault/404, /fault/500         those statuses
   /fault/429-once/<key>          429 with Retry-After: 1 the first time, then a picture
+  /fault/429-long                429 with Retry-After: 3600 (longer than any test's max_wait)
   /fault/slow                    sleeps longer than any test timeout before answering
   /fault/reset                   closes the connection without an answer
   /fault/truncated               promises more bytes than it sends
@@ -51,8 +52,11 @@ class ImageHost(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: str = "127.0.0.1", slow: float = 5.0, delay: float = 0.0) -> None:
-        super().__init__((address, 0), _Handler)
+    def __init__(self, address: str = "127.0.0.1", slow: float = 5.0, delay: float = 0.0, keep_alive: bool = False) -> None:
+        # HTTP/1.1 keeps connections open between requests (as real hosts and nginx do); 1.0 closes them.
+        handler = type("KeepAliveHandler", (_Handler,), {"protocol_version": "HTTP/1.1"}) if keep_alive else _Handler
+        super().__init__((address, 0), handler)
+        self.connections = 0  # TCP connections accepted
         self.slow = slow
         self.delay = delay  # added to every answer (to make kill -9 land mid-run)
         self.hits: Counter[str] = Counter()
@@ -60,6 +64,11 @@ class ImageHost(ThreadingHTTPServer):
         self.base = f"http://{address}:{self.server_address[1]}"
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.connections += 1
+        super().process_request(request, client_address)
 
     def close(self) -> None:
         self.shutdown()
@@ -106,6 +115,8 @@ class _Handler(BaseHTTPRequestHandler):
             if hits == 1:
                 return self._send(429, b"slow down", "text/plain", {"Retry-After": "1"})
             return self._send(200, picture(200, 150, 429), "image/jpeg")
+        if fault == "429-long":
+            return self._send(429, b"come back tomorrow", "text/plain", {"Retry-After": "3600"})
         if fault == "slow":
             time.sleep(self.server.slow)
             return self._send(200, picture(200, 150, 1), "image/jpeg")

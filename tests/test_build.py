@@ -3,6 +3,7 @@ webdataset export, and publishing's dry run."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -12,9 +13,10 @@ from PIL import Image
 
 from entitynet.cli import main
 from entitynet.download.dedup import find_duplicates
-from entitynet.download.images import ImagePolicy, process
+from entitynet.config import DownloadConfig
+from entitynet.download.images import process
 from entitynet.download.shards import write_shard
-from entitynet.records import Entity, NaturalType, Query, QueryUse
+from entitynet.records import Entity, NaturalType, Query, QueryUse, Source, StoredImage
 from entitynet.rundir import RunDir
 from entitynet.tables import (
     NATURAL_TYPE_SCHEMA,
@@ -26,23 +28,49 @@ from entitynet.tables import (
 )
 from image_host import picture
 
-POLICY = ImagePolicy(min_side=16)
+POLICY = DownloadConfig(min_side=16)
 
 
-def stored(url: str, data: bytes, query_ids: list[str]) -> dict:
+def stored(url: str, data: bytes, query_ids: list[str], position: int = 0) -> StoredImage:
     image = process(data, POLICY, "jpeg")
-    return {"image_id": image.sha256, "image": image.data, "width": image.width, "height": image.height,
-            "original_width": image.original_width, "original_height": image.original_height, "phash": image.phash,
-            "source_format": "jpeg", "url": url, "final_url": url,
-            "sources": [{"query_id": q, "engine": "pool", "rank": 0, "text": f"alt of {url.rsplit('/', 1)[1]}",
-                         "page_url": f"https://example.org/page/{url.rsplit('/', 1)[1]}", "license": "CC BY 4.0",
-                         "license_url": None, "attribution": "a photographer"} for q in query_ids]}
+    name = url.rsplit("/", 1)[1]
+    sources = [Source(q, "pool", 0, f"alt of {name}", f"https://example.org/page/{name}", "CC BY 4.0", None, "a photographer")
+               for q in query_ids]
+    return StoredImage(image.sha256, image.data, image.width, image.height, image.original_width, image.original_height,  # type: ignore[arg-type]
+                       image.dhash, "jpeg", url, url, sources, position)
 
 
 def scaled(data: bytes, size: tuple[int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.open(io.BytesIO(data)).resize(size).save(buffer, "JPEG", quality=80)
     return buffer.getvalue()
+
+
+def write_entities(run: RunDir, living: list[str], other: list[str], non_visual: set[str] = frozenset(),
+                   queries: list[Query] = ()) -> None:
+    """Entities (living ones are animals, others tools), their natural types and one noun query each."""
+    entities = [Entity(id=q, source="wikidata", name=f"animal {q}", domain="living", root="Q729", sitelinks=10) for q in living]
+    entities += [Entity(id=q, source="wikidata", name=f"tool {q}", domain="other", root="Q39546", sitelinks=10) for q in other]
+    with entity_writer(run.path("entities.parquet")) as writer:
+        writer.write_all(entities)
+    with RecordWriter(run.path("natural_types.parquet"), NATURAL_TYPE_SCHEMA, natural_type_to_row) as writer:
+        writer.write_all(NaturalType(e.id, "animal" if e.domain == "living" else "tool", "test", "kg",
+                                     visual=False if e.id in non_visual else None) for e in entities)
+    with RecordWriter(run.path("queries.parquet"), QUERY_SCHEMA, query_to_row) as writer:
+        writer.write_all([Query(f"q-{e.id}", e.name, None, [QueryUse("noun", e.id)]) for e in entities] + list(queries))
+
+
+def write_images(run: RunDir, rows: list[StoredImage], download_stats: dict) -> None:
+    """Stored images in shards of 20, their duplicates, and every stage up to download marked done."""
+    images = run.path("images")
+    for number in range(0, len(rows), 20):
+        chunk = rows[number:number + 20]
+        placed = [dataclasses.replace(row, position=index) for index, row in enumerate(chunk)]
+        write_shard(images, number // 20, placed, [], {"shard": number // 20, "stored": len(chunk)})
+    find_duplicates(images, images / "duplicates.parquet", 4)
+    for stage in ("kg", "enrich", "queries", "search"):
+        run.run_stage(stage, {"made": "by hand"}, [], lambda: {})
+    run.run_stage("download", {"made": "by hand"}, [], lambda: download_stats)
 
 
 @pytest.fixture(scope="module")
@@ -53,41 +81,19 @@ def made_run(tmp_path_factory) -> tuple[RunDir, dict]:
     run = RunDir(root / "run")
     living = [f"Q{i}" for i in range(1, 21)]
     other = [f"Q{100 + i}" for i in range(1, 13)]
-    entities = [Entity(id=q, source="wikidata", name=f"animal {q}", domain="living", root="Q729", sitelinks=10) for q in living]
-    entities += [Entity(id=q, source="wikidata", name=f"tool {q}", domain="other", root="Q39546", sitelinks=10) for q in other]
-    entities.append(Entity(id="Q999", source="wikidata", name="justice", domain="other", root="Q39546"))
-    with entity_writer(run.path("entities.parquet")) as writer:
-        writer.write_all(entities)
-    with RecordWriter(run.path("natural_types.parquet"), NATURAL_TYPE_SCHEMA, natural_type_to_row) as writer:
-        writer.write_all(NaturalType(e.id, "animal" if e.domain == "living" else "tool", "test", "kg",
-                                     visual=False if e.id == "Q999" else None) for e in entities)
-    queries = [Query(f"q-{e.id}", e.name, None, [QueryUse("noun", e.id)]) for e in entities]
-    queries.append(Query("q-shared", "shared thing", None, [QueryUse("noun", "Q1"), QueryUse("noun", "Q101")]))
-    with RecordWriter(run.path("queries.parquet"), QUERY_SCHEMA, query_to_row) as writer:
-        writer.write_all(queries)
-
-    rows, seed = [], 0
-    for q in living + other:
-        for copy in range(2):
-            seed += 1
-            rows.append(stored(f"https://example.org/{q}-{copy}.jpg", picture(200, 150, seed), [f"q-{q}"]))
+    shared = Query("q-shared", "shared thing", None, [QueryUse("noun", "Q1"), QueryUse("noun", "Q101")])
+    write_entities(run, living, other + ["Q999"], non_visual={"Q999"}, queries=[shared])
+    rows = [stored(f"https://example.org/{q}-{copy}.jpg", picture(200, 150, 2 * number + copy + 1), [f"q-{q}"])
+            for number, q in enumerate(living + other) for copy in range(2)]
     original = picture(200, 150, 1)  # Q1's first image
     rows.append(stored("https://example.org/identical.jpg", original, ["q-Q2"]))
     rows.append(stored("https://example.org/near.jpg", scaled(original, (400, 300)), ["q-Q3"]))
     rows.append(stored("https://example.org/both.jpg", picture(200, 150, 777), ["q-shared"]))
     rows.append(stored("https://example.org/justice.jpg", picture(200, 150, 888), ["q-Q999"]))
-    images = run.path("images")
-    for number in range(0, len(rows), 20):
-        chunk = rows[number:number + 20]
-        write_shard(images, number // 20, chunk, [], {"shard": number // 20, "stored": len(chunk)})
-    find_duplicates(images, images / "duplicates.parquet", 4)
+    write_images(run, rows, {"stored": len(rows), "urls": len(rows) + 3, "reasons": {"http_404": 2, "timeout": 1}})
     evaluation = root / "evaluation"
     evaluation.mkdir()
     (evaluation / "eval.jpg").write_bytes(scaled(picture(200, 150, 12), (300, 225)))  # near Q6's second image
-    for stage in ("kg", "enrich", "queries", "search"):
-        run.run_stage(stage, {"made": "by hand"}, [], lambda: {})
-    run.run_stage("download", {"made": "by hand"}, [], lambda: {"stored": len(rows), "urls": len(rows) + 3,
-                                                                 "reasons": {"http_404": 2, "timeout": 1}})
     args = ["build", "--run", str(run.root), "--config", "demo", "--exclude-near", str(evaluation),
             "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test"]
     assert main(args) == 0
@@ -129,7 +135,7 @@ def test_rows_merge_duplicates_and_keep_everything_that_found_them(made_run):
 
 
 def test_no_test_entity_has_an_image_in_train(made_run):
-    from entitynet.build.rows import entity_split
+    from entitynet.dataset.rows import entity_split
 
     run, _ = made_run
     data = load(run, "entitynet")
@@ -210,6 +216,17 @@ def test_push_without_network_fails_cleanly_and_never_shows_the_token(made_run, 
     assert "run `entitynet build` first" in capsys.readouterr().err
 
 
+def test_a_finished_build_rerun_with_more_processes_is_complete(made_run, capsys):
+    run, _ = made_run
+    made = (run.path("dataset") / "README.md").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["build", "--run", str(run.root), "--config", "demo", "--num-proc", "2", "--exclude-near",
+                 str(run.root.parent / "evaluation"), "--set", "build.validation_fraction=0.25",
+                 "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test"]) == 0
+    assert "build: already complete" in capsys.readouterr().out
+    assert (run.path("dataset") / "README.md").stat().st_mtime_ns == made
+
+
 def test_several_builder_processes_give_the_same_rows(made_run, tmp_path):
     import shutil
 
@@ -224,3 +241,100 @@ def test_several_builder_processes_give_the_same_rows(made_run, tmp_path):
         for split in one:
             assert sorted(one[split]["image_id"]) == sorted(two[split]["image_id"])
     assert len(list((copy / "dataset" / "data" / "living").glob("train-*.parquet"))) >= 1
+
+
+def test_shards_of_the_previous_version_still_build(made_run, tmp_path):
+    """Shards written before the dHash column was named so (``phash``) and before rows carried
+    their plan position build into the same dataset."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    run, _ = made_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("dataset", "cache"))
+    for path in (copy / "images").glob("shard-*[0-9].parquet"):
+        table = pq.read_table(path).sort_by("position").drop_columns(["position"])
+        pq.write_table(table.rename_columns(["phash" if name == "dhash" else name for name in table.column_names]), path)
+    find_duplicates(copy / "images", copy / "images" / "duplicates.parquet", 4)
+    assert main(["build", "--run", str(copy), "--config", "demo", "--force", "--exclude-near", str(run.root.parent / "evaluation"),
+                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test", "-q"]) == 0
+    for config in ("entitynet", "livingthings"):
+        one, two = load(run, config), datasets.load_dataset(str(copy / "dataset"), config)
+        assert {split: one[split]["image_id"] for split in one} == {split: two[split]["image_id"] for split in two}
+
+
+def test_every_declared_config_loads_when_a_held_out_split_is_empty(tmp_path):
+    """An EntityNet-domain run where the few living entities all fall in train: livingthings has no
+    validation or test rows, and must load all the same (it raised UnexpectedSplitsError)."""
+    from entitynet.dataset.rows import entity_split
+    from huggingface_hub import DatasetCard
+
+    living, other = ["Q1", "Q2"], [f"Q{100 + i}" for i in range(8)]
+    seed = next(s for s in range(10_000) if {entity_split(q, 0.3, 0.3, s) for q in living} == {"train"}
+                and {entity_split(q, 0.3, 0.3, s) for q in other} == {"train", "validation", "test"})
+    run = RunDir(tmp_path / "run")
+    write_entities(run, living, other)
+    rows = [stored(f"https://example.org/{q}.jpg", picture(200, 150, number), [f"q-{q}"]) for number, q in enumerate(living + other)]
+    write_images(run, rows, {"stored": len(rows), "urls": len(rows), "reasons": {}})
+    assert main(["build", "--run", str(run.root), "--config", "demo", "--set", f"build.seed={seed}", "-q",
+                 "--set", "build.validation_fraction=0.3", "--set", "build.test_fraction=0.3"]) == 0
+
+    card = DatasetCard.load(run.path("dataset") / "README.md")
+    declared = {c["config_name"]: {s["name"]: s["num_examples"] for s in c["splits"]} for c in card.data.dataset_info}
+    assert declared["livingthings"] == {"train": 2}
+    for config in card.data.configs:
+        name = config["config_name"]
+        loaded = load(run, name)
+        assert {split: len(rows) for split, rows in loaded.items()} == declared[name]
+        assert {files["split"] for files in config["data_files"]} == set(declared[name])
+    assert set(declared["entitynet"]) == {"train", "validation", "test"}
+
+
+def test_decontamination_hashes_evaluation_images_as_downloads_and_counts_unreadable_ones(tmp_path):
+    """An evaluation image that carries an EXIF rotation is the stored (upright) picture: it is
+    found. Evaluation images that cannot be read are counted and shown, never skipped silently."""
+    from huggingface_hub import DatasetCard
+
+    upright = Image.open(io.BytesIO(picture(240, 160, 5)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to show": the pixels are stored turned the other way
+    rotated = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(rotated, "JPEG", quality=92, exif=exif.tobytes())
+    run = RunDir(tmp_path / "run")
+    write_entities(run, ["Q1", "Q2"], [])
+    rows = [stored("https://example.org/Q1.jpg", picture(240, 160, 5), ["q-Q1"]),
+            stored("https://example.org/Q2.jpg", picture(240, 160, 6), ["q-Q2"])]
+    write_images(run, rows, {"stored": 2, "urls": 2, "reasons": {}})
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "rotated.jpg").write_bytes(rotated.getvalue())
+    (evaluation / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    assert main(["build", "--run", str(run.root), "--config", "demo", "--exclude-near", str(evaluation), "-q",
+                 "--set", "build.validation_fraction=0", "--set", "build.test_fraction=0"]) == 0
+
+    stats = json.loads(run.marker("build").read_text())["stats"]
+    assert stats["excluded_near_evaluation_images"] == 1
+    assert {key: value for key, value in stats.items() if "unreadable" in key} == {"evaluation_images_unreadable": 1}
+    assert load(run, "entitynet")["train"]["urls"] == [["https://example.org/Q2.jpg"]]
+    card = DatasetCard.load(run.path("dataset") / "README.md").text
+    assert "1 evaluation image could not be read" in card
+
+
+def test_the_card_links_only_to_what_exists_and_says_what_ran(made_run, tmp_path):
+    import shutil
+
+    run, _ = made_run
+    text = (run.path("dataset") / "README.md").read_text()
+    assert "github.com/entitynet" not in text  # no such repository
+    assert "https://arxiv.org/abs/2505.02746" in text
+    built = text[text.index("## How it was built"):text.index("## Statistics")]
+    steps = [line for line in built.splitlines() if line.startswith("| ") and not line.startswith("| step")]
+    assert len(steps) == 6 and not any("?" in line for line in steps), steps
+    assert "| download | 68 stored of 71 URLs; settings not recorded" in built  # stats known, settings made by hand
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("dataset", "cache"))
+    assert main(["build", "--run", str(copy), "--config", "demo", "--set", "build.homepage=https://example.org/tool", "-q",
+                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25"]) == 0
+    assert "[EntityNet](https://example.org/tool)" in (copy / "dataset" / "README.md").read_text()

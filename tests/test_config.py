@@ -107,3 +107,23 @@ def test_the_livingthings_preset_is_the_code_defaults():
     """The dataclass defaults (used when the library is called directly) and the shipped
     preset (used by the CLI) must not drift apart."""
     assert load_config(domain="livingthings") == Config()
+
+
+RETRY_KEYS = [f"{section}.{key}" for section in ("kg.sparql", "enrich.llm", "search", "download")
+              for key in ("backoff", "max_wait")]
+
+
+@pytest.mark.parametrize("key", RETRY_KEYS)
+def test_negative_retry_settings_are_refused_for_every_remote_client(key):
+    with pytest.raises(ConfigError, match=rf"--set: {key}: must not be negative"):
+        load_config("demo", assignments=[f"{key}=-1"])
+
+
+def test_every_remote_client_takes_one_retry_configuration():
+    from entitynet.config import RetryConfig
+
+    config = load_config("demo")
+    for section in (config.kg.sparql, config.enrich.llm, config.search, config.download):
+        assert isinstance(section, RetryConfig)
+    with pytest.raises(ConfigError, match="download.max_attempts: must be at least 1"):
+        load_config("demo", assignments=["download.max_attempts=0"])

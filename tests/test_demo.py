@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import datasets
 from entitynet.cli import main
@@ -40,6 +41,16 @@ def test_a_second_demo_run_redoes_nothing_and_stops_its_server(demo_run, capsys)
     port = json.loads((demo_run / "demo.json").read_text())["port"]
     with socket.socket() as probe:  # the picture server is gone once the demo returns
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_cards_link_only_to_what_exists_and_say_what_ran(demo_run):
+    cards = [demo_run / "dataset" / "README.md", demo_run / "clip" / "model" / "README.md"]
+    for card in filter(Path.exists, cards):
+        assert "github.com/entitynet" not in card.read_text(), card  # no such repository
+    text = cards[0].read_text()
+    built = text[text.index("## How it was built"):text.index("## Statistics")]
+    assert "?" not in built and "not recorded" not in built  # the demo ran every stage: all is known
+    assert "| image search | pool, " in built
 
 
 def test_pictures_are_a_function_of_the_entity():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -18,7 +19,8 @@ import pytest
 from PIL import Image
 
 from entitynet.cli import main
-from entitynet.download.fetch import FetchPolicy, Fetcher
+from entitynet.config import DownloadConfig
+from entitynet.download.fetch import Fetcher
 from entitynet.rundir import RunDir
 from entitynet.tables import CANDIDATE_SCHEMA
 from image_host import REALDATA, ImageHost
@@ -67,7 +69,9 @@ def download(run: RunDir, *extra: str) -> int:
 
 
 def stored(run: RunDir) -> list[dict]:
-    return [row for path in sorted(run.path("images").glob("shard-*[0-9].parquet")) for row in pq.read_table(path).to_pylist()]
+    """Every stored row, in plan order (shards are written as downloads finish; rows carry their position)."""
+    return [row for path in sorted(run.path("images").glob("shard-*[0-9].parquet"))
+            for row in sorted(pq.read_table(path).to_pylist(), key=lambda row: row["position"])]
 
 
 def failures(run: RunDir) -> dict[str, str]:
@@ -124,14 +128,31 @@ def test_every_url_ends_stored_or_failed_with_the_expected_reason(realdata, host
 
 def test_the_guard_refuses_private_targets_before_any_socket_is_opened(monkeypatch):
     opened = []
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: opened.append(a) or (_ for _ in ()).throw(AssertionError))
-    fetcher = Fetcher(FetchPolicy(max_attempts=1))
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: opened.append(a) or (_ for _ in ()).throw(AssertionError))
+    fetcher = Fetcher(DownloadConfig(max_attempts=1))
     for url in ["http://10.0.0.1/a.jpg", "http://169.254.169.254/latest/meta-data", "http://192.168.1.1/x.png",
                 "http://[::1]/x.jpg", "http://127.0.0.1:9/x.jpg", "http://[fe80::1]/y.jpg", "http://224.0.0.1/z.jpg",
                 "http://0.0.0.0/x.jpg", "http://[::ffff:10.0.0.1]/x.jpg"]:
         result = fetcher.fetch(url)
         assert result.reason == "blocked_address", (url, result)
     assert opened == []
+
+
+def test_connections_to_a_host_are_kept_alive_and_reused(host):
+    server = host(keep_alive=True)
+    fetcher = Fetcher(DownloadConfig(allowed_networks=["127.0.0.1/32"], min_side=16))
+    for number in range(12):
+        assert fetcher.fetch(f"{server.base}/gen/200x150/{number}.jpg").ok
+    assert server.connections == 1
+
+
+def test_a_retry_after_longer_than_max_wait_fails_at_once(host):
+    server = host()
+    fetcher = Fetcher(DownloadConfig(allowed_networks=["127.0.0.1/32"], max_attempts=5, max_wait=30))
+    started = time.monotonic()
+    result = fetcher.fetch(f"{server.base}/fault/429-long")
+    assert result.reason == "http_429" and "3600" in result.detail
+    assert server.hits["/fault/429-long"] == 1 and time.monotonic() - started < 5
 
 
 def test_identical_and_near_identical_images_are_grouped(host, tmp_path):
@@ -197,6 +218,29 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(host, tmp_path):
     assert len({row["url"] for row in images}) == len(images) == 60
     assert not [name for name in _shard_files(run) if name.endswith(".tmp")]
     assert json.loads(run.marker("download").read_text())["stats"]["shards"] == 6
+
+
+def test_a_shard_streams_its_images_to_its_file_before_it_ends(host, tmp_path):
+    """Images are not held until the shard ends: the shard's (temporary) file grows while most of
+    the shard's URLs are still to be fetched."""
+    server = host(delay=0.03)
+    urls = [f"{server.base}/gen/{300 + i}x{200 + i}/{i}.jpg" for i in range(160)]
+    run = searched_run(tmp_path / "run", urls)
+    args = [sys.executable, "-m", "entitynet", "-q", "download", "--run", str(run.root), "--config", "demo", *LOOPBACK_ONLY,
+            "--set", "download.urls_per_shard=160", "--set", "download.threads=4", "--set", "download.min_side=16"]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    grown, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        if sum(server.hits.values()) > 100:  # only what is on disk while 60 URLs are still to come counts
+            time.sleep(0.02)
+            continue
+        for partial in run.path("images").glob(".shard-00000.parquet.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+                grown = max(grown, partial.stat().st_size)
+        time.sleep(0.02)
+    assert child.wait(timeout=60) == 0
+    assert grown > 200_000  # row groups of images were on disk long before the shard's end
+    assert len(stored(run)) == 160
 
 
 def test_two_processes_split_the_shards_without_overlap_or_gap(host, tmp_path):

@@ -121,7 +121,7 @@ def test_every_answer_shape_ends_as_a_repair_or_a_counted_drop(tmp_path, served,
     assert answers["dropped_unparseable"] == 1 and answers["dropped_query_without_name"] == 1
     assert answers["cut_over_limit"] == 10 and answers["dropped_not_a_candidate"] == 1
     model = stats["llm"]["models"]["llm"]
-    assert model["errors"] == {"http_429": 1, "http_500": 3} and model["retries"] == 4
+    assert model["http"]["errors"] == {"http_429": 1, "http_500": 3} and model["http"]["retries"] == 4
     assert model["prompt_tokens"] > 0 and model["completion_tokens"] > 0
     types = {row["entity_id"]: row for row in read_rows(run.path("natural_types.parquet"))}
     assert types["Q1"]["natural_type"] == "ungulate" and types["Q1"]["reason"] == "model"
@@ -141,13 +141,24 @@ def test_every_answer_shape_ends_as_a_repair_or_a_counted_drop(tmp_path, served,
     assert json.loads(run.marker("enrich").read_text())["stats"]["llm"]["models"]["llm"]["calls"] == 0
 
 
+def test_a_finished_enrich_rerun_with_another_concurrency_asks_nothing(tmp_path, served, capsys):
+    run = make_run(tmp_path / "run", ANIMALS[:3])
+    server = served(Script())
+    assert main(llm_args(run, server)) == 0
+    asked = len(server.requests)
+    capsys.readouterr()
+    assert main(llm_args(run, server, "--set", "enrich.llm.concurrency=2")) == 0
+    assert "enrich: already complete" in capsys.readouterr().out
+    assert len(server.requests) == asked
+
+
 def test_an_endless_storm_drops_nothing_silently_and_stops(tmp_path, served, capsys):
     run = make_run(tmp_path / "run", ["zebra", "eland"])
     server = served(lambda question: error(503, "down"))
     code = main(llm_args(run, server, "--set", "enrich.llm.max_attempts=2"))
     assert code == 1
     err = capsys.readouterr().err
-    assert "gave up after 2 attempts: http_503" in err and "loopback-7b" in err
+    assert "gave up after 2 attempts: HTTP 503" in err and "loopback-7b" in err
     assert not run.path("attributes.parquet").exists()
 
 

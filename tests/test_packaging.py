@@ -26,7 +26,38 @@ def test_the_library_does_not_import_the_trainer_or_torch(tmp_path):
     assert done.stdout.strip() == "[]"
 
 
+def test_the_package_links_only_to_what_exists():
+    from importlib import metadata
+
+    from entitynet.http import user_agent
+
+    described = metadata.metadata("entitynet")
+    links = [described.get("Home-page") or "", *(described.get_all("Project-URL") or [])]
+    assert not any("github.com/entitynet" in link for link in links), links  # no such repository
+    assert "github.com/entitynet" not in user_agent("me@example.org")
+
+
 def test_sample_graph_ships_with_the_package():
     sample = resources.files("entitynet.configs") / "samples" / "kg-sample.ttl"
     assert sample.is_file()
     assert "wikibase:sitelinks" in sample.read_text(encoding="utf-8")
+
+
+def test_stages_learn_file_names_from_the_layout_not_from_each_other(tmp_path):
+    """The CLI imports no stage; a stage imports no other stage's module, nor the remote clients
+    of other stages (importing the download stage used to load the SPARQL and LLM clients)."""
+    from entitynet import pipeline
+
+    clients = {"entitynet.kg.sparql": "kg", "entitynet.enrich.llm": "enrich"}
+    probe = (
+        "import sys, importlib\n"
+        "importlib.import_module(sys.argv[1])\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('entitynet'))))\n"
+    )
+    for module, owner in [("entitynet.cli", None)] + [(entry.module, entry.name) for entry in pipeline.STAGES]:
+        done = subprocess.run([sys.executable, "-c", probe, module], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        loaded = set(done.stdout.split())
+        others = {entry.module for entry in pipeline.STAGES if entry.name != owner}
+        assert not loaded & others, (module, loaded & others)
+        assert not {name for name, stage in clients.items() if stage != owner} & loaded, (module, loaded)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
-import pytest
 
 from entitynet.cli import main
 from entitynet.queries import normalise, query_id, uses_of
@@ -74,20 +73,12 @@ def test_same_text_same_type_merges_uses_different_type_stays_apart(tmp_path):
     assert stats["queries"] == len(queries) == 2
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("queries") / "run"
-    for stage in (["kg", "--sources", "wikidata"], ["enrich"], ["queries"]):
-        assert main(["-q", stage[0], "--run", str(run), "--config", "demo", *stage[1:]]) == 0
-    return run
-
-
-def test_every_entity_has_a_noun_query_and_attributes_become_queries(sample_run):
-    queries = [query_from_row(row) for row in read_rows(sample_run / "queries.parquet")]
-    entities = {row["id"] for row in read_rows(sample_run / "entities.parquet")}
+def test_every_entity_has_a_noun_query_and_attributes_become_queries(queried_run):
+    queries = [query_from_row(row) for row in read_rows(queried_run / "queries.parquet")]
+    entities = {row["id"] for row in read_rows(queried_run / "entities.parquet")}
     with_noun = {u.entity_id for q in queries for u in q.uses if u.kind == "noun"}
     assert with_noun == entities
-    attributes = list(read_rows(sample_run / "attributes.parquet"))
+    attributes = list(read_rows(queried_run / "attributes.parquet"))
     attrnoun = {(u.entity_id, u.attribute) for q in queries for u in q.uses if u.kind == "attrnoun"}
     assert attrnoun == {(a["entity_id"], a["attribute"]) for a in attributes}
     assert all(q.text == normalise(q.text) for q in queries)
@@ -96,7 +87,7 @@ def test_every_entity_has_a_noun_query_and_attributes_become_queries(sample_run)
     assert texts == sorted(texts)
 
 
-def test_rerun_from_scratch_gives_identical_queries(sample_run, tmp_path):
-    first = pq.read_table(sample_run / "queries.parquet")
-    assert main(["-q", "queries", "--run", str(sample_run), "--config", "demo", "--force"]) == 0
-    assert pq.read_table(sample_run / "queries.parquet").equals(first)
+def test_rerun_from_scratch_gives_identical_queries(queried_run, tmp_path):
+    first = pq.read_table(queried_run / "queries.parquet")
+    assert main(["-q", "queries", "--run", str(queried_run), "--config", "demo", "--force"]) == 0
+    assert pq.read_table(queried_run / "queries.parquet").equals(first)

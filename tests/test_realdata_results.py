@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from entitynet.kg.rdf import commons_image, label_or_none, language_of, qid_of, rows, value_of
-from entitynet.kg.sparql import SparqlClient
+from entitynet.http import HttpStats
+from entitynet.kg.sparql import SparqlClient, bindings
 
 RESULTS = "sparql_results"
 
@@ -22,12 +23,13 @@ class Replay:
 
     name = "replay"
     key = "replay"
+    stats = HttpStats()
 
     def __init__(self, body: bytes) -> None:
         self.body = body
 
-    def fetch(self, query: str) -> bytes:
-        return self.body
+    def fetch(self, query: str) -> tuple[bytes, list]:
+        return self.body, bindings(self.body)
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from entitynet.cli import main
-from entitynet.http import JsonClient
+from entitynet.config import SearchConfig
 from entitynet.search.base import AnswerCache, EngineError
 from entitynet.search.commons import CommonsEngine
 from entitynet.search.pool import PoolEngine, QueryIndex
+from entitynet.search.stage import make_client
 from entitynet.tables import read_rows
 
 COMMONS = "commons_api/openverse-catalog"
@@ -89,7 +90,7 @@ def commons_answers(realdata: Path):
 def test_commons_parses_real_answers_follows_continuation_and_drops_non_images(realdata, api, tmp_path):
     first, second = commons_answers(realdata)
     server = api(lambda path, params, headers: (200, second if "gaicontinue" in params else first))
-    engine = CommonsEngine(JsonClient("tests@example.org"), AnswerCache(tmp_path / "cache"), server.url + "/w/api.php", 512)
+    engine = CommonsEngine(make_client(SearchConfig(contact="tests@example.org")), AnswerCache(tmp_path / "cache"), server.url + "/w/api.php", 512)
     found = engine.search("lion", "big cat", "q1", 100)
 
     assert len(server.seen) == 2
@@ -109,7 +110,7 @@ def test_commons_parses_real_answers_follows_continuation_and_drops_non_images(r
     assert all(c.attribution is None or "<" not in c.attribution for c in found)
     assert all(c.page_url and c.page_url.startswith("https://commons.wikimedia.org/wiki/File:") for c in found)
 
-    again = CommonsEngine(JsonClient(), AnswerCache(tmp_path / "cache"), server.url + "/w/api.php", 512)
+    again = CommonsEngine(make_client(SearchConfig()), AnswerCache(tmp_path / "cache"), server.url + "/w/api.php", 512)
     assert again.search("lion", "big cat", "q1", 100) == found and len(server.seen) == 2  # cached answers
 
 
@@ -119,21 +120,14 @@ def test_commons_waits_out_maxlag_and_stops_on_api_errors(realdata, api, tmp_pat
     replies = iter([lag, lag, answer])
     server = api(lambda path, params, headers: (200, next(replies)))
     waits = []
-    client = JsonClient(sleep=waits.append)
+    client = make_client(SearchConfig())
+    client.sleep, client.min_interval = waits.append, 0.0  # only the maxlag waits
     engine = CommonsEngine(client, AnswerCache(tmp_path / "a"), server.url + "/w/api.php", 0)
     assert len(engine.search("oak", None, "q", 50)) == 30 and waits == [5.0, 10.0]
 
     broken = api(lambda path, params, headers: (200, {"error": {"code": "badvalue", "info": "Unrecognized value"}}))
     with pytest.raises(EngineError, match="badvalue"):
-        CommonsEngine(JsonClient(), AnswerCache(tmp_path / "b"), broken.url + "/w/api.php", 0).search("oak", None, "q", 50)
-
-
-@pytest.fixture(scope="module")
-def queried_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("search") / "run"
-    for stage in (["kg", "--sources", "wikidata"], ["enrich"], ["queries"]):
-        assert main(["-q", stage[0], "--run", str(run), "--config", "demo", *stage[1:]]) == 0
-    return run
+        CommonsEngine(make_client(SearchConfig()), AnswerCache(tmp_path / "b"), broken.url + "/w/api.php", 0).search("oak", None, "q", 50)
 
 
 def copy_run(source: Path, target: Path) -> Path:
@@ -309,3 +303,31 @@ def test_img2dataset_output_parquet_keeps_successes_only(tmp_path):
         "status": ["success", "failed_to_download"], "error_message": [None, "timeout"], "key": ["000000000", "000000001"],
     }), path)
     assert list(pool_rows(path)) == [("https://example.org/a.jpg", "a lion")]
+
+
+def test_pool_rows_that_cannot_be_used_are_counted_by_reason_and_never_stop_the_run(tmp_path):
+    good = [{"url": "https://example.org/1.jpg", "text": "a lion"}, {"url": "https://example.org/2.jpg", "text": "a lion cub"}]
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    lines = [json.dumps(row) for row in good] + [
+        json.dumps({"text": "a lion without its url"}), json.dumps({"url": "https://example.org/3.jpg", "text": ""}),
+        "{not json at all", json.dumps(["a", "list"]),
+    ]
+    (folder / "a.jsonl").write_text("\n".join(lines) + "\n")
+    with tarfile.open(folder / "b.tar", "w") as archive:
+        for name, data in [("0.json", b"{broken"), ("1.json", json.dumps({"caption": "a lion"}).encode()),
+                           ("2.json", json.dumps({"url": "https://example.org/4.jpg", "caption": "a lion"}).encode()),
+                           ("2.jpg", b"\xff\xd8\xff")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, BytesIO(data))
+    pq.write_table(pa.table({"url": ["https://example.org/5.jpg", None, "https://example.org/6.jpg", "https://example.org/7.jpg"],
+                             "caption": ["a lion", "a lion", None, "a lion"],
+                             "status": ["success", "success", "success", "failed_to_download"]}), folder / "c.parquet")
+    index = QueryIndex()
+    index.add("q-lion", "lion", ["Q140"])
+    engine = PoolEngine(folder, max_per_entity=100)
+    found = list(engine.candidates(index))
+    assert sorted(c.url for c in found) == [f"https://example.org/{n}.jpg" for n in (1, 2, 4, 5)]
+    assert engine.rows == 4
+    assert engine.drops == {"no_url": 3, "no_text": 2, "bad_json": 3, "failed_download": 1}

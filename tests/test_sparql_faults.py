@@ -9,7 +9,7 @@ import pytest
 
 from entitynet.config import KgConfig, SparqlConfig, WikidataConfig
 from entitynet.http import parse_retry_after
-from entitynet.kg.sparql import HttpTransport, SparqlClient, SparqlError, user_agent
+from entitynet.kg.sparql import HttpTransport, SparqlClient, SparqlError
 from entitynet.kg.wikidata import WikidataHarvester
 
 ROOTS = ["Q756", "Q764"]
@@ -23,10 +23,12 @@ def config(page_size: int = 20) -> KgConfig:
     )
 
 
+def endpoint(url: str, attempts: int = 8, timeout: float = 1.0) -> HttpTransport:
+    return HttpTransport(SparqlConfig(endpoint=url, timeout=timeout, max_attempts=attempts, backoff=0.01, max_wait=5))
+
+
 def harvest(url: str, cache=None, attempts: int = 8, timeout: float = 1.0):
-    client = SparqlClient(
-        HttpTransport(url, user_agent(), timeout), cache, max_attempts=attempts, backoff=0.01, max_wait=5
-    )
+    client = SparqlClient(endpoint(url, attempts, timeout), cache)
     return list(WikidataHarvester(client, config()).entities()), client
 
 
@@ -34,7 +36,7 @@ def harvest(url: str, cache=None, attempts: int = 8, timeout: float = 1.0):
 def clean(oxigraph):
     entities, client = harvest(oxigraph.url)
     assert len(entities) > 40
-    return entities, client.stats.requests
+    return entities, client.stats.http.requests
 
 
 def test_every_kind_of_fault_still_gives_exactly_the_clean_result(clean, fault_proxy):
@@ -44,11 +46,11 @@ def test_every_kind_of_fault_still_gives_exactly_the_clean_result(clean, fault_p
     started = time.monotonic()
     entities, client = harvest(proxy.url)
     assert entities == expected
-    assert client.stats.retries == len(faults)
-    assert client.stats.transient_errors == {
+    assert client.stats.http.retries == len(faults)
+    assert client.stats.http.errors == {
         "http_429": 1, "http_503": 1, "timeout": 1, "malformed": 2, "http_500": 1, "connection": 1,
     }
-    assert client.stats.waited_seconds >= 1.0  # the 429's Retry-After: 1 was honoured
+    assert client.stats.http.waited_seconds >= 1.0  # the 429's Retry-After: 1 was honoured
     assert time.monotonic() - started < 30
 
 
@@ -57,7 +59,7 @@ def test_faults_between_pages_are_retried_in_place(clean, fault_proxy):
     proxy = fault_proxy(script=["ok", "ok", "503", "ok", "truncated", "ok", "html"])
     entities, client = harvest(proxy.url)
     assert entities == expected
-    assert client.stats.retries == 3
+    assert client.stats.http.retries == 3
 
 
 def test_endless_faults_fail_within_the_bound_and_a_rerun_resumes(clean, fault_proxy, tmp_path):
@@ -102,19 +104,22 @@ def test_a_refused_connection_is_retried_then_reported(tmp_path):
 
 
 def test_a_bad_query_is_not_retried(oxigraph):
-    client = SparqlClient(HttpTransport(oxigraph.url, user_agent(), 5), None, max_attempts=5, backoff=0.01)
-    with pytest.raises(SparqlError, match="members"):
+    client = SparqlClient(endpoint(oxigraph.url, attempts=5, timeout=5), None)
+    with pytest.raises(SparqlError, match="members of nothing: HTTP 400"):
         client.select("SELECT ?x WHERE { this is not sparql }", "members of nothing")
-    assert client.stats.requests == 1
+    assert client.stats.http.requests == 1
 
 
 def test_credentials_in_the_endpoint_url_never_reach_messages(tmp_path):
     from conftest import free_port
+    from entitynet.typed_config import InvalidValue
 
-    url = f"http://user:s3cr3t@127.0.0.1:{free_port()}/query?key=hidden"
+    url = f"http://127.0.0.1:{free_port()}/query?key=hidden"
     with pytest.raises(SparqlError) as failure:
         harvest(url, attempts=1)
-    assert "s3cr3t" not in str(failure.value) and "hidden" not in str(failure.value)
+    assert "hidden" not in str(failure.value)
+    with pytest.raises(InvalidValue, match="user:password"):  # refused before any request, or any file
+        SparqlConfig(endpoint=f"http://user:s3cr3t@127.0.0.1:{free_port()}/query")
 
 
 @pytest.mark.parametrize(

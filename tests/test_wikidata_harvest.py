@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pyoxigraph
 import pytest
 
 from entitynet.config import KgConfig, SparqlConfig, WikidataConfig
-from entitynet.kg.sparql import HttpTransport, SparqlClient, open_dump, user_agent
+from entitynet.kg.sparql import HttpTransport, SparqlClient, open_dump
 from entitynet.kg.wikidata import WikidataHarvester
 from entitynet.records import Entity
 
@@ -19,13 +20,14 @@ def kg_config(page_size: int = 10_000, batch_size: int = 1_000, limit: int | Non
     return KgConfig(
         sources=["wikidata"],
         limit_per_root=limit,
-        sparql=SparqlConfig(page_size=page_size, batch_size=batch_size, timeout=10, max_attempts=3, backoff=0.01),
+        sparql=SparqlConfig(page_size=page_size, batch_size=batch_size, timeout=10, max_attempts=3, backoff=0.01,
+                            contact="tests@example.org"),
         wikidata=WikidataConfig(**wikidata),
     )
 
 
 def harvest_http(url: str, config: KgConfig, cache: Path | None = None) -> tuple[list[Entity], SparqlClient]:
-    client = SparqlClient(HttpTransport(url, user_agent("tests@example.org"), config.sparql.timeout), cache, backoff=0.01)
+    client = SparqlClient(HttpTransport(dataclasses.replace(config.sparql, endpoint=url)), cache)
     return list(WikidataHarvester(client, config).entities()), client
 
 
@@ -105,7 +107,7 @@ def test_pages_never_exceed_page_size_and_do_not_change_the_result(oxigraph, fau
     paged, client = harvest_http(proxy.url, kg_config(roots=LIVING, require_image=False, page_size=7, batch_size=5))
     assert paged == reference
     assert max(proxy.forwarded_rows) <= 7
-    assert client.stats.requests > 30  # it really paged
+    assert client.stats.http.requests > 30  # it really paged
 
 
 def test_user_agent_names_the_tool_and_contact(oxigraph, fault_proxy):

@@ -21,17 +21,9 @@ from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from entitynet.config import DownloadConfig
+
 ImageReason = Literal["decompression_bomb", "corrupt_image", "unsupported_format", "too_small", "bad_aspect"]
-
-
-@dataclass(frozen=True)
-class ImagePolicy:
-    max_side: int = 512
-    min_side: int = 64
-    max_aspect: float = 3.0
-    max_pixels: int = 89_478_485  # Pillow's own default bomb threshold, made explicit
-    format: Literal["jpeg", "webp"] = "jpeg"
-    quality: int = 90
 
 
 @dataclass(frozen=True)
@@ -44,7 +36,7 @@ class Processed:
     original_width: int = 0
     original_height: int = 0
     sha256: str = ""
-    phash: int = 0
+    dhash: int = 0
 
     @property
     def ok(self) -> bool:
@@ -54,52 +46,83 @@ class Processed:
 READABLE = frozenset({"jpeg", "png", "gif", "bmp", "tiff", "webp", "ico", "avif"})
 
 
-def process(data: bytes, policy: ImagePolicy, sniffed: str | None = None) -> Processed:
+_UNREADABLE = (Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError,
+               OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError)
+
+
+def process(data: bytes, config: DownloadConfig, sniffed: str | None = None) -> Processed:
     """``sniffed`` (the format the magic bytes announce) tells a broken file of a format we read
     (``corrupt_image``) from a format this Pillow cannot read at all (``unsupported_format``)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _process(data, policy)
+            return _process(data, config)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return Processed(None, "decompression_bomb", str(error)[:200])
     except UnidentifiedImageError:
         if sniffed in READABLE:
             return Processed(None, "corrupt_image", f"a {sniffed} file Pillow cannot read")
         return Processed(None, "unsupported_format", f"{sniffed or 'unknown'} format, not readable here")
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
+    except _UNREADABLE as error:
         return Processed(None, "corrupt_image", f"{type(error).__name__}: {error}"[:200])
 
 
-def _process(data: bytes, policy: ImagePolicy) -> Processed:
+def dhash_as_stored(data: bytes, config: DownloadConfig) -> int | None:
+    """The dHash ``process`` gives these bytes (the same decoding, pixel limit, EXIF orientation,
+    first frame, RGB and shrink; no size filters), or None if they cannot be read. Decontamination
+    hashes evaluation images this way, so a copy is found whatever its EXIF rotation."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            rgb, _ = _decode(data, config)
+            return dhash(_shrink(rgb, config.max_side))
+    except _UNREADABLE:
+        return None
+
+
+def _decode(data: bytes, config: DownloadConfig) -> tuple[Image.Image, tuple[int, int]]:
+    """Upright RGB pixels and the original size; too many pixels is a decompression bomb."""
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
-        if width * height > policy.max_pixels:
-            return Processed(None, "decompression_bomb", f"{width}x{height} pixels")
-        if image.format == "JPEG":
-            image.draft("RGB", (policy.max_side, policy.max_side))
+        if width * height > config.max_pixels:
+            raise Image.DecompressionBombError(f"{width}x{height} pixels")
+        if image.format == "JPEG" and max(width, height) > config.max_side:
+            # Decode at the smallest DCT scale still at least the target size (a 1024x768 JPEG for
+            # max side 512 decodes at 512x384 directly): several times less work than decoding it
+            # whole. Asking for a square would keep full resolution whenever the image is not square.
+            scale = config.max_side / max(width, height)
+            image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         image.load()
         rotated = ImageOps.exif_transpose(image, in_place=False) if image.getexif().get(0x0112, 1) != 1 else image
-        rgb = to_rgb(rotated)
-    if min(rgb.size) < policy.min_side:
+        return to_rgb(rotated), (width, height)
+
+
+def _shrink(rgb: Image.Image, max_side: int) -> Image.Image:
+    if max(rgb.size) <= max_side:
+        return rgb
+    scale = max_side / max(rgb.size)
+    size = (max(1, round(rgb.size[0] * scale)), max(1, round(rgb.size[1] * scale)))
+    return rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _process(data: bytes, config: DownloadConfig) -> Processed:
+    rgb, (width, height) = _decode(data, config)
+    if min(rgb.size) < config.min_side:
         return Processed(None, "too_small", f"{rgb.size[0]}x{rgb.size[1]}")
-    if max(rgb.size) / min(rgb.size) > policy.max_aspect:
+    if max(rgb.size) / min(rgb.size) > config.max_aspect:
         return Processed(None, "bad_aspect", f"{rgb.size[0]}x{rgb.size[1]}")
-    if max(rgb.size) > policy.max_side:
-        scale = policy.max_side / max(rgb.size)
-        size = (max(1, round(rgb.size[0] * scale)), max(1, round(rgb.size[1] * scale)))
-        rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    rgb = _shrink(rgb, config.max_side)
     buffer = io.BytesIO()
-    if policy.format == "webp":
-        rgb.save(buffer, "WEBP", quality=policy.quality, method=4)
+    if config.format == "webp":
+        rgb.save(buffer, "WEBP", quality=config.quality, method=4)
     else:
-        rgb.save(buffer, "JPEG", quality=policy.quality, optimize=False, progressive=False)
+        rgb.save(buffer, "JPEG", quality=config.quality, optimize=False, progressive=False)
     stored = buffer.getvalue()
     return Processed(
         stored, width=rgb.size[0], height=rgb.size[1], original_width=width, original_height=height,
-        sha256=hashlib.sha256(stored).hexdigest(), phash=dhash(rgb),
+        sha256=hashlib.sha256(stored).hexdigest(), dhash=dhash(rgb),
     )
 
 

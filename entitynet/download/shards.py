@@ -6,6 +6,11 @@ it is written once to RUN/cache/download/plan/shard-NNNNN.parquet. A worker turn
 into RUN/images/shard-NNNNN.parquet (stored images), shard-NNNNN.failures.parquet (every URL
 that did not make it, with its reason) and, last, shard-NNNNN.json (counts, bytes, seconds): the
 JSON is the shard's completion marker, so a shard is either finished or redone from scratch.
+
+Memory does not grow with the shard: at most ``2 x threads`` URLs are in flight per process (as
+img2dataset's semaphore does), and each image is written to its shard's parquet file (a small
+row group at a time) as soon as it is ready, in the order downloads finish; every row carries
+its ``position`` in the plan, which readers that need the plan's order sort by.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ import json
 import threading
 import time
 import urllib.parse
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,30 +30,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from entitynet.download.fetch import TRANSIENT, FetchPolicy, Fetcher
-from entitynet.download.images import ImagePolicy, process
+from entitynet import layout
+from entitynet.config import DownloadConfig
+from entitynet.download.fetch import TRANSIENT, Fetcher
+from entitynet.download.images import process
+from entitynet.records import Failure, PlannedUrl, StoredImage
 from entitynet.rundir import atomic_path, write_text_atomic
+from entitynet.tables import (
+    FAILURE_SCHEMA,
+    IMAGE_SCHEMA,
+    PLAN_SCHEMA,
+    SOURCE_FIELDS,
+    RecordWriter,
+    current_images,
+    failure_to_row,
+    image_to_row,
+    read_plan,
+    read_rows,
+)
 
-SOURCE_FIELDS = ["query_id", "engine", "rank", "text", "page_url", "license", "license_url", "attribution"]
-SOURCE_TYPE = pa.struct([
-    ("query_id", pa.string()), ("engine", pa.string()), ("rank", pa.int32()), ("text", pa.string()),
-    ("page_url", pa.string()), ("license", pa.string()), ("license_url", pa.string()), ("attribution", pa.string()),
-])
-PLAN_SCHEMA = pa.schema([("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE))])
-IMAGE_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("image", pa.binary()), ("width", pa.int32()), ("height", pa.int32()),
-    ("original_width", pa.int32()), ("original_height", pa.int32()), ("phash", pa.uint64()),
-    ("source_format", pa.string()), ("url", pa.string()), ("final_url", pa.string()),
-    ("sources", pa.list_(SOURCE_TYPE)),
-], metadata={"entitynet.record": "StoredImage"})
-FAILURE_SCHEMA = pa.schema([
-    ("url", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
-    ("status", pa.int32()), ("attempts", pa.int32()), ("shard", pa.int32()), ("transient", pa.bool_()),
-], metadata={"entitynet.record": "Failure"})
-
-
-def shard_name(number: int) -> str:
-    return f"shard-{number:05d}"
+IMAGES_PER_ROW_GROUP = 32  # a few MB of JPEGs: what a writer holds before it flushes
 
 
 def make_plan(candidate_parts: list[Path], plan_dir: Path, urls_per_shard: int) -> int:
@@ -69,7 +70,7 @@ def make_plan(candidate_parts: list[Path], plan_dir: Path, urls_per_shard: int) 
     for number in range(shards):
         chunk = range(number * urls_per_shard, min(len(urls), (number + 1) * urls_per_shard))
         rows = [{"url": urls[i], "sources": sources[i]} for i in chunk]
-        with atomic_path(plan_dir / f"{shard_name(number)}.parquet") as temporary:
+        with atomic_path(plan_dir / layout.shard_images(number)) as temporary:
             pq.write_table(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), temporary)
     return shards
 
@@ -79,15 +80,90 @@ class ShardJob:
     number: int
     plan: Path
     out_dir: Path
-    fetch: FetchPolicy
-    image: ImagePolicy
-    threads: int
-    per_host: int
+    config: DownloadConfig
+    only: frozenset[str] | None = None  # a retry: only these URLs (the shard's transient failures)
 
 
 def shard_done(out_dir: Path, number: int) -> bool:
-    name = shard_name(number)
-    return all((out_dir / f"{name}{suffix}").exists() for suffix in (".json", ".parquet", ".failures.parquet"))
+    names = (layout.shard_stats(number), layout.shard_images(number), layout.shard_failures(number))
+    return all((out_dir / name).exists() for name in names)
+
+
+@dataclass(frozen=True)
+class _Result:
+    shard: int
+    position: int
+    url: str
+    image: StoredImage | None
+    failure: Failure | None
+    bytes_fetched: int
+
+
+class _ShardOutput:
+    """One shard being written: images go to its parquet file as they come; when its last URL is
+    done, the failures follow, then the JSON that marks the shard complete."""
+
+    def __init__(self, job: ShardJob, expected: int) -> None:
+        self.job = job
+        self.expected = expected
+        self.started = time.monotonic()
+        self.failures: list[tuple[int, Failure]] = []
+        self.counts: Counter[str] = Counter()
+        out = job.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        (out / layout.shard_stats(job.number)).unlink(missing_ok=True)  # incomplete until the end
+        self.images = RecordWriter[StoredImage](out / layout.shard_images(job.number), IMAGE_SCHEMA, image_to_row,
+                                                IMAGES_PER_ROW_GROUP, compression="none")  # JPEG bytes do not compress
+        self.images.__enter__()
+        if job.only is not None:
+            self._keep_earlier()
+
+    def _keep_earlier(self) -> None:
+        """A retry keeps what the last run stored and the failures it does not retry."""
+        earlier = self.job.out_dir / layout.shard_images(self.job.number)
+        for batch in pq.ParquetFile(earlier).iter_batches(batch_size=IMAGES_PER_ROW_GROUP):
+            self.images.write_table(current_images(pa.Table.from_batches([batch])))
+            self.counts.update(stored=batch.num_rows, bytes_stored=pc.sum(pc.binary_length(batch.column("image"))).as_py() or 0)
+        for row in read_rows(self.job.out_dir / layout.shard_failures(self.job.number)):
+            if row["url"] not in self.job.only:  # type: ignore[operator]
+                self.failures.append((-1, Failure(**row)))
+
+    def add(self, result: _Result) -> None:
+        self.counts["done"] += 1
+        self.counts["bytes_fetched"] += result.bytes_fetched
+        if result.image is not None:
+            self.images.write(result.image)
+            self.counts.update(stored=1, bytes_stored=len(result.image.image))
+        else:
+            self.failures.append((result.position, result.failure))  # type: ignore[arg-type]
+
+    @property
+    def complete(self) -> bool:
+        return self.counts["done"] == self.expected
+
+    def finish(self) -> dict[str, Any]:
+        number, out = self.job.number, self.job.out_dir
+        self.images.__exit__(None, None, None)
+        failures = [failure for _, failure in sorted(self.failures, key=lambda item: item[0])]
+        with RecordWriter[Failure](out / layout.shard_failures(number), FAILURE_SCHEMA, failure_to_row) as writer:
+            writer.write_all(failures)
+        stats = {
+            "shard": number,
+            "urls": self.counts["stored"] + len(failures),
+            "stored": self.counts["stored"],
+            "failed": len(failures),
+            "reasons": dict(sorted(Counter(f.reason for f in failures).items())),
+            "bytes_fetched": self.counts["bytes_fetched"],
+            "bytes_stored": self.counts["bytes_stored"],
+            "seconds": round(time.monotonic() - self.started, 3),
+            "retried": self.expected if self.job.only is not None else 0,
+        }
+        write_text_atomic(out / layout.shard_stats(number), json.dumps(stats, indent=2) + "\n")
+        return stats
+
+    def abort(self) -> None:
+        """An interrupted shard leaves no file behind (the temporary one is removed)."""
+        self.images.abort()
 
 
 class _HostLimits:
@@ -105,104 +181,93 @@ class _HostLimits:
 
 
 class ShardWorker:
-    """Runs shards in one process on one thread pool, the next shard's downloads starting while
-    the current one finishes, so no thread idles at shard boundaries."""
+    """Runs shards in one process on one thread pool. URLs of the next shard start while the last
+    ones of the current shard finish, so no thread idles at shard boundaries; at most
+    ``2 x threads`` are in flight, so memory stays flat whatever the shard size."""
 
-    def __init__(self, threads: int, per_host: int, fetch: FetchPolicy, image: ImagePolicy) -> None:
-        self.threads = threads
-        self.fetcher = Fetcher(fetch)
-        self.image = image
-        self.limits = _HostLimits(per_host)
+    def __init__(self, config: DownloadConfig) -> None:
+        self.config = config
+        self.fetcher = Fetcher(config)
+        self.limits = _HostLimits(config.per_host)
+        self.window = 2 * config.threads
 
-    def run(self, jobs: list[tuple[ShardJob, set[str] | None]]) -> Iterator[dict[str, Any]]:
-        in_flight: deque[tuple[ShardJob, set[str] | None, list[dict[str, Any]], list[Future[Any]], float]] = deque()
-        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="download") as pool:
-            for job, only in jobs:
-                plan = pq.read_table(job.plan).to_pylist()
-                todo = [row for row in plan if only is None or row["url"] in only]
-                futures = [pool.submit(self._one, row, job.number) for row in todo]
-                in_flight.append((job, only, plan, futures, time.monotonic()))
-                while len(in_flight) > 1:
-                    yield self._finish(*in_flight.popleft())
-            while in_flight:
-                yield self._finish(*in_flight.popleft())
+    def run(self, jobs: list[ShardJob]) -> Iterator[dict[str, Any]]:
+        """Each finished shard's statistics, as it finishes."""
+        outputs: dict[int, _ShardOutput] = {}
+        pending: set[Future[_Result]] = set()
+        with ThreadPoolExecutor(max_workers=self.config.threads, thread_name_prefix="download") as pool:
+            try:
+                for job in jobs:
+                    todo = [(position, planned) for position, planned in enumerate(read_plan(job.plan))
+                            if job.only is None or planned.url in job.only]
+                    outputs[job.number] = _ShardOutput(job, len(todo))
+                    for position, planned in todo:
+                        pending.add(pool.submit(self._one, job.number, position, planned))
+                        while len(pending) >= self.window:
+                            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                            yield from self._collect(done, outputs)
+                    if not todo:
+                        yield outputs.pop(job.number).finish()
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from self._collect(done, outputs)
+            except BaseException:  # interrupted: no queued download starts, no unfinished shard file stays
+                pool.shutdown(wait=False, cancel_futures=True)
+                for output in outputs.values():
+                    output.abort()
+                raise
 
-    def _one(self, row: dict[str, Any], shard: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
-        with self.limits(row["url"]):
-            fetched = self.fetcher.fetch(row["url"])
+    def _collect(self, done: set[Future[_Result]], outputs: dict[int, _ShardOutput]) -> Iterator[dict[str, Any]]:
+        for future in done:
+            result = future.result()
+            output = outputs[result.shard]
+            output.add(result)
+            if output.complete:
+                yield outputs.pop(result.shard).finish()
+
+    def _one(self, shard: int, position: int, planned: PlannedUrl) -> _Result:
+        url = planned.url
+        with self.limits(url):
+            fetched = self.fetcher.fetch(url)
         if not fetched.ok:
-            return None, _failure(row["url"], fetched.reason, fetched.detail, fetched.status, fetched.attempts, shard), 0
-        image = process(fetched.data, self.image, fetched.format)  # type: ignore[arg-type]
+            failure = _failure(url, fetched.reason or "connection", fetched.detail, fetched.status, fetched.attempts, shard)
+            return _Result(shard, position, url, None, failure, 0)
         size = len(fetched.data)  # type: ignore[arg-type]
+        image = process(fetched.data, self.config, fetched.format)  # type: ignore[arg-type]
         if not image.ok:
-            return None, _failure(row["url"], image.reason, image.detail, fetched.status, fetched.attempts, shard), size  # type: ignore[arg-type]
-        stored = {
-            "image_id": image.sha256, "image": image.data, "width": image.width, "height": image.height,
-            "original_width": image.original_width, "original_height": image.original_height, "phash": image.phash,
-            "source_format": fetched.format, "url": row["url"], "final_url": fetched.final_url, "sources": row["sources"],
-        }
-        return stored, None, size
-
-    def _finish(self, job: ShardJob, only: set[str] | None, plan: list[dict[str, Any]],
-                futures: list[Future[Any]], started: float) -> dict[str, Any]:
-        results = [future.result() for future in futures]
-        images = [stored for stored, _, _ in results if stored]
-        failures = [failure for _, failure, _ in results if failure]
-        if only is not None:  # a retry: keep what the last run stored, replace the retried failures
-            name = shard_name(job.number)
-            images = pq.read_table(job.out_dir / f"{name}.parquet").to_pylist() + images
-            kept = [f for f in pq.read_table(job.out_dir / f"{name}.failures.parquet").to_pylist() if f["url"] not in only]
-            failures = kept + failures
-            order = {row["url"]: index for index, row in enumerate(plan)}
-            images.sort(key=lambda row: order[row["url"]])
-            failures.sort(key=lambda row: order[row["url"]])
-        stats = {
-            "shard": job.number,
-            "urls": len(plan),
-            "stored": len(images),
-            "failed": len(failures),
-            "reasons": dict(sorted(Counter(f["reason"] for f in failures).items())),
-            "bytes_fetched": sum(size for _, _, size in results),
-            "bytes_stored": sum(len(row["image"]) for row in images),
-            "seconds": round(time.monotonic() - started, 3),
-            "retried": len(results) if only is not None else 0,
-        }
-        write_shard(job.out_dir, job.number, images, failures, stats)
-        return stats
+            failure = _failure(url, image.reason or "corrupt_image", image.detail, fetched.status, fetched.attempts, shard)
+            return _Result(shard, position, url, None, failure, size)
+        stored = StoredImage(
+            image_id=image.sha256, image=image.data, width=image.width, height=image.height,  # type: ignore[arg-type]
+            original_width=image.original_width, original_height=image.original_height, dhash=image.dhash,
+            source_format=fetched.format, url=url, final_url=fetched.final_url, sources=planned.sources, position=position,
+        )
+        return _Result(shard, position, url, stored, None, size)
 
 
-def run_shards(jobs: list[tuple[ShardJob, set[str] | None]]) -> list[dict[str, Any]]:
+def run_shards(jobs: list[ShardJob]) -> list[dict[str, Any]]:
     """All of one process's shards (the entry point of a worker process)."""
     if not jobs:
         return []
-    first = jobs[0][0]
-    worker = ShardWorker(first.threads, first.per_host, first.fetch, first.image)
-    return list(worker.run(jobs))
+    return list(ShardWorker(jobs[0].config).run(jobs))
 
 
-def _failure(url: str, reason: str, detail: str, status: int | None, attempts: int, shard: int) -> dict[str, Any]:
-    return {"url": url, "stage": "download", "reason": reason, "detail": detail, "status": status,
-            "attempts": attempts, "shard": shard, "transient": reason in TRANSIENT}
+def _failure(url: str, reason: str, detail: str, status: int | None, attempts: int, shard: int) -> Failure:
+    return Failure(url, "download", reason, detail, status, attempts, shard, reason in TRANSIENT)
 
 
-def write_shard(out_dir: Path, number: int, images: list[dict], failures: list[dict], stats: dict) -> None:
-    """Images, then failures, then the JSON that marks the shard complete: each atomically."""
-    name = shard_name(number)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").unlink(missing_ok=True)  # a retry rewrites: incomplete until the end
-    with atomic_path(out_dir / f"{name}.parquet") as temporary:
-        pq.write_table(pa.Table.from_pylist(images, schema=IMAGE_SCHEMA), temporary, compression="none")
-    with atomic_path(out_dir / f"{name}.failures.parquet") as temporary:
-        pq.write_table(pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA), temporary)
-    write_text_atomic(out_dir / f"{name}.json", json.dumps(stats, indent=2) + "\n")
+def write_shard(out_dir: Path, number: int, images: list[StoredImage], failures: list[Failure], stats: dict[str, Any]) -> None:
+    """A whole shard at once (a shard made elsewhere, or by hand): images, failures, then the
+    JSON that marks it complete, each atomically."""
+    (out_dir / layout.shard_stats(number)).unlink(missing_ok=True)
+    with RecordWriter[StoredImage](out_dir / layout.shard_images(number), IMAGE_SCHEMA, image_to_row,
+                                   IMAGES_PER_ROW_GROUP, compression="none") as writer:
+        writer.write_all(images)
+    with RecordWriter[Failure](out_dir / layout.shard_failures(number), FAILURE_SCHEMA, failure_to_row) as writer:
+        writer.write_all(failures)
+    write_text_atomic(out_dir / layout.shard_stats(number), json.dumps(stats, indent=2) + "\n")
 
 
-def transient_failures(out_dir: Path, number: int) -> set[str]:
-    table = pq.read_table(out_dir / f"{shard_name(number)}.failures.parquet", columns=["url", "transient"])
-    return set(table.filter(pc.field("transient")).column("url").to_pylist())
-
-
-def image_rows(out_dir: Path, columns: list[str]) -> Iterator[dict[str, Any]]:
-    for path in sorted(out_dir.glob("shard-*[0-9].parquet")):
-        for batch in pq.ParquetFile(path).iter_batches(columns=columns):
-            yield from batch.to_pylist()
+def transient_failures(out_dir: Path, number: int) -> frozenset[str]:
+    table = pq.read_table(out_dir / layout.shard_failures(number), columns=["url", "transient"])
+    return frozenset(table.filter(pc.field("transient")).column("url").to_pylist())

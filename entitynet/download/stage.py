@@ -24,46 +24,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from entitynet import layout, pipeline
 from entitynet.config import Config, DownloadConfig
 from entitynet.download.dedup import find_duplicates
-from entitynet.download.fetch import FetchPolicy
-from entitynet.download.images import ImagePolicy
 from entitynet.download.shards import (
-    FAILURE_SCHEMA,
     ShardJob,
     ShardWorker,
     make_plan,
     run_shards,
     shard_done,
-    shard_name,
     transient_failures,
 )
-from entitynet.rundir import RunDir, StageResult, atomic_path, fingerprint, write_text_atomic
-from entitynet.search.stage import FOLDER as CANDIDATES
-from entitynet.typed_config import to_dict
+from entitynet.rundir import RunDir, StageError, StageResult, atomic_path, write_text_atomic
+from entitynet.tables import FAILURE_SCHEMA
 
 logger = logging.getLogger(__name__)
 
 STAGE = "download"
-FOLDER = "images"
 
 
 def rank_and_world() -> tuple[int, int]:
     """This process's share of the shards, as accelerate launch / torchrun announce it."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def policies(config: DownloadConfig) -> tuple[FetchPolicy, ImagePolicy]:
-    fetch = FetchPolicy(
-        connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, max_bytes=config.max_bytes,
-        max_redirects=config.max_redirects, max_attempts=config.max_attempts, backoff=config.backoff,
-        allow_private_addresses=config.allow_private_addresses, allowed_networks=tuple(config.allowed_networks),
-        honour_opt_out=config.honour_opt_out,
-        contact=config.contact,
-    )
-    image = ImagePolicy(max_side=config.max_side, min_side=config.min_side, max_aspect=config.max_aspect,
-                        max_pixels=config.max_pixels, format=config.format, quality=config.quality)
-    return fetch, image
 
 
 def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tuple[Path, int]:
@@ -72,16 +54,16 @@ def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tup
     Rank 0 makes the plan (once; other settings clear plan and images first); the other ranks
     wait (bounded) for its stamp, and never delete anything.
     """
-    plan_dir = run_dir.cache_dir(STAGE) / "plan"
-    out_dir = run_dir.path(FOLDER)
-    stamp = plan_dir / "_fingerprint"
+    plan_dir = run_dir.cache_dir(STAGE) / layout.PLAN
+    out_dir = run_dir.path(layout.IMAGES)
+    stamp = plan_dir / layout.FINGERPRINT
     if rank == 0:
         if not stamp.exists() or stamp.read_text() != key:
             import shutil
 
             shutil.rmtree(plan_dir, ignore_errors=True)
             shutil.rmtree(out_dir, ignore_errors=True)  # shards of another plan must not mix with these
-            parts = sorted(run_dir.path(CANDIDATES).glob("part-*.parquet"))
+            parts = sorted(run_dir.path(layout.CANDIDATES).glob(layout.PART_GLOB))
             make_plan(parts, plan_dir, config.urls_per_shard)
             write_text_atomic(stamp, key)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,29 +71,28 @@ def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tup
         deadline = time.monotonic() + float(os.environ.get("ENTITYNET_RANK_WAIT", "86400"))
         while not (stamp.exists() and stamp.read_text() == key):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"download: rank {rank} waited in vain for rank 0's plan in {plan_dir}")
+                raise StageError(f"download: rank {rank} waited in vain for rank 0's plan in {plan_dir}")
             time.sleep(0.2)
-    return plan_dir, len(list(plan_dir.glob("shard-*.parquet")))
+    return plan_dir, len(list(plan_dir.glob(layout.IMAGE_SHARD_GLOB)))
 
 
 def download_shards(config: DownloadConfig, run_dir: RunDir, key: str, retry_failures: bool = False) -> dict[str, Any]:
     """This rank's shards; rank 0 also waits for the others and finishes the stage."""
     rank, world = rank_and_world()
     plan_dir, shards = prepare(config, run_dir, key, rank)
-    out_dir = run_dir.path(FOLDER)
-    fetch, image = policies(config)
+    out_dir = run_dir.path(layout.IMAGES)
     mine = list(range(shards))[rank::world]
-    jobs: list[tuple[ShardJob, set[str] | None]] = []
+    jobs: list[ShardJob] = []
     for number in mine:
-        for stale in out_dir.glob(f".{shard_name(number)}.*.tmp"):  # this rank's leftovers of a kill -9
+        for stale in out_dir.glob(f".{layout.shard(number)}.*.tmp"):  # this rank's leftovers of a kill -9
             stale.unlink(missing_ok=True)
-        job = ShardJob(number, plan_dir / f"{shard_name(number)}.parquet", out_dir, fetch, image, config.threads, config.per_host)
+        plan = plan_dir / layout.shard_images(number)
         if not shard_done(out_dir, number):
-            jobs.append((job, None))
+            jobs.append(ShardJob(number, plan, out_dir, config))
         elif retry_failures:
             retry = transient_failures(out_dir, number)
             if retry:
-                jobs.append((job, retry))
+                jobs.append(ShardJob(number, plan, out_dir, config, retry))
     _run_jobs(jobs, config.processes)
     if rank != 0:
         return {}
@@ -119,7 +100,7 @@ def download_shards(config: DownloadConfig, run_dir: RunDir, key: str, retry_fai
     return _finish(config, run_dir, out_dir, shards)
 
 
-def _run_jobs(jobs: list[tuple[ShardJob, set[str] | None]], processes: int) -> None:
+def _run_jobs(jobs: list[ShardJob], processes: int) -> None:
     totals: Counter[str] = Counter()
     started = time.monotonic()
     with tqdm(total=len(jobs), desc="download", unit="shard", disable=None) as progress:
@@ -130,12 +111,10 @@ def _run_jobs(jobs: list[tuple[ShardJob, set[str] | None]], processes: int) -> N
                                  success=f"{totals['stored'] / max(totals['urls'], 1):.0%}")
             progress.update(1)
 
-        first = jobs[0][0] if jobs else None
-        if first is None:
+        if not jobs:
             return
         if processes <= 1 or len(jobs) <= 1:
-            worker = ShardWorker(first.threads, first.per_host, first.fetch, first.image)
-            for stats in worker.run(jobs):
+            for stats in ShardWorker(jobs[0].config).run(jobs):
                 done(stats)
             return
         # One list of shards per process (shards[i::processes]); this process works the first
@@ -144,7 +123,7 @@ def _run_jobs(jobs: list[tuple[ShardJob, set[str] | None]], processes: int) -> N
         shares = [jobs[index::processes] for index in range(processes)]
         with ProcessPoolExecutor(max_workers=processes - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
             remote = [pool.submit(run_shards, share) for share in shares[1:] if share]
-            for stats in ShardWorker(first.threads, first.per_host, first.fetch, first.image).run(shares[0]):
+            for stats in ShardWorker(jobs[0].config).run(shares[0]):
                 done(stats)
             for finished in as_completed(remote):
                 for stats in finished.result():
@@ -160,7 +139,7 @@ def _wait_for_shards(out_dir: Path, shards: int, timeout: float | None = None) -
         if not missing:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"download: {len(missing)} shards never finished (first: {shard_name(missing[0])}); rerun to resume")
+            raise StageError(f"download: {len(missing)} shards never finished (first: {layout.shard(missing[0])}); rerun to resume")
         time.sleep(1.0)
 
 
@@ -168,22 +147,21 @@ def _finish(config: DownloadConfig, run_dir: RunDir, out_dir: Path, shards: int)
     reasons: Counter[str] = Counter()
     totals: Counter[str] = Counter()
     for number in range(shards):
-        stats = json.loads((out_dir / f"{shard_name(number)}.json").read_text())
+        stats = json.loads((out_dir / layout.shard_stats(number)).read_text())
         reasons.update(stats["reasons"])
         totals.update({k: stats[k] for k in ("urls", "stored", "failed", "bytes_fetched", "bytes_stored")})
-    failures = [pq.read_table(out_dir / f"{shard_name(n)}.failures.parquet") for n in range(shards)]
-    with atomic_path(out_dir / "failures.parquet") as temporary:
+    failures = [pq.read_table(out_dir / layout.shard_failures(n)) for n in range(shards)]
+    with atomic_path(out_dir / layout.FAILURES) as temporary:
         pq.write_table(pa.concat_tables(failures) if failures else FAILURE_SCHEMA.empty_table(), temporary)
-    duplicates = find_duplicates(out_dir, out_dir / "duplicates.parquet", config.dedup_distance)
+    duplicates = find_duplicates(out_dir, out_dir / layout.DUPLICATES, config.dedup_distance)
     return {"shards": shards, **dict(totals), "reasons": dict(sorted(reasons.items())), "duplicates": duplicates}
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False, retry_failures: bool = False) -> StageResult:
-    settings = {"download": to_dict(config.download)}
-    upstream = (run_dir.state("search") or {}).get("fingerprint")
+    settings = {"download": config.download}
+    entry = pipeline.stage(STAGE)
     # Settings that change what is fetched or stored make a new plan; processes and threads do not.
-    plan_key = fingerprint({"settings": {k: v for k, v in settings["download"].items() if k not in ("processes", "threads")},
-                            "search": upstream})
+    plan_key = entry.fingerprint(run_dir, settings)
 
     def work() -> dict[str, Any]:
         return download_shards(config.download, run_dir, plan_key, retry_failures)
@@ -194,7 +172,7 @@ def run(config: Config, run_dir: RunDir, force: bool = False, retry_failures: bo
         return StageResult(STAGE, False, 0.0, stats)
     if retry_failures and run_dir.state(STAGE) is not None:
         run_dir.reset(STAGE, keep_cache=True)  # same settings, same plan: only failed URLs are fetched again
-    return run_dir.run_stage(STAGE, settings, [run_dir.path(FOLDER)], work, force=force, requires=("search",))
+    return entry.run_once(run_dir, settings, work, force)
 
 
 def summary(stats: dict[str, Any]) -> str:

@@ -1,9 +1,9 @@
 """Chat models for the enrich stage: an OpenAI-compatible endpoint or a local transformers model,
 behind one cache, so a rerun makes no call at all and an interrupted run resumes.
 
-Why plain HTTP rather than ``huggingface_hub.InferenceClient``: with ``HF_HUB_OFFLINE=1`` (how
-offline clusters run) InferenceClient refuses every URL, loopback included, so a local vLLM or
-llama.cpp server would be unreachable. The chat-completions protocol is small and every server
+Why ``requests`` (``entitynet.http``) rather than ``huggingface_hub.InferenceClient``: with
+``HF_HUB_OFFLINE=1`` (how offline clusters run) InferenceClient refuses every URL, loopback
+included, so a local vLLM or llama.cpp server would be unreachable. The chat-completions protocol is small and every server
 we target speaks it: vLLM, TGI, llama.cpp, Ollama, OpenAI and Hugging Face's router
 (``https://router.huggingface.co/v1``). The API key is read from the environment variable the
 config names; it is sent in the Authorization header and nowhere else.
@@ -12,16 +12,10 @@ config names; it is sent in the Authorization header and nowhere else.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import os
-import socket
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,15 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from entitynet.http import display_url, parse_retry_after
-from entitynet.retry import Backoff, WaitTooLong
-from entitynet.rundir import StatsRecord, write_bytes_atomic
+import requests
+
+from entitynet.config import LlmConfig
+from entitynet.http import HttpClient, HttpFailure, HttpStats, Transient, display_url, read_json
+from entitynet.rundir import StageError, StatsRecord, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class LlmError(RuntimeError):
+class LlmError(StageError):
     """The model cannot be used at all (bad key, unknown model, endpoint gone after retries)."""
 
 
@@ -58,50 +54,28 @@ class ChatModel(Protocol):
 class LlmStats(StatsRecord):
     calls: int = 0
     cache_hits: int = 0
-    retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-
-
-class _Retry(Exception):
-    def __init__(self, kind: str, retry_after: float | None = None) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.retry_after = retry_after
+    http: HttpStats = field(default_factory=HttpStats)  # requests, retries, waits and errors (remote models)
 
 
 class OpenAIChat:
-    """POST {base_url}/chat/completions, with bounded retries on 429/5xx/timeouts."""
+    """POST {base_url}/chat/completions through ``entitynet.http`` (pooled connections, urllib3's
+    Retry for 429/5xx/timeouts as ``enrich.llm`` says); an answer that is not a chat completion is
+    retried within the same budget."""
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key_env: str | None,
-        *,
-        temperature: float = 0.0,
-        max_tokens: int = 1024,
-        response_format: str = "json_schema",
-        timeout: float = 120.0,
-        max_attempts: int = 6,
-        backoff: float = 2.0,
-        max_wait: float = 120.0,
-        stats: LlmStats | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.name = f"{model}@{display_url(base_url)}"
-        self._key = os.environ.get(api_key_env) if api_key_env else None
-        self.api_key_env = api_key_env
-        self.params = {"temperature": temperature, "max_tokens": max_tokens}
-        self.response_format = response_format
-        self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.backoff = Backoff(backoff, max_wait, seed=0)
+    def __init__(self, config: LlmConfig, stats: LlmStats | None = None) -> None:
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.model = config.model
+        self.name = f"{config.model}@{display_url(config.base_url)}"
+        self.api_key_env = config.api_key_env
+        key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        self.params = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+        self.response_format = config.response_format
+        headers = {"Authorization": f"Bearer {key}"} if key else {}  # the key goes here and nowhere else
+        self.http = HttpClient(config, timeout=config.timeout, pool_size=config.concurrency, headers=headers)
         self.stats = stats or LlmStats()
-        self.sleep = sleep
+        self.stats.http = self.http.stats
         self._lock = threading.Lock()
 
     def cache_identity(self) -> dict[str, Any]:
@@ -113,58 +87,30 @@ class OpenAIChat:
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
         elif schema is not None and self.response_format == "json_object":
             body["response_format"] = {"type": "json_object"}
-        payload = json.dumps(body).encode()
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return self._post(payload)
-            except _Retry as retry:
-                with self._lock:
-                    self.stats.errors[retry.kind] += 1
-                if attempt == self.max_attempts:
-                    raise LlmError(f"{self.name}: gave up after {attempt} attempts: {retry.kind}") from None
-                try:
-                    wait = self.backoff.wait(attempt, retry.retry_after)
-                except WaitTooLong as too_long:
-                    raise LlmError(f"{self.name}: {too_long}, longer than enrich.llm.max_wait") from None
-                with self._lock:
-                    self.stats.retries += 1
-                logger.warning("%s: %s; retry %d/%d in %.1fs", self.name, retry.kind, attempt, self.max_attempts - 1, wait)
-                self.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _post(self, payload: bytes) -> Answer:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as error:
-            if error.code == 429 or error.code >= 500:
-                raise _Retry(f"http_{error.code}", parse_retry_after(error.headers.get("Retry-After"))) from None
-            hint = f" (is ${self.api_key_env} set and valid?)" if error.code in (401, 403) else ""
-            raise LlmError(f"{self.name}: HTTP {error.code}{hint}") from None
-        except (TimeoutError, socket.timeout):
-            raise _Retry("timeout") from None
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, (TimeoutError, socket.timeout)):
-                raise _Retry("timeout") from None
-            raise _Retry("connection") from None
-        except (ConnectionError, http.client.HTTPException):
-            raise _Retry("connection") from None
-        try:
-            document = json.loads(raw)
-            content = document["choices"][0]["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise _Retry("malformed_response") from None
-        usage = document.get("usage") or {}
-        answer = Answer(content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            answer = self.http.call("POST", self.url, _read_answer, json=body, headers={"Accept": "application/json"})
+        except HttpFailure as failure:
+            if failure.wait is not None:
+                raise LlmError(f"{self.name}: {failure.detail}, longer than enrich.llm.max_wait") from None
+            if failure.status is not None and 400 <= failure.status < 500 and failure.status != 429:
+                hint = f" (is ${self.api_key_env} set and valid?)" if failure.status in (401, 403) else ""
+                raise LlmError(f"{self.name}: HTTP {failure.status}{hint}") from None
+            raise LlmError(f"{self.name}: gave up after {failure.attempts} attempts: {failure.detail}") from None
         with self._lock:
             self.stats.calls += 1
             self.stats.prompt_tokens += answer.prompt_tokens
             self.stats.completion_tokens += answer.completion_tokens
         return answer
+
+
+def _read_answer(response: requests.Response) -> Answer:
+    document = read_json(response)
+    try:
+        content = document["choices"][0]["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError):
+        raise Transient("malformed_response", "not a chat completion") from None
+    usage = document.get("usage") or {}
+    return Answer(content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
 
 class TransformersChat:

@@ -17,12 +17,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from entitynet import layout, pipeline
 from entitynet.config import Config, EnrichConfig
 from entitynet.enrich import prompts
 from entitynet.enrich.attributes import AttributeStats, Vocabulary, kg_attributes, load_vocabulary
 from entitynet.enrich.llm import Answer, CachedChat, OpenAIChat, Request, TransformersChat
 from entitynet.enrich.natural_types import candidates, choose
-from entitynet.kg.stage import ARTIFACT as ENTITIES
 from entitynet.records import Attribute, Entity, NaturalType
 from entitynet.rundir import RunDir, StageResult
 from entitynet.tables import (
@@ -33,13 +33,10 @@ from entitynet.tables import (
     natural_type_to_row,
     read_entities,
 )
-from entitynet.typed_config import to_dict
 
 logger = logging.getLogger(__name__)
 
 STAGE = "enrich"
-NATURAL_TYPES = "natural_types.parquet"
-ATTRIBUTES = "attributes.parquet"
 CHUNK = 256  # entities whose LLM requests are in flight together
 
 
@@ -73,11 +70,7 @@ class Enricher:
         if backend not in self._models:
             if backend == "llm":
                 llm = self.config.llm
-                chat = OpenAIChat(
-                    llm.base_url, llm.model, llm.api_key_env, temperature=llm.temperature, max_tokens=llm.max_tokens,
-                    response_format=llm.response_format, timeout=llm.timeout, max_attempts=llm.max_attempts,
-                    backoff=llm.backoff, max_wait=llm.max_wait,
-                )
+                chat = OpenAIChat(llm)
                 concurrency = llm.concurrency
             else:
                 local = self.config.transformers
@@ -180,16 +173,12 @@ def enrich(config: EnrichConfig, entities_path: Path, types_path: Path, attribut
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    outputs = [run_dir.path(NATURAL_TYPES), run_dir.path(ATTRIBUTES)]
-    return run_dir.run_stage(
-        STAGE,
-        {"enrich": to_dict(config.enrich)},
-        outputs,
-        lambda: enrich(config.enrich, run_dir.path(ENTITIES), *outputs, run_dir.cache_dir(STAGE)),
-        force=force,
-        requires=("kg",),
-        cache_survives_force=True,  # LLM answers are keyed by model, prompt and parameters
-    )
+    outputs = [run_dir.path(layout.NATURAL_TYPES), run_dir.path(layout.ATTRIBUTES)]
+
+    def work() -> dict[str, Any]:
+        return enrich(config.enrich, run_dir.path(layout.ENTITIES), *outputs, run_dir.cache_dir(STAGE))
+
+    return pipeline.stage(STAGE).run_once(run_dir, {"enrich": config.enrich}, work, force)
 
 
 def summary(stats: dict[str, Any]) -> str:
@@ -208,7 +197,7 @@ def summary(stats: dict[str, Any]) -> str:
     if llm:
         for backend, model in llm["models"].items():
             lines.append(
-                f"{backend}: {model['calls']} calls, {model['cache_hits']} from cache, {model['retries']} retries, "
+                f"{backend}: {model['calls']} calls, {model['cache_hits']} from cache, {model['http']['retries']} retries, "
                 f"{model['prompt_tokens']}+{model['completion_tokens']} tokens"
             )
         if llm["answers"]:

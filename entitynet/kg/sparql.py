@@ -2,14 +2,15 @@
 
 Two transports answer the same query text with the same ``sparql-results+json`` bytes:
 
-- ``HttpTransport``: SPARQLWrapper over HTTP POST with a descriptive User-Agent (QLever, WDQS,
-  an ``oxigraph serve``, any SPARQL 1.1 endpoint);
+- ``HttpTransport``: the SPARQL 1.1 protocol over HTTP POST (QLever, WDQS, an ``oxigraph
+  serve``, any endpoint), through ``entitynet.http``: a pooled session, urllib3's Retry for
+  429/5xx/timeouts/resets (429 and 503 honour ``Retry-After``), and a body that is not results
+  (an HTML error page, truncated JSON) retried within the same budget;
 - ``EmbeddedTransport``: a pyoxigraph store in this process, for dump files.
 
-``SparqlClient`` adds what a harvest of millions of rows needs: bounded retries (429/503 honour
-``Retry-After``; timeouts, connection errors, 5xx and malformed bodies back off exponentially
-with jitter), LIMIT/OFFSET paging in a stable order, and a cache of every page on disk, so a run
-that gives up keeps what it fetched and a rerun resumes where it stopped.
+``SparqlClient`` adds what a harvest of millions of rows needs: LIMIT/OFFSET paging in a stable
+order, and a cache of every page on disk, so a run that gives up keeps what it fetched and a
+rerun resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -17,112 +18,62 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
-import http.client
 import json
 import logging
 import shutil
-import socket
 import threading
-import time
-import urllib.error
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from entitynet.http import display_url, parse_retry_after
-from entitynet.http import user_agent as http_user_agent
-from entitynet.retry import Backoff, WaitTooLong
-from entitynet.rundir import StatsRecord, write_bytes_atomic
+import requests
+
+from entitynet.config import SparqlConfig
+from entitynet.http import HttpClient, HttpFailure, HttpStats, Transient, display_url, read_body
+from entitynet.rundir import StageError, StatsRecord, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
-class SparqlError(RuntimeError):
+Results = tuple[bytes, list[dict[str, Any]]]  # the raw body (cached as is) and its bindings
+
+
+class SparqlError(StageError):
     """A query failed for good: the message names the endpoint, the page and the cause."""
-
-
-class TransientError(Exception):
-    """A failure worth retrying: rate limits, timeouts, 5xx, connection trouble, broken bodies."""
-
-    def __init__(self, kind: str, cause: str, retry_after: float | None = None) -> None:
-        super().__init__(cause)
-        self.kind = kind  # short and stable, counted in the stage's statistics
-        self.cause = cause
-        self.retry_after = retry_after
 
 
 class Transport(Protocol):
     name: str  # shown in messages; never holds credentials
     key: str  # identifies the data behind it, for the page cache
+    stats: HttpStats
 
-    def fetch(self, query: str) -> bytes: ...
-
-
-def user_agent(contact: str = "") -> str:
-    """Wikimedia's User-Agent policy: tool name/version, a URL and a way to reach the operator."""
-    return f"{http_user_agent(contact)} SPARQLWrapper"
+    def fetch(self, query: str) -> Results: ...  # raises HttpFailure or SparqlError
 
 
 class HttpTransport:
-    """SPARQLWrapper over HTTP POST; every failure is sorted into transient or fatal."""
+    """SPARQL over HTTP POST, results as JSON; retries as the config says (see the module docstring)."""
 
-    def __init__(self, url: str, agent: str, timeout: float) -> None:
-        self.url = url
-        self.name = display_url(url)
+    def __init__(self, config: SparqlConfig) -> None:
+        self.url = config.endpoint_url
+        self.name = display_url(self.url)
         self.key = self.name
-        self.agent = agent
-        self.timeout = timeout
+        self.timeout = config.timeout
+        # Two threads of the harvest ask at once (wikidata.py): two kept-alive connections.
+        self.http = HttpClient(config, timeout=config.timeout, contact=config.contact, pool_size=2,
+                               headers={"Accept": "application/sparql-results+json"})
+        self.stats = self.http.stats
 
-    def fetch(self, query: str) -> bytes:
-        from SPARQLWrapper import JSON, POST, SPARQLWrapper
-        from SPARQLWrapper.SPARQLExceptions import EndPointInternalError, SPARQLWrapperException
+    def fetch(self, query: str) -> Results:
+        return self.http.call("POST", self.url, self._read, data={"query": query})
 
-        wrapper = SPARQLWrapper(self.url, agent=self.agent)
-        wrapper.setMethod(POST)
-        wrapper.setReturnFormat(JSON)
-        wrapper.setOnlyConneg(True)  # standard content negotiation, no engine-specific format=...
-        wrapper.setTimeout(max(1, round(self.timeout)))
-        wrapper.setQuery(query)
-        try:
-            response = wrapper.query().response
-            return _read_within(response, self.timeout)
-        except urllib.error.HTTPError as error:
-            raise _classify_http(error.code, error.headers.get("Retry-After")) from None
-        except EndPointInternalError:
-            raise TransientError("http_500", "HTTP 500 internal server error") from None
-        except SPARQLWrapperException as error:  # 400 bad query, 401, 404, 414: retrying cannot help
-            raise SparqlError(f"{self.name}: {str(error).splitlines()[0]}") from None
-        except (TimeoutError, socket.timeout):
-            raise TransientError("timeout", f"no answer within {self.timeout:g}s") from None
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, (TimeoutError, socket.timeout)):
-                raise TransientError("timeout", f"no answer within {self.timeout:g}s") from None
-            raise TransientError("connection", f"connection failed: {error.reason}") from None
-        except (ConnectionError, http.client.HTTPException) as error:
-            raise TransientError("connection", f"connection broken: {type(error).__name__}: {error}") from None
-
-
-def _read_within(response: Any, timeout: float) -> bytes:
-    """Read a body, but not for longer than ``timeout`` even if bytes keep trickling in."""
-    deadline = time.monotonic() + timeout
-    chunks = []
-    while True:
-        chunk = response.read(1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        if time.monotonic() > deadline:
-            raise TimeoutError
-
-
-def _classify_http(code: int, retry_after: str | None) -> Exception:
-    if code in (429, 503):
-        return TransientError(f"http_{code}", f"HTTP {code}", parse_retry_after(retry_after))
-    if code >= 500:
-        return TransientError(f"http_{code}", f"HTTP {code}")
-    hint = " (Wikimedia refuses clients without a descriptive User-Agent: set kg.sparql.contact)" if code == 403 else ""
-    return SparqlError(f"HTTP {code}{hint}")
+    def _read(self, response: requests.Response) -> Results:
+        if response.status_code >= 400:  # 400 bad query, 401, 403, 404, 414: retrying cannot help
+            said = " ".join(read_body(response, max_bytes=1 << 20, seconds=self.timeout)[:300].decode("utf-8", "replace").split())
+            hint = " (Wikimedia refuses clients without a descriptive User-Agent: set kg.sparql.contact)" if response.status_code == 403 else ""
+            raise HttpFailure(f"http_{response.status_code}", f"HTTP {response.status_code}{hint}: {said}", status=response.status_code)
+        # A deadline for the whole body: a server that trickles bytes cannot stall the harvest.
+        body = read_body(response, seconds=self.timeout)
+        return body, bindings(body)
 
 
 class EmbeddedTransport:
@@ -132,14 +83,16 @@ class EmbeddedTransport:
         self.store = store
         self.name = name
         self.key = key
+        self.stats = HttpStats()  # no HTTP: stays zero
 
-    def fetch(self, query: str) -> bytes:
+    def fetch(self, query: str) -> Results:
         from pyoxigraph import QueryResultsFormat
 
         try:
-            return self.store.query(query).serialize(format=QueryResultsFormat.JSON)
+            body = self.store.query(query).serialize(format=QueryResultsFormat.JSON)
         except SyntaxError as error:
             raise SparqlError(f"{self.name}: query refused: {error}") from None
+        return body, bindings(body)
 
 
 def open_dump(path: Path, cache_dir: Path) -> EmbeddedTransport:
@@ -183,35 +136,19 @@ def open_dump(path: Path, cache_dir: Path) -> EmbeddedTransport:
 
 @dataclass
 class ClientStats(StatsRecord):
-    requests: int = 0
-    retries: int = 0
     pages: int = 0
     pages_from_cache: int = 0
     rows: int = 0
-    waited_seconds: float = 0.0
-    transient_errors: Counter[str] = field(default_factory=Counter)
+    http: HttpStats = field(default_factory=HttpStats)  # the transport's requests, retries, waits, errors
 
 
 class SparqlClient:
-    """SELECT queries with retries and a page cache; see the module docstring."""
+    """SELECT queries with paging and a page cache; see the module docstring."""
 
-    def __init__(
-        self,
-        transport: Transport,
-        cache_dir: Path | None,
-        *,
-        max_attempts: int = 6,
-        backoff: float = 2.0,
-        max_wait: float = 300.0,
-        sleep: Callable[[float], None] = time.sleep,
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, transport: Transport, cache_dir: Path | None) -> None:
         self.transport = transport
         self.cache_dir = cache_dir
-        self.max_attempts = max_attempts
-        self.backoff = Backoff(backoff, max_wait, seed)
-        self.sleep = sleep
-        self.stats = ClientStats()
+        self.stats = ClientStats(http=transport.stats)
         self._lock = threading.Lock()  # the harvest fetches from two threads (see wikidata.py)
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -221,13 +158,13 @@ class SparqlClient:
         cached = self._cache_path(query)
         if cached is not None and cached.exists():
             self._count(pages_from_cache=1)
-            bindings = _bindings(cached.read_bytes())
+            found = bindings(cached.read_bytes())
         else:
-            body, bindings = self._fetch_with_retries(query, what)
+            body, found = self._fetch(query, what)
             if cached is not None:
                 write_bytes_atomic(cached, body)
-        self._count(pages=1, rows=len(bindings))
-        return bindings
+        self._count(pages=1, rows=len(found))
+        return found
 
     def select_pages(self, query: str, what: str, page_size: int, max_pages: int = 1_000_000) -> Iterator[list[dict[str, Any]]]:
         """Page through an ORDER BY query with LIMIT/OFFSET; stops at the first short page."""
@@ -235,20 +172,18 @@ class SparqlClient:
             raise ValueError("paged queries need an ORDER BY, or pages are not stable")
         for page in range(max_pages):
             text = f"{query}\nLIMIT {page_size} OFFSET {page * page_size}"
-            bindings = self.select(text, f"{what}, page {page + 1}")
-            if len(bindings) > page_size:
+            found = self.select(text, f"{what}, page {page + 1}")
+            if len(found) > page_size:
                 raise SparqlError(f"{self.transport.name}: {what}, page {page + 1}: the endpoint ignored LIMIT {page_size}")
-            yield bindings
-            if len(bindings) < page_size:
+            yield found
+            if len(found) < page_size:
                 return
         raise SparqlError(f"{self.transport.name}: {what}: more than {max_pages} pages; raise kg.sparql.page_size")
 
-    def _count(self, error: str | None = None, **deltas: float) -> None:
+    def _count(self, **deltas: int) -> None:
         with self._lock:
             for name, delta in deltas.items():
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
-            if error is not None:
-                self.stats.transient_errors[error] += 1
 
     def _cache_path(self, query: str) -> Path | None:
         if self.cache_dir is None:
@@ -256,51 +191,36 @@ class SparqlClient:
         digest = hashlib.sha256(f"{self.transport.key}\n{query}".encode()).hexdigest()
         return self.cache_dir / f"{digest[:32]}.json"
 
-    def _fetch_with_retries(self, query: str, what: str) -> tuple[bytes, list[dict[str, Any]]]:
-        for attempt in range(1, self.max_attempts + 1):
-            self._count(requests=1)
-            try:
-                body = self.transport.fetch(query)
-                return body, _bindings(body)
-            except TransientError as error:
-                self._count(error=error.kind)
-                if attempt == self.max_attempts:
-                    raise self._give_up(what, attempt, error.cause) from None
-                try:
-                    wait = self.backoff.wait(attempt, error.retry_after)
-                except WaitTooLong as too_long:
-                    raise SparqlError(
-                        f"{self.transport.name}: {too_long}, longer than kg.sparql.max_wait={self.backoff.max_wait:g}s; "
-                        "fetched pages are kept, rerun later to resume"
-                    ) from None
-                logger.warning(
-                    "%s: %s: %s; retry %d/%d in %.1fs",
-                    self.transport.name, what, error.cause, attempt, self.max_attempts - 1, wait,
-                )
-                self._count(retries=1, waited_seconds=wait)
-                self.sleep(wait)
-            except SparqlError as error:
-                raise SparqlError(f"{self.transport.name}: {what}: {error}") from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _give_up(self, what: str, attempts: int, cause: str) -> SparqlError:
-        kept = f"{self.stats.pages} page(s) fetched so far are kept in {self.cache_dir}" if self.cache_dir else "nothing is cached"
-        return SparqlError(
-            f"{self.transport.name}: gave up on {what} after {attempts} attempts: {cause}. "
-            f"{kept}; rerun the same command to resume."
-        )
+    def _fetch(self, query: str, what: str) -> Results:
+        name = self.transport.name
+        try:
+            return self.transport.fetch(query)
+        except HttpFailure as failure:
+            if failure.wait is not None:
+                raise SparqlError(
+                    f"{name}: {failure.detail}, longer than kg.sparql.max_wait; fetched pages are kept, rerun later to resume"
+                ) from None
+            if failure.status is not None and 400 <= failure.status < 500 and failure.status != 429:
+                raise SparqlError(f"{name}: {what}: {failure.detail}") from None
+            kept = f"{self.stats.pages} page(s) fetched so far are kept in {self.cache_dir}" if self.cache_dir else "nothing is cached"
+            raise SparqlError(
+                f"{name}: gave up on {what} after {failure.attempts} attempts: {failure.detail}. "
+                f"{kept}; rerun the same command to resume."
+            ) from None
+        except SparqlError as error:
+            raise SparqlError(f"{name}: {what}: {error}") from None
 
 
-def _bindings(body: bytes) -> list[dict[str, Any]]:
-    """Parse and check a sparql-results+json body; anything else is a transient failure."""
+def bindings(body: bytes) -> list[dict[str, Any]]:
+    """Parse and check a sparql-results+json body; anything else is worth another attempt."""
     stripped = body.lstrip()[:1]
     if stripped == b"<":
-        raise TransientError("malformed", "an HTML or XML page instead of JSON results")
+        raise Transient("malformed", "an HTML or XML page instead of JSON results")
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TransientError("malformed", f"malformed JSON results ({len(body)} bytes): {error}") from None
-    bindings = document.get("results", {}).get("bindings") if isinstance(document, dict) else None
-    if not isinstance(bindings, list):
-        raise TransientError("malformed", "JSON without results.bindings")
-    return bindings
+        raise Transient("malformed", f"malformed JSON results ({len(body)} bytes): {error}") from None
+    found = document.get("results", {}).get("bindings") if isinstance(document, dict) else None
+    if not isinstance(found, list):
+        raise Transient("malformed", "JSON without results.bindings")
+    return found

@@ -11,37 +11,29 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from entitynet import layout, pipeline
 from entitynet.config import Config, KgConfig
 from entitynet.kg.merge import WordNetMerger
-from entitynet.kg.sparql import HttpTransport, SparqlClient, Transport, open_dump, user_agent
+from entitynet.kg.sparql import HttpTransport, SparqlClient, Transport, open_dump
 from entitynet.kg.wikidata import WikidataHarvester
 from entitynet.kg.wordnet import WordNetHarvester, load_wordnet
 from entitynet.records import Entity
 from entitynet.rundir import RunDir, StageResult
 from entitynet.tables import entity_writer
-from entitynet.typed_config import to_dict
 
 logger = logging.getLogger(__name__)
 
 STAGE = "kg"
-ARTIFACT = "entities.parquet"
 
 
 def make_transport(config: KgConfig, cache_dir: Path) -> Transport:
     if config.sparql.dump:
         return open_dump(Path(config.sparql.dump), cache_dir)
-    return HttpTransport(config.sparql.endpoint_url, user_agent(config.sparql.contact), config.sparql.timeout)
+    return HttpTransport(config.sparql)
 
 
 def make_client(config: KgConfig, cache_dir: Path) -> SparqlClient:
-    sparql = config.sparql
-    return SparqlClient(
-        make_transport(config, cache_dir),
-        cache_dir / "sparql",
-        max_attempts=sparql.max_attempts,
-        backoff=sparql.backoff,
-        max_wait=sparql.max_wait,
-    )
+    return SparqlClient(make_transport(config, cache_dir), cache_dir / "sparql")
 
 
 def harvest(config: KgConfig, cache_dir: Path, output: Path) -> dict[str, Any]:
@@ -79,18 +71,12 @@ def harvest(config: KgConfig, cache_dir: Path, output: Path) -> dict[str, Any]:
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    settings = {"domain": config.domain, "kg": to_dict(config.kg)}
-    output = run_dir.path(ARTIFACT)
-    return run_dir.run_stage(
-        STAGE,
-        settings,
-        [output],
-        lambda: harvest(config.kg, run_dir.cache_dir(STAGE), output),
-        force=force,
-    )
+    settings = {"domain": config.domain, "kg": config.kg}
+    output = run_dir.path(layout.ENTITIES)
+    return pipeline.stage(STAGE).run_once(run_dir, settings, lambda: harvest(config.kg, run_dir.cache_dir(STAGE), output), force)
 
 
-def summary_table(stats: dict[str, Any]) -> str:
+def summary(stats: dict[str, Any]) -> str:
     """Entities per source, root and domain, as a plain-text table, then merges and drops."""
     rows = [("source", "root", "domain", "entities")]
     rows += [(r["source"], r["root"], r["domain"], str(r["entities"])) for r in stats.get("summary", [])]

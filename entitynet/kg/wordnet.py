@@ -21,6 +21,7 @@ from typing import Any
 
 from entitynet.config import WordnetConfig
 from entitynet.records import Ancestor, Entity
+from entitynet.rundir import StageError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ INSTALL_HINT = (
 _BINOMIAL = re.compile(r"([A-Z][a-z]+) [a-z][a-z-]+")
 
 
-class WordNetMissing(RuntimeError):
+class WordNetMissing(StageError):
     """WordNet data could not be found; the message says how to install it."""
 
 

@@ -11,14 +11,29 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Protocol
 
+from entitynet.http import HttpFailure, display_url
 from entitynet.records import Candidate
-from entitynet.rundir import write_bytes_atomic
+from entitynet.rundir import StageError, write_bytes_atomic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 
 
-class EngineError(RuntimeError):
+class EngineError(StageError):
     """The engine cannot go on (bad key, quota exhausted, endpoint gone): stop and say why."""
+
+
+def engine_error(engine: str, url: str, failure: HttpFailure, variables: str = "") -> EngineError:
+    """Why an engine stops, in one line that names the API's host and path but never its key."""
+    shown = display_url(url)
+    if failure.status in (401, 403) and variables:
+        return EngineError(f"{engine}: refused (HTTP {failure.status}): check {variables}, the API's enablement and its daily quota")
+    if failure.status == 400 and variables:
+        return EngineError(f"{engine}: the API rejected the request (HTTP 400): check {variables}")
+    if failure.wait is not None:
+        return EngineError(f"{engine}: {shown}: {failure.detail}, longer than search.max_wait; rerun later to resume")
+    if failure.status is not None and 400 <= failure.status < 500 and failure.status != 429:
+        return EngineError(f"{engine}: {shown}: {failure.detail}")
+    return EngineError(f"{engine}: {shown}: gave up after {failure.attempts} attempts: {failure.detail}; rerun to resume")
 
 
 class Engine(Protocol):

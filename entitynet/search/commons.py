@@ -14,9 +14,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from entitynet.http import HttpError, JsonClient
+from entitynet.http import HttpClient, HttpFailure
 from entitynet.records import Candidate
-from entitynet.search.base import AnswerCache, EngineError, html_text, looks_like_image
+from entitynet.search.base import AnswerCache, EngineError, engine_error, html_text, looks_like_image
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ MAX_MAXLAG_RETRIES = 5
 class CommonsEngine:
     name = "commons"
 
-    def __init__(self, client: JsonClient, cache: AnswerCache, api_url: str, thumb_width: int, page_size: int = 50) -> None:
+    def __init__(self, client: HttpClient, cache: AnswerCache, api_url: str, thumb_width: int, page_size: int = 50) -> None:
         self.client = client
         self.cache = cache
         self.api_url = api_url
@@ -58,9 +58,9 @@ class CommonsEngine:
     def _fetch(self, params: dict[str, Any]) -> Any:
         for attempt in range(MAX_MAXLAG_RETRIES):
             try:
-                answer = self.client.get(self.api_url, params)
-            except HttpError as error:
-                raise EngineError(f"commons: {error}") from None
+                answer = self.client.get_json(self.api_url, params)
+            except HttpFailure as failure:
+                raise engine_error(self.name, self.api_url, failure) from None
             problem = answer.get("error") if isinstance(answer, dict) else None
             if not problem:
                 return answer

@@ -11,7 +11,9 @@ matcher on word boundaries, not a loop over queries).
 Balancing (MetaCLIP, Xu et al. 2023): a first pass counts the rows that match each entity; the
 second keeps a row for an entity with probability min(1, max_per_entity / count), decided by a
 hash of (url, entity, seed), so frequent entities are capped, rare ones kept whole, and reruns
-agree. Both passes stream: memory holds the query index and one counter per entity.
+agree. Both passes stream: memory holds the query index and one counter per entity. Rows that
+cannot be used (no URL, no text, a sample that is not JSON, a failed img2dataset download) are
+counted by reason in the stage's ``dropped``, whatever the pool's format; none stops the run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -67,8 +70,12 @@ class QueryIndex:
         return found
 
 
-def pool_rows(path: Path, url_column: str | None = None, text_column: str | None = None) -> Iterator[tuple[str, str]]:
-    """(url, text) of every row of a pool: a parquet file, a .tar shard, or a folder of them."""
+def pool_rows(path: Path, url_column: str | None = None, text_column: str | None = None,
+              drops: Counter[str] | None = None) -> Iterator[tuple[str, str]]:
+    """(url, text) of every usable row of a pool: a parquet file, a .tar shard, a .jsonl file, or a
+    folder of them. Rows that cannot be used are counted in ``drops`` by reason (``no_url``,
+    ``no_text``, ``bad_json``, ``failed_download`` for img2dataset's failures), never fatal."""
+    drops = Counter() if drops is None else drops
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".tar", ".jsonl"))
         if not files:
@@ -79,14 +86,32 @@ def pool_rows(path: Path, url_column: str | None = None, text_column: str | None
         raise ConfigError(f"search.pool.path: {path} does not exist")
     for file in files:
         if file.suffix == ".tar":
-            yield from _tar_rows(file)
+            samples = _tar_samples(file)
         elif file.suffix == ".jsonl":
-            yield from _jsonl_rows(file)
+            samples = _jsonl_samples(file)
         else:
-            yield from _parquet_rows(file, url_column, text_column)
+            samples = _parquet_samples(file, url_column, text_column)
+        for url, text in samples:
+            reason = _unusable(url, text)
+            if reason:
+                drops[reason] += 1
+            else:
+                yield url, text
 
 
-def _parquet_rows(file: Path, url_column: str | None, text_column: str | None) -> Iterator[tuple[str, str]]:
+_BAD_JSON, _FAILED = object(), object()  # in place of a URL: a sample that is not a JSON object, an img2dataset failure
+Sample = tuple[Any, Any]
+
+
+def _unusable(url: Any, text: Any) -> str | None:
+    if url is _BAD_JSON:
+        return "bad_json"
+    if url is _FAILED:
+        return "failed_download"
+    return "no_url" if not url else "no_text" if not text else None
+
+
+def _parquet_samples(file: Path, url_column: str | None, text_column: str | None) -> Iterator[Sample]:
     parquet = pq.ParquetFile(file)
     names = parquet.schema_arrow.names
     url = url_column or next((c for c in URL_COLUMNS if c in names), None)
@@ -100,39 +125,30 @@ def _parquet_rows(file: Path, url_column: str | None, text_column: str | None) -
     for batch in parquet.iter_batches(batch_size=50_000, columns=[url, text] + ([status] if status else [])):
         statuses = batch.column(2).to_pylist() if status else [None] * batch.num_rows
         for row_url, row_text, row_status in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), statuses):
-            if row_url and row_text and row_status in (None, "success"):
-                yield row_url, row_text
+            yield (row_url, row_text) if row_status in (None, "success") else (_FAILED, None)
 
 
-def _jsonl_rows(file: Path) -> Iterator[tuple[str, str]]:
+def _json_sample(data: str | bytes) -> Sample:
+    try:
+        sample = json.loads(data)
+    except ValueError:
+        return _BAD_JSON, None
+    if not isinstance(sample, dict):
+        return _BAD_JSON, None
+    return sample.get("url"), sample.get("text") or sample.get("caption")
+
+
+def _jsonl_samples(file: Path) -> Iterator[Sample]:
     with file.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except ValueError:
-                raise ConfigError(f"search.pool: {file}:{number}: not a JSON object") from None
-            url, text = sample.get("url"), sample.get("text") or sample.get("caption")
-            if url and text:
-                yield url, text
+        yield from (_json_sample(line) for line in lines if line.strip())
 
 
-def _tar_rows(file: Path) -> Iterator[tuple[str, str]]:
+def _tar_samples(file: Path) -> Iterator[Sample]:
     with tarfile.open(file) as archive:
         for member in archive:
-            if not member.name.endswith(".json"):
-                continue
-            handle = archive.extractfile(member)
-            if handle is None:
-                continue
-            try:
-                sample = json.loads(handle.read())
-            except ValueError:
-                continue
-            url, text = sample.get("url"), sample.get("caption") or sample.get("text")
-            if url and text:
-                yield url, text
+            handle = archive.extractfile(member) if member.name.endswith(".json") else None
+            if handle is not None:
+                yield _json_sample(handle.read())
 
 
 def keep(url: str, entity_id: str, probability: float, seed: int) -> bool:
@@ -158,11 +174,11 @@ class PoolEngine:
 
     def candidates(self, index: QueryIndex) -> Iterator[Candidate]:
         per_entity: Counter[str] = Counter()
-        for _, text in pool_rows(self.path, self.url_column, self.text_column):
+        for _, text in pool_rows(self.path, self.url_column, self.text_column, Counter()):  # the second pass counts drops
             entities = {e for query_id in index.matches(text) for e in index.entities[query_id]}
             per_entity.update(entities)
         ranks: Counter[str] = Counter()
-        for url, text in pool_rows(self.path, self.url_column, self.text_column):
+        for url, text in pool_rows(self.path, self.url_column, self.text_column, self.drops):
             self.rows += 1
             for query_id in sorted(index.matches(text)):
                 kept = [e for e in index.entities[query_id]

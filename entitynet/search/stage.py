@@ -18,43 +18,46 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from entitynet import layout, pipeline
 from entitynet.config import Config, SearchConfig
-from entitynet.http import JsonClient
-from entitynet.queries import ARTIFACT as QUERIES
-from entitynet.records import Candidate
-from entitynet.rundir import RunDir, StageResult, fingerprint, write_text_atomic
+from entitynet.http import HttpClient
+from entitynet.records import Candidate, Query
+from entitynet.rundir import RunDir, StageResult, write_text_atomic
 from entitynet.search.base import AnswerCache, Engine
 from entitynet.search.commons import CommonsEngine
 from entitynet.search.pool import PoolEngine, QueryIndex
 from entitynet.search.web import BraveEngine, GoogleEngine
-from entitynet.tables import CANDIDATE_SCHEMA, RecordWriter, candidate_to_row, read_rows
-from entitynet.typed_config import to_dict
+from entitynet.tables import CANDIDATE_SCHEMA, RecordWriter, candidate_to_row, read_queries
 
 logger = logging.getLogger(__name__)
 
 STAGE = "search"
-FOLDER = "candidates"
 
 
 def part_path(folder: Path, number: int) -> Path:
-    return folder / f"part-{number:05d}.parquet"
+    return folder / layout.part(number)
 
 
-def selected_queries(config: SearchConfig, path: Path) -> Iterator[dict[str, Any]]:
+def selected_queries(config: SearchConfig, path: Path) -> Iterator[Query]:
     """The queries to search: those with a use of a selected kind, at most ``max_queries``."""
     kinds = set(config.kinds)
-    chosen = (row for row in read_rows(path) if any(use["kind"] in kinds for use in row["uses"]))
+    chosen = (query for query in read_queries(path) if any(use.kind in kinds for use in query.uses))
     return itertools.islice(chosen, config.max_queries)
 
 
+def make_client(config: SearchConfig) -> HttpClient:
+    """The web engines' client: serial, and spaced by ``min_interval`` for Commons."""
+    spacing = config.commons.min_interval if config.engine == "commons" else 0.0
+    return HttpClient(config, timeout=config.timeout, contact=config.contact, min_interval=spacing)
+
+
 def make_engine(config: SearchConfig, cache_dir: Path) -> Engine:
-    client = JsonClient(config.contact, timeout=config.timeout, max_attempts=config.max_attempts,
-                        backoff=config.backoff, max_wait=config.max_wait)
+    client = make_client(config)
     cache = AnswerCache(cache_dir / config.engine)
     if config.engine == "commons":
-        client.min_interval = config.commons.min_interval
         return CommonsEngine(client, cache, config.commons.api_url, config.commons.thumb_width, config.commons.page_size)
     if config.engine == "google":
         google = config.google
@@ -63,8 +66,8 @@ def make_engine(config: SearchConfig, cache_dir: Path) -> Engine:
 
 
 def search(config: SearchConfig, run_dir: RunDir, key: str) -> dict[str, Any]:
-    folder = run_dir.path(FOLDER)
-    stamp = folder / "_fingerprint"
+    folder = run_dir.path(layout.CANDIDATES)
+    stamp = folder / layout.FINGERPRINT
     if folder.exists() and (not stamp.exists() or stamp.read_text() != key):
         shutil.rmtree(folder)  # parts of another configuration
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +82,7 @@ def search(config: SearchConfig, run_dir: RunDir, key: str) -> dict[str, Any]:
 def _search_web(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[str, Any]:
     engine = make_engine(config, run_dir.cache_dir(STAGE))
     counts: Counter[str] = Counter()
-    queries = selected_queries(config, run_dir.path(QUERIES))
+    queries = selected_queries(config, run_dir.path(layout.QUERIES))
     parts = iter(lambda: list(itertools.islice(queries, config.queries_per_part)), [])
     with tqdm(desc=f"search {engine.name}", unit="query", disable=None, leave=False) as progress:
         for number, part in enumerate(parts):
@@ -90,7 +93,7 @@ def _search_web(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[str
                 continue
             with RecordWriter[Candidate](target, CANDIDATE_SCHEMA, candidate_to_row) as writer:
                 for query in part:
-                    found = engine.search(query["text"], query["natural_type"], query["query_id"], config.per_query)
+                    found = engine.search(query.text, query.natural_type, query.query_id, config.per_query)
                     counts["queries_without_candidates"] += not found
                     writer.write_all(found)
                     progress.update(1)
@@ -105,8 +108,8 @@ def _search_pool(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[st
     pool = config.pool
     engine = PoolEngine(Path(pool.path or ""), pool.max_per_entity, pool.seed, pool.url_column, pool.text_column)
     index = QueryIndex()
-    for query in selected_queries(config, run_dir.path(QUERIES)):
-        index.add(query["query_id"], query["text"], [use["entity_id"] for use in query["uses"]])
+    for query in selected_queries(config, run_dir.path(layout.QUERIES)):
+        index.add(query.query_id, query.text, [use.entity_id for use in query.uses])
     stream = engine.candidates(index)
     size = config.queries_per_part * config.per_query
     for number in itertools.count():
@@ -124,11 +127,11 @@ def _search_pool(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[st
 
 def _summarise(folder: Path, engine: Any, counts: Counter[str]) -> dict[str, Any]:
     candidates, queries, licences = 0, set(), Counter()
-    for part in sorted(folder.glob("part-*.parquet")):
-        for row in read_rows(part):
-            candidates += 1
-            queries.add(row["query_id"])
-            licences[row["license"] or "unknown"] += 1
+    for part in sorted(folder.glob(layout.PART_GLOB)):
+        table = pq.read_table(part, columns=["query_id", "license"])
+        candidates += table.num_rows
+        queries.update(table.column("query_id").to_pylist())
+        licences.update(licence or "unknown" for licence in table.column("license").to_pylist())
     return {
         "engine": engine.name,
         "candidates": candidates,
@@ -140,17 +143,10 @@ def _summarise(folder: Path, engine: Any, counts: Counter[str]) -> dict[str, Any
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    settings = {"search": to_dict(config.search)}
-    upstream = (run_dir.state("queries") or {}).get("fingerprint")
-    return run_dir.run_stage(
-        STAGE,
-        settings,
-        [run_dir.path(FOLDER)],
-        lambda: search(config.search, run_dir, fingerprint({"settings": settings, "queries": upstream})),
-        force=force,
-        requires=("queries",),
-        cache_survives_force=True,  # answers are keyed by exactly what was asked
-    )
+    settings = {"search": config.search}
+    entry = pipeline.stage(STAGE)
+    key = entry.fingerprint(run_dir, settings)  # stamps the parts: another configuration clears them
+    return entry.run_once(run_dir, settings, lambda: search(config.search, run_dir, key), force)
 
 
 def summary(stats: dict[str, Any]) -> str:

@@ -11,9 +11,9 @@ import os
 from collections import Counter
 from typing import Any
 
-from entitynet.http import HttpError, JsonClient
+from entitynet.http import HttpClient, HttpFailure
 from entitynet.records import Candidate
-from entitynet.search.base import AnswerCache, EngineError
+from entitynet.search.base import AnswerCache, EngineError, engine_error
 
 
 def _secret(variable: str, engine: str) -> str:
@@ -23,21 +23,13 @@ def _secret(variable: str, engine: str) -> str:
     return value
 
 
-def _stop(engine: str, error: HttpError, variables: str) -> EngineError:
-    if error.status in (401, 403):
-        return EngineError(f"{engine}: refused (HTTP {error.status}): check {variables}, the API's enablement and its daily quota")
-    if error.status == 400:
-        return EngineError(f"{engine}: the API rejected the request (HTTP 400): check {variables}")
-    return EngineError(f"{engine}: {error}")
-
-
 class GoogleEngine:
     """Custom Search JSON API, image search: at most 10 per request and 100 per query (the API's limit)."""
 
     name = "google"
     API_LIMIT = 100
 
-    def __init__(self, client: JsonClient, cache: AnswerCache, url: str, key_env: str, cx_env: str,
+    def __init__(self, client: HttpClient, cache: AnswerCache, url: str, key_env: str, cx_env: str,
                  exclude_terms: list[str], image_type: str) -> None:
         self.client = client
         self.cache = cache
@@ -72,9 +64,9 @@ class GoogleEngine:
 
     def _get(self, params: dict[str, Any]) -> Any:
         try:
-            return self.client.get(self.url, {**params, "key": self.key, "cx": self.cx})
-        except HttpError as error:
-            raise _stop(self.name, error, f"${self.key_env} and ${self.cx_env}") from None
+            return self.client.get_json(self.url, {**params, "key": self.key, "cx": self.cx})
+        except HttpFailure as failure:
+            raise engine_error(self.name, self.url, failure, f"${self.key_env} and ${self.cx_env}") from None
 
     def _candidate(self, item: dict[str, Any], query_id: str, rank: int) -> Candidate | None:
         link = item.get("link")
@@ -97,7 +89,7 @@ class BraveEngine:
     name = "brave"
     API_LIMIT = 200
 
-    def __init__(self, client: JsonClient, cache: AnswerCache, url: str, token_env: str) -> None:
+    def __init__(self, client: HttpClient, cache: AnswerCache, url: str, token_env: str) -> None:
         self.client = client
         self.cache = cache
         self.url = url
@@ -117,9 +109,9 @@ class BraveEngine:
 
     def _get(self, params: dict[str, Any]) -> Any:
         try:
-            return self.client.get(self.url, params, headers={"X-Subscription-Token": self.token})
-        except HttpError as error:
-            raise _stop(self.name, error, f"${self.token_env}") from None
+            return self.client.get_json(self.url, params, headers={"X-Subscription-Token": self.token})
+        except HttpFailure as failure:
+            raise engine_error(self.name, self.url, failure, f"${self.token_env}") from None
 
     def _candidate(self, result: dict[str, Any], query_id: str, rank: int) -> Candidate | None:
         properties = result.get("properties") or {}

@@ -29,7 +29,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from entitynet.tables import read_entities, read_rows
+from entitynet import layout
+from entitynet.records import Query, Source, StoredImage
+from entitynet.tables import (
+    SOURCE_TYPE,
+    image_from_row,
+    image_shard,
+    read_duplicates,
+    read_entities,
+    read_natural_types,
+    read_queries,
+    read_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +59,23 @@ def prepare(
 ) -> dict[str, Any]:
     """Write ``out/{split}.parquet`` (shard, row, domain) and the lookups; return counts."""
     out.mkdir(parents=True, exist_ok=True)
-    visual = {row["entity_id"]: row for row in read_rows(run_root / "natural_types.parquet")}
+    natural = {record.entity_id: record for record in read_natural_types(run_root / layout.NATURAL_TYPES)}
     entities: dict[str, dict[str, Any]] = {}
-    for entity in read_entities(run_root / "entities.parquet"):
-        typed = visual.get(entity.id, {})
-        if typed.get("visual") is False:
+    for entity in read_entities(run_root / layout.ENTITIES):
+        typed = natural.get(entity.id)
+        if typed is not None and typed.visual is False:
             continue
         entities[entity.id] = {"id": entity.id, "name": entity.name, "aliases": entity.aliases,
-                               "description": entity.description, "natural_type": typed.get("natural_type"),
+                               "description": entity.description, "natural_type": typed.natural_type if typed else None,
                                "domain": entity.domain}
-    queries = {row["query_id"]: row for row in read_rows(run_root / "queries.parquet")}
-    images_dir = run_root / "images"
-    duplicate_of = {row["url"]: row["canonical_url"] for row in read_rows(images_dir / "duplicates.parquet")}
-    shards = sorted(images_dir.glob("shard-*[0-9].parquet"))
+    queries: dict[str, Query] = {query.query_id: query for query in read_queries(run_root / layout.QUERIES)}
+    images_dir = run_root / layout.IMAGES
+    duplicate_of = {duplicate.url: duplicate.canonical_url for duplicate in read_duplicates(images_dir / layout.DUPLICATES)}
+    shards = sorted(images_dir.glob(layout.IMAGE_SHARD_GLOB))
 
     extra: dict[str, list[dict[str, Any]]] = defaultdict(list)  # canonical url -> its duplicates
     for shard in shards if duplicate_of else ():
-        table = pq.read_table(shard, columns=["url", "sources"])
+        table = image_shard(shard, ["url", "sources"])
         for url, sources in zip(table.column("url").to_pylist(), table.column("sources").to_pylist()):
             if url in duplicate_of:
                 extra[duplicate_of[url]].append({"url": url, "sources": sources})
@@ -74,8 +85,9 @@ def prepare(
     used_queries: set[str] = set()
     used_entities: set[str] = set()
     for shard in shards:
-        table = pq.read_table(shard, columns=["url", "sources"])
-        for index, (url, sources) in enumerate(zip(table.column("url").to_pylist(), table.column("sources").to_pylist())):
+        table = image_shard(shard, ["url", "sources"])  # in plan order; "row" is where each is in the file
+        for index, url, sources in zip(table.column("row").to_pylist(), table.column("url").to_pylist(),
+                                       table.column("sources").to_pylist()):
             counts["stored_images"] += 1
             if url in duplicate_of:
                 counts["merged_duplicates"] += 1
@@ -85,7 +97,7 @@ def prepare(
                 continue
             all_sources = sources + [s for dup in extra.get(url, []) for s in dup["sources"]]
             query_ids = {s["query_id"] for s in all_sources if s["query_id"] in queries}
-            found = {use["entity_id"] for q in query_ids for use in queries[q]["uses"] if use["entity_id"] in entities}
+            found = {use.entity_id for q in query_ids for use in queries[q].uses if use.entity_id in entities}
             if not found:
                 counts["without_entity"] += 1
                 continue
@@ -105,8 +117,9 @@ def prepare(
                 logger.warning("split %s is empty: a seeded hash drew none of %d entities for it; raise "
                                "build.%s_fraction or harvest more entities", split, len(used_entities), split)
     pq.write_table(pa.Table.from_pylist([entities[e] for e in sorted(used_entities)] or [], schema=_ENTITY), out / "entities.parquet")
-    pq.write_table(pa.Table.from_pylist([{"query_id": q, "text": queries[q]["text"], "uses": queries[q]["uses"]}
-                                         for q in sorted(used_queries)], schema=_QUERY), out / "queries.parquet")
+    pq.write_table(pa.Table.from_pylist([{"query_id": q, "text": queries[q].text, "uses": [
+        {"kind": use.kind, "entity_id": use.entity_id, "attribute": use.attribute} for use in queries[q].uses]}
+        for q in sorted(used_queries)], schema=_QUERY), out / "queries.parquet")
     pq.write_table(pa.Table.from_pylist([{"canonical_url": c, "url": d["url"], "sources": d["sources"]}
                                          for c, dups in extra.items() for d in dups], schema=_EXTRA), out / "duplicates.parquet")
     return dict(counts)
@@ -117,10 +130,7 @@ _ENTITY = pa.schema([("id", pa.string()), ("name", pa.string()), ("aliases", pa.
                      ("description", pa.string()), ("natural_type", pa.string()), ("domain", pa.string())])
 _USE = pa.struct([("kind", pa.string()), ("entity_id", pa.string()), ("attribute", pa.string())])
 _QUERY = pa.schema([("query_id", pa.string()), ("text", pa.string()), ("uses", pa.list_(_USE))])
-_SOURCE = pa.struct([("query_id", pa.string()), ("engine", pa.string()), ("rank", pa.int32()), ("text", pa.string()),
-                     ("page_url", pa.string()), ("license", pa.string()), ("license_url", pa.string()),
-                     ("attribution", pa.string())])
-_EXTRA = pa.schema([("canonical_url", pa.string()), ("url", pa.string()), ("sources", pa.list_(_SOURCE))])
+_EXTRA = pa.schema([("canonical_url", pa.string()), ("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE))])
 
 
 def _unique(values: list[str | None]) -> list[str]:
@@ -157,32 +167,32 @@ class Lookups:
         if not wanted:
             return
         table = pq.read_table(shard).take([row for row, _ in wanted])
-        for stored, (_, domain) in zip(table.to_pylist(), wanted):
-            yield stored["image_id"], self.example(stored, domain)
+        for stored, (_, domain) in zip(map(image_from_row, table.to_pylist()), wanted):
+            yield stored.image_id, self.example(stored, domain)
 
-    def example(self, stored: dict[str, Any], domain: str) -> dict[str, Any]:
-        duplicates = self.extra.get(stored["url"], [])
-        sources = stored["sources"] + [s for dup in duplicates for s in dup["sources"]]
+    def example(self, stored: StoredImage, domain: str) -> dict[str, Any]:
+        duplicates = self.extra.get(stored.url, [])
+        sources = stored.sources + [Source(**s) for dup in duplicates for s in dup["sources"]]
         queries, entity_ids = [], []
         for source in sources:
-            query = self.queries.get(source["query_id"])
+            query = self.queries.get(source.query_id)
             for use in query["uses"] if query else []:
                 if use["entity_id"] in self.entities:
                     queries.append((query["text"], use["kind"], use["entity_id"], use["attribute"]))
                     entity_ids.append(use["entity_id"])
-        first = stored["sources"][0] if stored["sources"] else {}
+        first = stored.sources[0] if stored.sources else None
         return {
-            "image": {"bytes": stored["image"], "path": None},
-            "image_id": stored["image_id"],
-            "width": stored["width"],
-            "height": stored["height"],
-            "alt_texts": _unique([s["text"] for s in sources]),
+            "image": {"bytes": stored.image, "path": None},
+            "image_id": stored.image_id,
+            "width": stored.width,
+            "height": stored.height,
+            "alt_texts": _unique([s.text for s in sources]),
             "queries": [dict(zip(("text", "kind", "entity_id", "attribute"), q)) for q in dict.fromkeys(queries)],
             "entities": [self.entities[e] for e in dict.fromkeys(entity_ids)],
-            "urls": _unique([stored["url"]] + [dup["url"] for dup in duplicates]),
-            "page_urls": _unique([s["page_url"] for s in sources]),
-            "engines": _unique([s["engine"] for s in sources]),
-            "license": first.get("license"),
-            "attribution": first.get("attribution"),
+            "urls": _unique([stored.url] + [dup["url"] for dup in duplicates]),
+            "page_urls": _unique([s.page_url for s in sources]),
+            "engines": _unique([s.engine for s in sources]),
+            "license": first.license if first else None,
+            "attribution": first.attribution if first else None,
             "domain": domain,
         }

@@ -1,1 +1,0 @@
-"""The build stage: a Hugging Face dataset (EntityNet and LivingThings) from a run directory."""

@@ -1,0 +1,220 @@
+"""The build stage: RUN/images + records -> RUN/dataset/, a Hugging Face dataset repository.
+
+1. ``rows.prepare`` decides which stored images are rows, their split and domain;
+2. the EntityNet builder (``entitynet.builders.entitynet``) runs in-process once per domain with
+   parquet output, ``num_proc`` and ``max_shard_size``, and its shards are laid out as
+   ``data/living/{split}-NNNNN-of-MMMMM.parquet`` and ``data/other/...``;
+3. the card (README.md with the YAML that declares ``entitynet`` and ``livingthings``) and its
+   pictures are written beside them.
+
+The folder is assembled in RUN/.dataset.building and swapped in at the end, so RUN/dataset is
+always a complete dataset or absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from entitynet import layout, pipeline
+from entitynet.config import Config, DownloadConfig
+from entitynet.dataset.rows import SPLITS, prepare
+from entitynet.rundir import RunDir, StageError, StageResult, package_versions
+
+logger = logging.getLogger(__name__)
+
+STAGE = "build"
+_SHARD = re.compile(r"-(train|validation|test)(?:-(\d+)-of-(\d+))?\.parquet$")
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def evaluation_images(source: Path) -> Iterator[bytes | None]:
+    """The images of an evaluation set, one at a time: a folder of image files and/or parquet files
+    with an image column (None for a row without bytes)."""
+    import pyarrow.parquet as pq
+
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for path in files:
+        if path.suffix == ".parquet":
+            parquet = pq.ParquetFile(path)
+            column = next((c for c in ("image", "jpg", "png") if c in parquet.schema_arrow.names), None)
+            for batch in parquet.iter_batches(batch_size=256, columns=[column]) if column else ():
+                for value in batch.column(0).to_pylist():
+                    yield value.get("bytes") if isinstance(value, dict) else value
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            yield path.read_bytes()
+
+
+def near_evaluation(images_dir: Path, source: Path, distance: int, download: DownloadConfig) -> tuple[set[str], Counter[str]]:
+    """URLs of our stored images within ``distance`` bits of an evaluation image, and how many
+    evaluation images were checked and could not be read. Evaluation images are hashed exactly
+    as downloads are (``dhash_as_stored``: EXIF orientation, first frame, RGB, shrink)."""
+    from entitynet.download.dedup import NearIndex, image_keys
+    from entitynet.download.images import dhash_as_stored
+
+    index = NearIndex(distance)
+    seen: Counter[str] = Counter()
+    for blob in evaluation_images(source):
+        value = dhash_as_stored(blob, download) if blob else None
+        if value is None:
+            seen["evaluation_images_unreadable"] += 1
+        else:
+            seen["evaluation_images"] += 1
+            index.add(value)
+    if seen["evaluation_images_unreadable"]:
+        logger.warning("build: %d evaluation images in %s could not be read and were not checked",
+                       seen["evaluation_images_unreadable"], source)
+    near = {url for _, url, value in image_keys(images_dir) if index.near(value)}
+    return near, seen
+
+
+def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
+    from entitynet.builders.entitynet import EntityNet
+    from entitynet.hub_cards.card import write_card
+
+    settings = config.build
+    cache = run_dir.cache_dir(STAGE)
+    rows_dir = cache / "rows"
+    shutil.rmtree(rows_dir, ignore_errors=True)
+    excluded: set[str] = set()
+    evaluation: Counter[str] = Counter()
+    if settings.exclude_near:
+        excluded, evaluation = near_evaluation(run_dir.path(layout.IMAGES), Path(settings.exclude_near),
+                                               settings.exclude_distance, config.download)
+    counts = prepare(run_dir.root, rows_dir, settings.validation_fraction, settings.test_fraction, settings.seed, excluded)
+    if not counts.get("rows"):
+        left_out = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != "stored_images") or "no stored images"
+        raise StageError(f"build: none of the {counts.get('stored_images', 0)} stored images can be a row ({left_out}); "
+                         "nothing to build: see the download stage's failures")
+
+    staging = run_dir.path(layout.DATASET_STAGING)
+    shutil.rmtree(staging, ignore_errors=True)
+    for domain in ("living", "other"):
+        if not any(counts.get(f"rows_{domain}_{split}") for split in SPLITS):
+            continue
+        output = cache / "prepared" / domain
+        shutil.rmtree(output, ignore_errors=True)
+        builder = EntityNet(config_name="entitynet", domains=(domain,), rows=str(rows_dir), cache_dir=str(cache / "hf"))
+        builder.download_and_prepare(
+            output_dir=str(output), file_format="parquet", max_shard_size=settings.max_shard_size,
+            num_proc=settings.num_proc if settings.num_proc > 1 else None,
+        )
+        _lay_out(output, staging / "data" / domain)
+    pretty = settings.pretty_name or ("LivingThings" if config.domain == "livingthings" else "EntityNet")
+    card = write_card(staging, _context(config, run_dir, counts, evaluation), pretty_name=pretty,
+                      repo_id=settings.repo_id, sample_count=settings.sample_images)
+    _swap_in(staging, run_dir.path(layout.DATASET))
+    return {**counts, **evaluation, "card": card, "dataset": str(run_dir.path(layout.DATASET))}
+
+
+def _lay_out(prepared: Path, target: Path) -> None:
+    """The builder's ``<name>-<split>[-i-of-n].parquet`` files as ``<split>-iiiii-of-nnnnn.parquet``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(prepared.glob("*.parquet")):
+        match = _SHARD.search(path.name)
+        if not match:
+            continue
+        split, index, total = match.group(1), int(match.group(2) or 0), int(match.group(3) or 1)
+        shutil.move(str(path), target / f"{split}-{index:05d}-of-{total:05d}.parquet")
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def provenance(made: dict[str, dict[str, Any]], stats: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """One line per stage of what ran: from the settings it recorded (RUN/config/<stage>.yaml) and
+    its statistics; what a stage did not record (a run made by hand, or by an import) says so."""
+
+    def unknown(stage: str) -> str:
+        return f"settings not recorded (RUN/config/{stage}.yaml)"
+
+    kg, enrich, queries, search, download = (made[stage] for stage in ("kg", "enrich", "queries", "search", "download"))
+    lines = []
+    if kg:
+        sparql, wikidata = kg.get("sparql", {}), kg.get("wikidata", {})
+        source = f"dump {Path(sparql['dump']).name}" if sparql.get("dump") else sparql.get("endpoint")
+        lines.append(("knowledge graph", f"{', '.join(kg.get('sources', []))}; Wikidata from {source} "
+                                         f"({wikidata.get('mode')} under {', '.join(wikidata.get('roots', []))})"))
+    else:
+        lines.append(("knowledge graph", f"{stats['kg'].get('entities', 'unknown number of')} entities; {unknown('kg')}"))
+    if enrich:
+        attributes = enrich.get("attributes", {})
+        lines.append(("natural types", f"{enrich.get('natural_type', {}).get('chooser')} chooser"))
+        lines.append(("visual attributes", f"{attributes.get('backend')} backend, top {attributes.get('top_k_per_root')} entities per root"))
+    else:
+        lines += [("natural types", unknown("enrich")), ("visual attributes", unknown("enrich"))]
+    lines.append(("queries", ", ".join(queries.get("kinds", [])) if queries else unknown("queries")))
+    engine = search.get("engine") or stats["search"].get("engine")
+    lines.append(("image search", f"{engine}, {search['per_query']} per query" if search else
+                  f"{engine}; {unknown('search')}" if engine else unknown("search")))
+    counted = (f"{stats['download']['stored']} stored of {stats['download'].get('urls', stats['download']['stored'])} URLs"
+               if "stored" in stats["download"] else "counts not recorded")
+    settings = (f"max side {download['max_side']}px {str(download['format']).upper()} q{download['quality']}" if download
+                else unknown("download"))
+    lines.append(("download", f"{settings}; {counted}" if download else f"{counted}; {settings}"))
+    return lines
+
+
+def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation: Counter[str]) -> dict[str, Any]:
+    """What the card says about how the data was made, read from the stages' records."""
+    upstream = [entry.name for entry in pipeline.stages(last="download")]
+    states = {stage: (run_dir.state(stage) or {}) for stage in upstream}
+    # What the stages actually ran with (RUN/config/<stage>.yaml), not what this command says.
+    made = {stage: run_dir.recorded_config(stage).get(stage) or {} for stage in upstream}
+    download = states["download"].get("stats", {})
+    download_config = made["download"]
+    enrich = made["enrich"]
+    harvested_with = states["kg"].get("versions") or {}
+    built_with = package_versions()
+    synthetic = run_dir.path(layout.DEMO_MARKER).exists()  # written by `entitynet demo`, whose images are drawn
+    return {
+        "summary": f"{counts.get('rows', 0)} images of {'living things' if config.domain == 'livingthings' else 'entities of all domains'}, "
+                   "each with the alt texts, search queries and knowledge-graph entities that found it.",
+        "synthetic": synthetic,
+        "provenance": provenance(made, {stage: state.get("stats", {}) for stage, state in states.items()}),
+        "homepage": config.build.homepage,
+        "versions": built_with,  # of this build; the harvest's follow when they differ
+        "harvest_versions": {k: v for k, v in harvested_with.items() if built_with.get(k) != v},
+        "failures": sorted(download.get("reasons", {}).items(), key=lambda kv: -kv[1]),
+        "duplicates": counts.get("merged_duplicates", 0),
+        "excluded": counts.get("excluded_near_evaluation_images", 0),
+        "exclude_distance": config.build.exclude_distance,
+        "max_side": download_config.get("max_side", config.download.max_side),
+        "enrich_method": f"natural types: {enrich.get('natural_type', {}).get('chooser', 'kg')}; "
+                         f"attributes: {enrich.get('attributes', {}).get('backend', 'kg')}",
+        "evaluation_images": evaluation["evaluation_images"],
+        "evaluation_unreadable": evaluation["evaluation_images_unreadable"],
+    }
+
+
+def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
+    return pipeline.stage(STAGE).run_once(run_dir, {"build": config.build}, lambda: build(config, run_dir), force)
+
+
+def summary(stats: dict[str, Any]) -> str:
+    card = stats.get("card", {})
+    per = card.get("rows_per_config", {})
+    lines = [f"{card.get('rows', 0)} rows for {card.get('entities', 0)} entities"]
+    for name, counts in per.items():
+        lines.append(f"  {name}: " + ", ".join(f"{split} {counts.get(split, 0)}" for split in SPLITS))
+    left_out = {k: stats[k] for k in ("merged_duplicates", "excluded_near_evaluation_images", "without_entity") if stats.get(k)}
+    if left_out:
+        lines.append("  not rows: " + ", ".join(f"{k}: {v}" for k, v in left_out.items()))
+    if stats.get("evaluation_images_unreadable"):
+        lines.append(f"  evaluation images that could not be read (not checked): {stats['evaluation_images_unreadable']}")
+    if stats.get("dataset") and per:
+        lines.append(f'open it: load_dataset("{stats["dataset"]}", "{"livingthings" if "livingthings" in per else next(iter(per))}")')
+    return "\n".join(lines)

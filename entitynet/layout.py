@@ -1,0 +1,81 @@
+"""The run directory's layout: every file and folder name in it, in one place.
+
+A stage finds its inputs here, never by importing the stage that wrote them (importing the
+download stage to learn the word "images" used to load 35 modules, the SPARQL and LLM clients
+among them). This module imports nothing; ``RunDir`` (rundir.py) adds the root.
+
+```
+RUN/
+  entities.parquet                      kg
+  natural_types.parquet                 enrich
+  attributes.parquet                    enrich
+  queries.parquet                       queries
+  candidates/part-NNNNN.parquet         search (+ _fingerprint: the settings the parts were made with)
+  images/shard-NNNNN.parquet            download: stored images
+  images/shard-NNNNN.failures.parquet   download: every URL of the shard that was not stored, and why
+  images/shard-NNNNN.json               download: the shard's counts, written last (its completion mark)
+  images/failures.parquet               download: all shards' failures
+  images/duplicates.parquet             download: identical and near-identical images -> their canonical one
+  dataset/                              build: README.md (the card), data/{living,other}/*.parquet, images/
+  export/webdataset/                    export (default place)
+  config/<stage>.yaml                   the resolved configuration a stage ran with
+  stages/<stage>.json                   a stage's completion mark: fingerprint, versions, statistics
+  cache/<stage>/                        what lets a stage resume (pages, answers, the download plan)
+  demo.json, demo-pool/, clip/          made by `entitynet demo` only (marker, pool, tiny CLIP)
+```
+"""
+
+from __future__ import annotations
+
+# The artifacts of the flow (pipeline.STAGES names which stage writes which).
+ENTITIES = "entities.parquet"
+NATURAL_TYPES = "natural_types.parquet"
+ATTRIBUTES = "attributes.parquet"
+QUERIES = "queries.parquet"
+CANDIDATES = "candidates"
+IMAGES = "images"
+DATASET = "dataset"
+DATASET_STAGING = ".dataset.building"  # assembled here, then renamed to DATASET
+EXPORT = "export"
+
+# Bookkeeping (rundir.RunDir).
+CONFIG = "config"
+STAGES = "stages"
+CACHE = "cache"
+FINGERPRINT = "_fingerprint"  # in a folder made piece by piece: the settings its pieces belong to
+
+# Inside CANDIDATES and IMAGES.
+PART_GLOB = "part-*.parquet"
+IMAGE_SHARD_GLOB = "shard-*[0-9].parquet"
+SHARD_STATS_GLOB = "shard-*.json"
+FAILURES = "failures.parquet"
+DUPLICATES = "duplicates.parquet"
+PLAN = "plan"  # cache/download/plan/shard-NNNNN.parquet: the URLs of each shard
+
+# `entitynet demo`: its marker (port, size; its presence says the images are synthetic), its pool
+# and the tiny CLIP it trains.
+DEMO_MARKER = "demo.json"
+DEMO_POOL = "demo-pool/pool.jsonl"
+DEMO_MODEL = "clip"
+
+
+def part(number: int) -> str:
+    """``part-00012.parquet``: one part of the candidates."""
+    return f"part-{number:05d}.parquet"
+
+
+def shard(number: int) -> str:
+    """``shard-00012``: the stem of a download shard's files (plan, images, failures, stats)."""
+    return f"shard-{number:05d}"
+
+
+def shard_images(number: int) -> str:
+    return f"{shard(number)}.parquet"
+
+
+def shard_failures(number: int) -> str:
+    return f"{shard(number)}.failures.parquet"
+
+
+def shard_stats(number: int) -> str:
+    return f"{shard(number)}.json"

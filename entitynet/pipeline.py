@@ -1,0 +1,147 @@
+"""The flow in one table: which stages exist, in which order, what each writes and reads first.
+
+The CLI, ``entitynet run`` and ``entitynet demo`` compose stages from ``STAGES``; nothing else
+lists them. An entry names its module as a string, imported only when the stage runs or reports,
+so reading the table costs nothing and a stage may live in an optional extra (a stage in
+``entitynet.training`` needs torch; the library must not import it otherwise).
+
+A stage's module provides
+
+    run(config: Config, run_dir: RunDir, force: bool = False, **options) -> StageResult
+    summary(stats: dict) -> str          # what the CLI prints after the stage
+
+and inside ``run`` hands its work to its own entry, which skips it when it already finished
+with the same settings and inputs, refuses a changed configuration, and marks it done::
+
+    def run(config, run_dir, force=False):
+        return pipeline.stage("queries").run_once(run_dir, settings, lambda: make(...), force)
+
+Adding a stage: write that module, add its file names to ``layout.py``, and append an entry
+here; ``entitynet run`` and ``--until`` pick it up. A stage of an extra sets ``extra`` so a
+missing install is reported as ``pip install 'entitynet[<extra>]'`` instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, is_dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from entitynet import layout
+from entitynet.rundir import RunDir, StageError, StageResult
+from entitynet.typed_config import identity, to_dict
+
+if TYPE_CHECKING:
+    from entitynet.config import Config
+
+
+class ExtraMissing(StageError):
+    """A stage's module needs an optional extra that is not installed."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # the subcommand, RUN/stages/<name>.json, RUN/config/<name>.yaml, RUN/cache/<name>/
+    module: str  # imported when the stage runs: provides run() and summary()
+    artifacts: tuple[str, ...]  # what it writes, relative to RUN (names from layout.py)
+    requires: tuple[str, ...] = ()  # stages whose artifacts it reads: finished first, fingerprints chained
+    keep_cache_on_force: bool = False  # --force keeps RUN/cache/<name>/ (caches keyed by exactly what they hold)
+    extra: str | None = None  # the pip extra its module needs, if any
+
+    def load(self) -> ModuleType:
+        try:
+            return importlib.import_module(self.module)
+        except ImportError as missing:
+            if self.extra is None:
+                raise
+            raise ExtraMissing(
+                f"{self.name}: {missing.name} is not installed; pip install 'entitynet[{self.extra}]'"
+            ) from None
+
+    def outputs(self, run_dir: RunDir) -> list[Path]:
+        return [run_dir.path(name) for name in self.artifacts]
+
+    def run(self, config: Config, run_dir: RunDir, force: bool = False, **options: Any) -> StageResult:
+        return self.load().run(config, run_dir, force, **options)
+
+    def summary(self, stats: dict[str, Any]) -> str:
+        return self.load().summary(stats)
+
+    def fingerprint(self, run_dir: RunDir, settings: dict[str, Any]) -> str:
+        """The fingerprint ``run_once`` gives these settings (config sections, as there) and the
+        current inputs: the stamp of a folder whose pieces must all belong to one configuration."""
+        return run_dir.fingerprint(self.name, _plain(settings, identity), self.requires)
+
+    def run_once(
+        self,
+        run_dir: RunDir,
+        settings: dict[str, Any],
+        work: Callable[[], dict[str, Any]],
+        force: bool = False,
+    ) -> StageResult:
+        """``work()`` unless the stage finished with these settings and inputs (RunDir.run_stage).
+
+        ``settings`` maps names to config sections (dataclasses) or plain values, e.g.
+        ``{"download": config.download}``: all of it is recorded, and what is not marked
+        ``runtime`` in the schema is fingerprinted.
+        """
+        return run_dir.run_stage(
+            self.name, _plain(settings, to_dict), self.outputs(run_dir), work, force=force, requires=self.requires,
+            cache_survives_force=self.keep_cache_on_force, identity=_plain(settings, identity),
+        )
+
+
+# In flow order. Adding one: see the module docstring.
+STAGES: tuple[Stage, ...] = (
+    Stage("kg", "entitynet.kg.stage", (layout.ENTITIES,)),
+    Stage("enrich", "entitynet.enrich.stage", (layout.NATURAL_TYPES, layout.ATTRIBUTES), ("kg",),
+          keep_cache_on_force=True),  # LLM answers are keyed by model, prompt and parameters
+    Stage("queries", "entitynet.queries", (layout.QUERIES,), ("kg", "enrich")),
+    Stage("search", "entitynet.search.stage", (layout.CANDIDATES,), ("queries",),
+          keep_cache_on_force=True),  # engine answers are keyed by exactly what was asked
+    Stage("download", "entitynet.download.stage", (layout.IMAGES,), ("search",)),
+    Stage("build", "entitynet.dataset.stage", (layout.DATASET,), ("download",)),
+)
+
+
+def _plain(settings: dict[str, Any], convert: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    return {name: convert(value) if is_dataclass(value) else value for name, value in settings.items()}
+
+
+def names() -> list[str]:
+    return [entry.name for entry in STAGES]
+
+
+def stage(name: str) -> Stage:
+    for entry in STAGES:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no stage {name!r}; the stages are {', '.join(names())}")
+
+
+def stages(first: str | None = None, last: str | None = None) -> tuple[Stage, ...]:
+    """The stages from ``first`` to ``last``, both included (None: from the start / to the end)."""
+    all_names = names()
+    start = all_names.index(stage(first).name) if first else 0
+    end = all_names.index(stage(last).name) + 1 if last else len(STAGES)
+    return STAGES[start:end]
+
+
+def run_stages(
+    config: Config,
+    run_dir: RunDir,
+    chosen: Iterable[Stage],
+    force: bool = False,
+    report: Callable[[Stage, StageResult], None] | None = None,
+) -> list[StageResult]:
+    """Run ``chosen`` in order (each skipped if finished); ``report`` hears of every result."""
+    results = []
+    for entry in chosen:
+        result = entry.run(config, run_dir, force)
+        if report is not None:
+            report(entry, result)
+        results.append(result)
+    return results
