@@ -49,14 +49,18 @@ def prepare(
     """Write ``out/{split}.parquet`` (shard, row, domain) and the lookups; return counts."""
     out.mkdir(parents=True, exist_ok=True)
     visual = {row["entity_id"]: row for row in read_rows(run_root / "natural_types.parquet")}
+    harvested = {entity.id: entity for entity in read_entities(run_root / "entities.parquet")}
     entities: dict[str, dict[str, Any]] = {}
-    for entity in read_entities(run_root / "entities.parquet"):
+    for entity in harvested.values():
         typed = visual.get(entity.id, {})
         if typed.get("visual") is False:
             continue
+        type_aliases, type_description = _natural_type_texts(typed, harvested)
         entities[entity.id] = {"id": entity.id, "name": entity.name, "aliases": entity.aliases,
                                "description": entity.description, "natural_type": typed.get("natural_type"),
-                               "domain": entity.domain}
+                               "domain": entity.domain, "common_names": entity.common_names,
+                               "taxon_name": entity.taxon_name, "natural_type_aliases": type_aliases,
+                               "natural_type_description": type_description}
     queries = {row["query_id"]: row for row in read_rows(run_root / "queries.parquet")}
     images_dir = run_root / "images"
     duplicate_of = {row["url"]: row["canonical_url"] for row in read_rows(images_dir / "duplicates.parquet")}
@@ -112,9 +116,24 @@ def prepare(
     return dict(counts)
 
 
+def _natural_type_texts(typed: dict[str, Any], harvested: dict[str, Any]) -> tuple[list[str], str | None]:
+    """Other names and the description of an entity's natural type, when the type is itself a
+    harvested entity (a WordNet hypernym such as "big cat", a Wikidata class): the trainer's
+    text mix names an image by its natural type's synonyms and definition some of the time."""
+    label = typed.get("natural_type")
+    chosen = next((c["id"] for c in typed.get("candidates") or [] if c.get("label") == label), None)
+    entity = harvested.get(chosen) if chosen else None
+    if entity is None:
+        return [], None
+    names = [entity.name, *entity.aliases, *entity.common_names]
+    return [name for name in _unique(names) if name != label], entity.description
+
+
 _ASSIGNED = pa.schema([("shard", pa.string()), ("row", pa.int64()), ("domain", pa.string())])
 _ENTITY = pa.schema([("id", pa.string()), ("name", pa.string()), ("aliases", pa.list_(pa.string())),
-                     ("description", pa.string()), ("natural_type", pa.string()), ("domain", pa.string())])
+                     ("description", pa.string()), ("natural_type", pa.string()), ("domain", pa.string()),
+                     ("common_names", pa.list_(pa.string())), ("taxon_name", pa.string()),
+                     ("natural_type_aliases", pa.list_(pa.string())), ("natural_type_description", pa.string())])
 _USE = pa.struct([("kind", pa.string()), ("entity_id", pa.string()), ("attribute", pa.string())])
 _QUERY = pa.schema([("query_id", pa.string()), ("text", pa.string()), ("uses", pa.list_(_USE))])
 _SOURCE = pa.struct([("query_id", pa.string()), ("engine", pa.string()), ("rank", pa.int32()), ("text", pa.string()),
