@@ -138,6 +138,10 @@ class TrainConfig:
     augment: AugmentConfig = option(AugmentConfig, "training image augmentation (evaluation: resize + centre crop)")
     optimizer: OptimizerConfig = option(OptimizerConfig, "AdamW and the learning-rate schedule")
     eval: EvalConfig = option(EvalConfig, "zero-shot evaluation")
+    streaming: bool | None = option(
+        None, "read the dataset where it lies, shard by shard, instead of converting it into an Arrow copy first; "
+        "unset: on for Hub ids, webdataset tars and local datasets over 2 GiB, off for smaller local ones")
+    shuffle_buffer: int = option(10_000, "streaming: rows in each process's shuffle buffer (shared by its workers)")
     batch_size: int = option(256, "images per forward pass on each process")
     accumulation_steps: int = option(
         1, "forward passes per optimizer step; the contrastive batch stays whole: batch_size x accumulation_steps x processes")
@@ -157,7 +161,7 @@ class TrainConfig:
         require(bool(self.dataset), "dataset", "name a dataset folder or Hub id")
         require(bool(self.output_dir), "output_dir", "name an output folder")
         for key in ("batch_size", "accumulation_steps", "max_steps", "checkpoint_every", "keep_checkpoints",
-                    "log_every", "process_group_timeout"):
+                    "log_every", "process_group_timeout", "shuffle_buffer"):
             require(getattr(self, key) >= 1, key, "must be at least 1")
         require(self.batch_size >= 2, "batch_size", "a contrastive batch needs at least 2 images")
         require(self.num_workers >= 0, "num_workers", "must not be negative")

@@ -8,7 +8,7 @@ uint8 pixels; ``training.images.normalize`` makes the model's input on the devic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,12 @@ import torch
 
 from entitynet.training.config import AugmentConfig, TextConfig
 from entitynet.training.images import image_bytes, stack, train_image
+from entitynet.training.stream import StreamedRows, to_device
 from entitynet.training.text_mix import rng_for, sample_text
 
 # what the trainer reads of a row: the rest (URLs, licences, ...) is never decoded
 TRAIN_COLUMNS = ("image", "image_id", "alt_texts", "queries", "entities")
+TEXT_ONLY = ("image_id", "alt_texts", "queries", "entities")
 
 
 @dataclass
@@ -50,3 +52,40 @@ class Collator:
             return train_image(data, self.image_size, tuple(self.augment.scale), tuple(self.augment.ratio), rng, path)
         except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not an image I can read"
             raise ValueError(f"image {row['image_id']} cannot be decoded: {error}") from error
+
+
+class MapStyleData:
+    """A small local dataset, converted by datasets into its Arrow cache and shuffled whole each
+    epoch by Accelerate's seedable sampler (the batches of process r are every R-th)."""
+
+    streaming = False
+
+    def __init__(self, rows: Any, loader: Any, collator: Collator, accelerator: Any) -> None:
+        self.rows, self.loader, self.collator, self.accelerator = rows, loader, collator, accelerator
+
+    def batches_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        self.collator.epoch = epoch
+        self.loader.set_epoch(epoch)
+        return iter(self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader)
+
+
+class StreamedData:
+    """Rows streamed from where they lie (``training.stream``): no Arrow copy; each process reads
+    its own part of every epoch."""
+
+    streaming = True
+
+    def __init__(self, rows: StreamedRows, loader: Any, collator: Collator, device: Any) -> None:
+        self.rows, self.loader, self.collator, self.device = rows, loader, collator, device
+
+    def batches_per_epoch(self) -> int:
+        return self.rows.batches_per_epoch()
+
+    def batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        # read by the workers when the iterator starts them, so set first
+        self.collator.epoch = self.rows.epoch = epoch
+        self.rows.skip_batches = skip
+        return (to_device(batch, self.device) for batch in self.loader)

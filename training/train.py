@@ -39,12 +39,14 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from entitynet.rundir import write_text_atomic
 from entitynet.training.config import TrainConfig, load_train_config
-from entitynet.training.data import TRAIN_COLUMNS, Collator
+from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
 from entitynet.training.images import normalize
 from entitynet.training.loss import ClipLoss
 from entitynet.training.model import (PRESETS, image_processor, input_geometry, load_pretrained, load_tokenizer,
                                       save, scratch_model, train_tokenizer)
 from entitynet.training.schedule import Schedule
+from entitynet.training.sources import DatasetProblem, Source, resolve
+from entitynet.training.stream import StreamedRows, sample_rows
 from entitynet.training.text_mix import training_texts
 from entitynet.training.zero_shot import evaluate
 from entitynet.typed_config import ConfigError, describe_text, to_dict
@@ -66,6 +68,11 @@ class ResumeMismatch(ValueError):
 
 class DataError(ValueError):
     """The dataset cannot feed training (too few rows, an unreadable image)."""
+
+
+# below this, a local dataset is read map-style: datasets' Arrow copy takes seconds and the
+# sampler shuffles the whole split; above it, the copy costs minutes and its size again on disk
+STREAMING_ABOVE_BYTES = 2 * 1024**3
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -115,7 +122,15 @@ def load_split(config: TrainConfig, split: str) -> datasets.Dataset:
     return datasets.load_dataset(config.dataset, config.dataset_config, split=split)
 
 
-def training_rows(config: TrainConfig) -> datasets.Dataset:
+def wants_streaming(config: TrainConfig, source: Source) -> bool:
+    if source.kind == "webdataset":
+        return True
+    if config.streaming is not None:
+        return config.streaming
+    return not Path(config.dataset).exists() or source.size_bytes > STREAMING_ABOVE_BYTES
+
+
+def map_style_rows(config: TrainConfig) -> datasets.Dataset:
     """The train split with only what training reads, images left as bytes (decoded in the workers)."""
     rows = load_split(config, "train")
     return rows.select_columns(list(TRAIN_COLUMNS)).cast_column("image", datasets.Image(decode=False))
@@ -141,34 +156,45 @@ def _tracker_available(name: str) -> bool:
     return bool(check and check())
 
 
-def prepare_tokenizer(config: TrainConfig, accelerator: Accelerator, rows: datasets.Dataset) -> PreTrainedTokenizerBase:
+def text_sample(config: TrainConfig, source: Source, rows: datasets.Dataset | None) -> list[dict[str, Any]]:
+    """A seeded sample of at most ``model.tokenizer_rows`` rows' texts (no images read from parquet)."""
+    count = min(source.rows, config.model.tokenizer_rows)
+    if rows is not None:
+        chosen = sorted(random.Random(config.seed).sample(range(len(rows)), min(count, len(rows))))
+        return list(rows.select_columns(list(TEXT_ONLY)).select(chosen))
+    stream = StreamedRows(source, TEXT_ONLY, 1, config.seed, 0, 1, 1, config.shuffle_buffer)
+    return [row for row, _ in zip(stream, range(count))]
+
+
+def prepare_tokenizer(config: TrainConfig, accelerator: Accelerator, source: Source,
+                      rows: datasets.Dataset | None) -> PreTrainedTokenizerBase:
     """A pretrained tokenizer, or a BPE trained once by the main process on a seeded sample of the
     training texts and saved, so resumes and every process agree."""
     if config.model.tokenizer:
         return load_tokenizer(config.model.tokenizer, config.model.context_length)
     folder = Path(config.output_dir) / "tokenizer"
     if accelerator.is_main_process and not (folder / "tokenizer.json").exists():
-        count = min(len(rows), config.model.tokenizer_rows)
-        chosen = sorted(random.Random(config.seed).sample(range(len(rows)), count))
-        texts = rows.select_columns(["alt_texts", "queries", "entities"]).select(chosen)
-        tokenizer = train_tokenizer(training_texts(texts, config.text), config.model.vocab_size,
+        sample = text_sample(config, source, rows)
+        tokenizer = train_tokenizer(training_texts(sample, config.text), config.model.vocab_size,
                                     config.model.context_length)
         partial = folder.with_name("tokenizer.partial")
         shutil.rmtree(partial, ignore_errors=True)
         tokenizer.save_pretrained(partial)
         partial.rename(folder)
-        logger.info("tokenizer: byte-level BPE of %d tokens trained on %d of %d rows' texts", len(tokenizer), count, len(rows))
+        logger.info("tokenizer: byte-level BPE of %d tokens trained on %d of %d rows' texts", len(tokenizer),
+                    len(sample), source.rows)
     accelerator.wait_for_everyone()
     return PreTrainedTokenizerFast.from_pretrained(folder)
 
 
-def build_model(config: TrainConfig, accelerator: Accelerator, rows: datasets.Dataset) -> tuple[Any, Any, Any, int]:
+def build_model(config: TrainConfig, accelerator: Accelerator, source: Source,
+                rows: datasets.Dataset | None) -> tuple[Any, Any, Any, int]:
     """(model, tokenizer, image processor, context length)."""
     if config.model.init_from:
         model, tokenizer, processor = load_pretrained(config.model.init_from)
         context_length = min(config.model.context_length, model.config.text_config.max_position_embeddings)
     else:
-        tokenizer = prepare_tokenizer(config, accelerator, rows)
+        tokenizer = prepare_tokenizer(config, accelerator, source, rows)
         context_length = config.model.context_length
         set_seed(config.seed)  # the same initial weights on every process and every resume
         model = scratch_model(config.model.preset, tokenizer, context_length)
@@ -237,20 +263,36 @@ def train(config: TrainConfig) -> dict[str, Any]:
     checkpoints = output / "checkpoints"
     accelerator = make_accelerator(config)
     set_seed(config.seed)
-    rows = training_rows(config)
-    model, tokenizer, processor, context_length = build_model(config, accelerator, rows)
+    try:
+        source = resolve(config.dataset, config.dataset_config, "train")
+    except DatasetProblem as error:
+        raise DataError(str(error)) from None
+    streaming = wants_streaming(config, source)
+    rows = None if streaming else map_style_rows(config)
+    model, tokenizer, processor, context_length = build_model(config, accelerator, source, rows)
     image_size, mean, std = input_geometry(processor)
     collator = Collator(tokenizer, config.text, config.augment, image_size, config.seed, context_length)
-    loader = DataLoader(rows, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collator,
-                        num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.AdamW(parameter_groups(model, config.optimizer.weight_decay),
                                   lr=config.optimizer.learning_rate, betas=tuple(config.optimizer.betas),
                                   eps=config.optimizer.eps)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if streaming:
+        stream = StreamedRows(source, TRAIN_COLUMNS, config.batch_size, config.seed, accelerator.process_index,
+                              accelerator.num_processes, config.num_workers, config.shuffle_buffer)
+        loader = DataLoader(stream, batch_size=config.batch_size, collate_fn=collator, num_workers=config.num_workers,
+                            drop_last=True, pin_memory=accelerator.device.type == "cuda")
+        model, optimizer = accelerator.prepare(model, optimizer)
+        data: MapStyleData | StreamedData = StreamedData(stream, loader, collator, accelerator.device)
+        logger.info("streaming %d rows from %d files (%d units) of %s; %d batches per process per epoch",
+                    source.rows, len(source.files), len(source.units), config.dataset, data.batches_per_epoch())
+    else:
+        loader = DataLoader(rows, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collator,
+                            num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        data = MapStyleData(rows, loader, collator, accelerator)
     per_step = config.accumulation_steps
-    if len(loader) < per_step:
+    if data.batches_per_epoch() < per_step:
         raise DataError(
-            f"{config.dataset}: the train split has {len(rows)} rows, fewer than one step of {config.batch_size} x "
+            f"{config.dataset}: the train split has {source.rows} rows, fewer than one step of {config.batch_size} x "
             f"{per_step} accumulation steps x {accelerator.num_processes} processes; lower batch_size")
 
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
@@ -320,10 +362,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     clock = Throughput()
     model.train()
     while state["step"] < config.max_steps:
-        collator.epoch = state["epoch"]
-        loader.set_epoch(state["epoch"])
-        batches = accelerator.skip_first_batches(loader, state["batch_in_epoch"]) if state["batch_in_epoch"] else loader
-        iterator = iter(batches)
+        iterator = data.batches(state["epoch"], state["batch_in_epoch"])
         while state["step"] < config.max_steps:
             group = _take(iterator, per_step, clock)
             if len(group) < per_step:  # the epoch's end; an incomplete accumulation is left out like drop_last
@@ -395,14 +434,25 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any
 
 def eval_rows(config: TrainConfig, split: str) -> list[dict[str, Any]] | None:
     """A seeded sample of at most ``eval.max_images`` rows of ``split`` across its entities (the
-    files are grouped by entity, so the first rows would be a few entities only)."""
+    files are grouped by entity, so the first rows would be a few entities only); streamed
+    datasets are sampled without reading the whole split."""
     try:
-        rows = load_split(config, split)
-    except ValueError as error:  # the dataset has no such split
+        source = resolve(config.dataset, config.dataset_config, split)
+    except DatasetProblem as error:  # most often: the dataset has no such split
         logger.warning("no evaluation on %s: %s", split, error)
         return None
-    count = min(len(rows), config.eval.max_images)
-    return list(rows.select(sorted(random.Random(config.seed).sample(range(len(rows)), count))))
+    if wants_streaming(config, source):
+        rows = sample_rows(source, config.eval.max_images, config.seed, ("image", "image_id", "alt_texts", "entities"))
+        return [{**row, "image": _decoded(row["image"])} for row in rows]
+    table = load_split(config, split)
+    count = min(len(table), config.eval.max_images)
+    return list(table.select(sorted(random.Random(config.seed).sample(range(len(table)), count))))
+
+
+def _decoded(cell: dict[str, Any]) -> Any:
+    from entitynet.training.images import image_bytes, open_image
+
+    return open_image(*image_bytes(cell))
 
 
 def run_eval(accelerator: Accelerator, model: Any, tokenizer: Any, processor: Any, config: TrainConfig,
