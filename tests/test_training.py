@@ -356,6 +356,10 @@ def test_process_group_timeout_and_trackers(demo_run, tmp_path, monkeypatch):
     trainer.train(tiny(demo_run, tmp_path / "out", "max_steps=1", "process_group_timeout=90"))
     (handler,) = seen["kwargs_handlers"]
     assert handler.timeout.total_seconds() == 90 * 60
+    assert seen["dynamo_plugin"] is None  # torch.compile is off unless asked for
+    config = tiny(demo_run, tmp_path / "compiled", "model.compile=true")
+    trainer.make_accelerator(config)
+    assert seen["dynamo_plugin"].backend.value.lower() == "inductor"
     monkeypatch.setattr(accelerate.utils, "is_tensorboard_available", lambda: False)
     with pytest.raises(ConfigError, match="report_to: tensorboard requested but not installed"):
         trainer.train(tiny(demo_run, tmp_path / "tb", "max_steps=1", "report_to=[tensorboard]"))

@@ -201,7 +201,11 @@ def build_model(config: TrainConfig, accelerator: Accelerator, source: Source,
         processor = image_processor(PRESETS[config.model.preset].image_size)
     tokenizer.model_max_length = context_length
     if config.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x's name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer, processor, context_length
 
 
