@@ -51,6 +51,11 @@ FEATURES = datasets.Features({
         "description": datasets.Value("string"),
         "natural_type": datasets.Value("string"),
         "domain": datasets.Value("string"),
+        "common_names": datasets.List(datasets.Value("string")),
+        "taxon_name": datasets.Value("string"),
+        # other names and the description of the natural type, for the trainer's text mix
+        "natural_type_aliases": datasets.List(datasets.Value("string")),
+        "natural_type_description": datasets.Value("string"),
     }),
     "urls": datasets.List(datasets.Value("string")),
     "page_urls": datasets.List(datasets.Value("string")),

@@ -2,8 +2,10 @@
 
 Each row becomes ``<key>.jpg`` (the stored bytes, not re-encoded), ``<key>.txt`` (its first alt
 text, else its first query) and ``<key>.json`` (every other field), in
-``OUT/<domain>/<split>-NNNNN.tar``; each shard is written atomically. ``load_dataset("webdataset",
-data_files=...)`` reads them back.
+``OUT/<domain>/<split>-NNNNN.tar``; each shard is written atomically. ``OUT/<domain>/index.json``
+lists the shards with their sample counts in webdataset's wids format, so a reader (the trainer
+streaming them from a server, ``wids``) knows an epoch's size without reading the tars.
+``load_dataset("webdataset", data_files=...)`` reads them back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from entitynet.rundir import atomic_path
+from entitynet.rundir import atomic_path, write_text_atomic
+
+INDEX = "index.json"
 
 
 def _rows(files: list[Path]) -> Iterator[dict[str, Any]]:
@@ -48,17 +52,32 @@ def _write_shard(path: Path, rows: list[dict[str, Any]]) -> None:
 def export_webdataset(dataset: Path, out: Path, samples_per_shard: int = 1000) -> dict[str, Any]:
     written: dict[str, int] = {}
     for domain_dir in sorted(p for p in (dataset / "data").iterdir() if p.is_dir()):
+        shards: dict[str, int] = {}
         for split in ("train", "validation", "test"):
             files = sorted(domain_dir.glob(f"{split}-*.parquet"))
-            count, shard, pending = 0, 0, []
+            count, number, pending = 0, 0, []
             for row in _rows(files):
                 pending.append(row)
                 if len(pending) == samples_per_shard:
-                    _write_shard(out / domain_dir.name / f"{split}-{shard:05d}.tar", pending)
-                    count, shard, pending = count + len(pending), shard + 1, []
+                    shards[_flush(out / domain_dir.name, split, number, pending)] = len(pending)
+                    count, number, pending = count + len(pending), number + 1, []
             if pending:
-                _write_shard(out / domain_dir.name / f"{split}-{shard:05d}.tar", pending)
+                shards[_flush(out / domain_dir.name, split, number, pending)] = len(pending)
                 count += len(pending)
             if count:
                 written[f"{domain_dir.name}/{split}"] = count
+        if shards:
+            write_wids_index(out / domain_dir.name, shards)
     return {"samples": written, "total": sum(written.values()), "out": str(out)}
+
+
+def _flush(folder: Path, split: str, number: int, rows: list[dict[str, Any]]) -> str:
+    name = f"{split}-{number:05d}.tar"
+    _write_shard(folder / name, rows)
+    return name
+
+
+def write_wids_index(folder: Path, counts: dict[str, int]) -> None:
+    """``folder/index.json``: the tars in it with their sample counts (wids_version 1)."""
+    shardlist = [{"url": name, "nsamples": count} for name, count in sorted(counts.items())]
+    write_text_atomic(folder / INDEX, json.dumps({"wids_version": 1, "shardlist": shardlist}, indent=1) + "\n")

@@ -2,7 +2,7 @@
 accelerate's debug_launcher (two forked CPU processes, gloo). Exit status 0 means the case held.
 
     python tests/distributed_cases.py loss
-    python tests/distributed_cases.py train DATASET OUTPUT
+    python tests/distributed_cases.py train DATASET OUTPUT [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -14,35 +14,38 @@ from accelerate import Accelerator, debug_launcher
 
 from entitynet.training import train as trainer
 from entitynet.training.config import load_train_config
-from entitynet.training.loss import clip_loss
-
-
-class Single:
-    num_processes, process_index = 1, 0
+from entitynet.training.loss import ClipLoss
 
 
 def loss_case() -> None:
-    """Each process holds half the batch: its loss is the full batch's, and the gradient of its
-    half is the full-batch gradient of those rows."""
+    """Each process holds half the batch and takes the loss of its own rows against every row:
+    the mean of the two losses is the full batch's, and the data-parallel mean of the gradients
+    (features and temperature alike) is the full batch's gradient."""
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
     torch.manual_seed(0)
-    images, texts, scale = torch.randn(8, 16), torch.randn(8, 16), torch.tensor(2.0)
+    images, texts = torch.randn(8, 16), torch.randn(8, 16)
     rank = accelerator.process_index
     mine = slice(rank * 4, rank * 4 + 4)
-    local = images[mine].clone().requires_grad_(True)
-    loss = clip_loss(local, texts[mine], scale, accelerator)
+    local_images, local_texts = images[mine].clone().requires_grad_(True), texts[mine].clone().requires_grad_(True)
+    scale = torch.tensor(2.0, requires_grad=True)
+    loss = ClipLoss(rank, 2)(local_images, local_texts, scale)
     loss.backward()
-    reference = images.clone().requires_grad_(True)
-    full = clip_loss(reference, texts, scale, Single())
+    full_images, full_texts = images.clone().requires_grad_(True), texts.clone().requires_grad_(True)
+    full_scale = torch.tensor(2.0, requires_grad=True)
+    full = ClipLoss()(full_images, full_texts, full_scale)
     full.backward()
-    assert torch.allclose(loss, full, atol=1e-6), (loss, full)
-    assert torch.allclose(local.grad, reference.grad[mine], atol=1e-6)
+    mean_loss = accelerator.reduce(loss.detach(), reduction="mean")
+    assert torch.allclose(mean_loss, full, atol=1e-6), (mean_loss, full)
+    # what DDP does to parameter gradients: the mean over processes
+    assert torch.allclose(local_images.grad / 2, full_images.grad[mine], atol=1e-6)
+    assert torch.allclose(local_texts.grad / 2, full_texts.grad[mine], atol=1e-6)
+    mean_scale_grad = accelerator.reduce(scale.grad.detach(), reduction="mean")
+    assert torch.allclose(mean_scale_grad, full_scale.grad, atol=1e-6), (mean_scale_grad, full_scale.grad)
 
 
-def train_case(dataset: str, output: str) -> None:
-    trainer.train(load_train_config("tiny", [f"dataset={dataset}", f"output_dir={output}", "max_steps=3",
-                                             "batch_size=4", "max_grad_norm=0", "checkpoint_every=3"]))
+def train_case(dataset: str, output: str, *assignments: str) -> None:
+    trainer.train(load_train_config("tiny", [f"dataset={dataset}", f"output_dir={output}", *assignments]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The trainer: text sampling, the distributed loss, a tiny CLIP trained on the demo's dataset
-and loaded back with the real CLIPModel.from_pretrained and pipeline, exact resume after a
-crash, and two processes through accelerate's debug_launcher."""
+"""The trainer: the distributed loss, a tiny CLIP trained on the demo's dataset and loaded back
+with the real CLIPModel.from_pretrained and pipeline, exact resume after a crash, the same step on
+one process, two processes and with accumulation, the schedule on resume, the logs, and a real
+``accelerate launch``. (Text mix and images: test_text_mix.py, test_train_images.py.)"""
 
 from __future__ import annotations
 
@@ -18,39 +19,11 @@ transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
 from entitynet.training import train as trainer  # noqa: E402
-from entitynet.training.config import TextConfig, load_train_config  # noqa: E402
-from entitynet.training.data import sample_text  # noqa: E402
-from entitynet.training.loss import clip_loss  # noqa: E402
+from entitynet.training.config import load_train_config  # noqa: E402
+from entitynet.training.loss import ClipLoss  # noqa: E402
 from entitynet.typed_config import ConfigError  # noqa: E402
 
-ROW = {
-    "image_id": "abc",
-    "alt_texts": ["A lion resting in the grass"],
-    "queries": [{"text": "lion", "kind": "noun", "entity_id": "Q140", "attribute": None},
-                {"text": "maned lion", "kind": "attrnoun", "entity_id": "Q140", "attribute": "maned"}],
-    "entities": [{"id": "Q140", "name": "lion", "aliases": [], "description": "big cat", "natural_type": "big cat", "domain": "living"}],
-}
-
-
-def test_text_sampling_follows_the_weights_and_is_a_function_of_seed_epoch_and_image():
-    text = TextConfig(alt_text=0.5, query=0.25, entity=0.25)
-    picks = Counter(sample_text({**ROW, "image_id": f"img{i}"}, text, seed=0, epoch=0) for i in range(4000))
-    assert abs(picks["A lion resting in the grass"] / 4000 - 0.5) < 0.04
-    assert abs((picks["lion"] + picks["maned lion"]) / 4000 - 0.25) < 0.04
-    assert abs(picks["a photo of a lion, a type of big cat."] / 4000 - 0.25) < 0.04
-    assert sample_text(ROW, text, 0, 3) == sample_text(ROW, text, 0, 3)
-    assert len({sample_text(ROW, text, 0, epoch) for epoch in range(30)}) > 1  # epochs pair differently
-    only_entities = TextConfig(alt_text=0, query=0, entity=1, entity_template="{name} ({natural_type})")
-    assert sample_text(ROW, only_entities, 0, 0) == "lion (big cat)"
-    # a kind the row lacks drops out: no alt text, so queries and entities share everything
-    no_alt = {**ROW, "alt_texts": []}
-    assert all(sample_text({**no_alt, "image_id": str(i)}, text, 0, 0) != "A lion resting in the grass" for i in range(200))
-
-
 def test_the_loss_is_clips_own_on_one_process():
-    class Single:
-        num_processes, process_index = 1, 0
-
     torch.manual_seed(0)
     config = transformers.CLIPConfig(
         text_config={"vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -61,7 +34,7 @@ def test_the_loss_is_clips_own_on_one_process():
     ids = torch.randint(4, 50, (6, 8))
     ids[:, -1] = 3
     outputs = model(input_ids=ids, pixel_values=torch.randn(6, 3, 32, 32), return_loss=True)
-    ours = clip_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, Single())
+    ours = ClipLoss()(outputs.image_embeds, outputs.text_embeds, model.logit_scale)
     assert torch.allclose(ours, outputs.loss, atol=1e-5)
 
 
@@ -101,7 +74,7 @@ def in_two_processes(case: str, *args: str) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
 
-def test_the_loss_over_two_processes_is_the_full_batch_loss():
+def test_the_loss_over_two_processes_gives_the_full_batch_gradient():
     in_two_processes("loss")
 
 
@@ -173,11 +146,12 @@ def test_checkpoints_of_another_configuration_are_not_resumed(trained, demo_run,
     out = tmp_path / "out"
     shutil.copytree(trained[0], out)  # the fixture's run stays as it is for the other tests
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
-    with pytest.raises(trainer.ResumeMismatch, match="batch_size, learning_rate differ"):
-        trainer.train(tiny(demo_run, out, "max_steps=6", "checkpoint_every=3", "batch_size=8", "learning_rate=0.01"))
+    with pytest.raises(trainer.ResumeMismatch, match="batch_size, optimizer.learning_rate differ"):
+        trainer.train(tiny(demo_run, out, "max_steps=6", "checkpoint_every=3", "batch_size=8",
+                           "optimizer.learning_rate=0.01"))
     assert trainer.main(["--config", "tiny", "--dataset", str(demo_run / "dataset"), "--output-dir", str(out),
                          "--set", "text.alt_text=0.9"]) == 1
-    assert "another configuration (text differ)" in capsys.readouterr().err
+    assert "another configuration (text.alt_text differ)" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before  # nothing touched
     # more steps, another eval or repo: the same experiment, continued
     result = trainer.train(tiny(demo_run, out, "max_steps=7", "checkpoint_every=3", "eval.max_images=5", "repo_id=a/b"))
@@ -187,7 +161,7 @@ def test_checkpoints_of_another_configuration_are_not_resumed(trained, demo_run,
 def test_finetuning_starts_from_a_saved_model(trained, demo_run, tmp_path):
     out, _ = trained
     result = trainer.train(tiny(demo_run, tmp_path / "ft", "max_steps=2", f"model.init_from={out / 'model'}",
-                                "learning_rate=0.0001"))
+                                "optimizer.learning_rate=0.0001"))
     assert result["step"] == 2
     start, tuned = weights(out / "model"), weights(tmp_path / "ft" / "model")
     assert start.keys() == tuned.keys() and any(not torch.equal(start[k], tuned[k]) for k in start)
@@ -228,29 +202,167 @@ def test_a_crashed_run_resumes_exactly(demo_run, tmp_path, monkeypatch):
     assert all(torch.equal(a[name], b[name]) for name in a), "resumed weights differ from an uninterrupted run"
 
 
-def test_two_processes_train_like_one_with_the_global_batch(demo_run, tmp_path):
-    """Same global batch (the seedable sampler shards it), same texts (keyed by image), the same
-    loss: the updates match one process with twice the batch, up to float noise."""
-    from accelerate.utils import set_seed
-    from transformers import PreTrainedTokenizerFast
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
 
-    from entitynet.training.model import scratch_model
 
-    in_two_processes("train", str(demo_run / "dataset"), str(tmp_path / "two"))
-    trainer.train(load_train_config("tiny", [f"dataset={demo_run / 'dataset'}", f"output_dir={tmp_path / 'one'}",
-                                             "max_steps=3", "batch_size=8", "max_grad_norm=0", "checkpoint_every=3"]))
-    two, one = weights(tmp_path / "two" / "model"), weights(tmp_path / "one" / "model")
-    set_seed(0)  # as the trainer does before it makes the model: the starting weights
-    start = scratch_model("tiny", PreTrainedTokenizerFast.from_pretrained(tmp_path / "one" / "tokenizer")).state_dict()
-    for name in one:
-        update_one, update_two = one[name] - start[name], two[name] - start[name]
-        assert update_one.norm() > 0, f"{name} did not move"
-        if name.endswith("k_proj.bias"):
-            # a key bias shifts every logit of a query equally: softmax cancels it, its gradient is
-            # float noise, and Adam scales noise up to full-size steps in either direction
-            continue
-        difference = (update_one - update_two).norm() / update_one.norm()
-        assert difference < 1e-2, f"{name}: updates differ by {difference:.2%}"
+def assert_same_weights(a: dict, b: dict, tolerance: float) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        difference = (a[name] - b[name]).abs().max().item()
+        assert difference < tolerance, f"{name}: weights differ by {difference:.2e}"
+
+
+def test_two_processes_take_the_step_of_one_with_the_global_batch(demo_run, tmp_path):
+    """2 processes x batch 4 and 1 process x batch 8, clipping active: the same gradient norm at
+    every step and the same weights after a few steps (the loss gathers features with their
+    gradients, so each process has exactly the global batch's gradient)."""
+    steps = ["max_steps=3", "log_every=1", "checkpoint_every=3", "optimizer.max_grad_norm=1.0"]
+    in_two_processes("train", str(demo_run / "dataset"), str(tmp_path / "two"), "batch_size=4", *steps)
+    trainer.train(tiny(demo_run, tmp_path / "one", "batch_size=8", *steps))
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert all(point["grad_norm"] > 1.0 for point in one)  # clipping was active
+    for a, b in zip(one, two):
+        assert abs(a["grad_norm"] - b["grad_norm"]) / a["grad_norm"] < 1e-4, (a, b)
+        assert abs(a["loss"] - b["loss"]) < 1e-5
+    assert_same_weights(weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model"), 1e-5)
+
+
+def test_accumulation_keeps_the_contrastive_batch_whole(demo_run, tmp_path):
+    """2 forward passes of 4 per step give the step of 8 at once: the same loss, gradient norm
+    and weights (a plain sum of two losses of 4 would see 3 negatives per image, not 7)."""
+    steps = ["max_steps=3", "log_every=1", "checkpoint_every=3"]
+    trainer.train(tiny(demo_run, tmp_path / "once", "batch_size=8", *steps))
+    trainer.train(tiny(demo_run, tmp_path / "accumulated", "batch_size=4", "accumulation_steps=2", *steps))
+    once, accumulated = metrics(tmp_path / "once"), metrics(tmp_path / "accumulated")
+    for a, b in zip(once, accumulated):
+        assert abs(a["grad_norm"] - b["grad_norm"]) / a["grad_norm"] < 1e-4 and abs(a["loss"] - b["loss"]) < 1e-5
+    assert_same_weights(weights(tmp_path / "once" / "model"), weights(tmp_path / "accumulated" / "model"), 1e-5)
+
+
+def test_a_real_accelerate_launch_logs_the_grad_norm_of_one_process(demo_run, tmp_path):
+    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2`, batch 4, against one
+    process with batch 8: step 1's gradient norm (before clipping, clipping active) agrees."""
+    import os
+    import shutil
+
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    assert launcher, "accelerate's launcher is installed with the train extra"
+    common = ["-m", "entitynet.training.train", "--config", "tiny", "--dataset", str(demo_run / "dataset"),
+              "--max-steps", "1", "--set", "log_every=1"]
+    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+               "no", "--dynamo_backend", "no", *common, "--output-dir", str(tmp_path / "two"), "--set", "batch_size=4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    trainer.train(tiny(demo_run, tmp_path / "one", "max_steps=1", "batch_size=8"))
+    (two,), (one,) = metrics(tmp_path / "two"), metrics(tmp_path / "one")
+    assert one["grad_norm"] > 1.0 and abs(one["grad_norm"] - two["grad_norm"]) / one["grad_norm"] < 1e-4, (one, two)
+
+
+def test_metrics_jsonl_has_a_line_per_logged_step_and_each_evaluation_once(demo_run, tmp_path):
+    out = tmp_path / "out"
+    trainer.train(tiny(demo_run, out, "max_steps=4", "log_every=2", "checkpoint_every=2", "eval.every=2"))
+    lines = metrics(out)
+    assert [line["step"] for line in lines] == [2, 4]
+    for line in lines:
+        assert {"step", "loss", "lr", "grad_norm", "images_per_s", "data_wait_share"} <= set(line)
+    # periodic evaluation on the validation split, the final one on test, each once
+    assert any(key.startswith("validation/") for key in lines[0]) and not any(k.startswith("test/") for k in lines[0])
+    assert any(key.startswith("test/") for key in lines[1]) and any(k.startswith("validation/") for k in lines[1])
+
+
+def test_the_same_split_at_the_last_step_is_evaluated_once(demo_run, tmp_path, monkeypatch):
+    calls = []
+    original = trainer.run_eval
+
+    def counting(*args):
+        calls.append((args[-2], args[-1]))  # (step, split)
+        return original(*args)
+
+    monkeypatch.setattr(trainer, "run_eval", counting)
+    trainer.train(tiny(demo_run, tmp_path / "out", "max_steps=4", "eval.every=2", "eval.periodic_split=test"))
+    assert calls == [(2, "test"), (4, "test")]
+
+
+def test_evaluation_samples_across_entities(demo_run, tmp_path):
+    config = tiny(demo_run, tmp_path / "out", "eval.max_images=6")
+    rows = trainer.eval_rows(config, "validation")
+    first = trainer.load_split(config, "validation").select(range(6))
+    assert len(rows) == 6 and [r["image_id"] for r in rows] == [r["image_id"] for r in trainer.eval_rows(config, "validation")]
+    entities = lambda items: {e["id"] for row in items for e in row["entities"]}  # noqa: E731
+    assert len(entities(rows)) > len(entities(first))  # the files group rows by entity; the sample does not
+
+
+def test_extending_a_run_never_raises_the_learning_rate(demo_run, tmp_path, caplog):
+    out = tmp_path / "out"
+    trainer.train(tiny(demo_run, out, "max_steps=6", "log_every=1", "checkpoint_every=3", "optimizer.warmup_steps=2"))
+    shutil_copy = tmp_path / "mid"
+    import shutil
+
+    shutil.copytree(out, shutil_copy)
+    shutil.rmtree(shutil_copy / "checkpoints" / "step-00000006")  # as if stopped at step 3 of 6
+    trainer.train(tiny(demo_run, shutil_copy, "max_steps=12", "log_every=1", "checkpoint_every=3",
+                       "optimizer.warmup_steps=2"))
+    original = [line["lr"] for line in metrics(out)]
+    rates = [line["lr"] for line in metrics(shutil_copy) if "lr" in line]
+    assert len(rates) == 12 and rates[:3] == original[:3]
+    after = rates[3:]  # steps 4..12: from the rate the old schedule had reached, down a longer cosine
+    assert after[0] == pytest.approx(original[3]) and all(b <= a for a, b in zip(rates[2:], after))
+    assert after[3] > original[5] and after[-1] > 0  # longer: decays more slowly
+    # a finished run extended keeps its final rate (zero) and says how to train more
+    with caplog.at_level("WARNING"):
+        trainer.train(tiny(demo_run, out, "max_steps=8", "log_every=1", "checkpoint_every=3", "optimizer.warmup_steps=2"))
+    assert "had finished its learning-rate schedule" in caplog.text
+    assert [line["lr"] for line in metrics(out)][-2:] == [0.0, 0.0]
+
+
+def test_the_tokenizer_is_trained_on_a_bounded_sample_or_taken_pretrained(demo_run, tmp_path, caplog):
+    from transformers import AutoTokenizer
+
+    with caplog.at_level("INFO"):
+        trainer.train(tiny(demo_run, tmp_path / "bpe", "max_steps=1", "model.tokenizer_rows=5"))
+    assert "trained on 5 of" in caplog.text
+    # a pretrained tokenizer by folder: used as it is (no BPE trained), its ids in the saved model
+    pretrained = tmp_path / "pretrained-tokenizer"
+    AutoTokenizer.from_pretrained(tmp_path / "bpe" / "tokenizer").save_pretrained(pretrained)
+    trainer.train(tiny(demo_run, tmp_path / "pre", "max_steps=1", f"model.tokenizer={pretrained}",
+                       "model.context_length=16"))
+    assert not (tmp_path / "pre" / "tokenizer").exists()
+    saved = transformers.CLIPModel.from_pretrained(tmp_path / "pre" / "model")
+    assert saved.config.text_config.max_position_embeddings == 16
+    assert AutoTokenizer.from_pretrained(tmp_path / "pre" / "model").model_max_length == 16
+
+
+def test_gradient_checkpointing_changes_memory_not_results(demo_run, tmp_path):
+    steps = ["max_steps=2", "log_every=1", "checkpoint_every=2"]
+    trainer.train(tiny(demo_run, tmp_path / "plain", *steps))
+    trainer.train(tiny(demo_run, tmp_path / "checkpointed", "model.gradient_checkpointing=true", *steps))
+    for a, b in zip(metrics(tmp_path / "plain"), metrics(tmp_path / "checkpointed")):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and abs(a["grad_norm"] - b["grad_norm"]) / a["grad_norm"] < 1e-4
+
+
+def test_process_group_timeout_and_trackers(demo_run, tmp_path, monkeypatch):
+    import accelerate.utils
+
+    seen = {}
+    original = trainer.Accelerator
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "Accelerator", recording)
+    trainer.train(tiny(demo_run, tmp_path / "out", "max_steps=1", "process_group_timeout=90"))
+    (handler,) = seen["kwargs_handlers"]
+    assert handler.timeout.total_seconds() == 90 * 60
+    assert seen["dynamo_plugin"] is None  # torch.compile is off unless asked for
+    config = tiny(demo_run, tmp_path / "compiled", "model.compile=true")
+    trainer.make_accelerator(config)
+    assert seen["dynamo_plugin"].backend.value.lower() == "inductor"
+    monkeypatch.setattr(accelerate.utils, "is_tensorboard_available", lambda: False)
+    with pytest.raises(ConfigError, match="report_to: tensorboard requested but not installed"):
+        trainer.train(tiny(demo_run, tmp_path / "tb", "max_steps=1", "report_to=[tensorboard]"))
 
 
 def test_bad_configs_fail_before_training(tmp_path):

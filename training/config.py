@@ -13,6 +13,7 @@ from typing import Literal
 from entitynet.typed_config import ConfigError, Layers, option, require
 
 PRESET_NAMES = ("tiny", "vit-s-32", "vit-b-32", "vit-b-16")
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
 @dataclass
@@ -21,35 +22,107 @@ class ModelConfig:
         "vit-b-32", "architecture when training from scratch (tiny is for tests and the demo)")
     init_from: str | None = option(
         None, "finetune instead: a CLIPModel id on the Hub or a folder saved with save_pretrained")
-    vocab_size: int = option(16_384, "from scratch: size of the byte-level BPE trained on the training texts")
+    context_length: int = option(32, "text tokens per caption, start and end included (the paper's models: 32)")
+    tokenizer: str | None = option(
+        None, "from scratch: a pretrained tokenizer (Hub id or folder), e.g. openai/clip-vit-base-patch32 as the "
+        "paper's models use; unset: a byte-level BPE trained on the training texts")
+    vocab_size: int = option(16_384, "size of the byte-level BPE trained on the training texts")
+    tokenizer_rows: int = option(
+        100_000, "the BPE is trained on the texts of at most this many training rows (a seeded sample)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, ~30% slower")
+    compile: bool = option(False, "torch.compile the model (through Accelerate's dynamo plugin)")
 
     def __post_init__(self) -> None:
         require(256 + 4 <= self.vocab_size <= 1_000_000, "vocab_size", "must be between 260 and 1,000,000")
+        require(4 <= self.context_length <= 512, "context_length", "must be between 4 and 512")
+        require(self.tokenizer_rows >= 1, "tokenizer_rows", "must be at least 1")
+
+
+@dataclass
+class NounTextConfig:
+    """Texts made from a noun query (the entity's name, an alias, a WordNet lemma)."""
+
+    keep: float = option(0.4, "the query itself")
+    synonym: float = option(0.6, "one of the entity's names (or, by the hierarchy chance, of its natural type)")
+    definition: float = option(0.1, "the entity's description (or, by the hierarchy chance, its natural type's)")
+
+    def __post_init__(self) -> None:
+        for key in ("keep", "synonym", "definition"):
+            require(getattr(self, key) >= 0, key, "must not be negative")
+
+
+@dataclass
+class AttributeTextConfig:
+    """Texts made from an attribute query ("spotted big cat") or attribute+noun query ("spotted leopard")."""
+
+    keep: float = option(1.0, "the query itself")
+    synonym: float = option(0.2, "one of the entity's names alone (or, by the hierarchy chance, of its natural type)")
+    pseudo_query: float = option(0.2, "'attribute synonym' or 'synonym attribute'")
+    replace_entity: float = option(0.2, "the query with the entity's name replaced by a synonym")
+    attribute_only: float = option(0.2, "the attribute alone")
+    definition: float = option(0.05, "the entity's description (or, by the hierarchy chance, its natural type's)")
+
+    def __post_init__(self) -> None:
+        for key in ("keep", "synonym", "pseudo_query", "replace_entity", "attribute_only", "definition"):
+            require(getattr(self, key) >= 0, key, "must not be negative")
 
 
 @dataclass
 class TextConfig:
-    alt_text: float = option(0.5, "weight of an alt text as the image's text at a step (the paper: half the time)")
-    query: float = option(0.25, "weight of a search query that found the image")
-    entity: float = option(0.25, "weight of an entity text made with entity_template")
-    entity_template: str = option("a photo of a {name}, a type of {natural_type}.",
-                                  "entity text; fields: {name}, {natural_type}, {description}")
+    """The paper's text mix (arXiv 2505.02746; the authors' entitynet_textloader): each image gets
+    one text per step, drawn as a function of (seed, epoch, image)."""
+
+    alt_text: float = option(0.5, "chance of one of the image's alt texts, when it has any; otherwise a query's text")
+    hierarchy: float = option(0.2, "chance that a synonym or definition comes from the natural type instead of the entity")
+    hierarchy_living: float = option(0.1, "the hierarchy chance for living things")
+    noun: NounTextConfig = option(NounTextConfig, "branch weights of noun and wordnet-noun queries")
+    attr: AttributeTextConfig = option(AttributeTextConfig, "branch weights of attribute queries (attr)")
+    attrnoun: AttributeTextConfig = option(AttributeTextConfig, "branch weights of attribute+noun queries (attrnoun)")
 
     def __post_init__(self) -> None:
-        require(min(self.alt_text, self.query, self.entity) >= 0, "alt_text", "weights must not be negative")
-        require(self.alt_text + self.query + self.entity > 0, "alt_text", "at least one weight must be positive")
-        require("{name}" in self.entity_template, "entity_template", "must contain {name}")
+        for key in ("alt_text", "hierarchy", "hierarchy_living"):
+            require(0 <= getattr(self, key) <= 1, key, "is a chance between 0 and 1")
+
+
+@dataclass
+class AugmentConfig:
+    scale: list[float] = option([0.4, 1.0], "RandomResizedCrop: range of the crop's share of the image area")
+    ratio: list[float] = option([0.9, 1.111], "RandomResizedCrop: range of the crop's aspect ratio (width / height)")
+
+    def __post_init__(self) -> None:
+        require(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1, "scale", "must be [low, high] within (0, 1]")
+        require(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1], "ratio", "must be [low, high], positive")
+
+
+@dataclass
+class OptimizerConfig:
+    learning_rate: float = option(5e-4, "peak learning rate")
+    betas: list[float] = option([0.9, 0.98], "AdamW betas (open_clip's for ViTs)")
+    eps: float = option(1e-6, "AdamW epsilon")
+    weight_decay: float = option(0.2, "on every weight matrix and embedding; never on biases, norms or the temperature")
+    warmup_steps: int = option(500, "linear warm-up, then cosine decay to zero at max_steps")
+    max_grad_norm: float = option(1.0, "clip the global gradient norm (0: no clipping; the norm is logged either way)")
+
+    def __post_init__(self) -> None:
+        require(self.learning_rate > 0, "learning_rate", "must be positive")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two numbers in [0, 1)")
+        require(self.eps > 0, "eps", "must be positive")
+        require(self.weight_decay >= 0, "weight_decay", "must not be negative")
+        require(self.warmup_steps >= 0, "warmup_steps", "must not be negative")
+        require(self.max_grad_norm >= 0, "max_grad_norm", "must not be negative")
 
 
 @dataclass
 class EvalConfig:
-    split: str = option("test", "split for zero-shot classification and retrieval at the end (and every eval_every steps)")
+    split: str = option("test", "split evaluated at the end (zero-shot over its entities, retrieval over its alt texts)")
+    periodic_split: str = option("validation", "split evaluated every `every` steps (the test split is kept for the end)")
     template: str = option("a photo of a {name}.", "zero-shot class prompt; fields: {name}, {natural_type}")
     every: int = option(0, "evaluate every N steps as well (0: only at the end)")
-    max_images: int = option(2_000, "evaluate on at most this many images")
+    max_images: int = option(2_000, "evaluate on at most this many images, a seeded sample across entities")
 
     def __post_init__(self) -> None:
-        require(self.every >= 0 and self.max_images >= 1, "every", "must not be negative")
+        require(self.every >= 0, "every", "must not be negative")
+        require(self.max_images >= 1, "max_images", "must be at least 1")
         require("{name}" in self.template, "template", "must contain {name}")
 
 
@@ -59,32 +132,41 @@ class TrainConfig:
     # shipped config must not point into site-packages
     dataset: str = option("", "a dataset folder (RUN/dataset) or Hub id (ORG/NAME)")
     dataset_config: Literal["livingthings", "entitynet"] = option("livingthings", "which configuration of it")
-    output_dir: str = option("", "where checkpoints (checkpoints/step-N) and the final model (model/) go")
+    output_dir: str = option("", "where checkpoints (checkpoints/step-N), logs (logs/) and the final model (model/) go")
     model: ModelConfig = option(ModelConfig, "the model")
     text: TextConfig = option(TextConfig, "which text an image is paired with at each step")
+    augment: AugmentConfig = option(AugmentConfig, "training image augmentation (evaluation: resize + centre crop)")
+    optimizer: OptimizerConfig = option(OptimizerConfig, "AdamW and the learning-rate schedule")
     eval: EvalConfig = option(EvalConfig, "zero-shot evaluation")
-    batch_size: int = option(256, "images per step on each process (the contrastive batch is this times the processes)")
+    streaming: bool | None = option(
+        None, "read the dataset where it lies, shard by shard, instead of converting it into an Arrow copy first; "
+        "unset: on for Hub ids, webdataset tars and local datasets over 2 GiB, off for smaller local ones")
+    shuffle_buffer: int = option(10_000, "streaming: rows in each process's shuffle buffer (shared by its workers)")
+    batch_size: int = option(256, "images per forward pass on each process")
+    accumulation_steps: int = option(
+        1, "forward passes per optimizer step; the contrastive batch stays whole: batch_size x accumulation_steps x processes")
     max_steps: int = option(10_000, "optimizer steps")
-    learning_rate: float = option(5e-4, "peak learning rate (AdamW)")
-    weight_decay: float = option(0.2, "AdamW weight decay (not on biases, norms, embeddings, logit scale)")
-    warmup_steps: int = option(500, "linear warm-up, then cosine decay to zero")
-    max_grad_norm: float = option(1.0, "gradient clipping (0: off)")
-    seed: int = option(0, "seed of initialisation, shuffling and text sampling")
+    seed: int = option(0, "seed of initialisation, shuffling, augmentation and text sampling")
     num_workers: int = option(2, "data loader workers per process")
     checkpoint_every: int = option(1_000, "save_state every N steps (also at the end); a rerun resumes from the last")
     keep_checkpoints: int = option(2, "checkpoints kept on disk")
-    log_every: int = option(50, "log loss, learning rate and throughput every N steps")
+    log_every: int = option(50, "log loss, learning rate, gradient norm and throughput every N steps")
+    report_to: list[str] = option([], f"Accelerate trackers besides logs/metrics.jsonl: {', '.join(TRACKERS)}")
+    process_group_timeout: int = option(
+        60, "minutes a process waits for the others at a collective (NCCL's default of 10 is shorter than a "
+        "first epoch's set-up on large data)")
     repo_id: str = option("ORG/NAME", "the Hub repository the model card's examples name (push with `entitynet push model`)")
 
     def __post_init__(self) -> None:
         require(bool(self.dataset), "dataset", "name a dataset folder or Hub id")
         require(bool(self.output_dir), "output_dir", "name an output folder")
-        for key in ("batch_size", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every"):
+        for key in ("batch_size", "accumulation_steps", "max_steps", "checkpoint_every", "keep_checkpoints",
+                    "log_every", "process_group_timeout", "shuffle_buffer"):
             require(getattr(self, key) >= 1, key, "must be at least 1")
         require(self.batch_size >= 2, "batch_size", "a contrastive batch needs at least 2 images")
-        require(self.learning_rate > 0, "learning_rate", "must be positive")
-        require(self.warmup_steps >= 0 and self.num_workers >= 0, "warmup_steps", "must not be negative")
-        require(self.max_grad_norm >= 0 and self.weight_decay >= 0, "max_grad_norm", "must not be negative")
+        require(self.num_workers >= 0, "num_workers", "must not be negative")
+        unknown = [name for name in self.report_to if name not in TRACKERS]
+        require(not unknown, "report_to", f"unknown tracker {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
         require(re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id) is not None, "repo_id", "must look like ORG/NAME")
 
 

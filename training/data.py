@@ -1,69 +1,91 @@
-"""From dataset rows to training batches: one text per image per step, sampled from its alt texts,
-the queries that found it and its entities, with configured weights.
+"""From dataset rows to training batches: one text per image (the paper's mix, ``text_mix``) and
+one augmented crop per image (``images``), both drawn from (seed, epoch, image id).
 
-The sample depends only on (seed, epoch, image_id), not on the process, the worker or the order,
-so a resumed run and a run on another number of processes pair every image with the same text.
+Rows arrive with the image column undecoded (``datasets.Image(decode=False)``: the JPEG bytes),
+so decoding happens once, in the data-loader workers, at the scale the crop needs. A batch holds
+uint8 pixels; ``training.images.normalize`` makes the model's input on the device.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from entitynet.training.config import TextConfig
+from entitynet.training.config import AugmentConfig, TextConfig
+from entitynet.training.images import image_bytes, stack, train_image
+from entitynet.training.stream import StreamedRows, to_device
+from entitynet.training.text_mix import rng_for, sample_text
+
+# what the trainer reads of a row: the rest (URLs, licences, ...) is never decoded
+TRAIN_COLUMNS = ("image", "image_id", "alt_texts", "queries", "entities")
+TEXT_ONLY = ("image_id", "alt_texts", "queries", "entities")
 
 
-def entity_text(entity: dict[str, Any], template: str) -> str:
-    return template.format(name=entity["name"], natural_type=entity.get("natural_type") or "thing",
-                           description=entity.get("description") or "").strip()
-
-
-def candidates(row: dict[str, Any], text: TextConfig) -> list[tuple[float, list[str]]]:
-    """(weight, texts) per kind that this row has; kinds it lacks drop out and the rest share."""
-    kinds = [
-        (text.alt_text, [t for t in row.get("alt_texts") or [] if t and t.strip()]),
-        (text.query, sorted({q["text"] for q in row.get("queries") or [] if q.get("text")})),
-        (text.entity, [entity_text(e, text.entity_template) for e in row.get("entities") or [] if e.get("name")]),
-    ]
-    return [(weight, texts) for weight, texts in kinds if weight > 0 and texts]
-
-
-def sample_text(row: dict[str, Any], text: TextConfig, seed: int, epoch: int) -> str:
-    key = hashlib.blake2b(f"{seed}|{epoch}|{row['image_id']}".encode(), digest_size=8).digest()
-    rng = random.Random(int.from_bytes(key, "big"))
-    kinds = candidates(row, text)
-    if not kinds:  # cannot happen for built rows (each has a query); say which row if it does
-        raise ValueError(f"image {row['image_id']} has no alt text, query or entity to pair with")
-    weights = [weight for weight, _ in kinds]
-    texts = rng.choices([texts for _, texts in kinds], weights=weights)[0]
-    return rng.choice(texts)
-
-
+@dataclass
 class Collator:
-    """Rows -> pixel_values, input_ids, attention_mask. ``epoch`` is set by the trainer before
-    each pass over the data (workers are made per pass, so they see it)."""
+    """Rows -> {pixel_values (uint8), input_ids, attention_mask}. ``epoch`` is set by the trainer
+    before each pass over the data (workers are made per pass, so they see it)."""
 
-    def __init__(self, tokenizer: Any, processor: Any, text: TextConfig, seed: int, max_length: int) -> None:
-        self.tokenizer, self.processor, self.text = tokenizer, processor, text
-        self.seed, self.max_length = seed, max_length
-        self.epoch = 0
+    tokenizer: Any
+    text: TextConfig
+    augment: AugmentConfig
+    image_size: int
+    seed: int
+    context_length: int
+    epoch: int = 0
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         texts = [sample_text(row, self.text, self.seed, self.epoch) for row in rows]
-        return self.encode([row["image"].convert("RGB") for row in rows], texts)
+        pixels = [self.crop(row) for row in rows]
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.context_length,
+                                return_tensors="pt")
+        return {"pixel_values": stack(pixels), "input_ids": tokens["input_ids"],
+                "attention_mask": tokens["attention_mask"]}
 
-    def encode(self, images: Iterable[Any], texts: list[str]) -> dict[str, torch.Tensor]:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixels, "input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    def crop(self, row: dict[str, Any]) -> Any:
+        data, path = image_bytes(row["image"])
+        rng = rng_for(self.seed, self.epoch, row["image_id"], "crop")
+        try:
+            return train_image(data, self.image_size, tuple(self.augment.scale), tuple(self.augment.ratio), rng, path)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not an image I can read"
+            raise ValueError(f"image {row['image_id']} cannot be decoded: {error}") from error
 
 
-def training_texts(rows: Iterable[dict[str, Any]], text: TextConfig) -> Iterable[str]:
-    """Every text an image may be paired with: what the tokenizer is trained on."""
-    for row in rows:
-        for _, texts in candidates(row, text):
-            yield from texts
+class MapStyleData:
+    """A small local dataset, converted by datasets into its Arrow cache and shuffled whole each
+    epoch by Accelerate's seedable sampler (the batches of process r are every R-th)."""
+
+    streaming = False
+
+    def __init__(self, rows: Any, loader: Any, collator: Collator, accelerator: Any) -> None:
+        self.rows, self.loader, self.collator, self.accelerator = rows, loader, collator, accelerator
+
+    def batches_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        self.collator.epoch = epoch
+        self.loader.set_epoch(epoch)
+        return iter(self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader)
+
+
+class StreamedData:
+    """Rows streamed from where they lie (``training.stream``): no Arrow copy; each process reads
+    its own part of every epoch."""
+
+    streaming = True
+
+    def __init__(self, rows: StreamedRows, loader: Any, collator: Collator, device: Any) -> None:
+        self.rows, self.loader, self.collator, self.device = rows, loader, collator, device
+
+    def batches_per_epoch(self) -> int:
+        return self.rows.batches_per_epoch()
+
+    def batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        # read by the workers when the iterator starts them, so set first
+        self.collator.epoch = self.rows.epoch = epoch
+        self.rows.skip_batches = skip
+        return (to_device(batch, self.device) for batch in self.loader)

@@ -34,15 +34,14 @@ class Preset:
     text_layers: int
     text_heads: int
     embed_dim: int
-    context_length: int
 
 
 PRESETS = {
     # for tests and the demo: trains on a CPU at tens of milliseconds per step
-    "tiny": Preset(64, 16, 64, 2, 2, 64, 2, 2, 64, 32),
-    "vit-s-32": Preset(224, 32, 384, 12, 6, 384, 12, 6, 384, 77),
-    "vit-b-32": Preset(224, 32, 768, 12, 12, 512, 12, 8, 512, 77),
-    "vit-b-16": Preset(224, 16, 768, 12, 12, 512, 12, 8, 512, 77),
+    "tiny": Preset(64, 16, 64, 2, 2, 64, 2, 2, 64),
+    "vit-s-32": Preset(224, 32, 384, 12, 6, 384, 12, 6, 384),
+    "vit-b-32": Preset(224, 32, 768, 12, 12, 512, 12, 8, 512),
+    "vit-b-16": Preset(224, 16, 768, 12, 12, 512, 12, 8, 512),
 }
 
 
@@ -64,13 +63,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int) 
     )
 
 
-def scratch_model(preset_name: str, tokenizer: PreTrainedTokenizerBase) -> CLIPModel:
+def scratch_model(preset_name: str, tokenizer: PreTrainedTokenizerBase, context_length: int) -> CLIPModel:
+    """A randomly initialised CLIPModel of a preset whose text tower fits ``tokenizer``; it pools
+    at the tokenizer's end token."""
     preset = PRESETS[preset_name]
     config = CLIPConfig(
         text_config={
             "vocab_size": len(tokenizer), "hidden_size": preset.text_width, "num_hidden_layers": preset.text_layers,
             "num_attention_heads": preset.text_heads, "intermediate_size": 4 * preset.text_width,
-            "max_position_embeddings": preset.context_length, "bos_token_id": tokenizer.bos_token_id,
+            "max_position_embeddings": context_length, "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
         },
         vision_config={
@@ -89,12 +90,31 @@ def image_processor(image_size: int) -> CLIPImageProcessor:
 
 def load_pretrained(name_or_path: str) -> tuple[CLIPModel, PreTrainedTokenizerBase, CLIPImageProcessor]:
     """A CLIPModel with its own tokenizer and image processor, for finetuning."""
-    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers import AutoImageProcessor
 
     model = CLIPModel.from_pretrained(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer = load_tokenizer(name_or_path)
     processor = AutoImageProcessor.from_pretrained(name_or_path)
     return model, tokenizer, processor
+
+
+def load_tokenizer(name_or_path: str, context_length: int | None = None) -> PreTrainedTokenizerBase:
+    """A pretrained tokenizer (Hub id or folder), e.g. ``openai/clip-vit-base-patch32``'s."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if context_length is not None:
+        tokenizer.model_max_length = context_length
+    if tokenizer.pad_token is None:  # CLIP pools at the first end token: padding with it is safe
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def input_geometry(processor: CLIPImageProcessor) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """The model's input side and normalisation, as its image processor states them."""
+    crop = processor.crop_size or {}
+    size = crop.get("height") or (processor.size or {}).get("shortest_edge") or 224
+    return int(size), tuple(processor.image_mean), tuple(processor.image_std)
 
 
 def save(folder: Path, model: CLIPModel, tokenizer: PreTrainedTokenizerBase, processor: CLIPImageProcessor) -> None:

@@ -1,59 +1,94 @@
-"""Train CLIP on an EntityNet dataset with Accelerate.
+"""Train CLIP on an EntityNet dataset with Accelerate, the paper's way.
 
     accelerate launch -m entitynet.training.train --config livingthings-vit-b-32 \\
         --dataset runs/living/dataset --output-dir runs/living/clip
     python -m entitynet.training.train --config tiny --dataset entitynet-demo/dataset --output-dir clip-demo
 
 Device, processes and precision come from Accelerate (``accelerate launch --mixed_precision bf16
---num_processes 8 ...``); nothing here names a device. A rerun of the same command resumes from
-the last checkpoint in OUTPUT/checkpoints exactly: model, optimizer, scheduler, RNG states and
-the position in the data. The end result, OUTPUT/model, loads with ``CLIPModel.from_pretrained``
-and ``pipeline("zero-shot-image-classification", model=...)``, with its card and eval results.
+--num_processes 8 ...``); nothing here names a device. The step is exact on any number of
+processes: the loss of each process's rows against every process's features (gathered with
+their gradients), so 8 GPUs x 1,024 and 1 GPU x 8 x 1,024 (``accumulation_steps=8``) take the same
+step. A rerun of the same command resumes from the last checkpoint in OUTPUT/checkpoints:
+model, optimizer, schedule, RNG states and the position in the data. OUTPUT/logs/metrics.jsonl
+has one line per logged step; OUTPUT/model loads with ``CLIPModel.from_pretrained`` and
+``pipeline("zero-shot-image-classification", model=...)``, with its card and eval results.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import random
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, TorchDynamoPlugin, set_seed
 from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from entitynet.rundir import write_text_atomic
 from entitynet.training.config import TrainConfig, load_train_config
-from entitynet.training.data import Collator, training_texts
-from entitynet.training.loss import clip_loss
-from entitynet.training.model import PRESETS, image_processor, load_pretrained, save, scratch_model, train_tokenizer
+from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
+from entitynet.training.images import normalize
+from entitynet.training.loss import ClipLoss
+from entitynet.training.model import (PRESETS, image_processor, input_geometry, load_pretrained, load_tokenizer,
+                                      save, scratch_model, train_tokenizer)
+from entitynet.training.schedule import Schedule
+from entitynet.training.sources import DatasetProblem, Source, resolve
+from entitynet.training.stream import StreamedRows, sample_rows
+from entitynet.training.text_mix import training_texts
 from entitynet.training.zero_shot import evaluate
 from entitynet.typed_config import ConfigError, describe_text, to_dict
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
+METRICS_FILE = "metrics.jsonl"
 MAX_LOGIT_SCALE = math.log(100)
-# keys a resumed run may change: how long, how often, where results go; anything else would
-# continue a different experiment from these weights
+# keys a resumed run may change: how long, how often, where results go and how fast it runs;
+# anything else would continue a different experiment from these weights
 RESUMABLE_CHANGES = ("max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "num_workers", "eval",
-                     "repo_id", "output_dir")
+                     "repo_id", "output_dir", "report_to", "process_group_timeout", "model.compile",
+                     "model.gradient_checkpointing")
 
 
 class ResumeMismatch(ValueError):
     """OUTPUT holds checkpoints of another configuration."""
 
 
+class DataError(ValueError):
+    """The dataset cannot feed training (too few rows, an unreadable image)."""
+
+
+# below this, a local dataset is read map-style: datasets' Arrow copy takes seconds and the
+# sampler shuffles the whole split; above it, the copy costs minutes and its size again on disk
+STREAMING_ABOVE_BYTES = 2 * 1024**3
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def experiment(config: TrainConfig) -> dict[str, Any]:
-    """What a checkpoint must agree with to be resumed."""
-    return {key: value for key, value in to_dict(config).items() if key not in RESUMABLE_CHANGES}
+    """What a checkpoint must agree with to be resumed (dotted keys)."""
+    return {key: value for key, value in _flatten(to_dict(config)).items()
+            if not any(key == name or key.startswith(name + ".") for name in RESUMABLE_CHANGES)}
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig, checkpoint: Path) -> None:
@@ -72,121 +107,309 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """open_clip's rule: decay every weight matrix and embedding; never biases, norms (1-d) or the
+    temperature."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        exempt = parameter.ndim < 2 or "embedding" in name or "logit_scale" in name
+        exempt = parameter.ndim < 2 or "logit_scale" in name or name.endswith(".bias")
         (no_decay if exempt else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(warmup: int, total: int):  # noqa: ANN201 - a LambdaLR factor
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return factor
 
 
 def load_split(config: TrainConfig, split: str) -> datasets.Dataset:
     return datasets.load_dataset(config.dataset, config.dataset_config, split=split)
 
 
-def prepare_tokenizer(config: TrainConfig, accelerator: Accelerator, rows: datasets.Dataset, context_length: int) -> PreTrainedTokenizerFast:
-    """Trained once, by the main process, on the training texts; saved so resumes and ranks agree."""
+def wants_streaming(config: TrainConfig, source: Source) -> bool:
+    if source.kind == "webdataset":
+        return True
+    if config.streaming is not None:
+        return config.streaming
+    return not Path(config.dataset).exists() or source.size_bytes > STREAMING_ABOVE_BYTES
+
+
+def map_style_rows(config: TrainConfig) -> datasets.Dataset:
+    """The train split with only what training reads, images left as bytes (decoded in the workers)."""
+    rows = load_split(config, "train")
+    return rows.select_columns(list(TRAIN_COLUMNS)).cast_column("image", datasets.Image(decode=False))
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    trackers = list(config.report_to)
+    missing = [name for name in trackers if not _tracker_available(name)]
+    if missing:
+        raise ConfigError(f"report_to: {', '.join(missing)} requested but not installed (pip install {' '.join(missing)})")
+    return Accelerator(
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=config.process_group_timeout))],
+        log_with=trackers or None, project_dir=str(Path(config.output_dir) / "logs"),
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor") if config.model.compile else None,
+    )
+
+
+def _tracker_available(name: str) -> bool:
+    import accelerate.utils
+
+    check = getattr(accelerate.utils, f"is_{name}_available", None)
+    return bool(check and check())
+
+
+def text_sample(config: TrainConfig, source: Source, rows: datasets.Dataset | None) -> list[dict[str, Any]]:
+    """A seeded sample of at most ``model.tokenizer_rows`` rows' texts (no images read from parquet)."""
+    count = min(source.rows, config.model.tokenizer_rows)
+    if rows is not None:
+        chosen = sorted(random.Random(config.seed).sample(range(len(rows)), min(count, len(rows))))
+        return list(rows.select_columns(list(TEXT_ONLY)).select(chosen))
+    stream = StreamedRows(source, TEXT_ONLY, 1, config.seed, 0, 1, 1, config.shuffle_buffer)
+    return [row for row, _ in zip(stream, range(count))]
+
+
+def prepare_tokenizer(config: TrainConfig, accelerator: Accelerator, source: Source,
+                      rows: datasets.Dataset | None) -> PreTrainedTokenizerBase:
+    """A pretrained tokenizer, or a BPE trained once by the main process on a seeded sample of the
+    training texts and saved, so resumes and every process agree."""
+    if config.model.tokenizer:
+        return load_tokenizer(config.model.tokenizer, config.model.context_length)
     folder = Path(config.output_dir) / "tokenizer"
     if accelerator.is_main_process and not (folder / "tokenizer.json").exists():
-        texts = rows.select_columns(["alt_texts", "queries", "entities"])
-        tokenizer = train_tokenizer(training_texts(texts, config.text), config.model.vocab_size, context_length)
+        sample = text_sample(config, source, rows)
+        tokenizer = train_tokenizer(training_texts(sample, config.text), config.model.vocab_size,
+                                    config.model.context_length)
         partial = folder.with_name("tokenizer.partial")
         shutil.rmtree(partial, ignore_errors=True)
         tokenizer.save_pretrained(partial)
         partial.rename(folder)
-        logger.info("tokenizer: byte-level BPE of %d tokens trained on %d rows' texts", len(tokenizer), len(rows))
+        logger.info("tokenizer: byte-level BPE of %d tokens trained on %d of %d rows' texts", len(tokenizer),
+                    len(sample), source.rows)
     accelerator.wait_for_everyone()
     return PreTrainedTokenizerFast.from_pretrained(folder)
+
+
+def build_model(config: TrainConfig, accelerator: Accelerator, source: Source,
+                rows: datasets.Dataset | None) -> tuple[Any, Any, Any, int]:
+    """(model, tokenizer, image processor, context length)."""
+    if config.model.init_from:
+        model, tokenizer, processor = load_pretrained(config.model.init_from)
+        context_length = min(config.model.context_length, model.config.text_config.max_position_embeddings)
+    else:
+        tokenizer = prepare_tokenizer(config, accelerator, source, rows)
+        context_length = config.model.context_length
+        set_seed(config.seed)  # the same initial weights on every process and every resume
+        model = scratch_model(config.model.preset, tokenizer, context_length)
+        processor = image_processor(PRESETS[config.model.preset].image_size)
+    tokenizer.model_max_length = context_length
+    if config.model.gradient_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x's name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer, processor, context_length
+
+
+class MetricsLog:
+    """OUTPUT/logs/metrics.jsonl, one JSON object per logged step, written by the main process.
+    A resumed run first drops the lines of steps after its checkpoint, which it will redo."""
+
+    def __init__(self, path: Path, active: bool, resumed_at: int) -> None:
+        self.path, self.active = path, active
+        if not active:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_at]
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any], replace_step: bool = False) -> None:
+        """Append ``record``; with ``replace_step``, instead of any line already there for its step."""
+        if not self.active:
+            return
+        if replace_step and self.path.exists():
+            lines = [line for line in self.path.read_text().splitlines()
+                     if line and json.loads(line)["step"] != record["step"]]
+            write_text_atomic(self.path, "".join(line + "\n" for line in [*lines, json.dumps(record)]))
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class Throughput:
+    """Images per second and the share of time spent waiting for data, between two logs."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.started, self.waiting, self.images = time.perf_counter(), 0.0, 0
+
+    def read(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        numbers = {"images_per_s": self.images / elapsed, "data_wait_share": self.waiting / elapsed}
+        self.reset()
+        return numbers
+
+
+def _take(iterator: Iterator[Any], count: int, clock: Throughput) -> list[Any]:
+    started = time.perf_counter()
+    group = []
+    for batch in iterator:
+        group.append(batch)
+        if len(group) == count:
+            break
+    clock.waiting += time.perf_counter() - started
+    return group
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
     output = Path(config.output_dir)
     checkpoints = output / "checkpoints"
-    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    accelerator = make_accelerator(config)
     set_seed(config.seed)
-    rows = load_split(config, "train")
-
-    if config.model.init_from:
-        model, tokenizer, processor = load_pretrained(config.model.init_from)
+    try:
+        source = resolve(config.dataset, config.dataset_config, "train")
+    except DatasetProblem as error:
+        raise DataError(str(error)) from None
+    streaming = wants_streaming(config, source)
+    rows = None if streaming else map_style_rows(config)
+    model, tokenizer, processor, context_length = build_model(config, accelerator, source, rows)
+    image_size, mean, std = input_geometry(processor)
+    collator = Collator(tokenizer, config.text, config.augment, image_size, config.seed, context_length)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.optimizer.weight_decay),
+                                  lr=config.optimizer.learning_rate, betas=tuple(config.optimizer.betas),
+                                  eps=config.optimizer.eps)
+    if streaming:
+        stream = StreamedRows(source, TRAIN_COLUMNS, config.batch_size, config.seed, accelerator.process_index,
+                              accelerator.num_processes, config.num_workers, config.shuffle_buffer)
+        loader = DataLoader(stream, batch_size=config.batch_size, collate_fn=collator, num_workers=config.num_workers,
+                            drop_last=True, pin_memory=accelerator.device.type == "cuda")
+        model, optimizer = accelerator.prepare(model, optimizer)
+        data: MapStyleData | StreamedData = StreamedData(stream, loader, collator, accelerator.device)
+        logger.info("streaming %d rows from %d files (%d units) of %s; %d batches per process per epoch",
+                    source.rows, len(source.files), len(source.units), config.dataset, data.batches_per_epoch())
     else:
-        preset = PRESETS[config.model.preset]
-        tokenizer = prepare_tokenizer(config, accelerator, rows, preset.context_length)
-        set_seed(config.seed)  # the same initial weights on every process and every resume
-        model = scratch_model(config.model.preset, tokenizer)
-        processor = image_processor(preset.image_size)
-    max_length = model.config.text_config.max_position_embeddings
+        loader = DataLoader(rows, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collator,
+                            num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        data = MapStyleData(rows, loader, collator, accelerator)
+    per_step = config.accumulation_steps
+    if data.batches_per_epoch() < per_step:
+        raise DataError(
+            f"{config.dataset}: the train split has {source.rows} rows, fewer than one step of {config.batch_size} x "
+            f"{per_step} accumulation steps x {accelerator.num_processes} processes; lower batch_size")
 
-    collator = Collator(tokenizer, processor, config.text, config.seed, max_length)
-    loader = DataLoader(rows, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collator,
-                        num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
-    # not prepared (a prepared scheduler steps once per process per step) and not registered with
-    # accelerate (registered objects are unpickled with weights_only=False): its few numbers travel
-    # in our JSON state file instead
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.max_steps))
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    if len(loader) == 0:
-        raise ValueError(f"{config.dataset}: the train split has {len(rows)} rows, fewer than one batch of "
-                         f"{config.batch_size} x {accelerator.num_processes} processes; lower batch_size")
-
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
+    last_record: dict[str, Any] = {}
+    schedule = Schedule(config.optimizer.warmup_steps, config.max_steps)
     resume_from = latest_checkpoint(checkpoints)
     if resume_from:
         state = json.loads((resume_from / STATE_FILE).read_text())
         check_resumable(state.pop("experiment"), config, resume_from)
         accelerator.load_state(str(resume_from))
-        scheduler.load_state_dict(state.pop("scheduler"))
+        saved = Schedule(**state.pop("schedule"))
+        last_record = state.pop("log", {})
+        schedule = saved.extended(state["step"], config.max_steps)
+        if schedule is not saved and saved.factor(state["step"]) == 0 and config.max_steps > state["step"]:
+            logger.warning("%s had finished its learning-rate schedule (rate 0); more steps keep the rate at 0. To "
+                           "train further, start a new run from its model: --init-from %s", output, output / "model")
         logger.info("resuming from %s (step %d)", resume_from, state["step"])
+    if config.report_to:
+        accelerator.init_trackers("entitynet-clip", config={k: v for k, v in _flatten(to_dict(config)).items()
+                                                           if isinstance(v, (int, float, str, bool))})
+    metrics_log = MetricsLog(output / "logs" / METRICS_FILE, accelerator.is_main_process, state["step"])
     unwrapped = accelerator.unwrap_model(model)
+    loss_fn = ClipLoss(accelerator.process_index, accelerator.num_processes)
     history: list[dict[str, float]] = []
-    started, seen = time.perf_counter(), 0
+    evaluated: dict[tuple[int, str], dict[str, float]] = {}
+
+    def log_record(record: dict[str, Any]) -> None:
+        metrics_log.write(record)
+        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def forward(batch: dict[str, torch.Tensor]) -> Any:
+        return model(pixel_values=normalize(batch["pixel_values"], mean, std), input_ids=batch["input_ids"],
+                     attention_mask=batch["attention_mask"])
+
+    def optimizer_step(group: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, float]:
+        """One step over the whole contrastive batch of ``group`` (open_clip's --accum-freq: the
+        features of every micro-batch are computed once without gradient, then each micro-batch
+        is recomputed with gradient and its loss taken against all the others, so the summed
+        gradient is the full batch's; the temperature takes its gradient once)."""
+        if len(group) == 1:
+            outputs = forward(group[0])
+            loss = loss_fn(outputs.image_embeds, outputs.text_embeds, unwrapped.logit_scale)
+            accelerator.backward(loss)
+        else:
+            with torch.no_grad():
+                cached = [forward(batch) for batch in group]
+            images = [out.image_embeds for out in cached]
+            texts = [out.text_embeds for out in cached]
+            for index, batch in enumerate(group):
+                last = index == len(group) - 1
+                with contextlib.nullcontext() if last else accelerator.no_sync(model):
+                    outputs = forward(batch)
+                    scale = unwrapped.logit_scale if last else unwrapped.logit_scale.detach()
+                    loss = loss_fn(torch.cat(images[:index] + [outputs.image_embeds] + images[index + 1:]),
+                                   torch.cat(texts[:index] + [outputs.text_embeds] + texts[index + 1:]), scale)
+                    accelerator.backward(loss)
+        max_norm = config.optimizer.max_grad_norm or float("inf")
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        for group_ in optimizer.param_groups:
+            group_["lr"] = config.optimizer.learning_rate * schedule.factor(state["step"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            unwrapped.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        return loss.detach(), float(grad_norm)
+
+    clock = Throughput()
     model.train()
     while state["step"] < config.max_steps:
-        collator.epoch = state["epoch"]
-        loader.set_epoch(state["epoch"])
-        batches = accelerator.skip_first_batches(loader, state["batch_in_epoch"]) if state["batch_in_epoch"] else loader
-        for batch in batches:
-            outputs = model(**batch)
-            loss = clip_loss(outputs.image_embeds, outputs.text_embeds, unwrapped.logit_scale, accelerator)
-            accelerator.backward(loss)
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                unwrapped.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            state["step"] += 1
-            state["batch_in_epoch"] += 1
-            seen += len(batch["input_ids"]) * accelerator.num_processes
-            if state["step"] % config.log_every == 0 or state["step"] == config.max_steps:
-                mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
-                history.append({"step": state["step"], "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
-                if accelerator.is_main_process:
-                        logger.info("step %d/%d  loss %.4f  lr %.2e  %.1f images/s", state["step"], config.max_steps,
-                                mean_loss, scheduler.get_last_lr()[0], seen / (time.perf_counter() - started))
-            if state["step"] % config.checkpoint_every == 0 or state["step"] == config.max_steps:
-                save_checkpoint(accelerator, checkpoints, {**state, "scheduler": scheduler.state_dict(),
-                                                           "experiment": experiment(config)}, config.keep_checkpoints)
-            if config.eval.every and state["step"] % config.eval.every == 0:
-                log_eval(accelerator, unwrapped, tokenizer, processor, config, max_length, state["step"])
-            if state["step"] >= config.max_steps:
+        iterator = data.batches(state["epoch"], state["batch_in_epoch"])
+        while state["step"] < config.max_steps:
+            group = _take(iterator, per_step, clock)
+            if len(group) < per_step:  # the epoch's end; an incomplete accumulation is left out like drop_last
                 break
-        else:
+            lr = config.optimizer.learning_rate * schedule.factor(state["step"])
+            loss, grad_norm = optimizer_step(group)
+            state["step"] += 1
+            state["batch_in_epoch"] += per_step
+            clock.images += config.batch_size * per_step * accelerator.num_processes
+            step = state["step"]
+            record: dict[str, Any] = {}
+            if step % config.log_every == 0 or step == config.max_steps:
+                mean_loss = accelerator.reduce(loss, reduction="mean").item()
+                record = {"step": step, "epoch": state["epoch"], "loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
+                          "logit_scale": unwrapped.logit_scale.exp().item(), **clock.read()}
+                history.append({"step": step, "loss": mean_loss, "lr": lr})
+                if accelerator.is_main_process:
+                    logger.info("step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.1f images/s  data wait %.0f%%",
+                                step, config.max_steps, mean_loss, lr, grad_norm, record["images_per_s"],
+                                100 * record["data_wait_share"])
+            if config.eval.every and step % config.eval.every == 0:
+                results = run_eval(accelerator, unwrapped, tokenizer, processor, config, context_length, step,
+                                   config.eval.periodic_split)
+                evaluated[(step, config.eval.periodic_split)] = results
+                record = {"step": step, **record, **{f"{config.eval.periodic_split}/{k}": v for k, v in results.items()}}
+            # logged before the checkpoint: a kill in between redoes these steps, whose lines are then dropped
+            if record and step < config.max_steps:
+                log_record(record)
+            elif record:  # the last step's line waits for the final evaluation; the checkpoint keeps it meanwhile
+                last_record = record
+            if step % config.checkpoint_every == 0 or step == config.max_steps:
+                save_checkpoint(accelerator, checkpoints, {**state, "schedule": schedule.state(), "log": last_record,
+                                                           "experiment": experiment(config)}, config.keep_checkpoints)
+        if state["step"] < config.max_steps:  # the epoch ran out first
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
 
-    metrics = log_eval(accelerator, unwrapped, tokenizer, processor, config, max_length, state["step"])
+    final_key = (state["step"], config.eval.split)
+    metrics = evaluated.get(final_key) or run_eval(accelerator, unwrapped, tokenizer, processor, config,
+                                                   context_length, state["step"], config.eval.split)
+    final = {"step": state["step"], **last_record, **{f"{config.eval.split}/{k}": v for k, v in metrics.items()}}
+    metrics_log.write(final, replace_step=True)  # a rerun after a kill here must not log the last step twice
+    accelerator.log({k: v for k, v in final.items() if k != "step"}, step=final["step"])
     if accelerator.is_main_process:
         finish(output / "model", unwrapped, tokenizer, processor, config, metrics, history)
     accelerator.wait_for_everyone()
@@ -194,7 +417,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return {"step": state["step"], "metrics": metrics, "history": history, "main": accelerator.is_main_process}
 
 
-def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, int], keep: int) -> None:
+def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any], keep: int) -> None:
     """save_state into a temporary folder, the state file last, then rename: a kill -9 at any
     moment leaves the previous checkpoint as the newest complete one."""
     final = folder / f"step-{state['step']:08d}"
@@ -213,19 +436,38 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, int
     accelerator.wait_for_everyone()
 
 
-def log_eval(accelerator: Accelerator, model: Any, tokenizer: Any, processor: Any, config: TrainConfig,
-             max_length: int, step: int) -> dict[str, float]:
-    """Zero-shot metrics on the eval split, computed by the main process (the split is small)."""
+def eval_rows(config: TrainConfig, split: str) -> list[dict[str, Any]] | None:
+    """A seeded sample of at most ``eval.max_images`` rows of ``split`` across its entities (the
+    files are grouped by entity, so the first rows would be a few entities only); streamed
+    datasets are sampled without reading the whole split."""
+    try:
+        source = resolve(config.dataset, config.dataset_config, split)
+    except DatasetProblem as error:  # most often: the dataset has no such split
+        logger.warning("no evaluation on %s: %s", split, error)
+        return None
+    if wants_streaming(config, source):
+        rows = sample_rows(source, config.eval.max_images, config.seed, ("image", "image_id", "alt_texts", "entities"))
+        return [{**row, "image": _decoded(row["image"])} for row in rows]
+    table = load_split(config, split)
+    count = min(len(table), config.eval.max_images)
+    return list(table.select(sorted(random.Random(config.seed).sample(range(len(table)), count))))
+
+
+def _decoded(cell: dict[str, Any]) -> Any:
+    from entitynet.training.images import image_bytes, open_image
+
+    return open_image(*image_bytes(cell))
+
+
+def run_eval(accelerator: Accelerator, model: Any, tokenizer: Any, processor: Any, config: TrainConfig,
+             context_length: int, step: int, split: str) -> dict[str, float]:
+    """Zero-shot metrics on ``split``, computed by the main process (a bounded sample)."""
     metrics: dict[str, float] = {}
     if accelerator.is_main_process:
-        try:
-            rows = load_split(config, config.eval.split)
-        except ValueError as error:  # the dataset has no such split
-            logger.warning("no evaluation: %s", error)
-        else:
-            rows = rows.select(range(min(len(rows), config.eval.max_images)))
-            metrics = evaluate(model, tokenizer, processor, list(rows), config.eval.template, max_length, accelerator.device)
-            logger.info("step %d  %s: %s", step, config.eval.split, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        rows = eval_rows(config, split)
+        if rows:
+            metrics = evaluate(model, tokenizer, processor, rows, config.eval.template, context_length, accelerator.device)
+            logger.info("step %d  %s: %s", step, split, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     accelerator.wait_for_everyone()
     return metrics
 
@@ -253,10 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML file, or a shipped one: tiny, livingthings-vit-b-32, entitynet-vit-b-32")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
     parser.add_argument("--dataset", help="dataset folder or Hub id (dataset)")
-    parser.add_argument("--output-dir", help="checkpoints and the final model (output_dir)")
+    parser.add_argument("--output-dir", help="checkpoints, logs and the final model (output_dir)")
     parser.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
     parser.add_argument("--init-from", help="finetune this CLIPModel id or folder (model.init_from)")
     parser.add_argument("--repo", help="the Hub repository the model card names (repo_id)")
+    parser.add_argument("--report-to", type=lambda text: [name for name in text.split(",") if name],
+                        metavar="TRACKERS", help="comma-separated Accelerate trackers, e.g. tensorboard (report_to)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -269,15 +513,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("accelerate").setLevel(logging.WARNING)
     flags = {"--dataset": ("dataset", args.dataset), "--output-dir": ("output_dir", args.output_dir),
              "--max-steps": ("max_steps", args.max_steps), "--init-from": ("model.init_from", args.init_from),
-             "--repo": ("repo_id", args.repo)}
+             "--repo": ("repo_id", args.repo), "--report-to": ("report_to", args.report_to)}
     try:
         config = load_train_config(args.config, args.set, flags)
+        result = train(config)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        result = train(config)
-    except ResumeMismatch as error:
+    except (ResumeMismatch, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if result["main"]:

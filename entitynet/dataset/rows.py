@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from entitynet import layout
-from entitynet.records import Query, Source, StoredImage
+from entitynet.records import Entity, NaturalType, Query, Source, StoredImage
 from entitynet.tables import (
     SOURCE_TYPE,
     image_from_row,
@@ -60,14 +60,18 @@ def prepare(
     """Write ``out/{split}.parquet`` (shard, row, domain) and the lookups; return counts."""
     out.mkdir(parents=True, exist_ok=True)
     natural = {record.entity_id: record for record in read_natural_types(run_root / layout.NATURAL_TYPES)}
+    harvested = {entity.id: entity for entity in read_entities(run_root / layout.ENTITIES)}
     entities: dict[str, dict[str, Any]] = {}
-    for entity in read_entities(run_root / layout.ENTITIES):
+    for entity in harvested.values():
         typed = natural.get(entity.id)
         if typed is not None and typed.visual is False:
             continue
+        type_aliases, type_description = _natural_type_texts(typed, harvested)
         entities[entity.id] = {"id": entity.id, "name": entity.name, "aliases": entity.aliases,
                                "description": entity.description, "natural_type": typed.natural_type if typed else None,
-                               "domain": entity.domain}
+                               "domain": entity.domain, "common_names": entity.common_names,
+                               "taxon_name": entity.taxon_name, "natural_type_aliases": type_aliases,
+                               "natural_type_description": type_description}
     queries: dict[str, Query] = {query.query_id: query for query in read_queries(run_root / layout.QUERIES)}
     images_dir = run_root / layout.IMAGES
     duplicate_of = {duplicate.url: duplicate.canonical_url for duplicate in read_duplicates(images_dir / layout.DUPLICATES)}
@@ -125,9 +129,26 @@ def prepare(
     return dict(counts)
 
 
+def _natural_type_texts(typed: NaturalType | None, harvested: dict[str, Entity]) -> tuple[list[str], str | None]:
+    """Other names and the description of an entity's natural type, when the type is itself a
+    harvested entity (a WordNet hypernym such as "big cat", a Wikidata class): the trainer's
+    text mix names an image by its natural type's synonyms and definition some of the time."""
+    if typed is None:
+        return [], None
+    label = typed.natural_type
+    chosen = next((c.id for c in typed.candidates if c.label == label), None)
+    entity = harvested.get(chosen) if chosen else None
+    if entity is None:
+        return [], None
+    names = [entity.name, *entity.aliases, *entity.common_names]
+    return [name for name in _unique(names) if name != label], entity.description
+
+
 _ASSIGNED = pa.schema([("shard", pa.string()), ("row", pa.int64()), ("domain", pa.string())])
 _ENTITY = pa.schema([("id", pa.string()), ("name", pa.string()), ("aliases", pa.list_(pa.string())),
-                     ("description", pa.string()), ("natural_type", pa.string()), ("domain", pa.string())])
+                     ("description", pa.string()), ("natural_type", pa.string()), ("domain", pa.string()),
+                     ("common_names", pa.list_(pa.string())), ("taxon_name", pa.string()),
+                     ("natural_type_aliases", pa.list_(pa.string())), ("natural_type_description", pa.string())])
 _USE = pa.struct([("kind", pa.string()), ("entity_id", pa.string()), ("attribute", pa.string())])
 _QUERY = pa.schema([("query_id", pa.string()), ("text", pa.string()), ("uses", pa.list_(_USE))])
 _EXTRA = pa.schema([("canonical_url", pa.string()), ("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE))])

@@ -1,0 +1,125 @@
+"""The paper's text mix: empirical frequencies over many draws against the stated weights, every
+fallback, and draws that depend on (seed, epoch, image) only."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+
+pytest.importorskip("torch")
+
+from entitynet.training.config import NounTextConfig, TextConfig  # noqa: E402
+from entitynet.training.text_mix import query_options, sample_text, training_texts  # noqa: E402
+
+DRAWS = 20_000
+LION = {"id": "Q140", "name": "lion", "aliases": ["Panthera leo"], "common_names": [], "taxon_name": "Panthera leo",
+        "description": "species of big cat", "natural_type": "big cat", "natural_type_aliases": ["large cat"],
+        "natural_type_description": "large wild cat", "domain": "living"}
+NOUN = {"text": "lion", "kind": "noun", "entity_id": "Q140", "attribute": None}
+
+
+def frequencies(row: dict, text: TextConfig, draws: int = DRAWS) -> dict[str, float]:
+    picks = Counter(sample_text({**row, "image_id": f"img{n}"}, text, seed=0, epoch=0) for n in range(draws))
+    return {option: count / draws for option, count in picks.items()}
+
+
+def assert_close(observed: dict[str, float], expected: dict[str, float], draws: int = DRAWS) -> None:
+    assert set(observed) == set(expected), (sorted(observed), sorted(expected))
+    for option, p in expected.items():
+        bound = 4 * math.sqrt(p * (1 - p) / draws) + 1e-3  # four standard errors
+        assert abs(observed[option] - p) < bound, f"{option!r}: {observed[option]:.4f} vs {p:.4f}"
+
+
+def test_alt_texts_half_the_time_else_a_query():
+    row = {"alt_texts": ["A lion resting", "Lion at dusk"], "queries": [NOUN], "entities": [LION]}
+    observed = frequencies(row, TextConfig())
+    alt = observed.pop("A lion resting") + observed.pop("Lion at dusk")
+    assert abs(alt - 0.5) < 0.015
+    assert abs(sum(observed.values()) - 0.5) < 0.015
+
+
+def test_noun_query_branches_follow_the_weights():
+    # living thing: hierarchy chance 0.1. Branch weights (keep 0.4, synonym 0.6, definition 0.1),
+    # shared by their texts; "lion" is both the query (0.4) and a synonym (0.54/2): counted once, at 0.4.
+    keep, synonym, type_synonym, definition, type_definition = 0.4, 0.6 * 0.9, 0.6 * 0.1, 0.1 * 0.9, 0.1 * 0.1
+    weights = {"lion": keep, "Panthera leo": synonym / 2, "big cat": type_synonym / 2, "large cat": type_synonym / 2,
+               "species of big cat": definition, "large wild cat": type_definition}
+    total = sum(weights.values())
+    observed = frequencies({"alt_texts": [], "queries": [NOUN], "entities": [LION]}, TextConfig())
+    assert_close(observed, {text: weight / total for text, weight in weights.items()})
+
+
+def test_the_hierarchy_chance_is_higher_for_other_things():
+    chair = {"id": "Q15026", "name": "chair", "aliases": [], "description": None, "natural_type": "furniture",
+             "natural_type_aliases": [], "natural_type_description": None, "domain": "other"}
+    query = {"text": "chair", "kind": "noun", "entity_id": "Q15026", "attribute": None}
+    # keep 0.4 and synonym "chair" (0.6 x 0.8 = 0.48) are the same text, counted at its heaviest;
+    # the natural type 0.6 x 0.2 (other things: hierarchy chance 0.2)
+    options = {text: weight for text, weight, _ in query_options(query, chair, TextConfig())}
+    assert options == pytest.approx({"chair": 0.48 / 0.6, "furniture": 0.12 / 0.6})
+
+
+def test_attribute_query_branches_follow_the_weights():
+    leopard = {"id": "Q34706", "name": "leopard", "aliases": [], "description": "large cat of Africa",
+               "natural_type": "big cat", "natural_type_aliases": [], "domain": "living"}
+    query = {"text": "spotted leopard", "kind": "attrnoun", "entity_id": "Q34706", "attribute": "spotted"}
+    own, kin = 0.9, 0.1
+    # keep 1.0; synonym 0.2; pseudo query 0.2 ("spotted leopard" | "leopard spotted"); the query with
+    # the name replaced 0.2 (here: the query again); attribute alone 0.2; definition 0.05.
+    weights = {
+        "spotted leopard": 1.0,  # also a pseudo query and a replacement: counted once, at its heaviest
+        "leopard": 0.2 * own,
+        "big cat": 0.2 * kin,
+        "leopard spotted": 0.2 * own / 2,
+        "spotted big cat": 0.2 * kin,  # type replacement (0.02) beats the type pseudo query (0.01)
+        "big cat spotted": 0.2 * kin / 2,
+        "spotted": 0.2,
+        "large cat of Africa": 0.05 * own,
+    }
+    total = sum(weights.values())
+    observed = frequencies({"alt_texts": [], "queries": [query], "entities": [leopard]}, TextConfig())
+    assert_close(observed, {text: weight / total for text, weight in weights.items()})
+
+
+def test_attr_queries_replace_the_natural_type_they_name():
+    query = {"text": "maned big cat", "kind": "attr", "entity_id": "Q140", "attribute": "maned"}
+    options = {text for text, _, branch in query_options(query, LION, TextConfig()) if branch == "replace_entity"}
+    assert options == {"maned lion", "maned Panthera leo"}
+
+
+def test_fallbacks_drop_the_branches_a_row_cannot_serve():
+    text = TextConfig()
+    bare = {"id": "Q1", "name": "okapi", "domain": "living"}  # no alias, no definition, no natural type
+    query = {"text": "striped okapi", "kind": "attrnoun", "entity_id": "Q1", "attribute": None}  # no attribute
+    # no attribute: no pseudo query, no attribute alone; no natural type, no description: none of
+    # theirs; no alias: replacing the name gives the query again, counted once
+    branches = {branch for _, _, branch in query_options(query, bare, text)}
+    assert branches == {"keep", "synonym"}
+    named = {**bare, "aliases": ["Okapia johnstoni"]}
+    assert {t for t, _, b in query_options(query, named, text) if b == "replace_entity"} == {"striped Okapia johnstoni"}
+    # the query's entity is not in the row: the query itself
+    assert [t for t, _, _ in query_options({**query, "entity_id": "Q2"}, None, text)] == ["striped okapi"]
+    # every weight zero: the query itself
+    zero = TextConfig(noun=NounTextConfig(keep=0, synonym=0, definition=0))
+    assert query_options(NOUN, LION, zero) == [("lion", 1.0, "keep")]
+    # no alt text: always a query's text; no query: always an alt text; neither: a clear error
+    assert "A lion" not in frequencies({"alt_texts": [], "queries": [NOUN], "entities": [LION]}, text, 500)
+    assert frequencies({"alt_texts": ["A lion"], "queries": [], "entities": []}, text, 200) == {"A lion": 1.0}
+    with pytest.raises(ValueError, match="neither an alt text nor a query"):
+        sample_text({"image_id": "x", "alt_texts": [" "], "queries": [], "entities": []}, text, 0, 0)
+
+
+def test_a_draw_depends_on_seed_epoch_and_image_only():
+    row = {"image_id": "abc", "alt_texts": ["A lion resting"], "queries": [NOUN], "entities": [LION]}
+    text = TextConfig()
+    assert sample_text(row, text, 0, 3) == sample_text(dict(reversed(list(row.items()))), text, 0, 3)
+    assert len({sample_text(row, text, 0, epoch) for epoch in range(40)}) > 2  # epochs pair differently
+    assert len({sample_text(row, text, seed, 0) for seed in range(40)}) > 2
+
+
+def test_training_texts_cover_every_option():
+    row = {"image_id": "abc", "alt_texts": ["A lion resting"], "queries": [NOUN], "entities": [LION]}
+    texts = set(training_texts([row], TextConfig()))
+    assert {"A lion resting", "lion", "Panthera leo", "big cat", "large cat", "species of big cat"} <= texts
