@@ -63,7 +63,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int) 
     )
 
 
-def scratch_model(preset_name: str, tokenizer: PreTrainedTokenizerBase, context_length: int) -> CLIPModel:
+def scratch_model(preset_name: str, tokenizer: PreTrainedTokenizerBase, context_length: int = 32) -> CLIPModel:
     """A randomly initialised CLIPModel of a preset whose text tower fits ``tokenizer``; it pools
     at the tokenizer's end token."""
     preset = PRESETS[preset_name]
