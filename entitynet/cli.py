@@ -296,7 +296,8 @@ def _add_eval(commands: Any) -> None:
     run.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
     run.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="mixed precision (Accelerate)")
     run.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is there")
-    run.add_argument("--workers", type=int, metavar="N", help="threads decoding images (default: the CPU count, at most 8)")
+    run.add_argument("--workers", type=int, metavar="N", help="threads decoding images ahead of the model (default: "
+                     "none on the CPU, whose cores the model uses; on a GPU the CPU count, at most 8)")
     run.add_argument("--skip-existing", action="store_true", help="keep tasks whose result JSON exists")
     run.add_argument("--update-card", metavar="MODEL_DIR", help="write the results into this folder's model card (model-index)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -1,9 +1,10 @@
 """Image and text embeddings, batch by batch: only the normalised embeddings (and each image's
 labels and captions) are kept, never the images.
 
-Decoding and preprocessing run in a small thread pool a few batches ahead of the model (Pillow
-and numpy release the GIL for the heavy parts), so the model is rarely left waiting. Device and
-precision come from Accelerate; with several processes each takes every N-th image and the
+On a GPU, decoding and preprocessing run in a small thread pool a few batches ahead of the model
+(Pillow and numpy release the GIL for the heavy parts), so the GPU is rarely left waiting; on the
+CPU they run between batches, because there the model's own threads already use every core and
+decoding beside them stalls both (benchmarks/eval.py). Device and precision come from Accelerate; with several processes each takes every N-th image and the
 embeddings are gathered back into the input order, so the result does not depend on the number
 of processes.
 """
@@ -75,10 +76,10 @@ def embed_images(model: Any, processor: Any, examples: Iterable[Example], accele
     was_training = model.training
     model.eval()
     bar = tqdm(total=total, desc=description, unit="img", disable=not progress or not accelerator.is_main_process)
+    threads = _threads(accelerator.device) if workers is None else workers
     try:
-        with ThreadPoolExecutor(workers or _threads()) as pool:
-            for batch, pixels in _ahead(pool, lambda b: _pixels(processor, [e for _, e in b]), batches,
-                                        depth=2 * (workers or _threads())):
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            for batch, pixels in _ahead(pool, lambda b: _pixels(processor, [e for _, e in b]), batches, depth=2 * threads):
                 with accelerator.autocast():
                     output = model.get_image_features(pixel_values=pixels.to(accelerator.device, dtype))
                 embeddings.append(F.normalize(output_tensor(output).float(), dim=-1).cpu())
@@ -136,7 +137,11 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def _ahead(pool: ThreadPoolExecutor, work: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[tuple[T, R]]:
-    """(item, work(item)) in input order, with up to ``depth`` items being worked on ahead."""
+    """(item, work(item)) in input order, with up to ``depth`` items being worked on ahead
+    (none with depth 0: each item is worked on when it is needed, in this thread)."""
+    if depth == 0:
+        yield from ((item, work(item)) for item in items)
+        return
     pending: deque[tuple[T, Future[R]]] = deque()
     for item in items:
         pending.append((item, pool.submit(work, item)))
@@ -148,8 +153,10 @@ def _ahead(pool: ThreadPoolExecutor, work: Callable[[T], R], items: Iterable[T],
         yield first, future.result()
 
 
-def _threads() -> int:
-    return max(1, min(8, (os.cpu_count() or 2)))
+def _threads(device: Any) -> int:
+    """Decoding threads ahead of the model. None on the CPU: there the model's own threads use
+    every core, and decoding beside them only makes both wait (measured in benchmarks/eval.py)."""
+    return 0 if torch.device(device).type == "cpu" else max(1, min(8, os.cpu_count() or 2))
 
 
 def _projection_dim(model: Any) -> int:
