@@ -241,3 +241,23 @@ def test_shipped_suites_load_and_name_only_known_subsets_and_templates():
     assert sorted(paper.unavailable) == ["cub-none", "cub-openai", "inat21-common-none", "inat21-common-openai",
                                          "inat21-latin-none", "inat21-latin-openai"]
     assert json.dumps([t.data.dataset for t in paper.tasks if t.data.dataset.startswith("clip-benchmark")]).count("wds_") == 8
+
+
+def test_two_processes_evaluate_like_one(demo_run, demo_model, tmp_path):
+    """Under Accelerate each process embeds every other image; gathered back in input order, the
+    metrics are those of one process, and every process has them."""
+    import subprocess
+    import sys
+
+    from entitynet.training.evaluation import evaluate_built_dataset, load_model
+
+    out = tmp_path / "metrics.json"
+    command = [sys.executable, str(Path(__file__).with_name("evaluation_cases.py")), "built", str(demo_model),
+               str(demo_run / "dataset"), str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    ranks = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1)]
+    clip = load_model(str(demo_model))
+    single = evaluate_built_dataset(clip.model, clip.tokenizer, clip.processor, load_split(demo_run, "train"), batch_size=5)
+    assert ranks[0] == ranks[1]
+    assert ranks[0] == pytest.approx(single, abs=1e-9)
