@@ -248,12 +248,13 @@ def _add_eval(commands: Any) -> None:
     parser = commands.add_parser(
         "eval", help="Zero-shot classification and retrieval of a CLIP model on a dataset or a named suite "
         "(needs entitynet[train]).",
-        description="Evaluate a CLIP model (our trainer's OUTPUT/model, any transformers CLIPModel id or folder) "
-        "zero-shot: classification (acc1, acc5, mean_per_class_recall) and image-text retrieval "
-        "(image_retrieval_recall@K, text_retrieval_recall@K), with CLIP_benchmark's metric names. DATASET is "
-        "detected: an image folder with one subfolder per class, CLIP_benchmark's webdataset layout (local or "
-        "a Hub id such as clip-benchmark/wds_imagenet1k), a built EntityNet dataset, or a Hugging Face dataset "
-        "with an image and a label column. Writes one JSON per task and a summary table (.md, .csv).",
+        description="Evaluate a CLIP model (our trainer's OUTPUT/model, any transformers CLIPModel id or folder)\n"
+        "zero-shot: classification (acc1, acc5, mean_per_class_recall) and image-text retrieval\n"
+        "(image_retrieval_recall@K, text_retrieval_recall@K), with CLIP_benchmark's metric names.\n\n"
+        "DATASET is detected: an image folder with one subfolder per class; CLIP_benchmark's webdataset\n"
+        "layout, local or a Hub id such as clip-benchmark/wds_imagenet1k; a built EntityNet dataset (its\n"
+        "entities as classes, its alt texts for retrieval); or a Hugging Face dataset with an image and a\n"
+        "label column. Writes one JSON per task and a summary table (.md, .csv).",
         epilog="examples:\n"
         "  entitynet eval --model runs/living/clip/model --dataset runs/living/dataset --output eval/test.json\n"
         "  entitynet eval --model openai/clip-vit-base-patch32 --dataset clip-benchmark/wds_imagenet1k --templates openai\n"

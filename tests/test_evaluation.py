@@ -176,6 +176,10 @@ def test_class_name_synonyms_are_averaged_with_the_templates(model_dir, layouts,
     (["--dataset", "{broken}"], "african_elephants_truncated_file.jpg: cannot read the image"),
     (["--dataset", "{folder}", "--classes", "imagenet1k-animals"], "unknown class subset"),
     (["--suite", "nope"], "neither a file nor a shipped suite"),
+    # offline (tests set HF_HUB_OFFLINE=1): a Hub id fails with its name before any request, detected or not
+    (["--dataset", "clip-benchmark/wds_imagenet1k"], "clip-benchmark/wds_imagenet1k: HF_HUB_OFFLINE is set"),
+    (["--dataset", "clip-benchmark/wds_imagenet1k", "--format", "wds"], "wds_imagenet1k: HF_HUB_OFFLINE is set"),
+    (["--dataset", "imageomics/rare-species", "--format", "hf"], "imageomics/rare-species: HF_HUB_OFFLINE is set"),
 ])
 def test_bad_input_is_one_clear_error_without_a_traceback(case, expected, model_dir, layouts, realdata, tmp_path, capsys):
     (tmp_path / "empty" / "cats").mkdir(parents=True)

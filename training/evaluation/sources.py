@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from entitynet.training.evaluation.classes import ClassSet, ClassSetError
-from entitynet.training.evaluation.webdataset import WebDataset, local_or_hub, looks_like_webdataset
+from entitynet.training.evaluation.webdataset import (WebDataset, WebDatasetError, hub_offline, local_or_hub,
+                                                       looks_like_webdataset)
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,12 @@ def open_source(spec: DataSpec) -> Source:
         raise SourceError(f"{spec.dataset}: {', '.join(columns)} name columns of a Hugging Face dataset; "
                           f"this is {'an image folder' if kind == 'imagefolder' else 'a webdataset'}")
     opener = {"imagefolder": _image_folder, "wds": _webdataset, "hf": _hf, "entitynet": _hf}[kind]
-    source = opener(spec)
+    if not Path(spec.dataset).exists() and hub_offline():
+        raise SourceError(f"{spec.dataset}: HF_HUB_OFFLINE is set, so a Hub dataset cannot be read; give a local copy")
+    try:
+        source = opener(spec)
+    except OSError as error:  # a file gone, the Hub unreachable
+        raise SourceError(f"{spec.dataset}: cannot open it ({type(error).__name__}: {error})") from None
     if spec.max_images:
         read, limit = source.read, spec.max_images
         source = Source(**{**source.__dict__, "read": lambda: itertools.islice(read(), limit),
@@ -116,7 +122,9 @@ def detect(spec: DataSpec) -> str:
     try:
         fs, root = local_or_hub(spec.dataset)
         return "wds" if looks_like_webdataset(fs, root) else "hf"
-    except Exception as error:  # huggingface_hub raises many kinds (offline, not found, gated)
+    except WebDatasetError as error:
+        raise SourceError(str(error)) from None
+    except Exception as error:  # huggingface_hub and its HTTP client raise many kinds (not found, gated, network)
         raise SourceError(f"{spec.dataset}: cannot look at it on the Hub ({type(error).__name__}: {error})") from None
 
 

@@ -154,7 +154,7 @@ def run_tasks(clip: Clip, prepared: Sequence[Outcome | tuple[TaskSpec, Source]],
     for n, (spec, source) in enumerate(runnable):
         try:
             record = run_task(clip, spec, accelerator, cache, settings, source)
-        except (SourceError, TaskError, ValueError) as error:
+        except (SourceError, TaskError, ValueError, OSError) as error:  # OSError: the Hub or a file, mid-stream
             outcomes[spec.name] = Outcome(spec.name, None, "failed", str(error))  # reported with the table
         else:
             outcomes[spec.name] = Outcome(spec.name, record)

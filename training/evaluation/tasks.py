@@ -88,6 +88,7 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
         "task": "+".join(k for k, on in (("zeroshot_classification", classify), ("zeroshot_retrieval", find)) if on),
         "model": clip.name, "templates": None, "classes": spec.classes or "all", "group": spec.group,
         "num_images": len(features), "num_classes": None, "metrics": {}, "language": "en",
+        "precision": accelerator.mixed_precision, "batch_size": settings.batch_size,
     }
     if classify:
         classes = task_classes(spec, source, features)

@@ -13,6 +13,7 @@ downloaded whole or cached; samples come in shard order, as CLIP_benchmark reads
 from __future__ import annotations
 
 import logging
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -128,9 +129,20 @@ def local_or_hub(location: str) -> tuple[Any, str]:
 
     if Path(location).is_dir():
         return fsspec.filesystem("file"), str(Path(location).resolve())
+    if hub_offline():
+        raise WebDatasetError(f"{location}: HF_HUB_OFFLINE is set, so a Hub dataset cannot be read; "
+                              "give a local copy")
     from huggingface_hub import HfFileSystem
 
     return HfFileSystem(), f"datasets/{location.strip('/')}"
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as set now: huggingface_hub reads it once, at import, and HfFileSystem
+    does not honour it at all."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def looks_like_webdataset(fs: Any, root: str) -> bool:
