@@ -82,7 +82,7 @@ def test_the_class_set_is_a_parameter_scored_on_one_pass_of_images(demo_run, dem
                                classes=ClassSet(("Q0",), (("nothing",),)))
 
 
-def test_the_cli_evaluates_a_built_dataset_like_the_api(demo_run, demo_model, tmp_path):
+def test_the_cli_evaluates_a_built_dataset_like_the_api(demo_run, demo_model, tmp_path, capsys):
     from entitynet.training.evaluation import evaluate_built_dataset, load_model
 
     assert main(["eval", "--model", str(demo_model), "--dataset", str(demo_run / "dataset"), "--split", "validation",
@@ -94,6 +94,19 @@ def test_the_cli_evaluates_a_built_dataset_like_the_api(demo_run, demo_model, tm
     assert record["dataset"] == "run/dataset" and record["split"] == "validation"
     assert record["metrics"] == {k: v for k, v in expected.items() if not k.startswith("num_")}
     assert (record["num_images"], record["num_classes"], record["num_texts"]) == (14, 7, 14)
+    # entity fields name the classes; a field entities lack is named in the error
+    assert main(["eval", "--model", str(demo_model), "--dataset", str(demo_run / "dataset"), "--split", "validation",
+                 "--name-format", "{name}, a type of {natural_type}", "--output", str(tmp_path / "typed.json"),
+                 "--no-progress", "-q"]) == 0
+    from entitynet.training.evaluation import ClassSet
+
+    typed = ClassSet.from_entities([{"id": "Q140", "name": "lion", "aliases": ["the lion"], "natural_type": "big cat"}],
+                                   "{name}, a type of {natural_type}")
+    assert typed.names == (("lion, a type of big cat", "the lion, a type of big cat"),)
+    capsys.readouterr()
+    assert main(["eval", "--model", str(demo_model), "--dataset", str(demo_run / "dataset"), "--split", "validation",
+                 "--name-format", "{name} ({kind})", "--output", str(tmp_path / "bad.json"), "--no-progress", "-q"]) == 1
+    assert "'kind' is not an entity field" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

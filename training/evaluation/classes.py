@@ -63,8 +63,12 @@ class ClassSet:
                 continue
             spellings = [entity["name"], *(entity.get("aliases") or [] if aliases else [])]
             fields = {key: value if value is not None else "" for key, value in entity.items()}
-            found[entity["id"]] = tuple(dict.fromkeys(
-                name_format.format_map({**fields, "name": spelling}).strip() for spelling in spellings if spelling))
+            try:
+                found[entity["id"]] = tuple(dict.fromkeys(
+                    name_format.format_map({**fields, "name": spelling}).strip() for spelling in spellings if spelling))
+            except (KeyError, IndexError, ValueError) as error:
+                raise ClassSetError(f"name format {name_format!r}: {error.args[0]!r} is not an entity field "
+                                    f"({', '.join(fields)})") from None
         return cls.from_mapping(dict(sorted(found.items())))
 
     def subset(self, ids: Iterable[str]) -> ClassSet:

@@ -132,14 +132,24 @@ def prepare(tasks: Sequence[TaskSpec], results: Path | None, skip_existing: bool
     prepared: list[Outcome | tuple[TaskSpec, Source]] = []
     for spec in tasks:
         path = single_file or results / f"{spec.name}.json"
-        if skip_existing and path.is_file():
-            prepared.append(Outcome(spec.name, json.loads(path.read_text()), "existing"))
+        existing = _record(path) if skip_existing else None
+        if existing is not None:
+            prepared.append(Outcome(spec.name, existing, "existing"))
             continue
         try:
             prepared.append((spec, open_source(spec.data)))
         except SourceError as error:
             prepared.append(Outcome(spec.name, None, "failed", str(error)))
     return prepared
+
+
+def _record(path: Path) -> dict[str, Any] | None:
+    """A result written earlier; None when there is none or it is not one of ours (it is redone)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "metrics" in record and "task_name" in record else None
 
 
 def run_tasks(clip: Clip, prepared: Sequence[Outcome | tuple[TaskSpec, Source]], results: Path | None, accelerator: Any,
