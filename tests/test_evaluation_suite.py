@@ -169,19 +169,26 @@ def run_paper(photo_model: Path, stand_ins: dict[str, Path], out: Path, *extra: 
 
 def test_the_paper_suite_on_stand_ins_embeds_each_image_once_and_writes_the_table(photo_model, stand_ins, tmp_path,
                                                                                   monkeypatch, capsys):
-    calls = []
-    original = transformers.CLIPModel.get_image_features
+    calls, prompts = [], []
+    images, texts = transformers.CLIPModel.get_image_features, transformers.CLIPModel.get_text_features
 
     def counting(self, *args, **kwargs):
         calls.append(len(kwargs["pixel_values"]))
-        return original(self, *args, **kwargs)
+        return images(self, *args, **kwargs)
+
+    def counting_texts(self, *args, **kwargs):
+        prompts.append(len(kwargs["input_ids"]))
+        return texts(self, *args, **kwargs)
 
     monkeypatch.setattr(transformers.CLIPModel, "get_image_features", counting)
+    monkeypatch.setattr(transformers.CLIPModel, "get_text_features", counting_texts)
     card = tmp_path / "card"
     card.mkdir()
     assert run_paper(photo_model, stand_ins, tmp_path / "paper", "--update-card", str(card)) == 0
     # four sources (ImageNet, Rare Species, COCO, Flickr) of 13 photos, each embedded once for 8 tasks
     assert sum(calls) == 4 * 13
+    # prompts: ImageNet's 1000 names once (living and other reuse them), 3 x 8 Rare Species names, 2 x 26 captions
+    assert sum(prompts) == 1000 + 3 * 8 + 2 * 26
     out = tmp_path / "paper"
     results = {p.stem: read_json(p) for p in out.glob("*.json")}
     assert set(results) == set(SUITE_TASKS.split(",")) - {"cub-none"}

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from entitynet.training.evaluation.classes import ClassSet, ClassSetError, named_subset
 from entitynet.training.evaluation.features import ImageFeatures, embed_images
 from entitynet.training.evaluation.models import Clip
 from entitynet.training.evaluation.scoring import caption_embeddings, classification, retrieval, zero_shot_classifier
 from entitynet.training.evaluation.sources import DataSpec, Source, open_source
-from entitynet.training.evaluation.templates import resolve
+from entitynet.training.evaluation.templates import Templates, resolve
 
 logger = logging.getLogger(__name__)
 KINDS = ("auto", "zeroshot_classification", "zeroshot_retrieval")
@@ -55,9 +57,11 @@ class Settings:
 
 @dataclass
 class FeatureCache:
-    """Image features per source key, so tasks on the same images embed them once."""
+    """Image features per source key, so tasks on the same images embed them once; and class
+    weights per (names, templates), so ImageNet-living reuses the rows of ImageNet-all."""
 
     entries: dict[str, ImageFeatures] = field(default_factory=dict)
+    weights: dict[tuple[tuple[str, ...], tuple[str, ...]], torch.Tensor] = field(default_factory=dict)
 
     def get(self, key: str, compute: Callable[[], ImageFeatures]) -> ImageFeatures:
         if key not in self.entries:
@@ -66,6 +70,16 @@ class FeatureCache:
 
     def drop(self, key: str) -> None:
         self.entries.pop(key, None)
+        self.weights.clear()  # the next source has other classes
+
+    def classifier(self, classes: ClassSet, templates: Templates, embed: Callable[[ClassSet], torch.Tensor]) -> torch.Tensor:
+        """(classes, dim) weights, computing with ``embed`` only the classes not seen with these templates."""
+        missing = [n for n, names in enumerate(classes.names) if (names, templates.texts) not in self.weights]
+        if missing:
+            rows = embed(ClassSet(tuple(classes.ids[n] for n in missing), tuple(classes.names[n] for n in missing)))
+            for n, row in zip(missing, rows):
+                self.weights[(classes.names[n], templates.texts)] = row
+        return torch.stack([self.weights[(names, templates.texts)] for names in classes.names])
 
 
 def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache | None = None,
@@ -93,7 +107,8 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
     if classify:
         classes = task_classes(spec, source, features)
         templates = resolve(spec.templates, source.templates)
-        weights = zero_shot_classifier(clip.model, clip.tokenizer, classes, templates, accelerator, settings.text_batch_size)
+        weights = cache.classifier(classes, templates, lambda missing: zero_shot_classifier(
+            clip.model, clip.tokenizer, missing, templates, accelerator, settings.text_batch_size))
         scored = classification(features, classes, weights, accelerator.device)
         record.update(templates=templates.name, num_classes=scored["num_classes"], num_images=scored["num_images"])
         record["metrics"].update(scored["metrics"])
