@@ -19,7 +19,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,6 @@ class Source:
     templates: tuple[str, ...] | None = None
     captions: bool = False
     labels: bool = True
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def open_source(spec: DataSpec) -> Source:
@@ -102,8 +101,7 @@ def open_source(spec: DataSpec) -> Source:
         raise SourceError(f"{spec.dataset}: cannot open it ({type(error).__name__}: {error})") from None
     if spec.max_images:
         read, limit = source.read, spec.max_images
-        source = Source(**{**source.__dict__, "read": lambda: itertools.islice(read(), limit),
-                           "key": f"{source.key}|first {limit}"})
+        source = replace(source, read=lambda: itertools.islice(read(), limit), key=f"{source.key}|first {limit}")
     return source
 
 

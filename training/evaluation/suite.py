@@ -164,8 +164,11 @@ def run_tasks(clip: Clip, prepared: Sequence[Outcome | tuple[TaskSpec, Source]],
     for n, (spec, source) in enumerate(runnable):
         try:
             record = run_task(clip, spec, accelerator, cache, settings, source)
-        except (SourceError, TaskError, ValueError, OSError) as error:  # OSError: the Hub or a file, mid-stream
+        except (SourceError, TaskError, ValueError) as error:  # bad data, named in the message
             outcomes[spec.name] = Outcome(spec.name, None, "failed", str(error))  # reported with the table
+        except Exception as error:  # noqa: BLE001 - e.g. the Hub's HTTP client mid-stream: one task fails, not the suite
+            logger.debug("%s failed", spec.name, exc_info=True)
+            outcomes[spec.name] = Outcome(spec.name, None, "failed", f"{type(error).__name__}: {error} (-v for the traceback)")
         else:
             outcomes[spec.name] = Outcome(spec.name, record)
             if accelerator.is_main_process:
