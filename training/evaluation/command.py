@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
                 resolve(spec.templates)
             if spec.classes and not Path(spec.classes).is_file():
                 named_subset(spec.classes)
+        if args.update_card and not Path(args.update_card).is_dir():
+            raise SuiteError(f"--update-card {args.update_card}: no such model folder")
     except (SuiteError, TemplateError, TaskError, ClassSetError) as error:
         print(f"entitynet eval: error: {error}", file=sys.stderr)
         return 2
@@ -51,24 +53,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"entitynet eval: error: {error}", file=sys.stderr)
         return 1
     accelerator = _accelerator(args)
+    if clip is not None:
+        clip.model.to(accelerator.device)
     settings = Settings(batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
     outcomes = run_tasks(clip, prepared, folder, accelerator, settings, single)
     records = [o.record for o in outcomes if o.record is not None]
     problems = [(o.task, o.status, o.reason) for o in outcomes if o.status == "failed"]
     problems += [(task, "skipped", reason) for task, reason in suite.unavailable.items()]
     if accelerator.is_main_process and (records or args.suite):
-        stem = single.with_suffix("") if single else folder / "summary"
-        report.write(records, stem.with_suffix(".md"), stem.with_suffix(".csv"), problems)
-        print(report.markdown(records, problems), end="")
-        print(f"results: {single or str(folder) + '/'}  table: {stem.with_suffix('.md')}, {stem.with_suffix('.csv')}")
-        if args.update_card and records:
-            from entitynet.hub_cards.model_card import add_eval_results
-
-            total = add_eval_results(Path(args.update_card), report.card_results(records))
-            print(f"model card: {Path(args.update_card) / 'README.md'} now lists {total} results")
+        _report(records, problems, single.with_suffix("") if single else folder / "summary", args.update_card)
     for task, status, reason in problems:
         print(f"entitynet eval: {task}: {status}: {reason}", file=sys.stderr)
     return 1 if any(status == "failed" for _, status, _ in problems) else 0
+
+
+def _report(records: list[dict], problems: list[tuple[str, str, str]], stem: Path, card: str | None) -> None:
+    """The summary table (printed, and as STEM.md and STEM.csv) and the model card's results."""
+    report.write(records, stem.with_suffix(".md"), stem.with_suffix(".csv"), problems)
+    print(report.markdown(records, problems), end="")
+    print(f"table: {stem.with_suffix('.md')} and {stem.with_suffix('.csv')}, beside the results (one JSON per task)")
+    if card and records:
+        from entitynet.hub_cards.model_card import add_eval_results
+
+        total = add_eval_results(Path(card), report.card_results(records))
+        print(f"model card: {Path(card) / 'README.md'} now lists {total} results")
 
 
 def _tasks(args: argparse.Namespace) -> Suite:
