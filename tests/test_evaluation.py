@@ -199,6 +199,21 @@ def test_bad_input_is_one_clear_error_without_a_traceback(case, expected, model_
     assert "Traceback" not in err
 
 
+def test_integer_labels_take_their_names_from_a_class_names_file(model_dir, layouts, photos, tmp_path, capsys):
+    import datasets
+
+    plain = tmp_path / "plain"
+    rows = datasets.load_dataset(str(layouts["hf"]), split="test").cast_column("label", datasets.Value("int64"))
+    (plain / "data").mkdir(parents=True)
+    rows.to_parquet(str(plain / "data" / "test-00000-of-00001.parquet"))
+    assert main(["eval", "--model", str(model_dir), "--dataset", str(plain), "-q", "--output", str(tmp_path / "o")]) == 1
+    assert "are numbers without names; pass --class-names" in capsys.readouterr().err
+    names = tmp_path / "classnames.txt"
+    names.write_text("\n".join(class_names(photos)) + "\n")
+    named = evaluate(model_dir, plain, tmp_path / "named.json", "--class-names", str(names))
+    assert named["metrics"] == evaluate(model_dir, layouts["hf"], tmp_path / "classlabel.json")["metrics"]
+
+
 def test_a_model_that_is_not_there_is_named(layouts, tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "nomodel"), "--dataset", str(layouts["wds"]), "-q",
                  "--output", str(tmp_path / "o")]) == 1

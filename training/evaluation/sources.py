@@ -231,6 +231,9 @@ def _hf(spec: DataSpec) -> Source:
         classes = _renamed(ClassSet.from_names(label.names), spec.class_names)
     elif label_column is not None and spec.class_names:
         classes = _names_file(spec.class_names)
+    elif isinstance(label, datasets.Value) and label.dtype.startswith(("int", "uint")):
+        raise SourceError(f"{spec.dataset}: the labels in {label_column!r} are numbers without names; "
+                          "pass --class-names FILE (one name per line, in label order)")
 
     def read() -> Iterator[Example]:
         for n, row in enumerate(rows):
