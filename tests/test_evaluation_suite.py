@@ -281,3 +281,25 @@ def test_two_processes_evaluate_like_one(demo_run, demo_model, tmp_path):
     single = evaluate_built_dataset(clip.model, clip.tokenizer, clip.processor, load_split(demo_run, "train"), batch_size=5)
     assert ranks[0] == ranks[1]
     assert ranks[0] == pytest.approx(single, abs=1e-9)
+
+
+def test_the_demos_trained_model_is_evaluated_and_its_card_keeps_the_trainers_results(demo_run, tmp_path):
+    """Our trainer's OUTPUT/model as it is: evaluation loads it, and --update-card adds to the
+    model-index the trainer wrote, keeping the card's text and the trainer's results."""
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    model = tmp_path / "model"
+    shutil.copytree(demo_run / "clip" / "model", model)
+    before = ModelCard.load(model / "README.md")
+    trainer_results = len(before.data.eval_results or [])
+    assert main(["eval", "--model", str(model), "--dataset", str(demo_run / "dataset"), "--split", "validation",
+                 "--output", str(tmp_path / "eval" / "validation.json"), "--update-card", str(model),
+                 "--no-progress", "-q"]) == 0
+    after = ModelCard.load(model / "README.md")
+    ours = [r for r in after.data.eval_results if r.dataset_name == "run_dataset-validation"]
+    assert {r.metric_name for r in ours} == {"acc1", "acc5", "mean_per_class_recall", *(
+        f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10))}
+    assert len(after.data.eval_results) == trainer_results + len(ours)
+    assert after.text == before.text
