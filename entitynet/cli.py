@@ -33,6 +33,8 @@ from entitynet.typed_config import ConfigError, describe_text
 
 logger = logging.getLogger("entitynet.cli")
 
+# what `entitynet eval` needs beyond the library (the train extra)
+TRAIN_EXTRA = ("torch", "transformers", "accelerate", "evaluate")
 FAILURES = (StageError, OSError)  # one line on stderr, exit 1
 
 
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build(commands)
     _add_export(commands)
     _add_push(commands)
+    _add_eval(commands)
     _add_run(commands)
     _add_demo(commands)
     _add_convert(commands)
@@ -229,6 +232,68 @@ def _add_push(commands: Any) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no network")
     _add_verbosity(parser, default=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_push)
+
+
+def _add_eval(commands: Any) -> None:
+    parser = commands.add_parser(
+        "eval", help="Zero-shot classification and retrieval of a CLIP model on a dataset or a named suite "
+        "(needs entitynet[train]).",
+        description="Evaluate a CLIP model (our trainer's OUTPUT/model, any transformers CLIPModel id or folder)\n"
+        "zero-shot: classification (acc1, acc5, mean_per_class_recall) and image-text retrieval\n"
+        "(image_retrieval_recall@K, text_retrieval_recall@K), with CLIP_benchmark's metric names.\n\n"
+        "DATASET is detected: an image folder with one subfolder per class; CLIP_benchmark's webdataset\n"
+        "layout, local or a Hub id such as clip-benchmark/wds_imagenet1k; a built EntityNet dataset (its\n"
+        "entities as classes, its alt texts for retrieval); or a Hugging Face dataset with an image and a\n"
+        "label column. Writes one JSON per task and a summary table (.md, .csv).",
+        epilog="examples:\n"
+        "  entitynet eval --model runs/living/clip/model --dataset runs/living/dataset --output eval/test.json\n"
+        "  entitynet eval --model openai/clip-vit-base-patch32 --dataset clip-benchmark/wds_imagenet1k --templates openai\n"
+        "  entitynet eval --model runs/living/clip/model --suite paper --output eval/paper --skip-existing\n"
+        "  entitynet eval --model M --dataset photos/ --templates my_templates.txt --update-card M",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, metavar="MODEL", help="a CLIPModel folder (save_pretrained) or Hub id")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--dataset", metavar="DATASET", help="a folder or a Hub dataset id (see above)")
+    what.add_argument("--suite", metavar="NAME", help="a shipped suite (paper, ...) or a suite YAML file")
+    parser.add_argument("--output", metavar="PATH", help="results folder, or OUT.json for one dataset "
+                        "(default eval-results/, eval-results/SUITE/ for a suite)")
+    data = parser.add_argument_group("the dataset (with --dataset)")
+    data.add_argument("--split", help="split to evaluate (default test, or the only split)")
+    data.add_argument("--config", metavar="NAME", help="dataset configuration (e.g. livingthings)")
+    data.add_argument("--format", default="auto", choices=["auto", "imagefolder", "hf", "wds", "entitynet"],
+                      help="skip detection (default auto)")
+    data.add_argument("--image-column", metavar="COLUMN", help="image column (default: the first Image column)")
+    data.add_argument("--label-column", metavar="COLUMN", help="label column (default: the first ClassLabel, or 'label')")
+    data.add_argument("--caption-column", metavar="COLUMN", help="captions for retrieval (a string or a list of strings)")
+    data.add_argument("--class-names", metavar="FILE", help="class names: one per line in label order, or JSON "
+                      "(a list whose items may be lists of synonyms, or {label: name(s)})")
+    data.add_argument("--name-format", metavar="FORMAT", help="class names from row fields, e.g. '{genus} {species}' "
+                      "(string labels; for built datasets entity fields, '{name}, a type of {natural_type}')")
+    data.add_argument("--max-images", type=int, metavar="N", help="only the first N images")
+    task = parser.add_argument_group("the task")
+    task.add_argument("--task", default="auto", choices=["auto", "zeroshot_classification", "zeroshot_retrieval"],
+                      help="auto: classification when images have classes, retrieval when they have captions")
+    task.add_argument("--templates", metavar="SET", help="openai (80 ImageNet prompts), simple, none, or a file with "
+                      "one template per line using {c} (default: the dataset's own, else simple)")
+    task.add_argument("--classes", metavar="SUBSET", help="only these classes: imagenet1k-living, imagenet1k-other, "
+                      "or a file with one class id per line")
+    task.add_argument("--name", help="the task's name in files and the table (default from the dataset)")
+    suite = parser.add_argument_group("suites (with --suite)")
+    suite.add_argument("--data", action="append", default=[], metavar="KEY=DATASET",
+                       help="point a suite's data key elsewhere, or set a field: KEY.FIELD=VALUE (repeatable)")
+    suite.add_argument("--tasks", metavar="NAMES", help="only these tasks of the suite (comma-separated)")
+    run = parser.add_argument_group("running")
+    run.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    run.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="mixed precision (Accelerate)")
+    run.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is there")
+    run.add_argument("--workers", type=int, metavar="N", help="threads decoding images ahead of the model (default: "
+                     "none on the CPU, whose cores the model uses; on a GPU the CPU count, at most 8)")
+    run.add_argument("--skip-existing", action="store_true", help="keep tasks whose result JSON exists")
+    run.add_argument("--update-card", metavar="MODEL_DIR", help="write the results into this folder's model card (model-index)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_verbosity(parser, default=argparse.SUPPRESS)
+    parser.set_defaults(handler=_run_eval)
 
 
 def _add_demo(commands: Any) -> None:
@@ -424,6 +489,18 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"The tiny CLIP trained on it is in {model}:")
         print(f'  from transformers import pipeline; clf = pipeline("zero-shot-image-classification", model="{model}")')
     return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    try:
+        from entitynet.training.evaluation.command import run
+    except ImportError as error:
+        if error.name not in TRAIN_EXTRA:
+            raise
+        print(f"entitynet eval: needs the train extra ({error.name} is missing): pip install 'entitynet[train]'",
+              file=sys.stderr)
+        return 2
+    return run(args)
 
 
 def _train_summary(stats: dict[str, Any]) -> str:

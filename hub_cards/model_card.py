@@ -56,3 +56,26 @@ def _pretty_name(folder: Path) -> str:
         return DatasetCard.load(folder / "README.md").data.pretty_name or folder.resolve().parent.name
     except (OSError, ValueError):
         return folder.resolve().parent.name
+
+
+def add_eval_results(folder: Path, results: list[dict[str, Any]]) -> int:
+    """Merge evaluation results into ``folder/README.md``'s ``model-index`` (the card is created if
+    missing). Each result holds ``EvalResult`` fields; an existing entry for the same task type,
+    dataset, split and metric is replaced, every other entry and the card's text are kept.
+    Returns the number of results in the model-index afterwards."""
+    from huggingface_hub import EvalResult, ModelCard
+
+    path = folder / "README.md"
+    card = ModelCard.load(path) if path.is_file() else ModelCard(f"# {folder.resolve().name}\n")
+    fresh = [EvalResult(**result) for result in results]
+
+    def key(result: Any) -> tuple:
+        return (result.task_type, result.dataset_type, result.dataset_name, result.dataset_config, result.dataset_split,
+                result.metric_name)
+
+    replaced = {key(result) for result in fresh}
+    kept = [result for result in card.data.eval_results or [] if key(result) not in replaced]
+    card.data.model_name = card.data.model_name or folder.resolve().name
+    card.data.eval_results = kept + fresh
+    card.save(path)
+    return len(card.data.eval_results)

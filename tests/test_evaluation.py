@@ -1,0 +1,272 @@
+"""``entitynet eval`` on the real camera-trap photos: the same images as an image folder, a
+Hugging Face dataset and CLIP_benchmark webdataset shards give identical results, equal to a
+direct computation with CLIPModel's own get_image_features / get_text_features; bad input
+ends in one clear error; the trainer's entry point works on map-style and streamed rows."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from PIL import Image, ImageOps  # noqa: E402
+
+from eval_data import (TEMPLATES, captions_of, class_names, hf_dataset, image_folder, label_of, ordered,  # noqa: E402
+                       read_json, tiny_clip, webdataset)
+from entitynet.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def photos(realdata: Path) -> list[Path]:
+    """The 13 readable photos (8 classes: elephants x4 variants, bear, blank x3, cattle, dog, human, ocelot, vehicle)."""
+    folder = realdata / "labelled_photos" / "cameratrapai"
+    return sorted(p for p in folder.glob("*.jpg") if "truncated" not in p.name)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, photos) -> Path:
+    words = [f"a camera trap photo of a {label_of(p)} at night" for p in photos] + [c for p in photos for c in captions_of(p)]
+    return tiny_clip(tmp_path_factory.mktemp("clip"), words * 5)
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory, photos) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("layouts")
+    return {"imagefolder": image_folder(photos, root / "folder"), "hf": hf_dataset(photos, root / "hf"),
+            "wds": webdataset(photos, root / "wds"), "wds-retrieval": webdataset(photos, root / "wds-ret", retrieval=True)}
+
+
+def evaluate(model_dir: Path, dataset: Path, out: Path, *extra: str) -> dict:
+    assert main(["eval", "--model", str(model_dir), "--dataset", str(dataset), "--output", str(out), "--no-progress",
+                 "-q", *extra]) == 0
+    return read_json(out)
+
+
+@torch.no_grad()
+def direct(model_dir: Path, photos: list[Path], templates: tuple[str, ...]) -> dict:
+    """Zero-shot metrics written out by hand with CLIPModel's own feature methods."""
+    model = transformers.CLIPModel.from_pretrained(model_dir).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    processor = transformers.AutoImageProcessor.from_pretrained(model_dir)
+    photos = ordered(photos)
+    images = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in photos]
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    image = model.get_image_features(pixel_values=pixels).pooler_output
+    image = image / image.norm(dim=-1, keepdim=True)
+    names = class_names(photos)
+    weights = []
+    for name in names:
+        tokens = tokenizer([t.replace("{c}", name) for t in templates], padding=True, return_tensors="pt")
+        text = model.get_text_features(**tokens).pooler_output
+        mean = (text / text.norm(dim=-1, keepdim=True)).mean(dim=0)
+        weights.append(mean / mean.norm())
+    top = (image @ torch.stack(weights).T).topk(5, dim=1).indices.tolist()
+    truth = [names.index(label_of(p)) for p in photos]
+    per_class = [[t[0] == c for t, c in zip(top, truth) if c == k] for k in range(len(names))]
+    classification = {"acc1": sum(t[0] == c for t, c in zip(top, truth)) / len(truth),
+                      "acc5": sum(c in t for t, c in zip(top, truth)) / len(truth),
+                      "mean_per_class_recall": sum(sum(r) / len(r) for r in per_class) / len(per_class)}
+    captions = [c for p in photos for c in captions_of(p)]
+    owner = [n for n, p in enumerate(photos) for _ in captions_of(p)]
+    tokens = tokenizer(captions, padding=True, return_tensors="pt")
+    text = model.get_text_features(**tokens).pooler_output
+    scores = (text / text.norm(dim=-1, keepdim=True)) @ image.T  # captions x images
+    retrieval = {}
+    for k in (1, 5, 10):
+        images_found = scores.topk(k, dim=1).indices.tolist()
+        texts_found = scores.T.topk(k, dim=1).indices.tolist()
+        retrieval[f"image_retrieval_recall@{k}"] = sum(owner[t] in found for t, found in enumerate(images_found)) / len(captions)
+        retrieval[f"text_retrieval_recall@{k}"] = sum(
+            any(owner[t] == i for t in found) for i, found in enumerate(texts_found)) / len(photos)
+    return {"classification": classification, "retrieval": retrieval, "image": image}
+
+
+def test_three_layouts_of_the_real_photos_give_identical_results_equal_to_a_direct_computation(
+        model_dir, layouts, photos, tmp_path):
+    templates = tmp_path / "templates.txt"
+    templates.write_text("\n".join(TEMPLATES) + "\n")
+    results = {kind: evaluate(model_dir, layouts[kind], tmp_path / f"{kind}.json", "--templates", str(templates))
+               for kind in ("imagefolder", "hf", "wds")}
+    expected = direct(model_dir, photos, TEMPLATES)["classification"]
+    for kind, record in results.items():
+        assert record["metrics"] == pytest.approx(expected, abs=1e-12), kind
+        assert (record["num_images"], record["num_classes"], record["format"]) == (13, 8, kind)
+    assert results["imagefolder"]["metrics"] == results["hf"]["metrics"] == results["wds"]["metrics"]
+    # a random model: far from perfect, and not trivially zero everywhere (the check can fail)
+    assert 0 < expected["acc5"] < 1
+    # the webdataset's own templates are its default; the others default to "a photo of a {c}."
+    default_wds = evaluate(model_dir, layouts["wds"], tmp_path / "wds-default.json")
+    assert default_wds["templates"] == "dataset" and default_wds["metrics"] == results["wds"]["metrics"]
+    assert evaluate(model_dir, layouts["hf"], tmp_path / "hf-default.json")["templates"] == "simple"
+
+
+def test_retrieval_from_webdataset_and_hf_captions_equals_the_direct_computation(model_dir, layouts, photos, tmp_path):
+    wds = evaluate(model_dir, layouts["wds-retrieval"], tmp_path / "r-wds.json")
+    hf = evaluate(model_dir, layouts["hf"], tmp_path / "r-hf.json", "--caption-column", "captions",
+                  "--task", "zeroshot_retrieval")
+    expected = direct(model_dir, photos, TEMPLATES)["retrieval"]
+    assert wds["metrics"] == pytest.approx(expected, abs=1e-12)
+    assert hf["metrics"] == wds["metrics"]
+    assert (wds["num_images"], wds["num_texts"], wds["task"]) == (13, 26, "zeroshot_retrieval")
+    assert set(wds["metrics"]) == {f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)}
+
+
+def test_streamed_features_equal_the_models_own_and_do_not_depend_on_batch_size(model_dir, layouts, photos):
+    from entitynet.training.evaluation import load_model
+    from entitynet.training.evaluation.features import embed_images
+    from entitynet.training.evaluation.sources import DataSpec, open_source
+
+    clip = load_model(str(model_dir))
+    source = open_source(DataSpec(str(layouts["wds"])))
+    one = embed_images(clip.model, clip.processor, source.read(), batch_size=64, progress=False)
+    small = embed_images(clip.model, clip.processor, source.read(), batch_size=3, workers=2, progress=False)
+    assert torch.allclose(one.embeddings, direct(model_dir, photos, TEMPLATES)["image"], atol=1e-6)
+    assert torch.allclose(one.embeddings, small.embeddings, atol=1e-5)
+    assert one.labels == small.labels and len(one) == 13
+
+
+def test_the_json_has_clip_benchmarks_fields_and_the_table_our_columns(model_dir, layouts, tmp_path):
+    record = evaluate(model_dir, layouts["imagefolder"], tmp_path / "cam.json")
+    assert {"dataset", "model", "task", "metrics", "language"} <= set(record)
+    assert set(record["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert record["task"] == "zeroshot_classification" and record["dataset"] == "folder"
+    table = (tmp_path / "cam.md").read_text()
+    assert "| model | task | dataset | split | templates | classes | images | num_classes | acc1 |" in table
+    csv = (tmp_path / "cam.csv").read_text().splitlines()
+    assert csv[0].startswith("kind,model,task,dataset,split,templates,classes,images,num_classes")
+    assert len(csv) == 2 and csv[1].startswith("task,")
+
+
+def test_class_name_synonyms_are_averaged_with_the_templates(model_dir, layouts, photos, tmp_path):
+    """A class-names file can give several names per class: each (name, template) prompt counts once."""
+    import json
+
+    names = class_names(photos)
+    synonyms = tmp_path / "names.json"
+    synonyms.write_text(json.dumps([[name, name.upper()] for name in names]))
+    record = evaluate(model_dir, layouts["wds"], tmp_path / "syn.json", "--class-names", str(synonyms),
+                      "--templates", "none")
+    from entitynet.training.evaluation import ClassSet, load_model
+    from entitynet.training.evaluation.scoring import zero_shot_classifier
+    from entitynet.training.evaluation.templates import resolve
+
+    clip = load_model(str(model_dir))
+    weights = zero_shot_classifier(clip.model, clip.tokenizer, ClassSet.from_names([[n, n.upper()] for n in names]),
+                                   resolve("none"))
+    plain = zero_shot_classifier(clip.model, clip.tokenizer, ClassSet.from_names(names), resolve("none"))
+    upper = zero_shot_classifier(clip.model, clip.tokenizer, ClassSet.from_names([n.upper() for n in names]), resolve("none"))
+    both = torch.nn.functional.normalize(plain + upper, dim=-1)
+    assert torch.allclose(weights, both, atol=1e-6)
+    assert record["num_classes"] == 8
+
+
+@pytest.mark.parametrize("case, expected", [
+    (["--dataset", "{tmp}/missing"], "no such folder"),
+    (["--dataset", "{hf}", "--split", "validation"], "no split 'validation'; splits: test"),
+    (["--dataset", "{wds}", "--split", "train"], "no split 'train'"),
+    (["--dataset", "{empty}"], "no images found"),
+    (["--dataset", "{hf}", "--label-column", "species"], "no column 'species'"),
+    (["--dataset", "{folder}", "--templates", "{tmp}/bad.txt"], "every template needs {c}"),
+    (["--dataset", "{broken}"], "african_elephants_truncated_file.jpg: cannot read the image"),
+    (["--dataset", "{folder}", "--classes", "imagenet1k-animals"], "unknown class subset"),
+    (["--suite", "nope"], "neither a file nor a shipped suite"),
+    # offline (tests set HF_HUB_OFFLINE=1): a Hub id fails with its name before any request, detected or not
+    (["--dataset", "clip-benchmark/wds_imagenet1k"], "clip-benchmark/wds_imagenet1k: HF_HUB_OFFLINE is set"),
+    (["--dataset", "clip-benchmark/wds_imagenet1k", "--format", "wds"], "wds_imagenet1k: HF_HUB_OFFLINE is set"),
+    (["--dataset", "imageomics/rare-species", "--format", "hf"], "imageomics/rare-species: HF_HUB_OFFLINE is set"),
+])
+def test_bad_input_is_one_clear_error_without_a_traceback(case, expected, model_dir, layouts, realdata, tmp_path, capsys):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    (tmp_path / "bad.txt").write_text("a photo of a thing\n")
+    broken = tmp_path / "broken" / "elephants"
+    broken.mkdir(parents=True)
+    shutil.copyfile(realdata / "labelled_photos/cameratrapai/african_elephants_truncated_file.jpg",
+                    broken / "african_elephants_truncated_file.jpg")
+    places = {"tmp": tmp_path, "hf": layouts["hf"], "wds": layouts["wds"], "empty": tmp_path / "empty",
+              "folder": layouts["imagefolder"], "broken": tmp_path / "broken"}
+    argv = ["eval", "--model", str(model_dir), "--output", str(tmp_path / "out"), "--no-progress", "-q",
+            *(arg.format(**places) for arg in case)]
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status in (1, 2)
+    assert expected in err, err
+    assert "Traceback" not in err
+
+
+def test_integer_labels_take_their_names_from_a_class_names_file(model_dir, layouts, photos, tmp_path, capsys):
+    import datasets
+
+    plain = tmp_path / "plain"
+    rows = datasets.load_dataset(str(layouts["hf"]), split="test").cast_column("label", datasets.Value("int64"))
+    (plain / "data").mkdir(parents=True)
+    rows.to_parquet(str(plain / "data" / "test-00000-of-00001.parquet"))
+    assert main(["eval", "--model", str(model_dir), "--dataset", str(plain), "-q", "--output", str(tmp_path / "o")]) == 1
+    assert "are numbers without names; pass --class-names" in capsys.readouterr().err
+    names = tmp_path / "classnames.txt"
+    names.write_text("\n".join(class_names(photos)) + "\n")
+    named = evaluate(model_dir, plain, tmp_path / "named.json", "--class-names", str(names))
+    assert named["metrics"] == evaluate(model_dir, layouts["hf"], tmp_path / "classlabel.json")["metrics"]
+
+
+def test_a_model_that_is_not_there_is_named(layouts, tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path / "nomodel"), "--dataset", str(layouts["wds"]), "-q",
+                 "--output", str(tmp_path / "o")]) == 1
+    assert "nomodel: cannot load a CLIPModel" in capsys.readouterr().err
+
+
+def test_without_the_train_extra_eval_says_how_to_install_it(tmp_path):
+    probe = ("import sys\nsys.modules['torch'] = None\nfrom entitynet.cli import main\n"
+             "sys.exit(main(['eval', '--model', 'm', '--dataset', 'd']))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "pip install 'entitynet[train]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_metric_modules_follow_clip_benchmarks_definitions():
+    from entitynet.training.evaluation.scoring import metric
+
+    classification = metric("zeroshot_classification")
+    # 3 images: right at 1, right at 2, wrong; class 0 has two images (1 of 2 right), class 2 one (right)
+    scores = classification.compute(predictions=[[0, 1, 2, 3, 4], [1, 0, 2, 3, 4], [2, 1, 0, 3, 4]],
+                                     references=[[0], [0], [2]], num_classes=6)
+    assert scores == {"acc1": pytest.approx(2 / 3), "acc5": 1.0, "mean_per_class_recall": pytest.approx(0.75)}
+    assert classification.compute(predictions=[[1, 0]], references=[[0]], num_classes=2)["acc5"] is None
+    # an image of two entities is right when the top class is either
+    assert classification.compute(predictions=[[1, 0, 2]], references=[[0, 1]], num_classes=3)["acc1"] == 1.0
+    retrieval = metric("zeroshot_retrieval")
+    found = retrieval.compute(predictions=[[2, 0, 1], [1, 2, 0]], references=[[0], [0, 1]], ks=[1, 2])
+    assert found == {"recall@1": 0.5, "recall@2": 1.0}
+
+
+def test_the_shipped_imagenet_split_is_what_wordnet_says(wordnet_reader):
+    from entitynet.training.evaluation.classes import imagenet_classes, named_subset
+    from entitynet.training.evaluation.imagenet import domains
+
+    classes = imagenet_classes()
+    assert [c.index for c in classes] == list(range(1000))
+    assert [c.wnid for c in classes] == sorted(c.wnid for c in classes)
+    assert [c.domain for c in classes] == domains(wordnet_reader, [c.wnid for c in classes])
+    assert (len(named_subset("imagenet1k-living")), len(named_subset("imagenet1k-other"))) == (410, 590)
+    by_name = {c.name: c.domain for c in classes}
+    assert by_name["tench"] == by_name["scuba diver"] == by_name["bolete"] == "living"  # fish, person, fungus
+    assert by_name["pickup truck"] == by_name["acorn"] == "other"  # a vehicle, a fruit (a plant part, not an organism)
+
+
+def test_templates_resolve_by_name_or_file(tmp_path):
+    from entitynet.training.evaluation.templates import TemplateError, resolve
+
+    assert len(resolve("openai").texts) == 80 and resolve("openai").texts[0] == "a bad photo of a {c}."
+    assert resolve("none").fill("lion") == ["lion"]
+    assert resolve(None, ["itap of a {c}."]).name == "dataset"
+    assert resolve(None).texts == ("a photo of a {c}.",)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("a {c} in the wild\n\na photo of {c} {with braces}\n")
+    assert resolve(str(mine)).fill("fox") == ["a fox in the wild", "a photo of fox {with braces}"]
+    with pytest.raises(TemplateError, match="neither one of"):
+        resolve("fancy")
