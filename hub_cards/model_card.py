@@ -11,6 +11,10 @@ from typing import Any
 from entitynet.builders.entitynet import CITATION
 from entitynet.rundir import package_versions
 
+# CLIP_benchmark's names, as entitynet eval writes them
+CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall")
+RETRIEVAL = tuple(f"{kind}_retrieval_recall@{k}" for kind in ("image", "text") for k in (1, 5, 10))
+
 
 def write_model_card(folder: Path, config: Any, metrics: dict[str, float], history: list[dict[str, float]]) -> None:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -21,10 +25,11 @@ def write_model_card(folder: Path, config: Any, metrics: dict[str, float], histo
     shown = dataset if on_hub else _pretty_name(Path(dataset))
     model_name = f"EntityNet CLIP on {shown}"
     results = [
-        EvalResult(task_type="zero-shot-image-classification", dataset_type=shown, dataset_name=shown,
-                   dataset_config=config.dataset_config, dataset_split=config.eval.split,
-                   metric_type="accuracy", metric_name=name.replace("_", " "), metric_value=round(value, 4))
-        for name, value in metrics.items() if name.startswith("zero_shot_top")
+        EvalResult(task_type="zero-shot-image-classification" if name in CLASSIFICATION else "zero-shot-image-text-retrieval",
+                   dataset_type=shown, dataset_name=shown, dataset_config=config.dataset_config,
+                   dataset_split=config.eval.split, metric_type="accuracy" if name.startswith("acc") else "recall",
+                   metric_name=name, metric_value=round(float(value), 4))
+        for name, value in metrics.items() if name in CLASSIFICATION + RETRIEVAL and isinstance(value, (int, float))
     ]
     card_data = ModelCardData(
         model_name=model_name, library_name="transformers", pipeline_tag="zero-shot-image-classification",

@@ -120,9 +120,11 @@ def test_the_model_card_has_a_model_index_and_the_eval_results(trained):
     assert card.data.library_name == "transformers"
     saved = json.loads((out / "model" / "eval_results.json").read_text())
     assert saved["split"] == "test" and set(result["metrics"]) <= set(saved)
-    assert 0 <= saved["zero_shot_top1"] <= saved["zero_shot_top5"] <= 1
-    index = card.data.eval_results
-    assert {r.metric_name for r in index} == {"zero shot top1", "zero shot top5"}
+    assert 0 <= saved["acc1"] <= 1 and saved["num_classes"] >= 1 and saved["num_images"] >= 1
+    assert 0 <= saved["image_retrieval_recall@1"] <= saved["image_retrieval_recall@5"] <= 1
+    index = {r.metric_name: r for r in card.data.eval_results}
+    assert {"acc1", "mean_per_class_recall", "image_retrieval_recall@1", "text_retrieval_recall@1"} <= set(index)
+    assert index["acc1"].task_type == "zero-shot-image-classification" and index["acc1"].metric_value == round(saved["acc1"], 4)
     assert "synthetic" in card.text.lower()  # trained on the demo's drawings, and says so
 
 

@@ -40,6 +40,7 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from entitynet.rundir import write_text_atomic
 from entitynet.training.config import TrainConfig, load_train_config
 from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
+from entitynet.training.evaluation.api import evaluate_built_dataset
 from entitynet.training.images import normalize
 from entitynet.training.loss import ClipLoss
 from entitynet.training.model import (PRESETS, image_processor, input_geometry, load_pretrained, load_tokenizer,
@@ -48,7 +49,6 @@ from entitynet.training.schedule import Schedule
 from entitynet.training.sources import DatasetProblem, Source, resolve
 from entitynet.training.stream import StreamedRows, sample_rows
 from entitynet.training.text_mix import training_texts
-from entitynet.training.zero_shot import evaluate
 from entitynet.typed_config import ConfigError, describe_text, to_dict
 
 logger = logging.getLogger(__name__)
@@ -388,8 +388,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                                 step, config.max_steps, mean_loss, lr, grad_norm, record["images_per_s"],
                                 100 * record["data_wait_share"])
             if config.eval.every and step % config.eval.every == 0:
-                results = run_eval(accelerator, unwrapped, tokenizer, processor, config, context_length, step,
-                                   config.eval.periodic_split)
+                results = run_eval(accelerator, unwrapped, tokenizer, processor, config, step, config.eval.periodic_split)
                 evaluated[(step, config.eval.periodic_split)] = results
                 record = {"step": step, **record, **{f"{config.eval.periodic_split}/{k}": v for k, v in results.items()}}
             # logged before the checkpoint: a kill in between redoes these steps, whose lines are then dropped
@@ -406,7 +405,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     final_key = (state["step"], config.eval.split)
     metrics = evaluated.get(final_key) or run_eval(accelerator, unwrapped, tokenizer, processor, config,
-                                                   context_length, state["step"], config.eval.split)
+                                                   state["step"], config.eval.split)
     final = {"step": state["step"], **last_record, **{f"{config.eval.split}/{k}": v for k, v in metrics.items()}}
     metrics_log.write(final, replace_step=True)  # a rerun after a kill here must not log the last step twice
     accelerator.log({k: v for k, v in final.items() if k != "step"}, step=final["step"])
@@ -439,36 +438,32 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any
 def eval_rows(config: TrainConfig, split: str) -> list[dict[str, Any]] | None:
     """A seeded sample of at most ``eval.max_images`` rows of ``split`` across its entities (the
     files are grouped by entity, so the first rows would be a few entities only); streamed
-    datasets are sampled without reading the whole split."""
+    datasets are sampled without reading the whole split. The same rows on every process."""
     try:
         source = resolve(config.dataset, config.dataset_config, split)
     except DatasetProblem as error:  # most often: the dataset has no such split
         logger.warning("no evaluation on %s: %s", split, error)
         return None
     if wants_streaming(config, source):
-        rows = sample_rows(source, config.eval.max_images, config.seed, ("image", "image_id", "alt_texts", "entities"))
-        return [{**row, "image": _decoded(row["image"])} for row in rows]
-    table = load_split(config, split)
+        return sample_rows(source, config.eval.max_images, config.seed, ("image", "image_id", "alt_texts", "entities"))
+    table = load_split(config, split).select_columns(["image", "image_id", "alt_texts", "entities"])
     count = min(len(table), config.eval.max_images)
     return list(table.select(sorted(random.Random(config.seed).sample(range(len(table)), count))))
 
 
-def _decoded(cell: dict[str, Any]) -> Any:
-    from entitynet.training.images import image_bytes, open_image
-
-    return open_image(*image_bytes(cell))
-
-
 def run_eval(accelerator: Accelerator, model: Any, tokenizer: Any, processor: Any, config: TrainConfig,
-             context_length: int, step: int, split: str) -> dict[str, float]:
-    """Zero-shot metrics on ``split``, computed by the main process (a bounded sample)."""
-    metrics: dict[str, float] = {}
+             step: int, split: str) -> dict[str, Any]:
+    """Zero-shot classification among the split's entities (``eval.template`` names them) and
+    retrieval over its alt texts, with entitynet eval's code and metric names; every process
+    embeds its share of the images."""
+    rows = eval_rows(config, split)
+    if not rows:
+        return {}
+    metrics = evaluate_built_dataset(model, tokenizer, processor, rows, templates=("{c}",),
+                                     name_format=config.eval.template, accelerator=accelerator)
     if accelerator.is_main_process:
-        rows = eval_rows(config, split)
-        if rows:
-            metrics = evaluate(model, tokenizer, processor, rows, config.eval.template, context_length, accelerator.device)
-            logger.info("step %d  %s: %s", step, split, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    accelerator.wait_for_everyone()
+        logger.info("step %d  %s: %s", step, split, "  ".join(
+            f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in metrics.items()))
     return metrics
 
 
