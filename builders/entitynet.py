@@ -73,7 +73,7 @@ class EntityNetConfig(datasets.BuilderConfig):
 
     domains: tuple[str, ...] = ("living", "other")
     rows: str | None = None
-    splits: tuple[str, ...] = ("train", "validation", "test")
+    splits: tuple[str, ...] = ("train", "validation", "test", "test_seen")
     notes: dict[str, Any] = field(default_factory=dict)
 
 

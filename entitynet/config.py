@@ -395,6 +395,9 @@ class DownloadConfig(RetryConfig):
 class BuildConfig:
     validation_fraction: float = option(0.05, "share of entities (not images) in the validation split")
     test_fraction: float = option(0.05, "share of entities in the test split")
+    seen_test_fraction: float = option(
+        0.0, "share of the train split's images held out as test_seen: images of entities the model trains on "
+        "(an entity's last train image is never taken), to measure what it learnt beside test's unseen entities")
     seed: int = option(0, "seed of the split draw")
     num_proc: int = option(1, "processes the datasets builder uses", runtime=True)
     max_shard_size: str = option("500MB", "largest parquet shard of the dataset")
@@ -410,6 +413,7 @@ class BuildConfig:
     def __post_init__(self) -> None:
         require(0 <= self.validation_fraction < 1 and 0 <= self.test_fraction < 1, "test_fraction", "fractions are between 0 and 1")
         require(self.validation_fraction + self.test_fraction < 1, "test_fraction", "validation + test must leave room for train")
+        require(0 <= self.seen_test_fraction < 1, "seen_test_fraction", "is a share between 0 and 1")
         require(self.num_proc >= 1, "num_proc", "must be at least 1")
         require(re.fullmatch(r"\d+(KB|MB|GB)", self.max_shard_size) is not None, "max_shard_size", "like 500MB or 2GB")
         require(0 <= self.exclude_distance <= 16, "exclude_distance", "must be between 0 and 16")

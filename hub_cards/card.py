@@ -13,9 +13,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from entitynet.builders.entitynet import CITATION, FEATURES
+from entitynet.dataset.rows import SPLITS
 from entitynet.hub_cards import figures
-
-SPLITS = ("train", "validation", "test")
 
 
 def size_category(rows: int) -> str:
@@ -116,11 +115,13 @@ def write_card(folder: Path, context: dict[str, Any], *, pretty_name: str, repo_
         configs=declared, dataset_info=info,
     )
     template = Path(str(resources.files("entitynet.hub_cards") / "dataset_card.md"))
+    # test_seen exists only when the build held images out for it: otherwise it is not a column
+    shown = [s for s in SPLITS if s != "test_seen" or any(c.get(s) for c in stats["rows_per_config"].values())]
     card = DatasetCard.from_template(
-        card_data, template_path=str(template), pretty_name=pretty_name, repo_id=repo_id, splits=SPLITS,
+        card_data, template_path=str(template), pretty_name=pretty_name, repo_id=repo_id, splits=shown,
         rows_per_config={k: dict(v) for k, v in stats["rows_per_config"].items() if k in names},
         example_config="livingthings" if "livingthings" in names else "entitynet",
-        undeclared=[f"{name}/{split}" for name, counts in stats["rows_per_config"].items() for split in SPLITS if not counts.get(split)],
+        undeclared=[f"{name}/{split}" for name, counts in stats["rows_per_config"].items() for split in shown if not counts.get(split)],
         entities=len(stats["per_entity"]), alt_texts=stats["alt_texts"], query_texts=stats["query_texts"],
         natural_types=stats["natural_types"].most_common(15), engines=stats["engines"].most_common(),
         licences=stats["licences"].most_common(20), citation=CITATION.strip(), built_on=date.today().isoformat(),

@@ -154,6 +154,27 @@ def test_no_test_entity_has_an_image_in_train(made_run):
     assert {s for s in assigned.values()} == {"train", "validation", "test"}
 
 
+def test_test_seen_holds_out_images_of_entities_that_stay_in_train(made_run, tmp_path):
+    import shutil
+
+    run, _ = made_run
+    copy = RunDir(tmp_path / "run")
+    shutil.copytree(run.root, copy.root)
+    args = ["build", "--run", str(copy.root), "--config", "demo", "--force", "--set", "build.validation_fraction=0.25",
+            "--set", "build.test_fraction=0.25", "--set", "build.seen_test_fraction=0.5",
+            "--exclude-near", str(run.root.parent / "evaluation")]
+    assert main(args) == 0
+    before, after = load(run, "entitynet"), load(copy, "entitynet")
+    assert set(after) == {"train", "validation", "test", "test_seen"} and len(after["test_seen"]) > 0
+    assert list(after["test"]["image_id"]) == list(before["test"]["image_id"])  # unseen entities untouched
+    assert sorted([*after["train"]["image_id"], *after["test_seen"]["image_id"]]) == sorted(before["train"]["image_id"])
+    trained = {e["id"] for row in after["train"] for e in row["entities"]}
+    assert all(e["id"] in trained for row in after["test_seen"] for e in row["entities"])  # every one seen in training
+    card = (copy.path("dataset") / "README.md").read_text()
+    assert "test_seen" in card and "never an entity's last one" in card
+    assert "test_seen" not in (run.path("dataset") / "README.md").read_text()  # absent unless asked for
+
+
 def test_streaming_gives_the_same_rows(made_run):
     run, _ = made_run
     stream = load(run, "livingthings", split="train", streaming=True)

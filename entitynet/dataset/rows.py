@@ -44,7 +44,9 @@ from entitynet.tables import (
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
+# test_seen: held-out images of entities that have images in train (how well the model learnt the
+# entities it saw), beside test (entities never seen: transfer)
+SPLITS = ("train", "validation", "test", "test_seen")
 _HELD_OUT = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -55,7 +57,7 @@ def entity_split(entity_id: str, validation: float, test: float, seed: int) -> s
 
 
 def prepare(
-    run_root: Path, out: Path, validation: float, test: float, seed: int, excluded: set[str]
+    run_root: Path, out: Path, validation: float, test: float, seed: int, excluded: set[str], seen_test: float = 0.0
 ) -> dict[str, Any]:
     """Write ``out/{split}.parquet`` (shard, row, domain) and the lookups; return counts."""
     out.mkdir(parents=True, exist_ok=True)
@@ -107,17 +109,22 @@ def prepare(
                 continue
             split = max((entity_split(e, validation, test, seed) for e in found), key=_HELD_OUT.__getitem__)
             domain = "living" if any(entities[e]["domain"] == "living" for e in found) else "other"
-            assigned[split].append({"shard": str(shard), "row": index, "domain": domain})
+            assigned[split].append({"shard": str(shard), "row": index, "domain": domain, "url": url,
+                                    "entities": tuple(sorted(found))})
             used_queries.update(query_ids)
             used_entities.update(found)
-            counts[f"rows_{domain}_{split}"] += 1
             counts["rows"] += 1
+    assigned["train"], assigned["test_seen"] = hold_out_seen(assigned["train"], seen_test, seed)
+    for split, rows in assigned.items():
+        for row in rows:
+            counts[f"rows_{row['domain']}_{split}"] += 1
+            del row["url"], row["entities"]
     for split, rows in assigned.items():
         if rows:
             pq.write_table(pa.Table.from_pylist(rows, schema=_ASSIGNED), out / f"{split}.parquet")
         else:
             (out / f"{split}.parquet").unlink(missing_ok=True)
-            if split != "train" and counts["rows"]:
+            if split not in ("train", "test_seen") and counts["rows"]:
                 logger.warning("split %s is empty: a seeded hash drew none of %d entities for it; raise "
                                "build.%s_fraction or harvest more entities", split, len(used_entities), split)
     pq.write_table(pa.Table.from_pylist([entities[e] for e in sorted(used_entities)] or [], schema=_ENTITY), out / "entities.parquet")
@@ -127,6 +134,27 @@ def prepare(
     pq.write_table(pa.Table.from_pylist([{"canonical_url": c, "url": d["url"], "sources": d["sources"]}
                                          for c, dups in extra.items() for d in dups], schema=_EXTRA), out / "duplicates.parquet")
     return dict(counts)
+
+
+def hold_out_seen(train: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, test_seen): about ``fraction`` of the train rows, drawn by a seeded hash of their URL,
+    held out, but never an entity's last train image, so every entity of test_seen is seen in
+    training."""
+    if fraction <= 0:
+        return train, []
+    def draw(row: dict[str, Any]) -> float:
+        digest = hashlib.blake2b(f"{seed}|seen|{row['url']}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    left = Counter(entity for row in train for entity in row["entities"])
+    held: set[int] = set()
+    for number, row in sorted(enumerate(train), key=lambda item: draw(item[1])):
+        if draw(row) >= fraction:
+            break
+        if all(left[entity] > 1 for entity in row["entities"]):
+            held.add(number)
+            left.subtract(row["entities"])
+    return ([row for n, row in enumerate(train) if n not in held], [row for n, row in enumerate(train) if n in held])
 
 
 def _natural_type_texts(typed: NaturalType | None, harvested: dict[str, Entity]) -> tuple[list[str], str | None]:

@@ -29,7 +29,7 @@ from entitynet.rundir import RunDir, StageError, StageResult, package_versions
 logger = logging.getLogger(__name__)
 
 STAGE = "build"
-_SHARD = re.compile(r"-(train|validation|test)(?:-(\d+)-of-(\d+))?\.parquet$")
+_SHARD = re.compile(rf"-({'|'.join(SPLITS)})(?:-(\d+)-of-(\d+))?\.parquet$")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -88,7 +88,8 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
     if settings.exclude_near:
         excluded, evaluation = near_evaluation(run_dir.path(layout.IMAGES), Path(settings.exclude_near),
                                                settings.exclude_distance, config.download)
-    counts = prepare(run_dir.root, rows_dir, settings.validation_fraction, settings.test_fraction, settings.seed, excluded)
+    counts = prepare(run_dir.root, rows_dir, settings.validation_fraction, settings.test_fraction, settings.seed, excluded,
+                     settings.seen_test_fraction)
     if not counts.get("rows"):
         left_out = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != "stored_images") or "no stored images"
         raise StageError(f"build: none of the {counts.get('stored_images', 0)} stored images can be a row ({left_out}); "
