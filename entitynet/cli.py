@@ -28,7 +28,7 @@ from entitynet.config import (
     load_config,
     preset_names,
 )
-from entitynet.rundir import MissingInput, RunDir, StageError, StageResult
+from entitynet.rundir import MissingInput, RunDir, StageError, StageResult, rank_and_world
 from entitynet.typed_config import ConfigError, describe_text
 
 logger = logging.getLogger("entitynet.cli")
@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose - args.quiet)
+    if args.command in ("run", "demo") and args.verbose <= 0:
+        quiet_libraries(demo=args.command == "demo")
     try:
         return args.handler(args)
     except ConfigError as error:
@@ -463,31 +465,28 @@ def _run_push(args: argparse.Namespace) -> int:
     try:
         result = publish.push(folder, args.repo, args.what, args.private)
     except Exception as error:  # huggingface_hub raises many kinds; none may carry the token out
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        for secret in filter(None, [os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]):
-            message = message.replace(secret, "***")
-        print(f"entitynet push: error: {type(error).__name__}: {message}", file=sys.stderr)
+        print(f"entitynet push: error: {publish.redacted(error)}", file=sys.stderr)
         return 1
     print(f"pushed {result['files']} files ({result['bytes']:,} bytes) to {publish.hub_url(result['repo'], args.what)}")
     return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from entitynet.demo import run_demo
+    from entitynet import summary
+    from entitynet.demo import EXPLANATION, run_demo
 
-    def report(name: str, result: StageResult) -> None:
+    run = RunDir(args.out)
+
+    def report(stage: pipeline.Stage, result: StageResult) -> None:
         state = "already complete" if result.skipped else f"done in {result.seconds:.1f}s"
-        print(f"{name}: {state}")
-        print(pipeline.stage(name).summary(result.stats) if name != "train" else _train_summary(result.stats))
+        print(f"{stage.name}: {state}")
+        print(stage.summary(result.stats))
 
     print("entitynet demo: offline, on the bundled sample; the images are SYNTHETIC drawings, not photographs.")
-    dataset = run_demo(Path(args.out), args.size, args.force, report, train=args.train)
-    print(f"\nThe dataset is in {dataset} (its images are synthetic). Open it with:")
-    print(f'  from datasets import load_dataset; ds = load_dataset("{dataset}", "livingthings")')
-    model = RunDir(args.out).path(layout.DEMO_MODEL) / "model"
-    if args.train and model.is_dir():
-        print(f"The tiny CLIP trained on it is in {model}:")
-        print(f'  from transformers import pipeline; clf = pipeline("zero-shot-image-classification", model="{model}")')
+    made = run_demo(run.root, args.size, args.force, report, train=args.train)
+    print("\n" + "\n".join(summary.lines(made)))
+    if made["evaluations"]:
+        print("\n" + EXPLANATION)
     return 0
 
 
@@ -501,14 +500,6 @@ def _run_eval(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return run(args)
-
-
-def _train_summary(stats: dict[str, Any]) -> str:
-    metrics = ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if k.startswith(("zero_shot_top", "image_to_text")))
-    loss = stats.get("loss") or []
-    trend = f"loss {loss[0]:.3f} -> {loss[-1]:.3f}; " if len(loss) > 1 else ""
-    steps = f", {stats['steps']} steps" if 'steps' in stats else ''
-    return f"tiny CLIP{steps}: {trend}{metrics or 'no held-out split to evaluate'}"
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -536,10 +527,31 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_all(args: argparse.Namespace) -> int:
-    run = RunDir(args.run)
-    chosen = pipeline.stages(last=args.until)
-    pipeline.run_stages(_config(args, {}), run, chosen, args.force, lambda stage, result: _report(stage, result, run))
+    from entitynet import summary
+
+    run, config = RunDir(args.run), _config(args, {})
+    results: dict[str, StageResult] = {}
+
+    def report(stage: pipeline.Stage, result: StageResult) -> None:
+        results[stage.name] = result
+        _report(stage, result, run)
+
+    pipeline.run_stages(config, run, pipeline.stages(last=args.until), args.force, report)
+    if rank_and_world()[0] == 0:
+        print("\n" + "\n".join(summary.lines(summary.write(config, run, results))))
     return 0
+
+
+def quiet_libraries(demo: bool = False) -> None:
+    """What a person reads of `entitynet run` / `demo`: our stage lines and summary, not the
+    libraries' own progress bars beside ours (datasets' per split, transformers' per weight file)
+    nor their notes; -v brings them back. The demo also leaves out the trainer's step lines."""
+    for variable in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(variable, "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    if demo:
+        logging.getLogger("entitynet.training").setLevel(logging.WARNING)
 
 
 def configure_logging(level: int) -> None:

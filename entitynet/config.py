@@ -423,6 +423,55 @@ class BuildConfig:
 
 
 @dataclass
+class TrainStageConfig:
+    """`entitynet run`'s train stage: the trainer (``python -m entitynet.training.train``) on RUN/dataset,
+    writing RUN/model, RUN/checkpoints and RUN/logs. Its own keys are checked by the trainer's schema
+    before any stage runs."""
+
+    enabled: bool = option(True, "train a CLIP on the built dataset (needs entitynet[train]); false: stop after build")
+    config: str = option("tiny", "the trainer's configuration: a shipped one (tiny, livingthings-vit-b-32, "
+                                 "entitynet-vit-b-32) or a YAML file")
+    set: list[str] = option([], "trainer keys on top of it, as KEY=VALUE (its --set), e.g. [max_steps=2000, batch_size=64]")
+
+    def __post_init__(self) -> None:
+        bad = [item for item in self.set if "=" not in item]
+        require(not bad, "set", f"entries are KEY=VALUE, got {', '.join(map(repr, bad))}")
+
+
+@dataclass
+class EvalStageConfig:
+    """`entitynet run`'s eval stage: the trained model on the dataset's held-out splits (and, if
+    named, a benchmark suite), written to RUN/eval/ and summary.json."""
+
+    enabled: bool = option(True, "evaluate the trained model (needs entitynet[train])")
+    template: str = option("a photo of a {name}.", "how an entity is named for zero-shot classification; fields: "
+                                                   "{name}, {natural_type}, {description}")
+    max_images: int = option(5_000, "images per split at most (a seeded sample across entities)")
+    batch_size: int = option(64, "images per forward pass", runtime=True)
+    suite: str | None = option(None, "also run a named benchmark suite of `entitynet eval` (e.g. paper; needs the Hub)")
+
+    def __post_init__(self) -> None:
+        require("{name}" in self.template, "template", "must contain {name}")
+        require(self.max_images >= 1, "max_images", "must be at least 1")
+        require(self.batch_size >= 1, "batch_size", "must be at least 1")
+
+
+@dataclass
+class PushConfig:
+    """`entitynet run`'s push stage, which runs only when a repository is named (HF_TOKEN or the
+    saved login; the token is never written or printed)."""
+
+    dataset_repo: str | None = option(None, "push RUN/dataset to this Hub dataset repository (ORG/NAME)")
+    model_repo: str | None = option(None, "push RUN/model to this Hub model repository (ORG/NAME)")
+    private: bool = option(False, "create the repositories private")
+
+    def __post_init__(self) -> None:
+        for key in ("dataset_repo", "model_repo"):
+            value = getattr(self, key)
+            require(value is None or re.fullmatch(r"[\w.-]+/[\w.-]+", value) is not None, key, "must look like ORG/NAME")
+
+
+@dataclass
 class Config:
     domain: Literal["livingthings", "entitynet"] = option("livingthings", "which dataset this run makes")
     kg: KgConfig = option(KgConfig, "the kg stage")
@@ -431,6 +480,9 @@ class Config:
     search: SearchConfig = option(SearchConfig, "the search stage")
     download: DownloadConfig = option(DownloadConfig, "the download stage")
     build: BuildConfig = option(BuildConfig, "the build stage: the Hugging Face dataset and its card")
+    train: TrainStageConfig = option(TrainStageConfig, "the train stage (entitynet run): CLIP on the dataset")
+    eval: EvalStageConfig = option(EvalStageConfig, "the eval stage (entitynet run): the model on the held-out splits")
+    push: PushConfig = option(PushConfig, "the push stage (entitynet run): dataset and model to the Hub, when named")
 
 
 def preset_path(name: str) -> Path | None:

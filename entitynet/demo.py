@@ -16,10 +16,9 @@ import hashlib
 import io
 import json
 import logging
+import importlib
 import random
-import shutil
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from entitynet import layout, pipeline
+from entitynet import layout, pipeline, summary
 from entitynet.config import Config, load_config
 from entitynet.rundir import RunDir, StageResult, write_text_atomic
 from entitynet.tables import read_entities, read_natural_types
@@ -36,9 +35,21 @@ logger = logging.getLogger(__name__)
 
 SIZES = {
     # entities with pictures, pictures each, sources
-    "small": (24, 2, ["wikidata"]),
+    "small": (40, 3, ["wikidata"]),
     "full": (160, 3, ["wikidata", "wordnet"]),
 }
+# the tiny CLIP's training (trainer keys, on top of its `tiny` configuration)
+TRAIN = {
+    "small": ["max_steps=300", "batch_size=16", "log_every=100", "checkpoint_every=100"],
+    "full": ["max_steps=500", "batch_size=32", "log_every=100", "checkpoint_every=250"],
+}
+EXPLANATION = """\
+What the numbers mean: the pictures are SYNTHETIC drawings whose colours and texture are a
+function of the entity, so a model can learn to tell entities it saw apart (seen_entities:
+new pictures of entities it trained on, compared with chance), but nothing in a new entity's
+name tells it what that entity's drawings look like (unseen_entities stays near chance). On
+photographs, names and pictures share structure and the unseen score is the one that matters.
+"""
 CAPTIONS = ["Photo of a {}", "A {} up close", "{} in natural light", "Picture of a {}, side view",
             "A {} against a plain background", "{} seen from above", "{} outdoors", "Detail of a {}"]
 DISTRACTORS = ["Sunset over the harbour", "Cup of coffee on a wooden table", "City skyline at night",
@@ -145,7 +156,7 @@ def write_pool(run: RunDir, port: int, count: int, per_entity: int) -> dict[str,
     return {"none": "scenery", **{e.id: types.get(e.id, "thing") for e in entities}}
 
 
-def demo_config(run: RunDir, size: str, port: int) -> Config:
+def demo_config(run: RunDir, size: str, port: int, train: bool = True) -> Config:
     count, per_entity, sources = SIZES[size]
     if "wordnet" in sources:
         from entitynet.kg.wordnet import WordNetMissing, load_wordnet
@@ -155,6 +166,9 @@ def demo_config(run: RunDir, size: str, port: int) -> Config:
         except WordNetMissing:
             logger.warning("WordNet is not installed: the demo harvests Wikidata only (see README to add WordNet)")
             sources = ["wikidata"]
+    if train and not train_extra_installed():
+        logger.warning("the demo trains no model: the train extra is not installed (pip install 'entitynet[train]')")
+        train = False
     return load_config("demo", assignments=[
         f"kg.sources=[{', '.join(sources)}]",
         f"search.pool.path={run.path(layout.DEMO_POOL)}",
@@ -167,13 +181,26 @@ def demo_config(run: RunDir, size: str, port: int) -> Config:
         "build.sample_images=12",
         "build.validation_fraction=0.2",  # few entities: larger held-out fractions so no split is empty
         "build.test_fraction=0.2",
+        "build.seen_test_fraction=0.25",  # held-out images of trained entities: does the model learn at all?
+        f"train.enabled={str(train).lower()}",
+        f"train.set=[{', '.join(TRAIN[size])}]",
+        "eval.max_images=1000",
     ])
 
 
+def train_extra_installed() -> bool:
+    """Whether the train extra imports (torch, transformers, accelerate and the trainer itself)."""
+    try:
+        importlib.import_module("entitynet.training.train")
+    except ImportError:
+        return False
+    return True
+
+
 def run_demo(out: Path, size: str = "full", force: bool = False,
-             report: Callable[[str, StageResult], None] | None = None, train: bool = True) -> Path:
-    """Run every stage into ``out`` (and train the tiny CLIP unless ``train`` is False); returns
-    the dataset folder."""
+             report: Callable[[pipeline.Stage, StageResult], None] | None = None, train: bool = True) -> dict[str, Any]:
+    """Run every stage into ``out``, the pool's picture server running for search and download;
+    returns the run's summary (also written to RUN/summary.json)."""
     run = RunDir(out)
     marker = run.path(layout.DEMO_MARKER)
     known: dict[str, Any] = json.loads(marker.read_text()) if marker.exists() else {}
@@ -187,43 +214,18 @@ def run_demo(out: Path, size: str = "full", force: bool = False,
         "port": port, "size": size,
         "note": "made by `entitynet demo`: the images are synthetic drawings, not photographs",
     }, indent=2) + "\n")
-    config = demo_config(run, size, port)
+    config = demo_config(run, size, port, train)
     count, per_entity, _ = SIZES[size]
+    results: dict[str, StageResult] = {}
 
     def told(entry: pipeline.Stage, result: StageResult) -> None:
+        results[entry.name] = result
         if report:
-            report(entry.name, result)
+            report(entry, result)
 
     pipeline.run_stages(config, run, pipeline.stages(last="queries"), force, told)
     types = write_pool(run, port, count, per_entity)
     with PictureServer(types, port):  # search and download fetch from it
         pipeline.run_stages(config, run, pipeline.stages("search", "download"), force, told)
-    pipeline.run_stages(config, run, pipeline.stages("build", "build"), force, told)
-    if train:
-        result = train_tiny_clip(run, force)
-        if report and result:
-            report(result.stage, result)
-    return run.path(layout.DATASET)
-
-
-def train_tiny_clip(run: RunDir, force: bool) -> StageResult | None:
-    """The tiny CLIP preset trained on the demo's dataset into RUN/clip (seconds on a CPU);
-    None when the train extra is not installed."""
-    try:
-        from entitynet.training import train as trainer
-        from entitynet.training.config import load_train_config
-    except ImportError as missing:
-        logger.warning("the demo trains no model: %s is not installed (pip install 'entitynet[train]')", missing.name)
-        return None
-    folder = run.path(layout.DEMO_MODEL)
-    results = folder / "model" / "eval_results.json"
-    if force:
-        shutil.rmtree(folder, ignore_errors=True)
-    elif results.exists():
-        return StageResult("train", True, 0.0, {"model": str(folder / "model"), **json.loads(results.read_text())})
-    started = time.perf_counter()
-    config = load_train_config("tiny", [f"dataset={run.path(layout.DATASET)}", f"output_dir={folder}"])
-    outcome = trainer.train(config)
-    stats = {"model": str(folder / "model"), "steps": outcome["step"],
-             "loss": [round(point["loss"], 4) for point in outcome["history"]], **outcome["metrics"]}
-    return StageResult("train", False, time.perf_counter() - started, stats)
+    pipeline.run_stages(config, run, pipeline.stages(first="build"), force, told)
+    return summary.write(config, run, results)

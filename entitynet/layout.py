@@ -17,11 +17,18 @@ RUN/
   images/failures.parquet               download: all shards' failures
   images/duplicates.parquet             download: identical and near-identical images -> their canonical one
   dataset/                              build: README.md (the card), data/{living,other}/*.parquet, images/
+  model/                                train: the CLIPModel folder (weights, tokenizer, image processor, card)
+  checkpoints/step-NNNNNNNN/            train: save_state checkpoints (the rerun resumes from the newest)
+  logs/metrics.jsonl                    train: one line per logged step
+  tokenizer/                            train: the BPE trained on the dataset's texts (from scratch only)
+  eval/                                 eval: one JSON per task, summary.md, summary.csv
+  summary.json                          entitynet run / demo: what each stage made, where, and the evaluations
+  run.json                              the layout version that made this folder
   export/webdataset/                    export (default place)
   config/<stage>.yaml                   the resolved configuration a stage ran with
   stages/<stage>.json                   a stage's completion mark: fingerprint, versions, statistics
   cache/<stage>/                        what lets a stage resume (pages, answers, the download plan)
-  demo.json, demo-pool/, clip/          made by `entitynet demo` only (marker, pool, tiny CLIP)
+  demo.json, demo-pool/                 made by `entitynet demo` only (marker, pool)
 ```
 """
 
@@ -37,6 +44,13 @@ IMAGES = "images"
 DATASET = "dataset"
 DATASET_STAGING = ".dataset.building"  # assembled here, then renamed to DATASET
 EXPORT = "export"
+MODEL = "model"  # train: the trainer's output_dir is RUN itself, so model/, checkpoints/, logs/ sit here
+CHECKPOINTS = "checkpoints"
+EVAL = "eval"
+SUMMARY = "summary.json"
+# The run directory's own version: a folder made by an incompatible layout is refused, not mixed.
+RUN_MARKER = "run.json"
+LAYOUT_VERSION = 2
 
 # Bookkeeping (rundir.RunDir).
 CONFIG = "config"
@@ -52,11 +66,9 @@ FAILURES = "failures.parquet"
 DUPLICATES = "duplicates.parquet"
 PLAN = "plan"  # cache/download/plan/shard-NNNNN.parquet: the URLs of each shard
 
-# `entitynet demo`: its marker (port, size; its presence says the images are synthetic), its pool
-# and the tiny CLIP it trains.
+# `entitynet demo`: its marker (port, size; its presence says the images are synthetic) and its pool.
 DEMO_MARKER = "demo.json"
 DEMO_POOL = "demo-pool/pool.jsonl"
-DEMO_MODEL = "clip"
 
 
 def part(number: int) -> str:

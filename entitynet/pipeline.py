@@ -24,6 +24,7 @@ missing install is reported as ``pip install 'entitynet[<extra>]'`` instead of a
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from entitynet import layout
-from entitynet.rundir import RunDir, StageError, StageResult
+from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world
 from entitynet.typed_config import identity, to_dict
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ class Stage:
     requires: tuple[str, ...] = ()  # stages whose artifacts it reads: finished first, fingerprints chained
     keep_cache_on_force: bool = False  # --force keeps RUN/cache/<name>/ (caches keyed by exactly what they hold)
     extra: str | None = None  # the pip extra its module needs, if any
+    wanted: Callable[[Config], bool] | None = None  # `entitynet run` leaves the stage out when this says no
+    everywhere: bool = False  # under a multi-process launch every process runs it (it splits its own work)
+
+    def enabled(self, config: Config) -> bool:
+        return self.wanted is None or self.wanted(config)
 
     def load(self) -> ModuleType:
         try:
@@ -88,6 +94,17 @@ class Stage:
         ``{"download": config.download}``: all of it is recorded, and what is not marked
         ``runtime`` in the schema is fingerprinted.
         """
+        rank, world = rank_and_world()
+        if world > 1 and rank != 0:
+            # Another process of a launch that runs this stage everywhere: the main process keeps
+            # the books (config, marker); this one takes the same decision and does its share.
+            state = run_dir.state(self.name)
+            done = state is not None and state.get("fingerprint") == self.fingerprint(run_dir, settings)
+            if done and not force and all(path.exists() for path in self.outputs(run_dir)):
+                return StageResult(self.name, True, 0.0, state.get("stats", {}))
+            started = time.monotonic()
+            stats = work()
+            return StageResult(self.name, False, time.monotonic() - started, stats)
         return run_dir.run_stage(
             self.name, _plain(settings, to_dict), self.outputs(run_dir), work, force=force, requires=self.requires,
             cache_survives_force=self.keep_cache_on_force, identity=_plain(settings, identity),
@@ -102,8 +119,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("queries", "entitynet.queries", (layout.QUERIES,), ("kg", "enrich")),
     Stage("search", "entitynet.search.stage", (layout.CANDIDATES,), ("queries",),
           keep_cache_on_force=True),  # engine answers are keyed by exactly what was asked
-    Stage("download", "entitynet.download.stage", (layout.IMAGES,), ("search",)),
+    Stage("download", "entitynet.download.stage", (layout.IMAGES,), ("search",), everywhere=True),
     Stage("build", "entitynet.dataset.stage", (layout.DATASET,), ("download",)),
+    Stage("train", "entitynet.training.stage", (layout.MODEL,), ("build",), extra="train",
+          wanted=lambda config: config.train.enabled, everywhere=True),
+    Stage("eval", "entitynet.training.evaluation.stage", (layout.EVAL,), ("train",), extra="train",
+          wanted=lambda config: config.train.enabled and config.eval.enabled, everywhere=True),
+    Stage("push", "entitynet.publish", (), ("build",),
+          wanted=lambda config: bool(config.push.dataset_repo or config.push.model_repo)),
 )
 
 
@@ -137,11 +160,52 @@ def run_stages(
     force: bool = False,
     report: Callable[[Stage, StageResult], None] | None = None,
 ) -> list[StageResult]:
-    """Run ``chosen`` in order (each skipped if finished); ``report`` hears of every result."""
+    """Run ``chosen`` in order (each skipped if finished, left out if its config does not want it);
+    ``report`` hears of every result on the main process.
+
+    Under ``accelerate launch`` (WORLD_SIZE > 1) every process calls this: the main process runs
+    the stages that do not split their work while the others wait at a barrier; download, train
+    and eval run everywhere. A failure on one process ends the launch (the launcher stops the rest).
+    """
+    chosen = [entry for entry in chosen if entry.enabled(config)]
+    preflight(config, run_dir, chosen)
+    rank, world = rank_and_world()
+    barrier = _barrier(config, run_dir) if world > 1 else None
     results = []
     for entry in chosen:
+        if world > 1 and rank != 0 and not entry.everywhere:
+            barrier()
+            continue
         result = entry.run(config, run_dir, force)
-        if report is not None:
+        if barrier is not None:
+            barrier()
+        if report is not None and rank == 0:
             report(entry, result)
         results.append(result)
     return results
+
+
+def preflight(config: Config, run_dir: RunDir, chosen: Iterable[Stage]) -> None:
+    """What can be known to fail is found before any stage runs: a run directory made by an
+    incompatible version, a missing extra, and each stage's own ``check(config, run_dir)`` (keys
+    missing from the environment, a pool or dump that does not exist, a trainer configuration
+    that does not load)."""
+    run_dir.check_version()
+    for entry in chosen:
+        check = getattr(entry.load(), "check", None)
+        if check is not None:
+            check(config, run_dir)
+
+
+def _barrier(config: Config, run_dir: RunDir) -> Callable[[], None]:
+    """Accelerate's process group (the one the trainer then uses), with the trainer's timeout
+    (``process_group_timeout``): the other processes wait there while the main one runs a stage
+    of its own."""
+    from datetime import timedelta
+
+    from accelerate import PartialState
+
+    from entitynet.training.stage import train_config
+
+    minutes = train_config(config, run_dir).process_group_timeout
+    return PartialState(timeout=timedelta(minutes=minutes)).wait_for_everyone

@@ -9,8 +9,15 @@ printed or written; ``--dry-run`` lists what would be uploaded without any netwo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from entitynet import layout, pipeline
+from entitynet.rundir import RunDir, StageError, StageResult
+
+if TYPE_CHECKING:
+    from entitynet.config import Config
 
 Kind = Literal["dataset", "model"]
 REQUIRED = {
@@ -42,3 +49,39 @@ def push(folder: Path, repo_id: str, kind: Kind = "dataset", private: bool = Fal
     api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type=kind, private=private,
                             ignore_patterns=[".*"])
     return {"repo": repo_id, "files": len(files), "bytes": sum(size for _, size in files)}
+
+
+class PushFailed(StageError):
+    """The Hub refused or could not be reached; the message never holds the token."""
+
+
+def redacted(error: Exception) -> str:
+    """One line about ``error`` with any token from the environment masked."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    for secret in filter(None, [os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]):
+        message = message.replace(secret, "***")
+    return f"{type(error).__name__}: {message}"
+
+
+def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
+    """`entitynet run`'s push stage: the dataset and/or the model to the repositories ``push`` names."""
+    targets = [(run_dir.path(layout.DATASET), config.push.dataset_repo, "dataset"),
+               (run_dir.path(layout.MODEL), config.push.model_repo, "model")]
+
+    def work() -> dict[str, Any]:
+        pushed = []
+        for folder, repo, kind in targets:
+            if not repo:
+                continue
+            try:
+                result = push(folder, repo, kind, config.push.private)  # type: ignore[arg-type]
+            except Exception as error:  # huggingface_hub raises many kinds; none may carry the token out
+                raise PushFailed(f"push {kind} to {repo}: {redacted(error)}") from None
+            pushed.append({**result, "url": hub_url(repo, kind)})  # type: ignore[arg-type]
+        return {"pushed": pushed}
+
+    return pipeline.stage("push").run_once(run_dir, {"push": config.push}, work, force)
+
+
+def summary(stats: dict[str, Any]) -> str:
+    return "\n".join(f"  {item['files']} files ({item['bytes']:,} bytes) -> {item['url']}" for item in stats.get("pushed", []))

@@ -39,6 +39,12 @@ from entitynet import layout
 logger = logging.getLogger(__name__)
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes, as ``accelerate launch`` and torchrun set
+    them (0 and 1 in a plain process)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 class StageError(RuntimeError):
     """A stage cannot go on; its message says why in one line (the CLI prints it and exits 1)."""
 
@@ -110,6 +116,25 @@ class RunDir:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+
+    def check_version(self) -> None:
+        """Refuse a run directory made by an incompatible version of the layout; stamp a new one.
+        A folder without the stamp was made before it existed (layout 1, which this version reads)."""
+        from entitynet import __version__, layout
+
+        stamp = self.root / layout.RUN_MARKER
+        if stamp.exists():
+            try:
+                made = json.loads(stamp.read_text(encoding="utf-8"))
+                version = int(made["layout"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise StageError(f"{stamp}: unreadable; is {self.root} a run directory?") from None
+            if version != layout.LAYOUT_VERSION:
+                raise StageError(
+                    f"{self.root} was made by entitynet {made.get('entitynet', '?')} (run-directory layout {version}); "
+                    f"this is entitynet {__version__} (layout {layout.LAYOUT_VERSION}): use another --run")
+        else:
+            write_text_atomic(stamp, json.dumps({"layout": layout.LAYOUT_VERSION, "entitynet": __version__}) + "\n")
 
     def path(self, name: str) -> Path:
         return self.root / name

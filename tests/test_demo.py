@@ -1,21 +1,31 @@
 """``entitynet demo``: README's main job, run here through the same code path at its small size
-(the ``demo_run`` fixture in conftest.py)."""
+(the ``demo_run`` fixture in conftest.py runs it in-process; ``fresh_demo`` runs the command as a
+newcomer does and reads what it prints), and kill -9 at several points of it."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import datasets
+import pytest
+
 from entitynet.cli import main
 from entitynet.demo import draw
+
+DEMO = [sys.executable, "-m", "entitynet", "demo", "--size", "small", "--out"]
 
 
 def test_the_demo_makes_a_dataset_that_load_dataset_reads(demo_run):
     living = datasets.load_dataset(str(demo_run / "dataset"), "livingthings")
     everything = datasets.load_dataset(str(demo_run / "dataset"), "entitynet")
-    assert set(living) == {"train", "validation", "test"}
+    assert set(living) == {"train", "validation", "test", "test_seen"}
     assert sum(len(split) for split in living.values()) > 20
     assert sum(len(s) for s in everything.values()) >= sum(len(s) for s in living.values())
     row = living["train"][0]
@@ -24,28 +34,50 @@ def test_the_demo_makes_a_dataset_that_load_dataset_reads(demo_run):
     # every stored image was drawn for one of its entities, and its alt text names that entity
     for row in living["train"]:
         assert any(name.lower() in " ".join(row["alt_texts"]).lower() for name in (e["name"] for e in row["entities"]))
+    # test_seen holds new images of entities the model trains on
+    trained = {e["id"] for row in living["train"] for e in row["entities"]}
+    assert all(e["id"] in trained for row in living["test_seen"] for e in row["entities"])
 
 
-def test_the_demo_says_its_images_are_synthetic(demo_run, capsys):
+def test_the_demo_says_its_images_are_synthetic(demo_run):
     card = (demo_run / "dataset" / "README.md").read_text()
-    assert "synthetic" in card.lower()
+    assert "synthetic" in card.lower() and "synthetic" in (demo_run / "model" / "README.md").read_text().lower()
     assert json.loads((demo_run / "demo.json").read_text())["size"] == "small"
+
+
+def test_the_summary_says_what_each_stage_made_and_what_the_model_learnt(demo_run):
+    summary = json.loads((demo_run / "summary.json").read_text())
+    stages = {stage["name"]: stage for stage in summary["stages"]}
+    assert [s["status"] for s in summary["stages"]][:8] == ["done"] * 8 and stages["push"]["status"] == "left out"
+    assert stages["download"]["stats"]["stored"] > 0 and "images stored" in stages["download"]["summary"]
+    assert summary["dataset"].endswith("dataset") and summary["model"].endswith("model")
+    assert Path(summary["eval_table"]).is_file()
+    evaluations = summary["evaluations"]
+    for key in ("seen_entities", "unseen_entities"):
+        found = evaluations[key]
+        assert set(found) >= {"acc1", "chance", "images", "classes"}
+        assert found["chance"] == pytest.approx(1 / found["classes"]) and found["images"] >= found["classes"] >= 1
+    # the model learnt the entities it saw: well above chance on new pictures of them
+    seen = evaluations["seen_entities"]
+    assert seen["acc1"] >= 3 * seen["chance"], seen
 
 
 def test_a_second_demo_run_redoes_nothing_and_stops_its_server(demo_run, capsys):
     before = {p: p.stat().st_mtime_ns for p in (demo_run / "images").glob("shard-*.parquet")}
+    weights = (demo_run / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["demo", "--out", str(demo_run), "--size", "small"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("already complete") == 7, printed  # six stages and the tiny CLIP
+    assert printed.count("already complete") >= 8, printed  # kg ... eval, each once in the log and the summary
     assert before == {p: p.stat().st_mtime_ns for p in (demo_run / "images").glob("shard-*.parquet")}
+    assert weights == (demo_run / "model" / "model.safetensors").stat().st_mtime_ns
     port = json.loads((demo_run / "demo.json").read_text())["port"]
     with socket.socket() as probe:  # the picture server is gone once the demo returns
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_the_cards_link_only_to_what_exists_and_say_what_ran(demo_run):
-    cards = [demo_run / "dataset" / "README.md", demo_run / "clip" / "model" / "README.md"]
-    for card in filter(Path.exists, cards):
+    cards = [demo_run / "dataset" / "README.md", demo_run / "model" / "README.md"]
+    for card in cards:
         assert "github.com/entitynet" not in card.read_text(), card  # no such repository
     text = cards[0].read_text()
     built = text[text.index("## How it was built"):text.index("## Statistics")]
@@ -60,13 +92,67 @@ def test_pictures_are_a_function_of_the_entity():
 
 
 def test_without_the_train_extra_the_demo_says_so_and_stops_after_the_dataset(demo_run, monkeypatch, caplog):
-    import sys
-
-    from entitynet.demo import train_tiny_clip
+    from entitynet.demo import demo_config
     from entitynet.rundir import RunDir
 
     for name in ("entitynet.training", "entitynet.training.train", "entitynet.training.config"):
         monkeypatch.setitem(sys.modules, name, None)  # import fails, as without torch and transformers
     with caplog.at_level("WARNING", logger="entitynet.demo"):
-        assert train_tiny_clip(RunDir(demo_run), force=False) is None
-    assert "pip install 'entitynet[train]'" in caplog.text
+        config = demo_config(RunDir(demo_run), "small", 8000, train=True)
+    assert not config.train.enabled and "pip install 'entitynet[train]'" in caplog.text
+
+
+# --- the command as a newcomer runs it, and killed on the way ----------------------------------
+def run_demo(out: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([*DEMO, str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def fresh_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("fresh") / "demo"
+    return out, run_demo(out)
+
+
+def test_what_a_newcomer_reads_is_stage_lines_and_the_summary(fresh_demo):
+    _, done = fresh_demo
+    printed = done.stdout + done.stderr
+    for noise in ("it/s", "Generating", "[transformers]", "torchvision", "Warning", "WARNING", "Traceback"):
+        assert noise not in printed, f"{noise!r} in the demo's output:\n{printed[-3000:]}"
+    assert "SYNTHETIC" in printed and "What the numbers mean" in printed
+    assert "seen_entities: top-1" in printed and "unseen_entities: top-1" in printed and "chance" in printed
+    for stage in ("kg", "enrich", "queries", "search", "download", "build", "train", "eval"):
+        assert f"\n{stage}: done in" in printed
+
+
+def split_ids(out: Path) -> dict[str, list[str]]:
+    data = datasets.load_dataset(str(out / "dataset"), "entitynet")
+    return {split: sorted(data[split]["image_id"]) for split in data}
+
+
+def weights(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_when", ["images/shard-00000.json", "checkpoints/step-00000100", "stages/train.json"])
+def test_kill_9_at_any_point_then_the_same_command_ends_as_an_uninterrupted_run(fresh_demo, tmp_path, kill_when):
+    """kill -9 while downloading, mid-training (after a checkpoint) and at the evaluation: the rerun
+    of the same command ends with the same image ids per split and the same model weights."""
+    torch = pytest.importorskip("torch")
+    reference, _ = fresh_demo
+    out = tmp_path / "demo"
+    process = subprocess.Popen([*DEMO, str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / kill_when).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not (out / "summary.json").exists(), "the demo finished before it could be killed"
+    run_demo(out)
+    assert split_ids(out) == split_ids(reference)
+    a, b = weights(reference), weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)

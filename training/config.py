@@ -29,8 +29,9 @@ class ModelConfig:
     vocab_size: int = option(16_384, "size of the byte-level BPE trained on the training texts")
     tokenizer_rows: int = option(
         100_000, "the BPE is trained on the texts of at most this many training rows (a seeded sample)")
-    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, ~30% slower")
-    compile: bool = option(False, "torch.compile the model (through Accelerate's dynamo plugin)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, ~30% slower",
+                                          runtime=True)
+    compile: bool = option(False, "torch.compile the model (through Accelerate's dynamo plugin)", runtime=True)
 
     def __post_init__(self) -> None:
         require(256 + 4 <= self.vocab_size <= 1_000_000, "vocab_size", "must be between 260 and 1,000,000")
@@ -147,14 +148,16 @@ class TrainConfig:
         1, "forward passes per optimizer step; the contrastive batch stays whole: batch_size x accumulation_steps x processes")
     max_steps: int = option(10_000, "optimizer steps")
     seed: int = option(0, "seed of initialisation, shuffling, augmentation and text sampling")
-    num_workers: int = option(2, "data loader workers per process")
-    checkpoint_every: int = option(1_000, "save_state every N steps (also at the end); a rerun resumes from the last")
-    keep_checkpoints: int = option(2, "checkpoints kept on disk")
-    log_every: int = option(50, "log loss, learning rate, gradient norm and throughput every N steps")
-    report_to: list[str] = option([], f"Accelerate trackers besides logs/metrics.jsonl: {', '.join(TRACKERS)}")
+    num_workers: int = option(2, "data loader workers per process", runtime=True)
+    checkpoint_every: int = option(1_000, "save_state every N steps (also at the end); a rerun resumes from the last",
+                                   runtime=True)
+    keep_checkpoints: int = option(2, "checkpoints kept on disk", runtime=True)
+    log_every: int = option(50, "log loss, learning rate, gradient norm and throughput every N steps", runtime=True)
+    report_to: list[str] = option([], f"Accelerate trackers besides logs/metrics.jsonl: {', '.join(TRACKERS)}",
+                                  runtime=True)
     process_group_timeout: int = option(
         60, "minutes a process waits for the others at a collective (NCCL's default of 10 is shorter than a "
-        "first epoch's set-up on large data)")
+        "first epoch's set-up on large data)", runtime=True)
     repo_id: str = option("ORG/NAME", "the Hub repository the model card's examples name (push with `entitynet push model`)")
 
     def __post_init__(self) -> None:

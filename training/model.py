@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+try:  # transformers >= 5 names the PIL implementation (torchvision does not import here; asking for the
+    # plain name prints a warning and falls back to it anyway); it saves as "CLIPImageProcessor"
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+except ImportError:  # transformers 4: CLIPImageProcessor is the PIL implementation
+    from transformers import CLIPImageProcessor  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 

@@ -49,17 +49,15 @@ from entitynet.training.schedule import Schedule
 from entitynet.training.sources import DatasetProblem, Source, resolve
 from entitynet.training.stream import StreamedRows, sample_rows
 from entitynet.training.text_mix import training_texts
-from entitynet.typed_config import ConfigError, describe_text, to_dict
+from entitynet.typed_config import ConfigError, describe_text, runtime_keys, to_dict
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.jsonl"
 MAX_LOGIT_SCALE = math.log(100)
-# keys a resumed run may change: how long, how often, where results go and how fast it runs;
-# anything else would continue a different experiment from these weights
-RESUMABLE_CHANGES = ("max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "num_workers", "eval",
-                     "repo_id", "output_dir", "report_to", "process_group_timeout", "model.compile",
-                     "model.gradient_checkpointing")
+# keys a resumed run may change: how it runs (the schema's runtime keys), how long, what is
+# evaluated and where results go; anything else would continue a different experiment from these weights
+RESUMABLE_CHANGES = (*sorted(runtime_keys(TrainConfig)), "max_steps", "eval", "repo_id", "output_dir")
 
 
 class ResumeMismatch(ValueError):

@@ -91,9 +91,9 @@ def prepare(
     used_queries: set[str] = set()
     used_entities: set[str] = set()
     for shard in shards:
-        table = image_shard(shard, ["url", "sources"])  # in plan order; "row" is where each is in the file
-        for index, url, sources in zip(table.column("row").to_pylist(), table.column("url").to_pylist(),
-                                       table.column("sources").to_pylist()):
+        table = image_shard(shard, ["url", "sources", "image_id"])  # in plan order; "row": where each is in the file
+        for index, url, sources, image_id in zip(table.column("row").to_pylist(), table.column("url").to_pylist(),
+                                                 table.column("sources").to_pylist(), table.column("image_id").to_pylist()):
             counts["stored_images"] += 1
             if url in duplicate_of:
                 counts["merged_duplicates"] += 1
@@ -109,7 +109,7 @@ def prepare(
                 continue
             split = max((entity_split(e, validation, test, seed) for e in found), key=_HELD_OUT.__getitem__)
             domain = "living" if any(entities[e]["domain"] == "living" for e in found) else "other"
-            assigned[split].append({"shard": str(shard), "row": index, "domain": domain, "url": url,
+            assigned[split].append({"shard": str(shard), "row": index, "domain": domain, "image_id": image_id,
                                     "entities": tuple(sorted(found))})
             used_queries.update(query_ids)
             used_entities.update(found)
@@ -118,7 +118,7 @@ def prepare(
     for split, rows in assigned.items():
         for row in rows:
             counts[f"rows_{row['domain']}_{split}"] += 1
-            del row["url"], row["entities"]
+            del row["image_id"], row["entities"]
     for split, rows in assigned.items():
         if rows:
             pq.write_table(pa.Table.from_pylist(rows, schema=_ASSIGNED), out / f"{split}.parquet")
@@ -137,13 +137,14 @@ def prepare(
 
 
 def hold_out_seen(train: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, test_seen): about ``fraction`` of the train rows, drawn by a seeded hash of their URL,
-    held out, but never an entity's last train image, so every entity of test_seen is seen in
-    training."""
+    """(train, test_seen): about ``fraction`` of the train rows, drawn by a seeded hash of their
+    image (its sha256, not its URL: the same pictures found elsewhere are held out alike), but never
+    an entity's last train image, so every entity of test_seen is seen in training."""
     if fraction <= 0:
         return train, []
+
     def draw(row: dict[str, Any]) -> float:
-        digest = hashlib.blake2b(f"{seed}|seen|{row['url']}".encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(f"{seed}|seen|{row['image_id']}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
     left = Counter(entity for row in train for entity in row["entities"])

@@ -35,17 +35,12 @@ from entitynet.download.shards import (
     shard_done,
     transient_failures,
 )
-from entitynet.rundir import RunDir, StageError, StageResult, atomic_path, write_text_atomic
+from entitynet.rundir import RunDir, StageError, StageResult, atomic_path, rank_and_world, write_text_atomic
 from entitynet.tables import FAILURE_SCHEMA
 
 logger = logging.getLogger(__name__)
 
 STAGE = "download"
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's share of the shards, as accelerate launch / torchrun announce it."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tuple[Path, int]:

@@ -87,7 +87,10 @@ def summary(stats: dict[str, Any]) -> str:
         *text, number = cells
         return "  ".join([cell.ljust(width) for cell, width in zip(text, widths)] + [number.rjust(widths[3])])
 
-    lines = [line(rows[0]), line(tuple("-" * width for width in widths))] + [line(row) for row in rows[1:]]
+    sources = ", ".join(f"{name} {sum(r['entities'] for r in stats.get('summary', []) if r['source'] == name)}"
+                        for name in dict.fromkeys(r["source"] for r in stats.get("summary", [])))
+    lines = [f"{stats.get('entities', 0)} entities ({sources or 'none'})",
+             line(rows[0]), line(tuple("-" * width for width in widths))] + [line(row) for row in rows[1:]]
     merged = stats.get("wordnet", {}).get("merged_into_wikidata")
     if merged:
         reasons = ", ".join(f"by {rule}: {count}" for rule, count in merged.items())

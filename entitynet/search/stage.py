@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from entitynet.config import Config, SearchConfig
 from entitynet.http import HttpClient
 from entitynet.records import Candidate, Query
 from entitynet.rundir import RunDir, StageResult, write_text_atomic
-from entitynet.search.base import AnswerCache, Engine
+from entitynet.search.base import AnswerCache, Engine, EngineError
 from entitynet.search.commons import CommonsEngine
 from entitynet.search.pool import PoolEngine, QueryIndex
 from entitynet.search.web import BraveEngine, GoogleEngine
@@ -140,6 +141,18 @@ def _summarise(folder: Path, engine: Any, counts: Counter[str]) -> dict[str, Any
         "licenses": dict(licences.most_common(20)),
         **dict(sorted(counts.items())),
     }
+
+
+def check(config: Config, run_dir: RunDir) -> None:
+    """Before any stage runs: the engine's keys are in the environment, the pool exists."""
+    search = config.search
+    needed = {"google": [search.google.key_env, search.google.cx_env], "brave": [search.brave.token_env]}
+    missing = [name for name in needed.get(search.engine, []) if not os.environ.get(name, "").strip()]
+    if missing:
+        raise EngineError(f"search: the {search.engine} engine needs the environment variable"
+                          f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} (keys are read from there only)")
+    if search.engine == "pool" and search.pool.path and not Path(search.pool.path).exists():
+        raise EngineError(f"search: the pool {search.pool.path} does not exist (search.pool.path)")
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:

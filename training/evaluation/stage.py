@@ -1,0 +1,132 @@
+"""`entitynet run`'s eval stage: the trained model (RUN/model) on the built dataset's held-out
+splits, with `entitynet eval`'s code and metric names.
+
+- ``test``: entities never seen in training (the build splits by entity): how the model transfers;
+- ``test_seen``: held-out images of entities it trained on (``build.seen_test_fraction``): what it
+  learnt of them.
+
+Zero-shot classification among each split's entities (named by ``eval.template``) and retrieval
+over alt texts, on a seeded sample of at most ``eval.max_images`` images; then, if named, a
+benchmark suite. One JSON per task and summary.md/csv in RUN/eval/, the results in the model
+card's model-index, and ``evaluations`` (acc1 beside its chance level) in the stage's statistics,
+which ``entitynet run`` copies into RUN/summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from entitynet import layout, pipeline
+from entitynet.config import Config
+from entitynet.rundir import RunDir, StageError, StageResult, write_text_atomic
+
+logger = logging.getLogger(__name__)
+STAGE = "eval"
+# the held-out splits of a built dataset and what each measures
+SPLITS = {"unseen_entities": "test", "seen_entities": "test_seen"}
+
+
+class EvaluationFailed(StageError):
+    """The model or a suite task could not be evaluated."""
+
+
+def check(config: Config, run_dir: RunDir) -> None:
+    """Before any stage runs: a named suite exists."""
+    if config.eval.suite:
+        from entitynet.training.evaluation.suite import SuiteError, load_suite
+
+        try:
+            load_suite(config.eval.suite)
+        except SuiteError as error:
+            raise EvaluationFailed(f"eval.suite: {error}") from None
+
+
+def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
+    def work() -> dict[str, Any]:
+        return evaluate_run(config, run_dir)
+
+    return pipeline.stage(STAGE).run_once(run_dir, {"eval": config.eval}, work, force)
+
+
+def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
+    from entitynet.hub_cards.model_card import add_eval_results
+    from entitynet.training.evaluation import report
+    from entitynet.training.evaluation.api import evaluate_built_dataset
+    from entitynet.training.evaluation.features import default_accelerator
+    from entitynet.training.evaluation.models import ModelError, load_model
+    from entitynet.training.evaluation.sources import display_name
+    from entitynet.training.stage import train_config
+    from entitynet.training.train import eval_rows
+
+    model_dir, out = run_dir.path(layout.MODEL), run_dir.path(layout.EVAL)
+    try:
+        clip = load_model(str(model_dir))
+    except ModelError as error:
+        raise EvaluationFailed(f"eval: {error}") from None
+    accelerator = default_accelerator()
+    clip.model.to(accelerator.device)
+    trained = train_config(config, run_dir)
+    sampling = replace(trained, eval=replace(trained.eval, max_images=config.eval.max_images))
+    dataset = display_name(str(run_dir.path(layout.DATASET)))
+    records, evaluations = [], {}
+    for key, split in SPLITS.items():
+        rows = eval_rows(sampling, split)
+        if not rows:
+            continue
+        metrics = evaluate_built_dataset(clip.model, clip.tokenizer, clip.processor, rows, templates=("{c}",),
+                                         name_format=config.eval.template, accelerator=accelerator,
+                                         batch_size=config.eval.batch_size)
+        record = {"model": clip.name, "task_name": f"{config.domain}-{split}", "task": "zeroshot_classification",
+                  "dataset": dataset, "split": split, "templates": config.eval.template, "language": "en",
+                  "num_images": metrics["num_images"], "num_classes": metrics["num_classes"],
+                  "num_texts": metrics.get("num_texts"),
+                  "metrics": {name: value for name, value in metrics.items() if name in report.METRICS}}
+        records.append(record)
+        classes = metrics["num_classes"] or 0
+        evaluations[key] = {"acc1": metrics["acc1"], "chance": 1 / classes if classes else None,
+                            "images": metrics["num_images"], "classes": classes, "split": split}
+    problems: list[tuple[str, str, str]] = []
+    if config.eval.suite:
+        suite_records, problems = run_suite(config.eval.suite, str(model_dir), out / "suite", accelerator,
+                                            config.eval.batch_size)
+        records += suite_records
+    if accelerator.is_main_process:
+        for record in records:
+            write_text_atomic(out / f"{record['task_name']}.json", json.dumps(record, indent=2) + "\n")
+        report.write(records, out / "summary.md", out / "summary.csv", problems)
+        if records:
+            add_eval_results(model_dir, report.card_results(records))
+    accelerator.wait_for_everyone()
+    return {"evaluations": evaluations, "tasks": len(records), "problems": len(problems),
+            "table": str(out / "summary.md")}
+
+
+def run_suite(name: str, model: str, folder: Path, accelerator: Any, batch_size: int) -> tuple[list[dict], list]:
+    """A named suite of `entitynet eval` (configs/eval/<name>.yaml), as `entitynet eval --suite` runs it."""
+    from entitynet.training.evaluation.models import load_model
+    from entitynet.training.evaluation.suite import SuiteError, load_suite, prepare, run_tasks
+    from entitynet.training.evaluation.tasks import Settings
+
+    try:
+        suite = load_suite(name)
+    except SuiteError as error:
+        raise EvaluationFailed(f"eval.suite: {error}") from None
+    prepared = prepare(suite.tasks, folder, True, None)
+    outcomes = run_tasks(load_model(model), prepared, folder, accelerator, Settings(batch_size=batch_size, progress=False), None)
+    problems = [(o.task, o.status, o.reason) for o in outcomes if o.status == "failed"]
+    problems += [(task, "skipped", reason) for task, reason in suite.unavailable.items()]
+    return [o.record for o in outcomes if o.record is not None], problems
+
+
+def summary(stats: dict[str, Any]) -> str:
+    lines = []
+    for key, found in (stats.get("evaluations") or {}).items():
+        what = "held-out images of entities it trained on" if key == "seen_entities" else "entities it never saw"
+        lines.append(f"  {key}: top-1 {found['acc1']:.3f} over {found['images']} images of {found['classes']} "
+                     f"{what} (chance {found['chance']:.3f})")
+    lines.append(f"  the table: {stats.get('table')}")
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""`entitynet run`'s train stage: the trainer on RUN/dataset, in this process (one device, or every
+process of an ``accelerate launch entitynet run ...``), writing RUN/model, RUN/checkpoints and
+RUN/logs/metrics.jsonl. The stage's fingerprint is the trainer's experiment plus its length and
+evaluation; a rerun after a crash or kill -9 resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from entitynet import layout, pipeline
+from entitynet.config import Config
+from entitynet.rundir import RunDir, StageError, StageResult
+from entitynet.typed_config import ConfigError
+
+STAGE = "train"
+
+
+class TrainingFailed(StageError):
+    """The dataset cannot feed training, or the checkpoints belong to another experiment."""
+
+
+def train_config(config: Config, run_dir: RunDir) -> Any:
+    """The trainer's configuration for this run: ``train.config`` + ``train.set``, with the run's
+    dataset, its domain's configuration and the run directory as output."""
+    from entitynet.training.config import load_train_config
+
+    assignments = [*config.train.set, f"dataset={run_dir.path(layout.DATASET)}", f"dataset_config={config.domain}",
+                   f"output_dir={run_dir.root}"]
+    try:
+        return load_train_config(config.train.config, assignments)
+    except ConfigError as error:  # name the run's key, not only the trainer's
+        raise ConfigError(f"train.config/train.set: {error}") from None
+
+
+def check(config: Config, run_dir: RunDir) -> None:
+    """Before any stage runs: the trainer's configuration loads."""
+    train_config(config, run_dir)
+
+
+def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
+    from entitynet.training import train as trainer
+
+    settings = train_config(config, run_dir)
+
+    def work() -> dict[str, Any]:
+        try:
+            outcome = trainer.train(settings)
+        except (trainer.DataError, trainer.ResumeMismatch) as error:
+            raise TrainingFailed(f"train: {error}") from None
+        history = outcome["history"]
+        return {"steps": outcome["step"], "model": str(run_dir.path(layout.MODEL)),
+                "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
+                "final_eval": {k: v for k, v in outcome["metrics"].items() if isinstance(v, (int, float)) or v is None}}
+
+    return pipeline.stage(STAGE).run_once(run_dir, {"train": settings}, work, force)
+
+
+def summary(stats: dict[str, Any]) -> str:
+    loss = ""
+    if stats.get("loss_first") is not None:
+        loss = f", loss {stats['loss_first']:.3f} -> {stats['loss_last']:.3f}"
+    return f"  {stats.get('steps', 0)} steps{loss}; the model: {stats.get('model')}"
