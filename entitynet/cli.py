@@ -7,11 +7,12 @@ so tests call it directly. Logging is configured here and nowhere else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from entitynet import __version__, layout, pipeline
@@ -42,10 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose - args.quiet)
-    if args.command in ("run", "demo") and args.verbose <= 0:
-        quiet_libraries(demo=args.command == "demo")
+    quiet = args.command in ("run", "demo") and args.verbose <= 0
     try:
-        return args.handler(args)
+        with quiet_libraries(demo=args.command == "demo") if quiet else contextlib.nullcontext():
+            return args.handler(args)
     except ConfigError as error:
         print(f"entitynet: configuration error: {error}", file=sys.stderr)
         return 2
@@ -542,16 +543,31 @@ def _run_all(args: argparse.Namespace) -> int:
     return 0
 
 
-def quiet_libraries(demo: bool = False) -> None:
+@contextlib.contextmanager
+def quiet_libraries(demo: bool = False) -> Iterator[None]:
     """What a person reads of `entitynet run` / `demo`: our stage lines and summary, not the
     libraries' own progress bars beside ours (datasets' per split, transformers' per weight file)
-    nor their notes; -v brings them back. The demo also leaves out the trainer's step lines."""
-    for variable in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
-        os.environ.setdefault(variable, "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
-    if demo:
-        logging.getLogger("entitynet.training").setLevel(logging.WARNING)
+    nor their notes; -v brings them back. The demo also leaves out the trainer's step lines.
+    Everything is put back afterwards (tests call main() in one process)."""
+    variables = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                 "TRANSFORMERS_VERBOSITY": "error"}
+    loggers = {"accelerate": logging.WARNING, **({"entitynet.training": logging.WARNING} if demo else {})}
+    saved_variables = {name: os.environ.get(name) for name in variables}
+    saved_levels = {name: logging.getLogger(name).level for name in loggers}
+    for name, value in variables.items():
+        os.environ.setdefault(name, value)
+    for name, level in loggers.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, value in saved_variables.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def configure_logging(level: int) -> None:

@@ -396,7 +396,7 @@ class BuildConfig:
     validation_fraction: float = option(0.05, "share of entities (not images) in the validation split")
     test_fraction: float = option(0.05, "share of entities in the test split")
     seen_test_fraction: float = option(
-        0.0, "share of the train split's images held out as test_seen: images of entities the model trains on "
+        0.01, "share of the train split's images held out as test_seen: images of entities the model trains on "
         "(an entity's last train image is never taken), to measure what it learnt beside test's unseen entities")
     seed: int = option(0, "seed of the split draw")
     num_proc: int = option(1, "processes the datasets builder uses", runtime=True)
@@ -429,7 +429,7 @@ class TrainStageConfig:
     before any stage runs."""
 
     enabled: bool = option(True, "train a CLIP on the built dataset (needs entitynet[train]); false: stop after build")
-    config: str = option("tiny", "the trainer's configuration: a shipped one (tiny, livingthings-vit-b-32, "
+    config: str = option("livingthings-vit-b-32", "the trainer's configuration: a shipped one (tiny, livingthings-vit-b-32, "
                                  "entitynet-vit-b-32) or a YAML file")
     set: list[str] = option([], "trainer keys on top of it, as KEY=VALUE (its --set), e.g. [max_steps=2000, batch_size=64]")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from entitynet.dataset.rows import SPLITS
 from entitynet.rundir import atomic_path, write_text_atomic
 
 INDEX = "index.json"
@@ -53,7 +54,7 @@ def export_webdataset(dataset: Path, out: Path, samples_per_shard: int = 1000) -
     written: dict[str, int] = {}
     for domain_dir in sorted(p for p in (dataset / "data").iterdir() if p.is_dir()):
         shards: dict[str, int] = {}
-        for split in ("train", "validation", "test"):
+        for split in SPLITS:
             files = sorted(domain_dir.glob(f"{split}-*.parquet"))
             count, number, pending = 0, 0, []
             for row in _rows(files):

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -20,7 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from entitynet.config import preset_path
+# Set before any test module imports datasets, transformers or huggingface_hub, which read these
+# once at import: no Hub lookups, and a datasets cache of this session's own (datasets keys a local
+# folder's cache by its card and folder name, so a cache shared with earlier sessions could hand a
+# test another build's rows).
+_SESSION_CACHE = tempfile.mkdtemp(prefix="entitynet-tests-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_CACHE, "datasets")
+
+from entitynet.config import preset_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -30,8 +39,7 @@ SAMPLE = Path(str(preset_path("demo"))).parent / "samples" / "kg-sample.ttl"
 @pytest.fixture(scope="session", autouse=True)
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """No Hub lookups, and EntityNet's own cache (the WordNet copy) in a temporary folder."""
-    saved = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", "ENTITYNET_CACHE")}
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    saved = {key: os.environ.get(key) for key in ("ENTITYNET_CACHE",)}
     os.environ["ENTITYNET_CACHE"] = str(tmp_path_factory.mktemp("entitynet-cache"))
     yield
     for key, value in saved.items():
@@ -39,6 +47,7 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 def skip_or_fail(reason: str) -> None:

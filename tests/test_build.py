@@ -95,7 +95,8 @@ def made_run(tmp_path_factory) -> tuple[RunDir, dict]:
     evaluation.mkdir()
     (evaluation / "eval.jpg").write_bytes(scaled(picture(200, 150, 12), (300, 225)))  # near Q6's second image
     args = ["build", "--run", str(run.root), "--config", "demo", "--exclude-near", str(evaluation),
-            "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test"]
+            "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25",
+            "--set", "build.seen_test_fraction=0", "--repo", "entitynet/demo-test"]
     assert main(args) == 0
     return run, {"stored": len(rows), "living": living, "other": other}
 
@@ -139,13 +140,13 @@ def test_no_test_entity_has_an_image_in_train(made_run):
 
     run, _ = made_run
     data = load(run, "entitynet")
-    assert set(data) == {"train", "validation", "test"}
+    assert set(data) - {"test_seen"} == {"train", "validation", "test"}  # test_seen: images of train entities
     assigned = {}
     for split in data:
         for row in data[split]:
             for entity in row["entities"]:
                 assigned[entity["id"]] = entity_split(entity["id"], 0.25, 0.25, 0)
-    held_out = {"train": 0, "validation": 1, "test": 2}
+    held_out = {"train": 0, "test_seen": 0, "validation": 1, "test": 2}
     for split in data:
         for row in data[split]:
             # an image sits in the most held-out split of its entities: train rows hold only train
@@ -243,7 +244,7 @@ def test_a_finished_build_rerun_with_more_processes_is_complete(made_run, capsys
     capsys.readouterr()
     assert main(["build", "--run", str(run.root), "--config", "demo", "--num-proc", "2", "--exclude-near",
                  str(run.root.parent / "evaluation"), "--set", "build.validation_fraction=0.25",
-                 "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test"]) == 0
+                 "--set", "build.test_fraction=0.25", "--set", "build.seen_test_fraction=0", "--repo", "entitynet/demo-test"]) == 0
     assert "build: already complete" in capsys.readouterr().out
     assert (run.path("dataset") / "README.md").stat().st_mtime_ns == made
 
@@ -255,7 +256,7 @@ def test_several_builder_processes_give_the_same_rows(made_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("dataset", "cache"))
     assert main(["build", "--run", str(copy), "--config", "demo", "--num-proc", "2", "--exclude-near", str(run.root.parent / "evaluation"),
-                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test", "-q"]) == 0
+                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--set", "build.seen_test_fraction=0", "--repo", "entitynet/demo-test", "-q"]) == 0
     for config in ("entitynet", "livingthings"):
         one, two = load(run, config), datasets.load_dataset(str(copy / "dataset"), config)
         assert set(one) == set(two)
@@ -279,7 +280,7 @@ def test_shards_of_the_previous_version_still_build(made_run, tmp_path):
         pq.write_table(table.rename_columns(["phash" if name == "dhash" else name for name in table.column_names]), path)
     find_duplicates(copy / "images", copy / "images" / "duplicates.parquet", 4)
     assert main(["build", "--run", str(copy), "--config", "demo", "--force", "--exclude-near", str(run.root.parent / "evaluation"),
-                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--repo", "entitynet/demo-test", "-q"]) == 0
+                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--set", "build.seen_test_fraction=0", "--repo", "entitynet/demo-test", "-q"]) == 0
     for config in ("entitynet", "livingthings"):
         one, two = load(run, config), datasets.load_dataset(str(copy / "dataset"), config)
         assert {split: one[split]["image_id"] for split in one} == {split: two[split]["image_id"] for split in two}
@@ -357,5 +358,5 @@ def test_the_card_links_only_to_what_exists_and_says_what_ran(made_run, tmp_path
     copy = tmp_path / "run"
     shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("dataset", "cache"))
     assert main(["build", "--run", str(copy), "--config", "demo", "--set", "build.homepage=https://example.org/tool", "-q",
-                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25"]) == 0
+                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--set", "build.seen_test_fraction=0"]) == 0
     assert "[EntityNet](https://example.org/tool)" in (copy / "dataset" / "README.md").read_text()

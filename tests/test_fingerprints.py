@@ -17,7 +17,7 @@ from entitynet.typed_config import runtime_keys
 def test_the_schema_marks_what_only_changes_how_a_stage_runs():
     assert runtime_keys(Config) == {
         "enrich.llm.concurrency", "search.commons.min_interval", "download.processes", "download.threads",
-        "download.per_host", "build.num_proc",
+        "download.per_host", "build.num_proc", "eval.batch_size",
     }
 
 
