@@ -187,6 +187,49 @@ def test_retry_failures_refetches_only_transient_ones(host, tmp_path):
     assert len(stored(run)) == 2
 
 
+def test_alternatives_are_tried_in_order_and_retried_together_when_one_failed_transiently(host, tmp_path):
+    """An import's row: its first link is the planned URL, the others are tried after it in order."""
+    server = host()
+    b = server.base
+    run = searched_run(tmp_path / "run", [f"{b}/fault/500/a", f"{b}/fault/404/b"])
+    table = pq.read_table(run.path("candidates") / "part-00000.parquet")
+    table = table.set_column(table.schema.get_field_index("alternatives"), "alternatives", pa.array(
+        [[f"{b}/fault/404/a", f"{b}/fault/429-once/a"], [f"{b}/gen/200x150/3.jpg", f"{b}/gen/200x150/4.jpg"]],
+        pa.list_(pa.string())))
+    pq.write_table(table, run.path("candidates") / "part-00000.parquet")
+    assert download(run, "--set", "download.max_attempts=1") == 0
+    (image,) = stored(run)
+    assert image["url"] == f"{b}/gen/200x150/3.jpg"
+    assert image["alternatives"] == [f"{b}/fault/404/b", f"{b}/gen/200x150/4.jpg"]  # the planned URL first
+    assert server.hits["/gen/200x150/4.jpg"] == 0
+    (failure,) = pq.read_table(run.path("images") / "failures.parquet").to_pylist()
+    assert failure["url"] == f"{b}/fault/500/a" and failure["attempts"] == 3
+    assert (failure["reason"], failure["transient"]) == ("http_5xx", True)  # the first transient reason
+    assert [part.split(":")[0].split(" ")[0:2] for part in failure["detail"].split("; ")] == [
+        ["link", "1/3"], ["link", "2/3"], ["link", "3/3"]]
+    assert download(run, "--set", "download.max_attempts=1", "--retry-failures") == 0
+    assert {row["url"] for row in stored(run)} == {f"{b}/gen/200x150/3.jpg", f"{b}/fault/429-once/a"}
+    assert server.hits["/fault/500/a"] == 2 and server.hits["/fault/404/a"] == 2  # all links again, in order
+
+
+def test_candidates_and_shards_written_before_imports_still_read(host, tmp_path):
+    from entitynet.tables import IMAGE_SCHEMA, SOURCE_TYPE, current_images, image_from_row
+
+    server = host()
+    run = searched_run(tmp_path / "run", [f"{server.base}/gen/200x150/1.jpg"])
+    part = run.path("candidates") / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).drop_columns(["alternatives", "split"]), part)  # the old candidate schema
+    assert download(run) == 0
+    (image,) = stored(run)
+    assert image["alternatives"] == [] and image["sources"][0]["split"] is None
+    old_source = pa.struct([field for field in SOURCE_TYPE if field.name != "split"])
+    old = pa.Table.from_pylist([{**image, "sources": [{k: v for k, v in s.items() if k != "split"} for s in image["sources"]]}],
+                               pa.schema([f for f in IMAGE_SCHEMA if f.name != "alternatives"]).set(
+                                   IMAGE_SCHEMA.get_field_index("sources"), pa.field("sources", pa.list_(old_source))))
+    assert current_images(old).cast(IMAGE_SCHEMA).to_pylist()[0]["sources"][0]["split"] is None
+    assert image_from_row(old.to_pylist()[0]).alternatives == []
+
+
 def _shard_files(run: RunDir) -> list[str]:
     return sorted(p.name for p in run.path("images").iterdir())
 
