@@ -230,6 +230,35 @@ def test_candidates_and_shards_written_before_imports_still_read(host, tmp_path)
     assert image_from_row(old.to_pylist()[0]).alternatives == []
 
 
+def test_the_plan_is_the_same_however_many_buckets_group_it(tmp_path):
+    """URLs in order of first appearance, every candidate a source in candidate order, the first
+    candidate's alternatives, cut into shards: whether grouped in one bucket or many."""
+    from entitynet.download.plan import make_plan
+    from entitynet.tables import read_plan
+
+    parts = []
+    for number in range(3):
+        rows = [{"url": f"https://example.org/{(7 * i + number) % 23}.jpg", "query_id": f"q{number}-{i}", "engine": "pool",
+                 "rank": i, "text": f"alt {number} {i}", "alternatives": [f"https://mirror.example/{number}/{i}.jpg"],
+                 "split": "test" if i % 5 == 0 else None} for i in range(20)]
+        parts.append(tmp_path / f"part-{number:05d}.parquet")
+        pq.write_table(pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA), parts[-1])
+    candidates = [row for part in parts for row in pq.read_table(part).to_pylist()]
+    expected_urls = list(dict.fromkeys(row["url"] for row in candidates))
+    plans = {}
+    for buckets_of in (1000, 7, 1):
+        plan_dir = tmp_path / f"plan-{buckets_of}"
+        shards = make_plan(parts, plan_dir, urls_per_shard=5, bucket_rows=buckets_of)
+        assert shards == 5 and not (plan_dir / "buckets").exists()
+        plans[buckets_of] = [planned for n in range(shards) for planned in read_plan(plan_dir / f"shard-{n:05d}.parquet")]
+    assert plans[1000] == plans[7] == plans[1]
+    assert [planned.url for planned in plans[7]] == expected_urls
+    for planned in plans[7]:
+        found = [row for row in candidates if row["url"] == planned.url]
+        assert [(s.query_id, s.text, s.split) for s in planned.sources] == [(r["query_id"], r["text"], r["split"]) for r in found]
+        assert planned.alternatives == found[0]["alternatives"]
+
+
 def _shard_files(run: RunDir) -> list[str]:
     return sorted(p.name for p in run.path("images").iterdir())
 

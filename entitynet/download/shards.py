@@ -1,10 +1,9 @@
 """Shards: the unit of download work, of output and of resume.
 
-The plan groups the candidates by URL (one fetch per URL, every query and alt text that found it
-kept as a source) in order of first appearance and cuts them into shards of ``urls_per_shard``;
-it is written once to RUN/cache/download/plan/shard-NNNNN.parquet. A URL may come with
-alternatives (``entitynet import``: a release's other links to the same picture): they are
-tried in order when it fails, and the first that gives an image is the image. A worker turns one plan file
+The plan (plan.py) groups the candidates by URL and cuts them into shards of ``urls_per_shard``,
+written once to RUN/cache/download/plan/shard-NNNNN.parquet. A URL may come with alternatives
+(``entitynet import``: a release's other links to the same picture): they are tried in order
+when it fails, and the first that gives an image is the image. A worker turns one plan file
 into RUN/images/shard-NNNNN.parquet (stored images), shard-NNNNN.failures.parquet (every URL
 that did not make it, with its reason) and, last, shard-NNNNN.json (counts, bytes, seconds): the
 JSON is the shard's completion marker, so a shard is either finished or redone from scratch.
@@ -21,7 +20,7 @@ import json
 import threading
 import time
 import urllib.parse
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -38,12 +37,10 @@ from entitynet.download.fetch import TRANSIENT, Fetched, Fetcher
 from entitynet.download.images import Processed, process
 from entitynet.http import display_url
 from entitynet.records import Failure, PlannedUrl, StoredImage
-from entitynet.rundir import atomic_path, write_text_atomic
+from entitynet.rundir import write_text_atomic
 from entitynet.tables import (
     FAILURE_SCHEMA,
     IMAGE_SCHEMA,
-    PLAN_SCHEMA,
-    SOURCE_FIELDS,
     RecordWriter,
     current_images,
     failure_to_row,
@@ -53,41 +50,6 @@ from entitynet.tables import (
 )
 
 IMAGES_PER_ROW_GROUP = 32  # a few MB of JPEGs: what a writer holds before it flushes
-
-
-def make_plan(candidate_parts: list[Path], plan_dir: Path, urls_per_shard: int) -> int:
-    """Write the plan files; returns the number of shards. Deterministic for the same candidates.
-
-    A URL's alternatives (an import's other links to the same picture) are those of its first
-    candidate; search engines give none, and their plans are what they always were."""
-    tables = [_with_import_columns(pq.read_table(part)) for part in candidate_parts]
-    plan_dir.mkdir(parents=True, exist_ok=True)
-    if not tables or not sum(t.num_rows for t in tables):
-        return 0
-    table = pa.concat_tables(tables, promote_options="default").combine_chunks()
-    table = table.append_column("order", pa.array(range(table.num_rows), pa.int64()))
-    first = table.group_by("url", use_threads=False).aggregate([("order", "min")]).sort_by("order_min")
-    position = {url: index for index, url in enumerate(first.column("url").to_pylist())}
-    sources: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in table.select(["url", *SOURCE_FIELDS]).to_pylist():
-        sources[position[row.pop("url")]].append(row)
-    urls = first.column("url").to_pylist()
-    alternatives = table.column("alternatives").take(first.column("order_min")).to_pylist()
-    shards = (len(urls) + urls_per_shard - 1) // urls_per_shard
-    for number in range(shards):
-        chunk = range(number * urls_per_shard, min(len(urls), (number + 1) * urls_per_shard))
-        rows = [{"url": urls[i], "sources": sources[i], "alternatives": alternatives[i] or []} for i in chunk]
-        with atomic_path(plan_dir / layout.shard_images(number)) as temporary:
-            pq.write_table(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), temporary)
-    return shards
-
-
-def _with_import_columns(table: pa.Table) -> pa.Table:
-    """Candidates written before imports existed lack ``alternatives`` and ``split``: empty ones."""
-    for name, kind in (("alternatives", pa.list_(pa.string())), ("split", pa.string())):
-        if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows, kind))
-    return table
 
 
 @dataclass(frozen=True)

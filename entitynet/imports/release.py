@@ -128,9 +128,10 @@ def _batches(path: Path, columns: list[str], batch_size: int = 10_000) -> Iterat
 
 @dataclass
 class EntityIndex:
-    """What the queries and candidates need of the entities: each one's natural type name."""
+    """What the queries need of the entities: each one's natural type name, and which are living."""
 
     natural_type: dict[str, str | None]  # entity id -> the name of its natural entity
+    living: set[str]
 
     @classmethod
     def read(cls, path: Path) -> EntityIndex:
@@ -138,7 +139,8 @@ class EntityIndex:
         for row in _batches(path, ["entity", "entity_name", "naturalentity"]):
             names[row["entity"]] = row["entity_name"]
             natural[row["entity"]] = row["naturalentity"]
-        return cls({entity: names.get(of) if of else None for entity, of in natural.items()})
+        return cls({entity: names.get(of) if of else None for entity, of in natural.items()},
+                   {entity for entity, of in natural.items() if of in LIVING_NATURAL_ENTITIES})
 
 
 def entities(path: Path, index: EntityIndex, counts: Counter[str]) -> Iterator[tuple[Entity, NaturalType]]:
@@ -187,6 +189,8 @@ def queries(path: Path, index: EntityIndex, counts: Counter[str]) -> Iterator[Qu
         attribute = (row.get("attribute") or None) if kind in ("attr", "attrnoun") else None
         if row["entity"] not in index.natural_type:
             counts["queries_of_unknown_entities"] += 1
+        elif (row["query_type"] or "").endswith("-living") and row["entity"] not in index.living:
+            counts["living_queries_of_other_entities"] += 1  # the two ways the authors mark living things disagree
         counts[f"queries_{kind}"] += 1
         yield Query(row["query_hash"], row["query"], index.natural_type.get(row["entity"]),
                     [QueryUse(kind, row["entity"], attribute)])

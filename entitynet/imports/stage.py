@@ -162,6 +162,10 @@ def write_release_records(opened: release.Release, run_dir: RunDir, counts: Coun
             logger.warning("import: %d entity texts of source %r left out (the release's are %s)", value,
                            key.removeprefix("texts_of_unknown_source_"),
                            ", ".join(release.SYNONYM_SOURCES + release.DESCRIPTION_SOURCES))
+    if counts["living_queries_of_other_entities"]:
+        logger.warning("import: %d queries of a living query type serve entities whose natural entity is not one of "
+                       "the authors' living ones (%s): their images count as other", counts["living_queries_of_other_entities"],
+                       ", ".join(sorted(release.LIVING_NATURAL_ENTITIES)))
     return release.engines(opened.folder / release.QUERIES)
 
 
