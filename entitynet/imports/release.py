@@ -106,7 +106,9 @@ class Release:
             if not (folder / name).is_file():
                 raise ImportProblem(f"{folder} has no {name}: the release's entities and queries come with its images")
             open_parquet(folder / name, REQUIRED[name])
-        for query_type in pq.read_table(folder / QUERIES, columns=["query_type"]).column("query_type").unique().to_pylist():
+        types = {kind for batch in pq.ParquetFile(folder / QUERIES).iter_batches(columns=["query_type"])
+                 for kind in batch.column(0).unique().to_pylist()}
+        for query_type in sorted(types, key=str):
             kind_of(query_type)  # every kind is known before anything is written
         chosen = {split: found[split] for split in dict.fromkeys(wanted)}
         for paths in chosen.values():

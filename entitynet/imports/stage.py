@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -52,10 +52,10 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 @dataclass(frozen=True)
-class Source:
+class Origin:
     """What an import reads, and what identifies it in the run's records."""
 
-    kind: str  # "release" | "url-list"
+    kind: Literal["release", "url-list"]
     name: str  # the Hub id, the folder or the file/glob as resolved
     revision: str | None  # the Hub commit, for a release fetched from the Hub
     release: release.Release | None = None
@@ -65,7 +65,7 @@ class Source:
 
 
 def resolve(source: str, splits: list[str] | None, revision: str | None,
-            url_column: str | None, caption_column: str | None) -> Source:
+            url_column: str | None, caption_column: str | None) -> Origin:
     path = Path(source)
     if glob_like(source) or path.is_file():
         if splits:
@@ -73,7 +73,8 @@ def resolve(source: str, splits: list[str] | None, revision: str | None,
         urls = UrlList.open(source, url_column, caption_column)
         files = {str(p.resolve()): p.stat().st_size for p in urls.files}
         name = str(Path(source).absolute()) if glob_like(source) else str(path.resolve())
-        return Source("url-list", name, None, urls=urls, files=files, label=f"{Path(name).name} (local file)")
+        label = f"{Path(name).parent.name}/{Path(name).name} (local files)" if glob_like(source) else f"{path.name} (local file)"
+        return Origin("url-list", name, None, urls=urls, files=files, label=label)
     if url_column or caption_column:
         raise ImportProblem("--url-column/--caption-column: only a URL list (a file) has such columns")
     if path.is_dir():
@@ -89,11 +90,11 @@ def glob_like(source: str) -> bool:
     return any(character in source for character in "*?[")
 
 
-def _release(name: str, folder: Path, revision: str | None, splits: list[str] | None, label: str) -> Source:
+def _release(name: str, folder: Path, revision: str | None, splits: list[str] | None, label: str) -> Origin:
     opened = release.Release.open(folder, splits)
     used = [folder / release.QUERIES, folder / release.ENTITIES, *(p for paths in opened.files.values() for p in paths)]
     files = {str(path.relative_to(folder)): path.stat().st_size for path in used}
-    return Source("release", name, revision, release=opened, files=files, label=label)
+    return Origin("release", name, revision, release=opened, files=files, label=label)
 
 
 def fetch(repo_id: str, revision: str | None, splits: list[str] | None) -> Path:
@@ -128,7 +129,7 @@ def refuse_harvested(run_dir: RunDir) -> None:
                                 "import into a new --run")
 
 
-def import_source(source: Source, run_dir: RunDir, key: str, rows_per_part: int, force: bool) -> dict[str, Any]:
+def import_source(source: Origin, run_dir: RunDir, key: str, rows_per_part: int, force: bool) -> dict[str, Any]:
     folder = run_dir.path(layout.CANDIDATES)
     stamp = folder / layout.FINGERPRINT
     if force or not stamp.exists() or stamp.read_text() != key:
