@@ -155,7 +155,6 @@ def provenance(made: dict[str, dict[str, Any]], stats: dict[str, dict[str, Any]]
         what = "entities, natural types, queries, alt texts and splits as released" if imported.get("kind") == "release" else "URLs and captions"
         lines.append(("imported", f"{imported.get('rows', 0)} rows of {imported.get('source')}{revision}"
                                   f"{f' ({splits})' if splits else ''}: {what}"))
-        kg = enrich = queries = search = {}
     elif kg:
         sparql, wikidata = kg.get("sparql", {}), kg.get("wikidata", {})
         source = f"dump {Path(sparql['dump']).name}" if sparql.get("dump") else sparql.get("endpoint")
