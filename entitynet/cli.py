@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enrich(commands)
     _add_queries(commands)
     _add_search(commands)
+    _add_import(commands)
     _add_download(commands)
     _add_build(commands)
     _add_export(commands)
@@ -175,6 +176,29 @@ def _add_search(commands: Any) -> None:
     parser.add_argument("--per-query", type=int, metavar="N", help="candidates asked per query (search.per_query)")
     parser.add_argument("--pool", metavar="PATH", help="the image-text pool of the pool engine (search.pool.path)")
     parser.set_defaults(handler=_run_search)
+
+
+def _add_import(commands: Any) -> None:
+    parser = commands.add_parser(
+        "import", help="Import a released dataset or a URL list in place of kg..search: entities, queries, RUN/candidates.",
+        description="Write the run's entities, natural types, queries and candidates from outside, in place of the kg, "
+        "enrich, queries and search stages, so 'entitynet download' and 'entitynet build' continue: from the authors' "
+        "released EntityNet (a Hub id such as lmb-freiburg/entitynet, or a local clone with images_metadata/) or from a "
+        "plain URL list (.parquet, .csv, .tsv, .jsonl or .txt, or a glob of them).",
+    )
+    parser.add_argument("--from", dest="source", required=True, metavar="SOURCE",
+                        help="a Hub dataset id, a release folder, or a URL list file (or glob)")
+    parser.add_argument("--run", required=True, metavar="RUN", help="a new run directory")
+    parser.add_argument("--splits", type=_split_list, metavar="LIST",
+                        help="a release's splits to import, comma-separated among train, val, test, minitrain (default: all it has)")
+    parser.add_argument("--revision", metavar="REV", help="the Hub revision (branch, tag or commit) of a Hub id")
+    parser.add_argument("--url-column", metavar="NAME", help="a URL list's URL column (default: url, URL or image_url)")
+    parser.add_argument("--caption-column", metavar="NAME",
+                        help="a URL list's caption column (default: text, caption, TEXT, alt or alt_text if present)")
+    parser.add_argument("--rows-per-part", type=int, default=100_000, metavar="N", help="source rows per candidates part")
+    parser.add_argument("--force", action="store_true", help="redo the import even if it finished")
+    _add_verbosity(parser, default=argparse.SUPPRESS)
+    parser.set_defaults(handler=_run_import)
 
 
 def _add_download(commands: Any) -> None:
@@ -370,6 +394,13 @@ def _source_list(text: str) -> list[str]:
     return names
 
 
+def _split_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of splits, got {text!r}")
+    return names
+
+
 def _config(args: argparse.Namespace, flags: dict[str, tuple[str, Any]]) -> Config:
     return load_config(args.config, args.domain, args.assignments, flags)
 
@@ -414,6 +445,14 @@ def _run_search(args: argparse.Namespace) -> int:
         "--pool": ("search.pool.path", args.pool),
     }
     _execute("search", _config(args, flags), args)
+    return 0
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    stage, run = pipeline.stage("import"), RunDir(args.run)
+    result = stage.run(None, run, args.force, source=args.source, splits=args.splits, revision=args.revision,  # type: ignore[arg-type]
+                       url_column=args.url_column, caption_column=args.caption_column, rows_per_part=args.rows_per_part)
+    _report(stage, result, run)
     return 0
 
 

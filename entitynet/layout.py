@@ -6,11 +6,12 @@ among them). This module imports nothing; ``RunDir`` (rundir.py) adds the root.
 
 ```
 RUN/
-  entities.parquet                      kg
-  natural_types.parquet                 enrich
+  entities.parquet                      kg (or import)
+  natural_types.parquet                 enrich (or import)
   attributes.parquet                    enrich
-  queries.parquet                       queries
-  candidates/part-NNNNN.parquet         search (+ _fingerprint: the settings the parts were made with)
+  queries.parquet                       queries (or import)
+  candidates/part-NNNNN.parquet         search or import (+ _fingerprint: the settings the parts were made with)
+  candidates/part-NNNNN.json            import: the part's counts, written last (its completion mark)
   images/shard-NNNNN.parquet            download: stored images
   images/shard-NNNNN.failures.parquet   download: every URL of the shard that was not stored, and why
   images/shard-NNNNN.json               download: the shard's counts, written last (its completion mark)
@@ -60,6 +61,7 @@ FINGERPRINT = "_fingerprint"  # in a folder made piece by piece: the settings it
 
 # Inside CANDIDATES and IMAGES.
 PART_GLOB = "part-*.parquet"
+PART_STATS_GLOB = "part-*.json"
 IMAGE_SHARD_GLOB = "shard-*[0-9].parquet"
 SHARD_STATS_GLOB = "shard-*.json"
 FAILURES = "failures.parquet"
@@ -74,6 +76,11 @@ DEMO_POOL = "demo-pool/pool.jsonl"
 def part(number: int) -> str:
     """``part-00012.parquet``: one part of the candidates."""
     return f"part-{number:05d}.parquet"
+
+
+def part_stats(number: int) -> str:
+    """``part-00012.json``: the counts of an imported part, its completion mark."""
+    return f"part-{number:05d}.json"
 
 
 def shard(number: int) -> str:

@@ -19,11 +19,18 @@ with the same settings and inputs, refuses a changed configuration, and marks it
 Adding a stage: write that module, add its file names to ``layout.py``, and append an entry
 here; ``entitynet run`` and ``--until`` pick it up. A stage of an extra sets ``extra`` so a
 missing install is reported as ``pip install 'entitynet[<extra>]'`` instead of a traceback.
+
+A door (``DOORS``: ``entitynet import``) writes from outside what some stages would have made.
+It is not a step of the flow, so ``entitynet run`` never runs it. Once it started in a run
+directory, it stands in for the stages it ``replaces``: their dependents read from it (their
+requirement on ``search`` becomes one on ``import``), ``entitynet run`` passes them by, and they
+refuse to run there (``Replaced``), so nothing overwrites what the door brought in.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, is_dataclass
@@ -39,8 +46,15 @@ if TYPE_CHECKING:
     from entitynet.config import Config
 
 
+logger = logging.getLogger(__name__)
+
+
 class ExtraMissing(StageError):
     """A stage's module needs an optional extra that is not installed."""
+
+
+class Replaced(StageError):
+    """A stage was asked to run in a run directory where a door (an import) stands in for it."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ class Stage:
     requires: tuple[str, ...] = ()  # stages whose artifacts it reads: finished first, fingerprints chained
     keep_cache_on_force: bool = False  # --force keeps RUN/cache/<name>/ (caches keyed by exactly what they hold)
     extra: str | None = None  # the pip extra its module needs, if any
+    replaces: tuple[str, ...] = ()  # a door only: the stages whose artifacts it writes instead
     wanted: Callable[[Config], bool] | None = None  # `entitynet run` leaves the stage out when this says no
     everywhere: bool = False  # under a multi-process launch every process runs it (it splits its own work)
 
@@ -79,7 +94,21 @@ class Stage:
     def fingerprint(self, run_dir: RunDir, settings: dict[str, Any]) -> str:
         """The fingerprint ``run_once`` gives these settings (config sections, as there) and the
         current inputs: the stamp of a folder whose pieces must all belong to one configuration."""
-        return run_dir.fingerprint(self.name, _plain(settings, identity), self.requires)
+        return run_dir.fingerprint(self.name, _plain(settings, identity), self.upstream(run_dir))
+
+    def upstream(self, run_dir: RunDir) -> tuple[str, ...]:
+        """The stages this one reads from in ``run_dir``: ``requires``, with the stages a door
+        replaced there read from the door. A stage the door replaced refuses to run."""
+        door = door_of(run_dir)
+        if door is None:
+            return self.requires
+        if self.name in door.replaces:
+            raise Replaced(
+                f"{self.name}: {run_dir.root} was made by 'entitynet {door.name}' ({run_dir.config_file(door.name)}), "
+                f"which stands in for {', '.join(door.replaces)}; continue with 'entitynet download --run {run_dir.root}' "
+                "and 'entitynet build', or use another --run"
+            )
+        return tuple(dict.fromkeys(door.name if name in door.replaces else name for name in self.requires))
 
     def run_once(
         self,
@@ -106,7 +135,7 @@ class Stage:
             stats = work()
             return StageResult(self.name, False, time.monotonic() - started, stats)
         return run_dir.run_stage(
-            self.name, _plain(settings, to_dict), self.outputs(run_dir), work, force=force, requires=self.requires,
+            self.name, _plain(settings, to_dict), self.outputs(run_dir), work, force=force, requires=self.upstream(run_dir),
             cache_survives_force=self.keep_cache_on_force, identity=_plain(settings, identity),
         )
 
@@ -130,6 +159,18 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+# Doors in from outside (DESIGN.md); `entitynet convert` is the other one, but it makes no run directory.
+DOORS: tuple[Stage, ...] = (
+    Stage("import", "entitynet.imports.stage", (layout.ENTITIES, layout.NATURAL_TYPES, layout.QUERIES, layout.CANDIDATES),
+          replaces=("kg", "enrich", "queries", "search")),
+)
+
+
+def door_of(run_dir: RunDir) -> Stage | None:
+    """The door that was used in ``run_dir`` (from the moment it started: its recorded settings)."""
+    return next((door for door in DOORS if run_dir.config_file(door.name).exists()), None)
+
+
 def _plain(settings: dict[str, Any], convert: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     return {name: convert(value) if is_dataclass(value) else value for name, value in settings.items()}
 
@@ -139,7 +180,7 @@ def names() -> list[str]:
 
 
 def stage(name: str) -> Stage:
-    for entry in STAGES:
+    for entry in STAGES + DOORS:
         if entry.name == name:
             return entry
     raise KeyError(f"no stage {name!r}; the stages are {', '.join(names())}")
@@ -161,13 +202,18 @@ def run_stages(
     report: Callable[[Stage, StageResult], None] | None = None,
 ) -> list[StageResult]:
     """Run ``chosen`` in order (each skipped if finished, left out if its config does not want it);
-    ``report`` hears of every result on the main process.
+    ``report`` hears of every result on the main process. Stages a door replaced in ``run_dir``
+    are passed by.
 
     Under ``accelerate launch`` (WORLD_SIZE > 1) every process calls this: the main process runs
     the stages that do not split their work while the others wait at a barrier; download, train
     and eval run everywhere. A failure on one process ends the launch (the launcher stops the rest).
     """
-    chosen = [entry for entry in chosen if entry.enabled(config)]
+    chosen, door = list(chosen), door_of(run_dir)
+    replaced = [entry.name for entry in chosen if door is not None and entry.name in door.replaces]
+    if replaced:
+        logger.info("%s: made by 'entitynet %s' in %s", ", ".join(replaced), door.name, run_dir.root)  # type: ignore[union-attr]
+    chosen = [entry for entry in chosen if entry.enabled(config) and entry.name not in replaced]
     preflight(config, run_dir, chosen)
     rank, world = rank_and_world()
     barrier = _barrier(config, run_dir) if world > 1 else None

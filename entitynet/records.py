@@ -118,6 +118,9 @@ class Candidate:
     license: str | None = None  # short name: "CC BY-SA 4.0", "Public domain"
     license_url: str | None = None
     attribution: str | None = None  # who to credit, as plain text
+    # Set by `entitynet import` only (a search engine leaves them empty):
+    alternatives: tuple[str, ...] = ()  # further URLs of the same picture, tried in order when ``url`` fails
+    split: str | None = None  # the split a release put the image in (train, validation, test): kept, not redrawn
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,6 +135,7 @@ class Source:
     license: str | None = None
     license_url: str | None = None
     attribution: str | None = None
+    split: str | None = None  # the released split (Candidate.split), carried to the build
 
 
 @dataclass(slots=True, frozen=True)
@@ -140,6 +144,7 @@ class PlannedUrl:
 
     url: str
     sources: list[Source]
+    alternatives: list[str] = field(default_factory=list)  # tried in order when ``url`` fails (imports)
 
 
 @dataclass(slots=True, frozen=True)
@@ -158,6 +163,9 @@ class StoredImage:
     final_url: str  # after redirects
     sources: list[Source]
     position: int  # the URL's place in its shard's plan; rows are written as downloads finish
+    # The planned URL and its alternatives that are not ``url`` (an import's duplicates of the
+    # picture, in the release's order): the image's other URLs.
+    alternatives: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)

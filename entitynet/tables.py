@@ -208,13 +208,17 @@ CANDIDATE_SCHEMA = pa.schema(
         pa.field("license", pa.string()),
         pa.field("license_url", pa.string()),
         pa.field("attribution", pa.string()),
+        pa.field("alternatives", pa.list_(pa.string())),
+        pa.field("split", pa.string()),
     ],
     metadata={"entitynet.record": "Candidate"},
 )
 
 
 def candidate_to_row(record: Candidate) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in CANDIDATE_SCHEMA.names}
+    row = {name: getattr(record, name) for name in CANDIDATE_SCHEMA.names}
+    row["alternatives"] = list(record.alternatives)
+    return row
 
 
 def _ancestor_rows(ancestors: list[Ancestor]) -> list[dict[str, Any]]:
@@ -287,16 +291,18 @@ def read_queries(path: Path) -> Iterator[Query]:
 SOURCE_TYPE = pa.struct([
     ("query_id", pa.string()), ("engine", pa.string()), ("rank", pa.int32()), ("text", pa.string()),
     ("page_url", pa.string()), ("license", pa.string()), ("license_url", pa.string()), ("attribution", pa.string()),
+    ("split", pa.string()),
 ])
 SOURCE_FIELDS = [field.name for field in SOURCE_TYPE]
 
-PLAN_SCHEMA = pa.schema([("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE))], metadata={"entitynet.record": "PlannedUrl"})
+PLAN_SCHEMA = pa.schema([("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE)), ("alternatives", pa.list_(pa.string()))],
+                        metadata={"entitynet.record": "PlannedUrl"})
 
 IMAGE_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("image", pa.binary()), ("width", pa.int32()), ("height", pa.int32()),
     ("original_width", pa.int32()), ("original_height", pa.int32()), ("dhash", pa.uint64()),
     ("source_format", pa.string()), ("url", pa.string()), ("final_url", pa.string()),
-    ("sources", pa.list_(SOURCE_TYPE)), ("position", pa.int32()),
+    ("sources", pa.list_(SOURCE_TYPE)), ("position", pa.int32()), ("alternatives", pa.list_(pa.string())),
 ], metadata={"entitynet.record": "StoredImage"})
 
 FAILURE_SCHEMA = pa.schema([
@@ -319,11 +325,11 @@ def _sources(rows: list[dict[str, Any]] | None) -> list[Source]:
 
 
 def plan_to_row(record: PlannedUrl) -> dict[str, Any]:
-    return {"url": record.url, "sources": _source_rows(record.sources)}
+    return {"url": record.url, "sources": _source_rows(record.sources), "alternatives": record.alternatives}
 
 
 def plan_from_row(row: dict[str, Any]) -> PlannedUrl:
-    return PlannedUrl(row["url"], _sources(row["sources"]))
+    return PlannedUrl(row["url"], _sources(row["sources"]), row.get("alternatives") or [])  # plans before imports had none
 
 
 def image_to_row(record: StoredImage) -> dict[str, Any]:
@@ -338,20 +344,28 @@ def image_from_row(row: dict[str, Any]) -> StoredImage:
 
 
 def _current_image_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Shards written before the dHash column had its name (``phash``) and before rows carried
-    their ``position`` (they were written in plan order) read as today's rows."""
+    """Shards written before the dHash column had its name (``phash``), before rows carried
+    their ``position`` (they were written in plan order) and before imports (no ``alternatives``)
+    read as today's rows."""
     row = dict(row)
     if "phash" in row:
         row["dhash"] = row.pop("phash")
     row.setdefault("position", -1)  # unknown; such shards were written in plan order
+    row["alternatives"] = row.get("alternatives") or []
     return row
 
 
 def current_images(table: pa.Table) -> pa.Table:
-    """A table of image rows in today's schema, whatever version wrote it (see above)."""
+    """A table of image rows in today's schema, whatever version wrote it (see above); sources
+    without a ``split`` (before imports) get an empty one."""
     table = table.rename_columns([{"phash": "dhash"}.get(name, name) for name in table.column_names])
     if "position" not in table.column_names:
         table = table.append_column("position", pa.array(range(table.num_rows), pa.int32()))
+    if "alternatives" not in table.column_names:
+        table = table.append_column("alternatives", pa.nulls(table.num_rows, pa.list_(pa.string())))
+    if "sources" in table.column_names and table.schema.field("sources").type != pa.list_(SOURCE_TYPE):
+        upgraded = pa.array(table.column("sources").to_pylist(), pa.list_(SOURCE_TYPE))  # missing fields -> null
+        table = table.set_column(table.column_names.index("sources"), "sources", upgraded)
     return table
 
 
@@ -377,7 +391,7 @@ def image_shard(path: Path, columns: list[str]) -> pa.Table:
     their dHash column is called ``phash`` and their rows, in plan order, have no ``position``."""
     names = pq.read_schema(path).names
     legacy = {"dhash": "phash"} if "phash" in names else {}
-    stored = [legacy.get(column, column) for column in columns if column != "position"]
+    stored = [legacy.get(column, column) for column in columns if column != "position" and legacy.get(column, column) in names]
     table = current_images(pq.read_table(path, columns=stored + (["position"] if "position" in names else [])))
     table = table.append_column("row", pa.array(range(table.num_rows), pa.int64()))
     return table.take(pc.sort_indices(table, [("position", "ascending")])).select([*columns, "row"])

@@ -187,6 +187,78 @@ def test_retry_failures_refetches_only_transient_ones(host, tmp_path):
     assert len(stored(run)) == 2
 
 
+def test_alternatives_are_tried_in_order_and_retried_together_when_one_failed_transiently(host, tmp_path):
+    """An import's row: its first link is the planned URL, the others are tried after it in order."""
+    server = host()
+    b = server.base
+    run = searched_run(tmp_path / "run", [f"{b}/fault/500/a", f"{b}/fault/404/b"])
+    table = pq.read_table(run.path("candidates") / "part-00000.parquet")
+    table = table.set_column(table.schema.get_field_index("alternatives"), "alternatives", pa.array(
+        [[f"{b}/fault/404/a", f"{b}/fault/429-once/a"], [f"{b}/gen/200x150/3.jpg", f"{b}/gen/200x150/4.jpg"]],
+        pa.list_(pa.string())))
+    pq.write_table(table, run.path("candidates") / "part-00000.parquet")
+    assert download(run, "--set", "download.max_attempts=1") == 0
+    (image,) = stored(run)
+    assert image["url"] == f"{b}/gen/200x150/3.jpg"
+    assert image["alternatives"] == [f"{b}/fault/404/b", f"{b}/gen/200x150/4.jpg"]  # the planned URL first
+    assert server.hits["/gen/200x150/4.jpg"] == 0
+    (failure,) = pq.read_table(run.path("images") / "failures.parquet").to_pylist()
+    assert failure["url"] == f"{b}/fault/500/a" and failure["attempts"] == 3
+    assert (failure["reason"], failure["transient"]) == ("http_5xx", True)  # the first transient reason
+    assert [part.split(":")[0].split(" ")[0:2] for part in failure["detail"].split("; ")] == [
+        ["link", "1/3"], ["link", "2/3"], ["link", "3/3"]]
+    assert download(run, "--set", "download.max_attempts=1", "--retry-failures") == 0
+    assert {row["url"] for row in stored(run)} == {f"{b}/gen/200x150/3.jpg", f"{b}/fault/429-once/a"}
+    assert server.hits["/fault/500/a"] == 2 and server.hits["/fault/404/a"] == 2  # all links again, in order
+
+
+def test_candidates_and_shards_written_before_imports_still_read(host, tmp_path):
+    from entitynet.tables import IMAGE_SCHEMA, SOURCE_TYPE, current_images, image_from_row
+
+    server = host()
+    run = searched_run(tmp_path / "run", [f"{server.base}/gen/200x150/1.jpg"])
+    part = run.path("candidates") / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).drop_columns(["alternatives", "split"]), part)  # the old candidate schema
+    assert download(run) == 0
+    (image,) = stored(run)
+    assert image["alternatives"] == [] and image["sources"][0]["split"] is None
+    old_source = pa.struct([field for field in SOURCE_TYPE if field.name != "split"])
+    old = pa.Table.from_pylist([{**image, "sources": [{k: v for k, v in s.items() if k != "split"} for s in image["sources"]]}],
+                               pa.schema([f for f in IMAGE_SCHEMA if f.name != "alternatives"]).set(
+                                   IMAGE_SCHEMA.get_field_index("sources"), pa.field("sources", pa.list_(old_source))))
+    assert current_images(old).cast(IMAGE_SCHEMA).to_pylist()[0]["sources"][0]["split"] is None
+    assert image_from_row(old.to_pylist()[0]).alternatives == []
+
+
+def test_the_plan_is_the_same_however_many_buckets_group_it(tmp_path):
+    """URLs in order of first appearance, every candidate a source in candidate order, the first
+    candidate's alternatives, cut into shards: whether grouped in one bucket or many."""
+    from entitynet.download.plan import make_plan
+    from entitynet.tables import read_plan
+
+    parts = []
+    for number in range(3):
+        rows = [{"url": f"https://example.org/{(7 * i + number) % 23}.jpg", "query_id": f"q{number}-{i}", "engine": "pool",
+                 "rank": i, "text": f"alt {number} {i}", "alternatives": [f"https://mirror.example/{number}/{i}.jpg"],
+                 "split": "test" if i % 5 == 0 else None} for i in range(20)]
+        parts.append(tmp_path / f"part-{number:05d}.parquet")
+        pq.write_table(pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA), parts[-1])
+    candidates = [row for part in parts for row in pq.read_table(part).to_pylist()]
+    expected_urls = list(dict.fromkeys(row["url"] for row in candidates))
+    plans = {}
+    for buckets_of in (1000, 7, 1):
+        plan_dir = tmp_path / f"plan-{buckets_of}"
+        shards = make_plan(parts, plan_dir, urls_per_shard=5, bucket_rows=buckets_of)
+        assert shards == 5 and not (plan_dir / "buckets").exists()
+        plans[buckets_of] = [planned for n in range(shards) for planned in read_plan(plan_dir / f"shard-{n:05d}.parquet")]
+    assert plans[1000] == plans[7] == plans[1]
+    assert [planned.url for planned in plans[7]] == expected_urls
+    for planned in plans[7]:
+        found = [row for row in candidates if row["url"] == planned.url]
+        assert [(s.query_id, s.text, s.split) for s in planned.sources] == [(r["query_id"], r["text"], r["split"]) for r in found]
+        assert planned.alternatives == found[0]["alternatives"]
+
+
 def _shard_files(run: RunDir) -> list[str]:
     return sorted(p.name for p in run.path("images").iterdir())
 

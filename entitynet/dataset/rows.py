@@ -14,6 +14,8 @@ Rules:
 - splits are made by entity: each entity falls in train, validation or test by a seeded hash; an
   image goes to the most held-out split among its entities (test > validation > train), so no
   test entity ever has an image in train;
+- except for images a release put in a split (``entitynet import``: their sources carry it): they
+  keep it, and one found in several (merged duplicates) goes to the most held-out of them;
 - an image is ``living`` when one of its entities is, else ``other``.
 """
 
@@ -81,10 +83,11 @@ def prepare(
 
     extra: dict[str, list[dict[str, Any]]] = defaultdict(list)  # canonical url -> its duplicates
     for shard in shards if duplicate_of else ():
-        table = image_shard(shard, ["url", "sources"])
-        for url, sources in zip(table.column("url").to_pylist(), table.column("sources").to_pylist()):
+        table = image_shard(shard, ["url", "sources", "alternatives"])
+        for url, sources, alternatives in zip(table.column("url").to_pylist(), table.column("sources").to_pylist(),
+                                              table.column("alternatives").to_pylist()):
             if url in duplicate_of:
-                extra[duplicate_of[url]].append({"url": url, "sources": sources})
+                extra[duplicate_of[url]].append({"url": url, "sources": sources, "alternatives": alternatives or []})
 
     counts: Counter[str] = Counter()
     assigned: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
@@ -107,14 +110,18 @@ def prepare(
             if not found:
                 counts["without_entity"] += 1
                 continue
-            split = max((entity_split(e, validation, test, seed) for e in found), key=_HELD_OUT.__getitem__)
+            released = {s["split"] for s in all_sources if s.get("split") in _HELD_OUT}
+            drawn = released or {entity_split(e, validation, test, seed) for e in found}
+            split = max(drawn, key=_HELD_OUT.__getitem__)
+            counts["rows_in_released_splits"] += bool(released)
             domain = "living" if any(entities[e]["domain"] == "living" for e in found) else "other"
             assigned[split].append({"shard": str(shard), "row": index, "domain": domain, "image_id": image_id,
                                     "entities": tuple(sorted(found))})
             used_queries.update(query_ids)
             used_entities.update(found)
             counts["rows"] += 1
-    assigned["train"], assigned["test_seen"] = hold_out_seen(assigned["train"], seen_test, seed)
+    if not counts["rows_in_released_splits"]:  # a release's splits are its own
+        assigned["train"], assigned["test_seen"] = hold_out_seen(assigned["train"], seen_test, seed)
     for split, rows in assigned.items():
         for row in rows:
             counts[f"rows_{row['domain']}_{split}"] += 1
@@ -124,7 +131,7 @@ def prepare(
             pq.write_table(pa.Table.from_pylist(rows, schema=_ASSIGNED), out / f"{split}.parquet")
         else:
             (out / f"{split}.parquet").unlink(missing_ok=True)
-            if split not in ("train", "test_seen") and counts["rows"]:
+            if split not in ("train", "test_seen") and counts["rows"] and not counts["rows_in_released_splits"]:
                 logger.warning("split %s is empty: a seeded hash drew none of %d entities for it; raise "
                                "build.%s_fraction or harvest more entities", split, len(used_entities), split)
     pq.write_table(pa.Table.from_pylist([entities[e] for e in sorted(used_entities)] or [], schema=_ENTITY), out / "entities.parquet")
@@ -180,7 +187,8 @@ _ENTITY = pa.schema([("id", pa.string()), ("name", pa.string()), ("aliases", pa.
                      ("natural_type_aliases", pa.list_(pa.string())), ("natural_type_description", pa.string())])
 _USE = pa.struct([("kind", pa.string()), ("entity_id", pa.string()), ("attribute", pa.string())])
 _QUERY = pa.schema([("query_id", pa.string()), ("text", pa.string()), ("uses", pa.list_(_USE))])
-_EXTRA = pa.schema([("canonical_url", pa.string()), ("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE))])
+_EXTRA = pa.schema([("canonical_url", pa.string()), ("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE)),
+                    ("alternatives", pa.list_(pa.string()))])
 
 
 def _unique(values: list[str | None]) -> list[str]:
@@ -239,7 +247,9 @@ class Lookups:
             "alt_texts": _unique([s.text for s in sources]),
             "queries": [dict(zip(("text", "kind", "entity_id", "attribute"), q)) for q in dict.fromkeys(queries)],
             "entities": [self.entities[e] for e in dict.fromkeys(entity_ids)],
-            "urls": _unique([stored.url] + [dup["url"] for dup in duplicates]),
+            # the stored image's URL first, then its alternatives (an import's other links), then duplicates'
+            "urls": _unique([stored.url, *stored.alternatives]
+                            + [url for dup in duplicates for url in [dup["url"], *(dup.get("alternatives") or [])]]),
             "page_urls": _unique([s.page_url for s in sources]),
             "engines": _unique([s.engine for s in sources]),
             "license": first.license if first else None,

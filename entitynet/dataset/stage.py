@@ -90,6 +90,10 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
                                                settings.exclude_distance, config.download)
     counts = prepare(run_dir.root, rows_dir, settings.validation_fraction, settings.test_fraction, settings.seed, excluded,
                      settings.seen_test_fraction)
+    if not counts.get("rows") and (run_dir.recorded_config("import").get("import") or {}).get("kind") == "url-list":
+        raise StageError(f"build: {run_dir.root} was imported from a URL list, and a URL list names no entities, which "
+                         f"every row of the dataset needs; its {counts.get('stored_images', 0)} images are in "
+                         f"{run_dir.path(layout.IMAGES)}/shard-*.parquet (image, url, sources with the caption as text)")
     if not counts.get("rows"):
         left_out = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != "stored_images") or "no stored images"
         raise StageError(f"build: none of the {counts.get('stored_images', 0)} stored images can be a row ({left_out}); "
@@ -135,22 +139,43 @@ def _swap_in(staging: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def provenance(made: dict[str, dict[str, Any]], stats: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+def provenance(made: dict[str, dict[str, Any]], stats: dict[str, dict[str, Any]],
+               imported: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     """One line per stage of what ran: from the settings it recorded (RUN/config/<stage>.yaml) and
-    its statistics; what a stage did not record (a run made by hand, or by an import) says so."""
+    its statistics; what a stage did not record (a run made by hand) says so. A run made by
+    ``entitynet import`` (``imported``: its statistics) says what it imported in place of kg..search."""
 
     def unknown(stage: str) -> str:
         return f"settings not recorded (RUN/config/{stage}.yaml)"
 
     kg, enrich, queries, search, download = (made[stage] for stage in ("kg", "enrich", "queries", "search", "download"))
     lines = []
-    if kg:
+    if imported is not None:
+        revision = f" at {imported['revision']}" if imported.get("revision") else ""
+        splits = ", ".join(f"{name} {count}" for name, count in imported.get("rows_per_split", {}).items())
+        what = "entities, natural types, queries, alt texts and splits as released" if imported.get("kind") == "release" else "URLs and captions"
+        lines.append(("imported", f"{imported.get('rows', 0)} rows of {imported.get('source')}{revision}"
+                                  f"{f' ({splits})' if splits else ''}: {what}"))
+    elif kg:
         sparql, wikidata = kg.get("sparql", {}), kg.get("wikidata", {})
         source = f"dump {Path(sparql['dump']).name}" if sparql.get("dump") else sparql.get("endpoint")
         lines.append(("knowledge graph", f"{', '.join(kg.get('sources', []))}; Wikidata from {source} "
                                          f"({wikidata.get('mode')} under {', '.join(wikidata.get('roots', []))})"))
     else:
         lines.append(("knowledge graph", f"{stats['kg'].get('entities', 'unknown number of')} entities; {unknown('kg')}"))
+    if imported is None:
+        lines += _harvest_provenance(enrich, queries, search, stats, unknown)
+    counted = (f"{stats['download']['stored']} stored of {stats['download'].get('urls', stats['download']['stored'])} URLs"
+               if "stored" in stats["download"] else "counts not recorded")
+    settings = (f"max side {download['max_side']}px {str(download['format']).upper()} q{download['quality']}" if download
+                else unknown("download"))
+    lines.append(("download", f"{settings}; {counted}" if download else f"{counted}; {settings}"))
+    return lines
+
+
+def _harvest_provenance(enrich: dict[str, Any], queries: dict[str, Any], search: dict[str, Any],
+                        stats: dict[str, dict[str, Any]], unknown: Any) -> list[tuple[str, str]]:
+    lines = []
     if enrich:
         attributes = enrich.get("attributes", {})
         lines.append(("natural types", f"{enrich.get('natural_type', {}).get('chooser')} chooser"))
@@ -161,11 +186,6 @@ def provenance(made: dict[str, dict[str, Any]], stats: dict[str, dict[str, Any]]
     engine = search.get("engine") or stats["search"].get("engine")
     lines.append(("image search", f"{engine}, {search['per_query']} per query" if search else
                   f"{engine}; {unknown('search')}" if engine else unknown("search")))
-    counted = (f"{stats['download']['stored']} stored of {stats['download'].get('urls', stats['download']['stored'])} URLs"
-               if "stored" in stats["download"] else "counts not recorded")
-    settings = (f"max side {download['max_side']}px {str(download['format']).upper()} q{download['quality']}" if download
-                else unknown("download"))
-    lines.append(("download", f"{settings}; {counted}" if download else f"{counted}; {settings}"))
     return lines
 
 
@@ -178,14 +198,16 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
     download = states["download"].get("stats", {})
     download_config = made["download"]
     enrich = made["enrich"]
-    harvested_with = states["kg"].get("versions") or {}
+    imported = run_dir.state("import")  # a run made by `entitynet import` instead of kg..search
+    harvested_with = (imported or states["kg"]).get("versions") or {}
     built_with = package_versions()
     synthetic = run_dir.path(layout.DEMO_MARKER).exists()  # written by `entitynet demo`, whose images are drawn
     return {
         "summary": f"{counts.get('rows', 0)} images of {'living things' if config.domain == 'livingthings' else 'entities of all domains'}, "
                    "each with the alt texts, search queries and knowledge-graph entities that found it.",
         "synthetic": synthetic,
-        "provenance": provenance(made, {stage: state.get("stats", {}) for stage, state in states.items()}),
+        "provenance": provenance(made, {stage: state.get("stats", {}) for stage, state in states.items()},
+                                 imported["stats"] if imported else None),
         "homepage": config.build.homepage,
         "versions": built_with,  # of this build; the harvest's follow when they differ
         "harvest_versions": {k: v for k, v in harvested_with.items() if built_with.get(k) != v},
@@ -194,7 +216,8 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
         "excluded": counts.get("excluded_near_evaluation_images", 0),
         "exclude_distance": config.build.exclude_distance,
         "max_side": download_config.get("max_side", config.download.max_side),
-        "enrich_method": f"natural types: {enrich.get('natural_type', {}).get('chooser', 'kg')}; "
+        "enrich_method": "as the imported release has them" if imported else
+                         f"natural types: {enrich.get('natural_type', {}).get('chooser', 'kg')}; "
                          f"attributes: {enrich.get('attributes', {}).get('backend', 'kg')}",
         "evaluation_images": evaluation["evaluation_images"],
         "evaluation_unreadable": evaluation["evaluation_images_unreadable"],

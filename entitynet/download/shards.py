@@ -1,8 +1,9 @@
 """Shards: the unit of download work, of output and of resume.
 
-The plan groups the candidates by URL (one fetch per URL, every query and alt text that found it
-kept as a source) in order of first appearance and cuts them into shards of ``urls_per_shard``;
-it is written once to RUN/cache/download/plan/shard-NNNNN.parquet. A worker turns one plan file
+The plan (plan.py) groups the candidates by URL and cuts them into shards of ``urls_per_shard``,
+written once to RUN/cache/download/plan/shard-NNNNN.parquet. A URL may come with alternatives
+(``entitynet import``: a release's other links to the same picture): they are tried in order
+when it fails, and the first that gives an image is the image. A worker turns one plan file
 into RUN/images/shard-NNNNN.parquet (stored images), shard-NNNNN.failures.parquet (every URL
 that did not make it, with its reason) and, last, shard-NNNNN.json (counts, bytes, seconds): the
 JSON is the shard's completion marker, so a shard is either finished or redone from scratch.
@@ -19,7 +20,7 @@ import json
 import threading
 import time
 import urllib.parse
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -32,15 +33,14 @@ import pyarrow.parquet as pq
 
 from entitynet import layout
 from entitynet.config import DownloadConfig
-from entitynet.download.fetch import TRANSIENT, Fetcher
-from entitynet.download.images import process
+from entitynet.download.fetch import TRANSIENT, Fetched, Fetcher
+from entitynet.download.images import Processed, process
+from entitynet.http import display_url
 from entitynet.records import Failure, PlannedUrl, StoredImage
-from entitynet.rundir import atomic_path, write_text_atomic
+from entitynet.rundir import write_text_atomic
 from entitynet.tables import (
     FAILURE_SCHEMA,
     IMAGE_SCHEMA,
-    PLAN_SCHEMA,
-    SOURCE_FIELDS,
     RecordWriter,
     current_images,
     failure_to_row,
@@ -50,29 +50,6 @@ from entitynet.tables import (
 )
 
 IMAGES_PER_ROW_GROUP = 32  # a few MB of JPEGs: what a writer holds before it flushes
-
-
-def make_plan(candidate_parts: list[Path], plan_dir: Path, urls_per_shard: int) -> int:
-    """Write the plan files; returns the number of shards. Deterministic for the same candidates."""
-    tables = [pq.read_table(part) for part in candidate_parts]
-    plan_dir.mkdir(parents=True, exist_ok=True)
-    if not tables or not sum(t.num_rows for t in tables):
-        return 0
-    table = pa.concat_tables(tables, promote_options="default").combine_chunks()
-    table = table.append_column("order", pa.array(range(table.num_rows), pa.int64()))
-    first = table.group_by("url", use_threads=False).aggregate([("order", "min")]).sort_by("order_min")
-    position = {url: index for index, url in enumerate(first.column("url").to_pylist())}
-    sources: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in table.select(["url", *SOURCE_FIELDS]).to_pylist():
-        sources[position[row.pop("url")]].append(row)
-    urls = first.column("url").to_pylist()
-    shards = (len(urls) + urls_per_shard - 1) // urls_per_shard
-    for number in range(shards):
-        chunk = range(number * urls_per_shard, min(len(urls), (number + 1) * urls_per_shard))
-        rows = [{"url": urls[i], "sources": sources[i]} for i in chunk]
-        with atomic_path(plan_dir / layout.shard_images(number)) as temporary:
-            pq.write_table(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), temporary)
-    return shards
 
 
 @dataclass(frozen=True)
@@ -226,23 +203,52 @@ class ShardWorker:
                 yield outputs.pop(result.shard).finish()
 
     def _one(self, shard: int, position: int, planned: PlannedUrl) -> _Result:
-        url = planned.url
+        """The planned URL, else its alternatives in order (an import's other links to the same
+        picture): the first link that gives an image is stored, the others stay as its
+        alternatives; when none does, one failure says what happened to each."""
+        links = [planned.url, *planned.alternatives]
+        failures: list[Failure] = []
+        fetched_bytes = 0
+        for link in links:
+            outcome, size = self._attempt(link, shard)
+            fetched_bytes += size
+            if isinstance(outcome, Failure):
+                failures.append(outcome)
+                continue
+            fetched, image = outcome
+            stored = StoredImage(
+                image_id=image.sha256, image=image.data, width=image.width, height=image.height,  # type: ignore[arg-type]
+                original_width=image.original_width, original_height=image.original_height, dhash=image.dhash,
+                source_format=fetched.format, url=link, final_url=fetched.final_url, sources=planned.sources,
+                position=position, alternatives=[other for other in links if other != link],
+            )
+            return _Result(shard, position, planned.url, stored, None, fetched_bytes)
+        failure = failures[0] if len(failures) == 1 else _every_link_failed(planned.url, failures, shard)
+        return _Result(shard, position, planned.url, None, failure, fetched_bytes)
+
+    def _attempt(self, url: str, shard: int) -> tuple[tuple[Fetched, Processed] | Failure, int]:
+        """One link: fetched and processed, or why not; and the bytes fetched."""
         with self.limits(url):
             fetched = self.fetcher.fetch(url)
         if not fetched.ok:
-            failure = _failure(url, fetched.reason or "connection", fetched.detail, fetched.status, fetched.attempts, shard)
-            return _Result(shard, position, url, None, failure, 0)
+            return _failure(url, fetched.reason or "connection", fetched.detail, fetched.status, fetched.attempts, shard), 0
         size = len(fetched.data)  # type: ignore[arg-type]
         image = process(fetched.data, self.config, fetched.format)  # type: ignore[arg-type]
         if not image.ok:
-            failure = _failure(url, image.reason or "corrupt_image", image.detail, fetched.status, fetched.attempts, shard)
-            return _Result(shard, position, url, None, failure, size)
-        stored = StoredImage(
-            image_id=image.sha256, image=image.data, width=image.width, height=image.height,  # type: ignore[arg-type]
-            original_width=image.original_width, original_height=image.original_height, dhash=image.dhash,
-            source_format=fetched.format, url=url, final_url=fetched.final_url, sources=planned.sources, position=position,
-        )
-        return _Result(shard, position, url, stored, None, size)
+            return _failure(url, image.reason or "corrupt_image", image.detail, fetched.status, fetched.attempts, shard), size
+        return (fetched, image), size
+
+
+def _every_link_failed(url: str, failures: list[Failure], shard: int) -> Failure:
+    """One failure for a URL and its alternatives, under the planned URL (what --retry-failures
+    refetches, all links again). Its reason is the first transient one, if any link failed for a
+    transient reason (so a retry is worth it), else the first link's; the detail names every link's."""
+    transient = [failure for failure in failures if failure.transient]
+    reason = (transient or failures)[0].reason
+    detail = "; ".join(f"link {index}/{len(failures)} {display_url(f.url)}: {f.reason} ({f.detail})"
+                       for index, f in enumerate(failures, 1))
+    return Failure(url, "download", reason, detail[:1000], failures[-1].status, sum(f.attempts for f in failures),
+                   shard, bool(transient))
 
 
 def run_shards(jobs: list[ShardJob]) -> list[dict[str, Any]]:

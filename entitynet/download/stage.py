@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 from entitynet import layout, pipeline
 from entitynet.config import Config, DownloadConfig
 from entitynet.download.dedup import find_duplicates
+from entitynet.download.plan import make_plan
 from entitynet.download.shards import (
     ShardJob,
     ShardWorker,
-    make_plan,
     run_shards,
     shard_done,
     transient_failures,
