@@ -56,6 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"entitynet {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Under `accelerate launch` the stages share one process group (the trainer's and the
+    pipeline's barriers); it ends with the command, not with the trainer."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def build_parser() -> argparse.ArgumentParser:

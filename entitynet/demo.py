@@ -181,7 +181,6 @@ def demo_config(run: RunDir, size: str, port: int, train: bool = True) -> Config
         "build.sample_images=12",
         "build.validation_fraction=0.2",  # few entities: larger held-out fractions so no split is empty
         "build.test_fraction=0.2",
-        "build.seen_test_fraction=0.25",  # held-out images of trained entities: does the model learn at all?
         f"train.enabled={str(train).lower()}",
         f"train.set=[{', '.join(TRAIN[size])}]",
         "eval.max_images=1000",

@@ -27,6 +27,7 @@ RUN/
   run.json                              the layout version that made this folder
   export/webdataset/                    export (default place)
   config/<stage>.yaml                   the resolved configuration a stage ran with
+  config/run.yaml                       the whole configuration of the last `entitynet run` (or demo)
   stages/<stage>.json                   a stage's completion mark: fingerprint, versions, statistics
   cache/<stage>/                        what lets a stage resume (pages, answers, the download plan)
   demo.json, demo-pool/                 made by `entitynet demo` only (marker, pool)
@@ -49,6 +50,7 @@ MODEL = "model"  # train: the trainer's output_dir is RUN itself, so model/, che
 CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 SUMMARY = "summary.json"
+RUN_CONFIG = "run.yaml"  # in CONFIG: the whole configuration of the last `entitynet run` / demo
 # The run directory's own version: a folder made by an incompatible layout is refused, not mixed.
 RUN_MARKER = "run.json"
 LAYOUT_VERSION = 2

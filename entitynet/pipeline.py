@@ -250,8 +250,12 @@ def _barrier(config: Config, run_dir: RunDir) -> Callable[[], None]:
     from datetime import timedelta
 
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     from entitynet.training.stage import train_config
 
     minutes = train_config(config, run_dir).process_group_timeout
-    return PartialState(timeout=timedelta(minutes=minutes)).wait_for_everyone
+    # The first PartialState fixes the process group for the whole process: without cpu= from the
+    # launcher's ACCELERATE_USE_CPU it would be a one-process state on CPU machines (no barrier at all).
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU")
+    return PartialState(cpu=cpu, timeout=timedelta(minutes=minutes)).wait_for_everyone

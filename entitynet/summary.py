@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import yaml
+
 from entitynet import layout, pipeline
 from entitynet.config import Config
 from entitynet.rundir import RunDir, StageResult, write_text_atomic
+from entitynet.typed_config import to_dict
 
 MEANING = {
     "seen_entities": "held-out images of entities the model trained on (what it learnt)",
@@ -50,8 +53,12 @@ def collect(config: Config, run_dir: RunDir, results: dict[str, StageResult]) ->
 
 
 def write(config: Config, run_dir: RunDir, results: dict[str, StageResult]) -> dict[str, Any]:
+    """RUN/summary.json, and RUN/config/run.yaml: the whole configuration the run was made with,
+    which ``entitynet run --config RUN/config/run.yaml --run RUN`` takes again (every finished
+    stage is then skipped)."""
     summary = collect(config, run_dir, results)
     write_text_atomic(run_dir.path(layout.SUMMARY), json.dumps(summary, indent=2, default=str) + "\n")
+    write_text_atomic(run_dir.path(layout.CONFIG) / layout.RUN_CONFIG, yaml.safe_dump(to_dict(config), sort_keys=False))
     return summary
 
 

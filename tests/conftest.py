@@ -57,6 +57,30 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def accelerate_launch(arguments: list[str], seconds: float, environment: dict[str, str] | None = None
+                      ) -> subprocess.CompletedProcess[str]:
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU processes: its output, or the
+    test fails after ``seconds`` with every process it started stopped (a rank left waiting at a
+    barrier would otherwise outlive the test)."""
+    import signal
+
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    if launcher is None:
+        skip_or_fail("accelerate is not installed (pip install 'entitynet[train]')")
+    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", *arguments]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **(environment or {})}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as process:
+        try:
+            out, err = process.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            pytest.fail(f"accelerate launch did not finish in {seconds:.0f}s:\n{out[-2000:]}\n{err[-4000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run made by ``entitynet demo --size small`` (README's main job, smaller): its dataset

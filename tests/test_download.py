@@ -348,20 +348,13 @@ def test_two_ranks_take_alternate_shards_and_rank_0_merges(host, tmp_path):
 
 @pytest.mark.slow
 def test_accelerate_launch_splits_the_shards_across_two_ranks(host, tmp_path):
-    import shutil
+    from conftest import accelerate_launch
 
-    from conftest import skip_or_fail
-
-    launcher = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
-    if not Path(launcher).exists():
-        skip_or_fail("accelerate is not installed (pip install 'entitynet[train]')")
     server = host()
     urls = [f"{server.base}/gen/{240 + i}x180/{i}.jpg" for i in range(20)]
     run = searched_run(tmp_path / "run", urls)
-    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "-m", "entitynet", "-q", "download", "--run", str(run.root), "--config", "demo",
-               *LOOPBACK_ONLY, "--set", "download.urls_per_shard=5"]
-    done = subprocess.run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300)
+    done = accelerate_launch(["-m", "entitynet", "-q", "download", "--run", str(run.root), "--config", "demo",
+                              *LOOPBACK_ONLY, "--set", "download.urls_per_shard=5"], seconds=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[:6000]
     assert "rank 0 merges" in done.stdout  # the other rank left the merge to rank 0
     assert json.loads(run.marker("download").read_text())["stats"]["stored"] == 20

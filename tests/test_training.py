@@ -245,17 +245,11 @@ def test_accumulation_keeps_the_contrastive_batch_whole(demo_run, tmp_path):
 def test_a_real_accelerate_launch_logs_the_grad_norm_of_one_process(demo_run, tmp_path):
     """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2`, batch 4, against one
     process with batch 8: step 1's gradient norm (before clipping, clipping active) agrees."""
-    import os
-    import shutil
+    from conftest import accelerate_launch
 
-    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
-    assert launcher, "accelerate's launcher is installed with the train extra"
     common = ["-m", "entitynet.training.train", "--config", "tiny", "--dataset", str(demo_run / "dataset"),
               "--max-steps", "1", "--set", "log_every=1"]
-    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-               "no", "--dynamo_backend", "no", *common, "--output-dir", str(tmp_path / "two"), "--set", "batch_size=4"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+    done = accelerate_launch([*common, "--output-dir", str(tmp_path / "two"), "--set", "batch_size=4"], seconds=300)
     assert done.returncode == 0, done.stderr[-4000:]
     trainer.train(tiny(demo_run, tmp_path / "one", "max_steps=1", "batch_size=8"))
     (two,), (one,) = metrics(tmp_path / "two"), metrics(tmp_path / "one")

@@ -6,6 +6,7 @@ evaluation; a rerun after a crash or kill -9 resumes from the newest checkpoint.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from entitynet import layout, pipeline
@@ -49,15 +50,18 @@ def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
         except (trainer.DataError, trainer.ResumeMismatch) as error:
             raise TrainingFailed(f"train: {error}") from None
         history = outcome["history"]
-        return {"steps": outcome["step"], "model": str(run_dir.path(layout.MODEL)),
+        return {"steps": outcome["step"], "processes": outcome["processes"], "model": str(run_dir.path(layout.MODEL)),
                 "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
                 "final_eval": {k: v for k, v in outcome["metrics"].items() if isinstance(v, (int, float)) or v is None}}
 
-    return pipeline.stage(STAGE).run_once(run_dir, {"train": settings}, work, force)
+    # the dataset and output are RUN's own: a run directory that moved is the same experiment
+    placed = replace(settings, dataset=layout.DATASET, output_dir=".")
+    return pipeline.stage(STAGE).run_once(run_dir, {"train": placed}, work, force)
 
 
 def summary(stats: dict[str, Any]) -> str:
     loss = ""
     if stats.get("loss_first") is not None:
         loss = f", loss {stats['loss_first']:.3f} -> {stats['loss_last']:.3f}"
-    return f"  {stats.get('steps', 0)} steps{loss}; the model: {stats.get('model')}"
+    processes = f" on {stats['processes']} processes" if stats.get("processes", 1) > 1 else ""
+    return f"  {stats.get('steps', 0)} steps{processes}{loss}; the model: {stats.get('model')}"

@@ -32,7 +32,7 @@ from typing import Any
 
 import datasets
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, TorchDynamoPlugin, set_seed
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -410,8 +410,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         finish(output / "model", unwrapped, tokenizer, processor, config, metrics, history)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return {"step": state["step"], "metrics": metrics, "history": history, "main": accelerator.is_main_process}
+    for tracker in accelerator.trackers:  # not end_training(): the process group outlives train() (`entitynet run` evaluates next)
+        tracker.finish()
+    return {"step": state["step"], "metrics": metrics, "history": history, "main": accelerator.is_main_process,
+            "processes": accelerator.num_processes}
 
 
 def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any], keep: int) -> None:
@@ -510,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_train_config(args.config, args.set, flags)
         result = train(config)
+        PartialState().destroy_process_group()
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

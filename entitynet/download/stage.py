@@ -162,9 +162,8 @@ def run(config: Config, run_dir: RunDir, force: bool = False, retry_failures: bo
         return download_shards(config.download, run_dir, plan_key, retry_failures)
 
     rank, _ = rank_and_world()
-    if rank != 0:  # other ranks only do their share; rank 0 marks the stage
-        stats = work()
-        return StageResult(STAGE, False, 0.0, stats)
+    if rank != 0 and retry_failures:  # rank 0 resets the mark: the others do their share of the retry
+        return StageResult(STAGE, False, 0.0, work())
     if retry_failures and run_dir.state(STAGE) is not None:
         run_dir.reset(STAGE, keep_cache=True)  # same settings, same plan: only failed URLs are fetched again
     return entry.run_once(run_dir, settings, work, force)

@@ -1,0 +1,105 @@
+"""``entitynet run`` to the end: bad configuration stops before any work, the mini preset is
+accepted by every stage offline, a finished run is taken again from RUN/config/run.yaml, and the
+same command under ``accelerate launch`` trains and evaluates on two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import accelerate_launch
+
+from entitynet import pipeline
+from entitynet.cli import main
+from entitynet.config import load_config
+from entitynet.rundir import RunDir
+
+
+def nothing_written(run: Path) -> bool:
+    return not run.exists() or not any(p.name != "run.json" for p in run.iterdir())
+
+
+@pytest.mark.parametrize("arguments, code, message", [
+    (["--until", "bogus"], 2, "invalid choice: 'bogus'"),
+    (["--set", "kg.sparql.endpoint="], 2, "kg.sparql.endpoint: must be one of qlever, wdqs or an http(s) URL"),
+    (["--set", "search.engine=google"], 1, "needs the environment variables GOOGLE_API_KEY, GOOGLE_CSE_ID"),
+    (["--set", "train.set=[batch_size=1]"], 2, "batch_size: a contrastive batch needs at least 2 images"),
+    (["--set", "train.config=no-such-preset"], 2, "no-such-preset: no such file, nor a shipped training config"),
+])
+def test_bad_configuration_stops_before_any_work(tmp_path, capsys, monkeypatch, arguments, code, message):
+    for name in ("GOOGLE_API_KEY", "GOOGLE_CSE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    run = tmp_path / "run"
+    try:
+        status = main(["run", "--run", str(run), "--config", "livingthings-mini", *arguments])
+    except SystemExit as exit:  # argparse refuses an unknown stage itself
+        status = exit.code
+    assert status == code
+    assert message in capsys.readouterr().err
+    assert nothing_written(run)
+
+
+def test_a_run_directory_of_another_layout_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"layout": 1, "entitynet": "0.0.1"}))
+    assert main(["run", "--run", str(run), "--config", "livingthings-mini"]) == 1
+    error = capsys.readouterr().err
+    assert "made by entitynet 0.0.1 (run-directory layout 1)" in error and "use another --run" in error
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+
+
+def test_the_mini_preset_is_accepted_by_every_stage_offline(tmp_path):
+    """It cannot run here (QLever, Commons): its configuration loads, every stage's check passes,
+    and what each stage builds from it is what the preset promises."""
+    from entitynet.training.stage import train_config
+
+    config = load_config("livingthings-mini")
+    run = RunDir(tmp_path / "run")
+    pipeline.preflight(config, run, pipeline.STAGES)
+    assert config.kg.sparql.endpoint_url.startswith("https://") and config.search.engine == "commons"
+    assert config.kg.sources == ["wikidata", "wordnet"] and config.train.enabled and config.eval.enabled
+    # about a thousand images: queries x candidates per query
+    assert 800 <= config.search.max_queries * config.search.per_query <= 1500
+    trainer = train_config(config, run)
+    assert trainer.model.preset == "tiny" and trainer.max_steps == 1500 and trainer.dataset_config == "livingthings"
+    assert Path(trainer.dataset) == run.path("dataset") and Path(trainer.output_dir) == run.root
+    assert [entry.name for entry in pipeline.STAGES if entry.enabled(config)] == [
+        "kg", "enrich", "queries", "search", "download", "build", "train", "eval"]
+
+
+def test_a_finished_run_is_taken_again_from_its_config(demo_run, tmp_path, capsys):
+    """RUN/config/run.yaml is the whole configuration: `entitynet run` with it skips every stage
+    and writes the summary again."""
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run, copy, ignore=shutil.ignore_patterns("cache"))
+    assert main(["run", "--config", str(copy / "config" / "run.yaml"), "--run", str(copy)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("already complete") >= 8 and "seen_entities: top-1" in printed
+    assert json.loads((copy / "summary.json").read_text())["evaluations"]["seen_entities"]["images"] > 0
+
+
+@pytest.mark.slow
+def test_entitynet_run_under_accelerate_launch_trains_and_evaluates_on_two_processes(demo_run, tmp_path):
+    """The data stages finished, `accelerate launch --num_processes 2 -m entitynet run` passes them by
+    on both processes, trains on both and evaluates: the summary and the model are there."""
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run, copy, ignore=shutil.ignore_patterns("cache", "model", "checkpoints", "logs", "eval",
+                                                                  "tokenizer", "summary.json"))
+    for stage in ("train", "eval"):
+        (copy / "stages" / f"{stage}.json").unlink()
+    done = accelerate_launch(["-m", "entitynet", "run", "--config", str(copy / "config" / "run.yaml"), "--run", str(copy),
+                              "--set", "train.set=[max_steps=20, batch_size=8, checkpoint_every=10]"], seconds=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    summary = json.loads((copy / "summary.json").read_text())
+    assert {s["name"]: s["status"] for s in summary["stages"]}["train"] == "done"
+    assert json.loads((copy / "stages" / "train.json").read_text())["stats"]["processes"] == 2
+    assert done.stderr.count("step 20/20") == 1  # one process group of two: the main process logs
+    assert (copy / "model" / "model.safetensors").is_file() and summary["evaluations"]["seen_entities"]["images"] > 0
+    assert done.stdout.count("Summary (also in") == 1  # the main process reports, once
