@@ -335,16 +335,20 @@ def _add_eval(commands: Any) -> None:
 
 def _add_demo(commands: Any) -> None:
     parser = commands.add_parser(
-        "demo", help="The whole flow offline on the bundled sample, with synthetic images, then a tiny CLIP; under a minute.",
+        "demo", help="The whole flow offline on the bundled sample, with synthetic images, then a tiny CLIP and its "
+        "evaluation; a few minutes on a CPU.",
         description="Run every stage offline: the bundled sample of Wikidata (and WordNet if installed), "
         "natural types, attributes, queries, a demo pool of SYNTHETIC images served on 127.0.0.1, the real "
-        "downloader, the dataset (both configs) and its card.",
+        "downloader, the dataset (both configs) and its card, then a tiny CLIP trained on it and evaluated on "
+        "entities it saw and entities it never saw.",
     )
     parser.add_argument("--out", default="entitynet-demo", metavar="DIR", help="run directory (default ./entitynet-demo)")
     parser.add_argument("--size", choices=["small", "full"], default="full", help="small: fewer entities, Wikidata only (for tests)")
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--no-train", dest="train", action="store_false",
                         help="stop after the dataset (by default a tiny CLIP is trained on it when entitynet[train] is installed)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the training seed (another one trains and evaluates again on the same dataset)")
     _add_verbosity(parser, default=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_demo)
 
@@ -392,6 +396,9 @@ def _add_run(commands: Any) -> None:
         Config,
         "",
     )
+    parser.add_argument("--from", dest="first", choices=pipeline.names(), metavar="STAGE",
+                        help="start at this stage (the ones before it must have finished); with --force, redo "
+                        "only it and the stages after it, e.g. --from train --force trains again")
     parser.add_argument("--until", choices=pipeline.names(), help="stop after this stage")
     parser.set_defaults(handler=_run_all)
 
@@ -533,7 +540,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(stage.summary(result.stats))
 
     print("entitynet demo: offline, on the bundled sample; the images are SYNTHETIC drawings, not photographs.")
-    made = run_demo(run.root, args.size, args.force, report, train=args.train)
+    made = run_demo(run.root, args.size, args.force, report, train=args.train, seed=args.seed)
     print("\n" + "\n".join(summary.lines(made)))
     if made["evaluations"]:
         print("\n" + EXPLANATION)
@@ -586,7 +593,7 @@ def _run_all(args: argparse.Namespace) -> int:
         results[stage.name] = result
         _report(stage, result, run)
 
-    pipeline.run_stages(config, run, pipeline.stages(last=args.until), args.force, report)
+    pipeline.run_stages(config, run, pipeline.stages(first=args.first, last=args.until), args.force, report)
     if rank_and_world()[0] == 0:
         print("\n" + "\n".join(summary.lines(summary.write(config, run, results))))
     return 0

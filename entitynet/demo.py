@@ -156,7 +156,7 @@ def write_pool(run: RunDir, port: int, count: int, per_entity: int) -> dict[str,
     return {"none": "scenery", **{e.id: types.get(e.id, "thing") for e in entities}}
 
 
-def demo_config(run: RunDir, size: str, port: int, train: bool = True) -> Config:
+def demo_config(run: RunDir, size: str, port: int, train: bool = True, seed: int = 0) -> Config:
     count, per_entity, sources = SIZES[size]
     if "wordnet" in sources:
         from entitynet.kg.wordnet import WordNetMissing, load_wordnet
@@ -182,7 +182,7 @@ def demo_config(run: RunDir, size: str, port: int, train: bool = True) -> Config
         "build.validation_fraction=0.2",  # few entities: larger held-out fractions so no split is empty
         "build.test_fraction=0.2",
         f"train.enabled={str(train).lower()}",
-        f"train.set=[{', '.join(TRAIN[size])}]",
+        f"train.set=[{', '.join([*TRAIN[size], f'seed={seed}'])}]",
         "eval.max_images=1000",
     ])
 
@@ -197,7 +197,8 @@ def train_extra_installed() -> bool:
 
 
 def run_demo(out: Path, size: str = "full", force: bool = False,
-             report: Callable[[pipeline.Stage, StageResult], None] | None = None, train: bool = True) -> dict[str, Any]:
+             report: Callable[[pipeline.Stage, StageResult], None] | None = None, train: bool = True,
+             seed: int = 0) -> dict[str, Any]:
     """Run every stage into ``out``, the pool's picture server running for search and download;
     returns the run's summary (also written to RUN/summary.json)."""
     run = RunDir(out)
@@ -210,10 +211,10 @@ def run_demo(out: Path, size: str = "full", force: bool = False,
         for entry in pipeline.stages(first="search"):
             run.reset(entry.name)
     write_text_atomic(marker, json.dumps({
-        "port": port, "size": size,
+        "port": port, "size": size, "seed": seed,
         "note": "made by `entitynet demo`: the images are synthetic drawings, not photographs",
     }, indent=2) + "\n")
-    config = demo_config(run, size, port, train)
+    config = demo_config(run, size, port, train, seed)
     count, per_entity, _ = SIZES[size]
     results: dict[str, StageResult] = {}
 
@@ -226,5 +227,7 @@ def run_demo(out: Path, size: str = "full", force: bool = False,
     types = write_pool(run, port, count, per_entity)
     with PictureServer(types, port):  # search and download fetch from it
         pipeline.run_stages(config, run, pipeline.stages("search", "download"), force, told)
-    pipeline.run_stages(config, run, pipeline.stages(first="build"), force, told)
+    pipeline.run_stages(config, run, pipeline.stages("build", "build"), force, told)
+    retrain = force or known.get("seed", 0) != seed  # another training seed: the same dataset, a new model
+    pipeline.run_stages(config, run, pipeline.stages(first="train"), retrain, told)
     return summary.write(config, run, results)

@@ -216,15 +216,15 @@ def run_stages(
     chosen = [entry for entry in chosen if entry.enabled(config) and entry.name not in replaced]
     preflight(config, run_dir, chosen)
     rank, world = rank_and_world()
-    barrier = _barrier(config, run_dir) if world > 1 else None
+    wait = barrier(config, run_dir) if world > 1 else None
     results = []
     for entry in chosen:
-        if world > 1 and rank != 0 and not entry.everywhere:
-            barrier()
+        if wait is not None and rank != 0 and not entry.everywhere:
+            wait()
             continue
         result = entry.run(config, run_dir, force)
-        if barrier is not None:
-            barrier()
+        if wait is not None:
+            wait()
         if report is not None and rank == 0:
             report(entry, result)
         results.append(result)
@@ -243,7 +243,7 @@ def preflight(config: Config, run_dir: RunDir, chosen: Iterable[Stage]) -> None:
             check(config, run_dir)
 
 
-def _barrier(config: Config, run_dir: RunDir) -> Callable[[], None]:
+def barrier(config: Config, run_dir: RunDir) -> Callable[[], None]:
     """Accelerate's process group (the one the trainer then uses), with the trainer's timeout
     (``process_group_timeout``): the other processes wait there while the main one runs a stage
     of its own."""

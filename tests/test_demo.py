@@ -75,6 +75,22 @@ def test_a_second_demo_run_redoes_nothing_and_stops_its_server(demo_run, capsys)
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_another_seed_trains_and_evaluates_again_on_the_same_dataset(demo_run, capsys):
+    """--seed 1 retrains on the same dataset; --seed 0 again gives back the first model exactly."""
+    dataset = (demo_run / "stages" / "build.json").read_text()
+    weights = (demo_run / "model" / "model.safetensors").read_bytes()
+    try:
+        assert main(["demo", "--out", str(demo_run), "--size", "small", "--seed", "1"]) == 0
+        printed = capsys.readouterr().out
+        assert "build: already complete" in printed and "train: done" in printed and "eval: done" in printed
+        assert (demo_run / "stages" / "build.json").read_text() == dataset
+        assert (demo_run / "model" / "model.safetensors").read_bytes() != weights
+        assert "seed=1" in (demo_run / "config" / "run.yaml").read_text()
+    finally:  # the session's demo is put back as it was, for the tests after this one
+        assert main(["demo", "--out", str(demo_run), "--size", "small"]) == 0
+    assert (demo_run / "model" / "model.safetensors").read_bytes() == weights
+
+
 def test_the_cards_link_only_to_what_exists_and_say_what_ran(demo_run):
     cards = [demo_run / "dataset" / "README.md", demo_run / "model" / "README.md"]
     for card in cards:

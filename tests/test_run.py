@@ -31,10 +31,15 @@ def nothing_written(run: Path) -> bool:
     (["--set", "search.engine=google"], 1, "needs the environment variables GOOGLE_API_KEY, GOOGLE_CSE_ID"),
     (["--set", "train.set=[batch_size=1]"], 2, "batch_size: a contrastive batch needs at least 2 images"),
     (["--set", "train.config=no-such-preset"], 2, "no-such-preset: no such file, nor a shipped training config"),
+    (["--set", "train.config=livingthings-vit-b-32"], 1,  # HF_HUB_OFFLINE=1 (conftest), an empty Hub cache
+     "train: model.tokenizer openai/clip-vit-base-patch32 is neither a folder nor in the Hub cache"),
 ])
 def test_bad_configuration_stops_before_any_work(tmp_path, capsys, monkeypatch, arguments, code, message):
+    import huggingface_hub.constants
+
     for name in ("GOOGLE_API_KEY", "GOOGLE_CSE_ID"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
     run = tmp_path / "run"
     try:
         status = main(["run", "--run", str(run), "--config", "livingthings-mini", *arguments])
@@ -83,6 +88,29 @@ def test_a_finished_run_is_taken_again_from_its_config(demo_run, tmp_path, capsy
     printed = capsys.readouterr().out
     assert printed.count("already complete") >= 8 and "seen_entities: top-1" in printed
     assert json.loads((copy / "summary.json").read_text())["evaluations"]["seen_entities"]["images"] > 0
+
+
+def test_from_train_with_force_trains_again_and_leaves_the_data_stages_alone(demo_run, tmp_path, capsys):
+    """`--from train --force` with another seed: a new model from scratch (the old experiment's
+    checkpoints are discarded, not refused), a new evaluation; the data stages are not touched."""
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run, copy, ignore=shutil.ignore_patterns("cache"))
+    before = {name: (copy / "stages" / f"{name}.json").read_text() for name in ("download", "build", "train")}
+    old_model = (copy / "model" / "model.safetensors").read_bytes()
+    assert main(["run", "--config", str(copy / "config" / "run.yaml"), "--run", str(copy), "--from", "train", "--force",
+                 "--set", "train.set=[max_steps=6, batch_size=8, checkpoint_every=3, seed=7]"]) == 0
+    printed = capsys.readouterr().out
+    assert "train: done" in printed and "eval: done" in printed and "kg:" not in printed
+    after = {name: (copy / "stages" / f"{name}.json").read_text() for name in before}
+    assert after["download"] == before["download"] and after["build"] == before["build"] and after["train"] != before["train"]
+    assert json.loads(after["train"])["stats"]["steps"] == 6
+    assert (copy / "model" / "model.safetensors").read_bytes() != old_model
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+
+
+def test_from_a_stage_whose_inputs_are_missing_says_what_to_run_first(tmp_path, capsys):
+    assert main(["run", "--config", "demo", "--run", str(tmp_path / "run"), "--from", "train"]) == 1
+    assert "has no finished build stage" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -6,12 +6,13 @@ evaluation; a rerun after a crash or kill -9 resumes from the newest checkpoint.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from typing import Any
 
 from entitynet import layout, pipeline
 from entitynet.config import Config
-from entitynet.rundir import RunDir, StageError, StageResult
+from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world
 from entitynet.typed_config import ConfigError
 
 STAGE = "train"
@@ -35,8 +36,27 @@ def train_config(config: Config, run_dir: RunDir) -> Any:
 
 
 def check(config: Config, run_dir: RunDir) -> None:
-    """Before any stage runs: the trainer's configuration loads."""
-    train_config(config, run_dir)
+    """Before any stage runs: the trainer's configuration loads, and what it names on the Hub can
+    be had (offline: it is in the cache), so a run does not crawl for hours to fail at training."""
+    settings = train_config(config, run_dir)
+    wanted = {"model.init_from": (settings.model.init_from, "config.json"),
+              "model.tokenizer": (settings.model.tokenizer, "tokenizer_config.json")}
+    for key, (name, file) in wanted.items():
+        if name and not hub_file_available(name, file):
+            raise TrainingFailed(
+                f"train: {key} {name} is neither a folder nor in the Hub cache, and HF_HUB_OFFLINE is set; "
+                f"download it once with internet (hf download {name}) or name a local folder")
+
+
+def hub_file_available(name: str, file: str) -> bool:
+    """A local folder, or a Hub repository: online it will be fetched; offline it must be cached."""
+    from pathlib import Path
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(name).exists() or not constants.HF_HUB_OFFLINE:
+        return True
+    return isinstance(try_to_load_from_cache(name, file), str)
 
 
 def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
@@ -54,9 +74,23 @@ def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
                 "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
                 "final_eval": {k: v for k, v in outcome["metrics"].items() if isinstance(v, (int, float)) or v is None}}
 
+    if force:
+        discard_progress(config, run_dir)
     # the dataset and output are RUN's own: a run directory that moved is the same experiment
     placed = replace(settings, dataset=layout.DATASET, output_dir=".")
     return pipeline.stage(STAGE).run_once(run_dir, {"train": placed}, work, force)
+
+
+def discard_progress(config: Config, run_dir: RunDir) -> None:
+    """--force trains from scratch: the checkpoints (the trainer would resume from them, or refuse
+    those of another experiment), the metrics log and the trained tokenizer go; the main process
+    deletes, all wait."""
+    rank, world = rank_and_world()
+    if rank == 0:
+        for folder in (layout.CHECKPOINTS, layout.TRAIN_LOGS, layout.TOKENIZER):
+            shutil.rmtree(run_dir.path(folder), ignore_errors=True)
+    if world > 1:
+        pipeline.barrier(config, run_dir)()
 
 
 def summary(stats: dict[str, Any]) -> str:
