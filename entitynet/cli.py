@@ -336,7 +336,7 @@ def _add_eval(commands: Any) -> None:
 def _add_demo(commands: Any) -> None:
     parser = commands.add_parser(
         "demo", help="The whole flow offline on the bundled sample, with synthetic images, then a tiny CLIP and its "
-        "evaluation; a few minutes on a CPU.",
+        "evaluation; about a minute and a half on a CPU.",
         description="Run every stage offline: the bundled sample of Wikidata (and WordNet if installed), "
         "natural types, attributes, queries, a demo pool of SYNTHETIC images served on 127.0.0.1, the real "
         "downloader, the dataset (both configs) and its card, then a tiny CLIP trained on it and evaluated on "

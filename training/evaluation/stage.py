@@ -125,7 +125,7 @@ def run_suite(name: str, model: str, folder: Path, accelerator: Any, batch_size:
 def summary(stats: dict[str, Any]) -> str:
     lines = []
     for key, found in (stats.get("evaluations") or {}).items():
-        what = "held-out images of entities it trained on" if key == "seen_entities" else "entities it never saw"
+        what = "entities it trained on (new pictures)" if key == "seen_entities" else "entities it never saw"
         lines.append(f"  {key}: top-1 {found['acc1']:.3f} over {found['images']} images of {found['classes']} "
                      f"{what} (chance {found['chance']:.3f})")
     lines.append(f"  the table: {stats.get('table')}")
