@@ -57,6 +57,19 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def kill_when(command: list[str], appears: Path, seconds: float) -> None:
+    """Start ``command`` and SIGKILL it the moment ``appears`` exists (or after ``seconds``): kill -9
+    at a chosen point of a real run."""
+    import signal
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + seconds
+    while not appears.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
 def accelerate_launch(arguments: list[str], seconds: float, environment: dict[str, str] | None = None
                       ) -> subprocess.CompletedProcess[str]:
     """`accelerate launch --multi_gpu --num_processes 2` on CPU processes: its output, or the

@@ -5,16 +5,15 @@ newcomer does and reads what it prints), and kill -9 at several points of it."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import datasets
 import pytest
+
+from conftest import kill_when
 
 from entitynet.cli import main
 from entitynet.demo import draw
@@ -154,19 +153,14 @@ def weights(out: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_when", ["images/shard-00000.json", "checkpoints/step-00000100", "stages/train.json"])
-def test_kill_9_at_any_point_then_the_same_command_ends_as_an_uninterrupted_run(fresh_demo, tmp_path, kill_when):
+@pytest.mark.parametrize("point", ["images/shard-00000.json", "checkpoints/step-00000100", "stages/train.json"])
+def test_kill_9_at_any_point_then_the_same_command_ends_as_an_uninterrupted_run(fresh_demo, tmp_path, point):
     """kill -9 while downloading, mid-training (after a checkpoint) and at the evaluation: the rerun
     of the same command ends with the same image ids per split and the same model weights."""
     torch = pytest.importorskip("torch")
     reference, _ = fresh_demo
     out = tmp_path / "demo"
-    process = subprocess.Popen([*DEMO, str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (out / kill_when).exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_when([*DEMO, str(out)], out / point, seconds=300)
     assert not (out / "summary.json").exists(), "the demo finished before it could be killed"
     run_demo(out)
     assert split_ids(out) == split_ids(reference)

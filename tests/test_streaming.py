@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -167,18 +165,15 @@ def test_two_processes_stream_disjoint_rows(hub_layout, tmp_path):
 
 
 def test_kill_9_during_a_streaming_run_resumes_to_the_same_weights(hub_layout, tmp_path):
+    from conftest import kill_when
+
     arguments = ["--config", "tiny", "--dataset", str(hub_layout), "--max-steps", "40", "--set", "batch_size=4",
                  "--set", "streaming=true", "--set", "shuffle_buffer=16", "--set", "num_workers=2",
                  "--set", "checkpoint_every=3", "--set", "log_every=40"]
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "entitynet.training.train", *arguments, "--output-dir", str(killed)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
     # step 33 is in the second epoch (30 batches per epoch): the resume lands mid-epoch
-    while not (killed / "checkpoints" / "step-00000033").exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_when(command, killed / "checkpoints" / "step-00000033", seconds=180)
     assert not (killed / "model").exists(), "the run finished before it could be killed"
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

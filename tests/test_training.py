@@ -41,20 +41,13 @@ def test_the_loss_is_clips_own_on_one_process():
 def test_kill_9_during_training_loses_nothing(demo_run, tmp_path):
     """A real training process killed with SIGKILL (possibly mid-checkpoint) and run again ends
     with the weights of an uninterrupted run."""
-    import os
-    import signal
-    import time
+    from conftest import kill_when
 
     arguments = ["--config", "tiny", "--dataset", str(demo_run / "dataset"), "--max-steps", "30",
                  "--set", "checkpoint_every=3", "--set", "log_every=30"]
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "entitynet.training.train", *arguments, "--output-dir", str(killed)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (killed / "checkpoints" / "step-00000006").exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_when(command, killed / "checkpoints" / "step-00000006", seconds=120)
     assert not (killed / "model").exists(), "the run finished before it could be killed"
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
