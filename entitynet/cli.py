@@ -400,6 +400,8 @@ def _add_run(commands: Any) -> None:
                         help="start at this stage (the ones before it must have finished); with --force, redo "
                         "only it and the stages after it, e.g. --from train --force trains again")
     parser.add_argument("--until", choices=pipeline.names(), help="stop after this stage")
+    parser.add_argument("--contact", help="your e-mail or URL for the User-Agent of kg, search and download "
+                        "(kg.sparql.contact, search.contact, download.contact), as Wikimedia's policy asks")
     parser.set_defaults(handler=_run_all)
 
 
@@ -586,7 +588,9 @@ def _run_convert(args: argparse.Namespace) -> int:
 def _run_all(args: argparse.Namespace) -> int:
     from entitynet import summary
 
-    run, config = RunDir(args.run), _config(args, {})
+    contact = {f"--contact ({key.split('.')[0]})": (key, args.contact)
+               for key in ("kg.sparql.contact", "search.contact", "download.contact")}
+    run, config = RunDir(args.run), _config(args, contact)
     results: dict[str, StageResult] = {}
 
     def report(stage: pipeline.Stage, result: StageResult) -> None:

@@ -68,6 +68,7 @@ class SparqlConfig(RetryConfig):
     contact: str = option(
         "",
         "your e-mail or URL, sent in the User-Agent as Wikimedia's User-Agent policy asks",
+        runtime=True,
     )
     page_size: int = option(10_000, "most rows any single request may return")
     batch_size: int = option(1_000, "entities whose details are fetched in one request")
@@ -330,7 +331,7 @@ class SearchConfig(RetryConfig):
     )
     max_queries: int | None = option(None, "search only the first N queries (a trial run)")
     queries_per_part: int = option(500, "queries per RUN/candidates/part-NNNNN.parquet, the unit of resume")
-    contact: str = option("", "your e-mail or URL, sent in the User-Agent")
+    contact: str = option("", "your e-mail or URL, sent in the User-Agent", runtime=True)
     timeout: float = option(30.0, "seconds per request")
     commons: CommonsConfig = option(CommonsConfig, "the commons engine")
     google: GoogleConfig = option(GoogleConfig, "the google engine")
@@ -372,7 +373,7 @@ class DownloadConfig(RetryConfig):
     format: Literal["jpeg", "webp"] = option("jpeg", "stored encoding")
     quality: int = option(90, "encoder quality")
     dedup_distance: int = option(4, "difference-hash bits within which two images are the same picture (0: identical only)")
-    contact: str = option("", "your e-mail or URL, sent in the User-Agent")
+    contact: str = option("", "your e-mail or URL, sent in the User-Agent", runtime=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -18,6 +18,7 @@ def test_the_schema_marks_what_only_changes_how_a_stage_runs():
     assert runtime_keys(Config) == {
         "enrich.llm.concurrency", "search.commons.min_interval", "download.processes", "download.threads",
         "download.per_host", "build.num_proc", "eval.batch_size",
+        "kg.sparql.contact", "search.contact", "download.contact",  # who asks, not what is made
     }
 
 
@@ -38,6 +39,8 @@ def test_a_finished_download_rerun_with_other_processes_or_threads_is_complete(f
     assert dl.download(run, "--set", "download.urls_per_shard=4", "--processes", "2",
                        "--set", "download.threads=3", "--set", "download.per_host=1") == 0
     assert "download: already complete" in capsys.readouterr().out
+    assert dl.download(run, "--set", "download.urls_per_shard=4", "--set", "download.contact=someone@example.org") == 0
+    assert "download: already complete" in capsys.readouterr().out  # a run made without a contact is not redone
     assert sum(server.hits.values()) == fetched
 
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import accelerate_launch
 
@@ -48,6 +49,14 @@ def test_bad_configuration_stops_before_any_work(tmp_path, capsys, monkeypatch, 
     assert status == code
     assert message in capsys.readouterr().err
     assert nothing_written(run)
+
+
+def test_contact_goes_to_every_stage_that_asks_the_web(tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", "--config", "demo", "--run", str(run), "--until", "kg", "--set", "kg.sources=[wikidata]",
+                 "--contact", "you@example.org"]) == 0
+    config = yaml.safe_load((run / "config" / "run.yaml").read_text())
+    assert config["kg"]["sparql"]["contact"] == config["search"]["contact"] == config["download"]["contact"] == "you@example.org"
 
 
 def test_a_run_directory_of_another_layout_is_refused(tmp_path, capsys):
