@@ -46,7 +46,8 @@ IMAGES = "images"
 DATASET = "dataset"
 DATASET_STAGING = ".dataset.building"  # assembled here, then renamed to DATASET
 EXPORT = "export"
-MODEL = "model"  # train: the trainer's output_dir is RUN itself, so model/, checkpoints/, logs/ sit here
+# train: the trainer's output_dir is RUN itself, so the trainer's OUTPUT/ names are these (training/train.py uses them)
+MODEL = "model"
 CHECKPOINTS = "checkpoints"
 TRAIN_LOGS = "logs"
 TOKENIZER = "tokenizer"  # train: a BPE trained on the dataset (models from scratch without model.tokenizer)

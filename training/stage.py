@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from entitynet import layout, pipeline
@@ -50,8 +51,6 @@ def check(config: Config, run_dir: RunDir) -> None:
 
 def hub_file_available(name: str, file: str) -> bool:
     """A local folder, or a Hub repository: online it will be fetched; offline it must be cached."""
-    from pathlib import Path
-
     from huggingface_hub import constants, try_to_load_from_cache
 
     if Path(name).exists() or not constants.HF_HUB_OFFLINE:

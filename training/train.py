@@ -37,6 +37,7 @@ from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, To
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from entitynet import layout
 from entitynet.rundir import write_text_atomic
 from entitynet.training.config import TrainConfig, load_train_config
 from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
@@ -142,7 +143,7 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     return Accelerator(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=config.process_group_timeout))],
-        log_with=trackers or None, project_dir=str(Path(config.output_dir) / "logs"),
+        log_with=trackers or None, project_dir=str(Path(config.output_dir) / layout.TRAIN_LOGS),
         dynamo_plugin=TorchDynamoPlugin(backend="inductor") if config.model.compile else None,
     )
 
@@ -170,7 +171,7 @@ def prepare_tokenizer(config: TrainConfig, accelerator: Accelerator, source: Sou
     training texts and saved, so resumes and every process agree."""
     if config.model.tokenizer:
         return load_tokenizer(config.model.tokenizer, config.model.context_length)
-    folder = Path(config.output_dir) / "tokenizer"
+    folder = Path(config.output_dir) / layout.TOKENIZER
     if accelerator.is_main_process and not (folder / "tokenizer.json").exists():
         sample = text_sample(config, source, rows)
         tokenizer = train_tokenizer(training_texts(sample, config.text), config.model.vocab_size,
@@ -262,7 +263,7 @@ def _take(iterator: Iterator[Any], count: int, clock: Throughput) -> list[Any]:
 
 def train(config: TrainConfig) -> dict[str, Any]:
     output = Path(config.output_dir)
-    checkpoints = output / "checkpoints"
+    checkpoints = output / layout.CHECKPOINTS
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     try:
@@ -310,12 +311,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
         schedule = saved.extended(state["step"], config.max_steps)
         if schedule is not saved and saved.factor(state["step"]) == 0 and config.max_steps > state["step"]:
             logger.warning("%s had finished its learning-rate schedule (rate 0); more steps keep the rate at 0. To "
-                           "train further, start a new run from its model: --init-from %s", output, output / "model")
+                           "train further, start a new run from its model: --init-from %s", output, output / layout.MODEL)
         logger.info("resuming from %s (step %d)", resume_from, state["step"])
     if config.report_to:
         accelerator.init_trackers("entitynet-clip", config={k: v for k, v in _flatten(to_dict(config)).items()
                                                            if isinstance(v, (int, float, str, bool))})
-    metrics_log = MetricsLog(output / "logs" / METRICS_FILE, accelerator.is_main_process, state["step"])
+    metrics_log = MetricsLog(output / layout.TRAIN_LOGS / METRICS_FILE, accelerator.is_main_process, state["step"])
     unwrapped = accelerator.unwrap_model(model)
     loss_fn = ClipLoss(accelerator.process_index, accelerator.num_processes)
     history: list[dict[str, float]] = []
@@ -408,7 +409,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics_log.write(final, replace_step=True)  # a rerun after a kill here must not log the last step twice
     accelerator.log({k: v for k, v in final.items() if k != "step"}, step=final["step"])
     if accelerator.is_main_process:
-        finish(output / "model", unwrapped, tokenizer, processor, config, metrics, history)
+        finish(output / layout.MODEL, unwrapped, tokenizer, processor, config, metrics, history)
     accelerator.wait_for_everyone()
     for tracker in accelerator.trackers:  # not end_training(): the process group outlives train() (`entitynet run` evaluates next)
         tracker.finish()
