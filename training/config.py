@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from entitynet.training.model_files import missing_tokenizer_files
 from entitynet.typed_config import ConfigError, Layers, option, require
 
 PRESET_NAMES = ("tiny", "vit-s-32", "vit-b-32", "vit-b-16")
@@ -37,6 +38,12 @@ class ModelConfig:
         require(256 + 4 <= self.vocab_size <= 1_000_000, "vocab_size", "must be between 260 and 1,000,000")
         require(4 <= self.context_length <= 512, "context_length", "must be between 4 and 512")
         require(self.tokenizer_rows >= 1, "tokenizer_rows", "must be at least 1")
+        # a local model to finetune must bring its tokenizer: without it training would start from a
+        # tokenizer of two special tokens (a Hub id is checked when it loads)
+        local = self.init_from is not None and Path(self.init_from).is_dir()
+        missing = missing_tokenizer_files(Path(self.init_from)) if local else []
+        require(not missing, "init_from", f"{self.init_from} has no tokenizer ({' and '.join(missing)} missing); "
+                "copy the tokenizer the model was trained with into it")
 
 
 @dataclass

@@ -46,6 +46,7 @@ from entitynet.training.images import normalize
 from entitynet.training.loss import ClipLoss
 from entitynet.training.model import (PRESETS, image_processor, input_geometry, load_pretrained, load_tokenizer,
                                       save, scratch_model, train_tokenizer)
+from entitynet.training.model_files import MissingTokenizer, require_vocabulary
 from entitynet.training.schedule import Schedule
 from entitynet.training.sources import DatasetProblem, Source, resolve
 from entitynet.training.stream import StreamedRows, sample_rows
@@ -191,6 +192,10 @@ def build_model(config: TrainConfig, accelerator: Accelerator, source: Source,
     """(model, tokenizer, image processor, context length)."""
     if config.model.init_from:
         model, tokenizer, processor = load_pretrained(config.model.init_from)
+        try:  # a local folder's files were checked with the configuration; a Hub repo's only now
+            require_vocabulary(tokenizer, config.model.init_from)
+        except MissingTokenizer as error:
+            raise ConfigError(f"model.init_from: {error}") from None
         context_length = min(config.model.context_length, model.config.text_config.max_position_embeddings)
     else:
         tokenizer = prepare_tokenizer(config, accelerator, source, rows)

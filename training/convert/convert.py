@@ -31,6 +31,7 @@ from entitynet.training.convert.keymap import key_table, to_open_clip, to_transf
 from entitynet.training.convert.open_clip_config import hf_config, image_processor, open_clip_config
 from entitynet.training.convert.reference import OpenClipReference
 from entitynet.training.convert.sources import CONFIG, WEIGHTS, OpenClipModel, read_source
+from entitynet.training.model_files import MissingTokenizer, require_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,10 @@ def convert_to_open_clip(model_dir: str | Path, out: str | Path, repo: str | Non
     _refuse_existing(out, force)
     if not (model_dir / "config.json").is_file():
         raise ConversionError(f"{model_dir} is not a transformers model folder (no config.json)")
+    try:
+        require_tokenizer(model_dir)  # the open_clip model would carry the wrong one, or none
+    except MissingTokenizer as error:
+        raise ConversionError(str(error)) from None
     clip = CLIPModel.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     processor = AutoImageProcessor.from_pretrained(model_dir)

@@ -6,7 +6,8 @@ open_clip's layout, or a training checkpoint with ``model_name``) is converted o
 ``$ENTITYNET_CACHE/converted/`` and loaded from there; the cache key holds the source's identity
 (Hub commit, or path, size and modification time of the local files) and the converter's version,
 so a changed source converts again. Conversion is atomic, so processes that call this at the same
-time (one per GPU) never see a half-written folder.
+time (one per GPU) never see a half-written folder. A transformers folder without its tokenizer
+files is refused, naming them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, PreTraine
 from entitynet.training.convert.convert import convert_open_clip
 from entitynet.training.convert.errors import ConversionError
 from entitynet.training.convert.sources import CONFIG, WEIGHTS, download, hub_id_of
+from entitynet.training.model_files import MissingTokenizer, require_tokenizer, require_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,14 @@ CONVERTER_VERSION = 1  # bump when conversions change their output: cached ones 
 def load_clip(source: str, model_name: str | None = None) -> tuple[CLIPModel, PreTrainedTokenizerBase, Any]:
     """The model, tokenizer and image processor of ``source`` (see the module docstring)."""
     folder = resolve(source, model_name)
-    model = CLIPModel.from_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    try:
+        if Path(folder).is_dir():
+            require_tokenizer(folder)
+        model = CLIPModel.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        require_vocabulary(tokenizer, folder)
+    except MissingTokenizer as error:
+        raise ConversionError(str(error)) from None
     # the PIL image processor, whose resizing is the one open_clip's transforms do (transformers 5 would
     # pick its torchvision backend when torchvision is installed; 4 called the choice use_fast)
     pil = {"backend": "pil"} if int(transformers.__version__.split(".")[0]) >= 5 else {"use_fast": False}

@@ -3,7 +3,8 @@
 ``load_model(spec)`` takes a folder saved by our trainer (or any ``save_pretrained`` folder) or a
 Hub id. open_clip checkpoints (a folder with ``open_clip_config.json``, or ``open_clip:SOURCE``)
 go through the open_clip converter, imported from ``OPEN_CLIP_CONVERTER`` when it is installed:
-that is the one place the converter plugs in.
+that is the one place the converter plugs in. A model without its tokenizer files is refused,
+naming them (``model_files``): it would be scored with a tokenizer of two special tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from entitynet.training.model_files import MissingTokenizer, require_tokenizer, require_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ def load_model(spec: str) -> Clip:
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
         if model_type != "clip":
             raise ModelError(f"{path}: a {model_type!r} model; evaluation needs a CLIPModel (model_type 'clip')")
+        try:
+            require_tokenizer(path)
+        except MissingTokenizer as error:
+            raise ModelError(str(error)) from None
     elif path.exists():
         raise ModelError(f"{path}: a file; give the model's folder or a Hub id")
     return load_transformers(spec)
@@ -61,6 +68,9 @@ def load_transformers(spec: str) -> Clip:
         model = CLIPModel.from_pretrained(spec)
         tokenizer = AutoTokenizer.from_pretrained(spec)
         processor = AutoImageProcessor.from_pretrained(spec)
+        require_vocabulary(tokenizer, spec)
+    except MissingTokenizer as error:
+        raise ModelError(str(error)) from None
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"{spec}: cannot load a CLIPModel with its tokenizer and image processor ({first})") from None
