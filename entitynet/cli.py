@@ -278,10 +278,13 @@ def _add_eval(commands: Any) -> None:
         description="Evaluate a CLIP model (our trainer's OUTPUT/model, any transformers CLIPModel id or folder)\n"
         "zero-shot: classification (acc1, acc5, mean_per_class_recall) and image-text retrieval\n"
         "(image_retrieval_recall@K, text_retrieval_recall@K), with CLIP_benchmark's metric names.\n\n"
-        "DATASET is detected: an image folder with one subfolder per class; CLIP_benchmark's webdataset\n"
-        "layout, local or a Hub id such as clip-benchmark/wds_imagenet1k; a built EntityNet dataset (its\n"
-        "entities as classes, its alt texts for retrieval); or a Hugging Face dataset with an image and a\n"
-        "label column. Writes one JSON per task and a summary table (.md, .csv).",
+        "DATASET is read by its own files, never by stray ones: a Hugging Face dataset (a README.md\n"
+        "declaring configs, .parquet/.arrow files; a built EntityNet dataset gives its entities as classes and\n"
+        "its alt texts for retrieval), CLIP_benchmark's webdataset layout (SPLIT/nshards.txt; or a Hub id such\n"
+        "as clip-benchmark/wds_imagenet1k), or an image folder (one subfolder of images per class, named by\n"
+        "the folder with '_' as a space). A folder that fits two readings, or none, is refused: --format\n"
+        "chooses. The reading and the class names are printed and recorded in the result JSON.\n"
+        "Writes one JSON per task and a summary table (.md, .csv).",
         epilog="examples:\n"
         "  entitynet eval --model runs/living/clip/model --dataset runs/living/dataset --output eval/test.json\n"
         "  entitynet eval --model openai/clip-vit-base-patch32 --dataset clip-benchmark/wds_imagenet1k --templates openai\n"
@@ -299,7 +302,7 @@ def _add_eval(commands: Any) -> None:
     data.add_argument("--split", help="split to evaluate (default test, or the only split)")
     data.add_argument("--config", metavar="NAME", help="dataset configuration (e.g. livingthings)")
     data.add_argument("--format", default="auto", choices=["auto", "imagefolder", "hf", "wds", "entitynet"],
-                      help="skip detection (default auto)")
+                      help="how to read DATASET, instead of by its files (default auto)")
     data.add_argument("--image-column", metavar="COLUMN", help="image column (default: the first Image column)")
     data.add_argument("--label-column", metavar="COLUMN", help="label column (default: the first ClassLabel, or 'label')")
     data.add_argument("--caption-column", metavar="COLUMN", help="captions for retrieval (a string or a list of strings)")
@@ -307,7 +310,7 @@ def _add_eval(commands: Any) -> None:
                       "(a list whose items may be lists of synonyms, or {label: name(s)})")
     data.add_argument("--name-format", metavar="FORMAT", help="class names from row fields, e.g. '{genus} {species}' "
                       "(string labels; for built datasets entity fields, '{name}, a type of {natural_type}')")
-    data.add_argument("--max-images", type=int, metavar="N", help="only the first N images")
+    data.add_argument("--max-images", type=_positive, metavar="N", help="only the first N images (default: all)")
     task = parser.add_argument_group("the task")
     task.add_argument("--task", default="auto", choices=["auto", "zeroshot_classification", "zeroshot_retrieval"],
                       help="auto: classification when images have classes, retrieval when they have captions")
@@ -321,12 +324,15 @@ def _add_eval(commands: Any) -> None:
                        help="point a suite's data key elsewhere, or set a field: KEY.FIELD=VALUE (repeatable)")
     suite.add_argument("--tasks", metavar="NAMES", help="only these tasks of the suite (comma-separated)")
     run = parser.add_argument_group("running")
-    run.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    run.add_argument("--batch-size", type=_positive, default=64, metavar="N", help="images per batch (default 64)")
     run.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="mixed precision (Accelerate)")
     run.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is there")
-    run.add_argument("--workers", type=int, metavar="N", help="threads decoding images ahead of the model (default: "
-                     "none on the CPU, whose cores the model uses; on a GPU the CPU count, at most 8)")
+    run.add_argument("--workers", type=_not_negative, metavar="N", help="threads decoding images ahead of the model "
+                     "(default: none on the CPU, whose cores the model uses; on a GPU the CPU count, at most 8)")
     run.add_argument("--skip-existing", action="store_true", help="keep tasks whose result JSON exists")
+    run.add_argument("--skip-unreadable", action="store_true", help="leave out images that cannot be decoded, "
+                     "counting them (skipped_images in the result) and naming them in the log; by default the "
+                     "first one fails its task")
     run.add_argument("--update-card", metavar="MODEL_DIR", help="write the results into this folder's model card (model-index)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_verbosity(parser, default=argparse.SUPPRESS)
@@ -403,6 +409,27 @@ def _add_run(commands: Any) -> None:
     parser.add_argument("--contact", help="your e-mail or URL for the User-Agent of kg, search and download "
                         "(kg.sparql.contact, search.contact, download.contact), as Wikimedia's policy asks")
     parser.set_defaults(handler=_run_all)
+
+
+def _positive(text: str) -> int:
+    number = _integer(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return number
+
+
+def _not_negative(text: str) -> int:
+    number = _integer(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return number
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
 def _source_list(text: str) -> list[str]:

@@ -47,6 +47,8 @@ def evaluate_built_dataset(
     every process must call this with the same rows, each embeds every N-th image, and all get
     the same result. The model's train/eval mode is restored afterwards.
     """
+    if max_images is not None and max_images < 1:  # 0 would score nothing, not everything
+        raise ValueError(f"max_images must be at least 1 (None for every row), got {max_images}")
     accelerator = accelerator or default_accelerator()
     examples = built_examples(rows, name_format)
     if max_images is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from entitynet.training.evaluation import report
 from entitynet.training.evaluation.classes import ClassSetError, named_subset
 from entitynet.training.evaluation.models import ModelError, load_model
-from entitynet.training.evaluation.sources import DataSpec, display_name
+from entitynet.training.evaluation.sources import DataSpec, Source, SourceError, display_name
 from entitynet.training.evaluation.suite import Outcome, Suite, SuiteError, load_suite, prepare, run_tasks
 from entitynet.training.evaluation.tasks import Settings, TaskError, TaskSpec
 from entitynet.training.evaluation.templates import TemplateError, resolve
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
                 named_subset(spec.classes)
         if args.update_card and not Path(args.update_card).is_dir():
             raise SuiteError(f"--update-card {args.update_card}: no such model folder")
-    except (SuiteError, TemplateError, TaskError, ClassSetError) as error:
+    except (SuiteError, SourceError, TemplateError, TaskError, ClassSetError) as error:
         print(f"entitynet eval: error: {error}", file=sys.stderr)
         return 2
     single = Path(args.output) if args.output and args.output.endswith(".json") and args.dataset else None
@@ -55,9 +55,14 @@ def run(args: argparse.Namespace) -> int:
     accelerator = _accelerator(args)
     if clip is not None:
         clip.model.to(accelerator.device)
-    settings = Settings(batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
+    if accelerator.is_main_process:
+        _say_readings(prepared)
+    settings = Settings(batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
+                        skip_unreadable=args.skip_unreadable)
     outcomes = run_tasks(clip, prepared, folder, accelerator, settings, single)
     records = [o.record for o in outcomes if o.record is not None]
+    if accelerator.is_main_process:
+        _say_classes([o.record for o in outcomes if o.status == "done"], single or folder)
     problems = [(o.task, o.status, o.reason) for o in outcomes if o.status == "failed"]
     problems += [(task, "skipped", reason) for task, reason in suite.unavailable.items()]
     if accelerator.is_main_process and (records or args.suite):
@@ -65,6 +70,28 @@ def run(args: argparse.Namespace) -> int:
     for task, status, reason in problems:
         print(f"entitynet eval: {task}: {status}: {reason}", file=sys.stderr)
     return 1 if any(status == "failed" for _, status, _ in problems) else 0
+
+
+def _say_readings(prepared: list[Outcome | tuple[TaskSpec, Source]]) -> None:
+    """How each dataset is read (its format and why), once per dataset, before any image is read."""
+    said: set[str] = set()
+    for item in prepared:
+        if not isinstance(item, Outcome) and item[1].key not in said:
+            said.add(item[1].key)
+            print(f"{item[1].name}: read as {item[1].reading}")
+
+
+def _say_classes(records: list[dict], where: Path, shown: int = 12) -> None:
+    """The class names each task prompted (all of them are in its JSON) and the images it skipped."""
+    for record in records:
+        names = [name if isinstance(name, str) else " / ".join(name) for name in record.get("class_names") or []]
+        if names:
+            more = f", ... ({len(names) - shown} more: class_names in {where})" if len(names) > shown else ""
+            print(f"{record['task_name']}: {len(names)} class names ({record['format']}): "
+                  f"{', '.join(names[:shown])}{more}")
+        if record.get("skipped_images"):
+            print(f"{record['task_name']}: skipped {record['skipped_images']} unreadable "
+                  f"image{'s' if record['skipped_images'] > 1 else ''} (--skip-unreadable; named in the log above)")
 
 
 def _report(records: list[dict], problems: list[tuple[str, str, str]], stem: Path, card: str | None) -> None:

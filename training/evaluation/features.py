@@ -6,7 +6,8 @@ On a GPU, decoding and preprocessing run in a small thread pool a few batches ah
 CPU they run between batches, because there the model's own threads already use every core and
 decoding beside them stalls both (benchmarks/eval.py). Device and precision come from Accelerate; with several processes each takes every N-th image and the
 embeddings are gathered back into the input order, so the result does not depend on the number
-of processes.
+of processes. An image that cannot be decoded stops the pass (``UnreadableImage`` names it) unless
+``skip_unreadable`` is set: then it is left out and its message kept in ``ImageFeatures.skipped``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from entitynet.training.evaluation.images import decode
+from entitynet.training.evaluation.images import UnreadableImage, decode
 from entitynet.training.evaluation.sources import Example
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class ImageFeatures:
     captions: list[tuple[str, ...]]
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # class id -> names carried by rows
     fields: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # class id -> the first row's fields
+    skipped: list[str] = field(default_factory=list)  # why each unreadable image was left out, in input order
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -60,7 +63,7 @@ def output_tensor(output: Any) -> torch.Tensor:
 @torch.no_grad()
 def embed_images(model: Any, processor: Any, examples: Iterable[Example], accelerator: Any = None,
                  batch_size: int = 64, workers: int | None = None, total: int | None = None,
-                 progress: bool = True, description: str = "images") -> ImageFeatures:
+                 progress: bool = True, description: str = "images", skip_unreadable: bool = False) -> ImageFeatures:
     """Normalised image embeddings of ``examples`` (any iterable, read once)."""
     accelerator = accelerator or default_accelerator()
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -73,17 +76,23 @@ def embed_images(model: Any, processor: Any, examples: Iterable[Example], accele
     captions: list[tuple[str, ...]] = []
     names: dict[str, tuple[str, ...]] = {}
     fields: dict[str, Mapping[str, Any]] = {}
+    skipped: list[tuple[int, str]] = []
     was_training = model.training
     model.eval()
     bar = tqdm(total=total, desc=description, unit="img", disable=not progress or not accelerator.is_main_process)
     threads = _threads(accelerator.device) if workers is None else workers
     try:
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            for batch, pixels in _ahead(pool, lambda b: _pixels(processor, [e for _, e in b]), batches, depth=2 * threads):
+            work = partial(_pixels, processor, skip_unreadable=skip_unreadable)
+            for batch, (kept, pixels, unreadable) in _ahead(pool, work, batches, depth=2 * threads):
+                skipped.extend(unreadable)
+                bar.update(len(batch) * world)
+                if not kept:
+                    continue
                 with accelerator.autocast():
                     output = model.get_image_features(pixel_values=pixels.to(accelerator.device, dtype))
                 embeddings.append(F.normalize(output_tensor(output).float(), dim=-1).cpu())
-                for index, example in batch:
+                for index, example in kept:
                     indices.append(index)
                     labels.append(example.labels)
                     captions.append(example.captions)
@@ -92,15 +101,16 @@ def embed_images(model: Any, processor: Any, examples: Iterable[Example], accele
                             names.setdefault(label, example.names[label])
                         if example.fields is not None:
                             fields.setdefault(label, example.fields)
-                bar.update(len(batch) * world)
     finally:
         bar.close()
         model.train(was_training)
     stacked = torch.cat(embeddings) if embeddings else torch.zeros(0, _projection_dim(model))
     if world > 1:
-        indices, stacked, labels, captions, names, fields = _gather(accelerator, indices, stacked, labels, captions,
-                                                                    names, fields)
-    return ImageFeatures(stacked, labels, captions, names, fields)
+        indices, stacked, labels, captions, names, fields, skipped = _gather(accelerator, indices, stacked, labels,
+                                                                             captions, names, fields, skipped)
+    for _, why in skipped if accelerator.is_main_process else ():
+        logger.warning("skipped %s", why)
+    return ImageFeatures(stacked, labels, captions, names, fields, [why for _, why in sorted(skipped)])
 
 
 @torch.no_grad()
@@ -125,9 +135,21 @@ def embed_texts(model: Any, tokenizer: Any, texts: Sequence[str], accelerator: A
     return torch.cat(out)
 
 
-def _pixels(processor: Any, examples: list[Example]) -> torch.Tensor:
-    images = [decode(example.image, example.where) for example in examples]
-    return processor(images=images, return_tensors="pt")["pixel_values"]
+def _pixels(processor: Any, batch: list[tuple[int, Example]], skip_unreadable: bool
+            ) -> tuple[list[tuple[int, Example]], torch.Tensor | None, list[tuple[int, str]]]:
+    """(the examples kept, their pixels, (index, why) of those skipped): every one is kept or raises,
+    unless ``skip_unreadable``."""
+    kept, images, skipped = [], [], []
+    for index, example in batch:
+        try:
+            images.append(decode(example.image, example.where))
+            kept.append((index, example))
+        except UnreadableImage as error:
+            if not skip_unreadable:
+                raise
+            skipped.append((index, str(error)))
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"] if images else None
+    return kept, pixels, skipped
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -164,10 +186,12 @@ def _projection_dim(model: Any) -> int:
 
 
 def _gather(accelerator: Any, indices: list[int], embeddings: torch.Tensor, labels: list, captions: list,
-            names: dict, fields: dict) -> tuple:
+            names: dict, fields: dict, skipped: list) -> tuple:
     from accelerate.utils import gather_object
 
-    parts = gather_object([(indices, embeddings, labels, captions, names, fields)])
+    parts = gather_object([(indices, embeddings, labels, captions, names, fields, skipped)])
+    skipped = [entry for part in parts for entry in part[6]]
+    parts = [part[:6] for part in parts]
     order = sorted((index, part, row) for part, (ids, *_rest) in enumerate(parts) for row, index in enumerate(ids))
     merged_names: dict = {}
     merged_fields: dict = {}
@@ -180,4 +204,4 @@ def _gather(accelerator: Any, indices: list[int], embeddings: torch.Tensor, labe
             torch.stack([parts[part][1][row] for _, part, row in order]) if order else embeddings,
             [parts[part][2][row] for _, part, row in order],
             [parts[part][3][row] for _, part, row in order],
-            merged_names, merged_fields)
+            merged_names, merged_fields, skipped)

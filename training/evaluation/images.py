@@ -27,7 +27,8 @@ def decode(data: Any, where: str) -> Image.Image:
     if isinstance(data, Image.Image):
         return to_rgb(data)
     if isinstance(data, dict):
-        where = data.get("path") or where
+        path = data.get("path")
+        where = where if not path or path in where else f"{where} ({path})"
         data = data.get("bytes") or _read(data.get("path"), where)
     if not isinstance(data, (bytes, bytearray)):
         raise UnreadableImage(f"{where}: not an image (got {type(data).__name__})")

@@ -1,12 +1,22 @@
-"""Evaluation data, detected from what it is, as one stream of examples.
+"""Evaluation data, as one stream of examples.
 
-- an image folder with one subfolder per class (folder names are the class names, ``_`` as a
-  space, a leading ordinal such as CUB's ``001.`` dropped);
-- CLIP_benchmark's webdataset layout, a local folder or a Hub id (``webdataset.py``);
-- one of our built datasets (rows with ``entities`` and ``alt_texts``): classes are its entities,
-  retrieval runs over its alt texts;
-- any other Hugging Face dataset, a local folder or a Hub id, with an image column and a label
-  column (``ClassLabel`` names, a class-names file, or string labels named from row fields).
+A local folder is read by what it declares, else by what it holds; stray files (notes, a plain
+README, .DS_Store, a stray .csv) never count (``detect_folder``):
+
+1. declared: webdataset shards (``SPLIT/nshards.txt``) make it CLIP_benchmark's webdataset layout
+   (``webdataset.py``); a README.md whose YAML declares ``configs`` or ``dataset_info``, or
+   ``save_to_disk``'s files, a Hugging Face dataset;
+2. held: a Hugging Face dataset's data files (``.parquet``, ``.arrow``, an imagefolder's
+   ``metadata.csv``/``.jsonl``) make it a Hugging Face dataset; subfolders of images an image
+   folder: one class per subfolder, named by the folder with ``_`` as a space and a leading
+   ordinal such as CUB's ``001.`` dropped (``--class-names`` renames them); subfolders without
+   images are no classes (left out, and said).
+
+Two readings on the same level, or none, are refused, naming what was found; ``--format`` chooses.
+Which reading was taken, and why, is ``Source.reading``. A Hub id is a webdataset or a Hugging Face
+dataset. One of our built datasets (rows with ``entities`` and ``alt_texts``) has its entities as
+classes and its alt texts for retrieval; any other Hugging Face dataset needs an image column and a
+label column (``ClassLabel`` names, a class-names file, or string labels named from row fields).
 
 Every source is read as a stream (``streaming=True``, tar streams, a directory walk): images are
 never all in memory. ``Source.read()`` may be called again and starts over.
@@ -30,7 +40,11 @@ from entitynet.training.evaluation.webdataset import (WebDataset, WebDatasetErro
 logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "imagefolder", "hf", "wds", "entitynet")
-DATA_SUFFIXES = {".parquet", ".arrow", ".csv", ".json", ".jsonl", ".tar", ".txt"}
+READINGS = {"imagefolder": "an image folder", "hf": "a Hugging Face dataset", "wds": "a CLIP_benchmark webdataset",
+            "entitynet": "a built EntityNet dataset"}
+# files only a Hugging Face dataset holds: its data, save_to_disk's state, an imagefolder's metadata
+HF_DATA_SUFFIXES = {".parquet", ".arrow"}
+HF_MARKERS = ("state.json", "dataset_dict.json", "metadata.csv", "metadata.jsonl")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -65,7 +79,14 @@ class DataSpec:
     caption_column: str | None = None
     class_names: str | None = None  # a file: one name per line, or JSON (list, or {id: name(s)})
     name_format: str | None = None  # built datasets: class names from entity fields, "{name}, a type of {natural_type}"
-    max_images: int | None = None
+    max_images: int | None = None  # None: every image
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise SourceError(f"unknown format {self.format!r}: one of {', '.join(FORMATS)}")
+        if self.max_images is not None and (not isinstance(self.max_images, int) or self.max_images < 1):
+            raise SourceError(f"{self.dataset}: max_images must be at least 1 (or unset for every image), "
+                              f"got {self.max_images!r}")
 
 
 @dataclass(frozen=True)
@@ -81,17 +102,19 @@ class Source:
     templates: tuple[str, ...] | None = None
     captions: bool = False
     labels: bool = True
+    reading: str = ""  # how it was read and why, for the user: "an image folder (8 class folders)"
 
 
 def open_source(spec: DataSpec) -> Source:
-    if spec.format not in FORMATS:
-        raise SourceError(f"unknown format {spec.format!r}: one of {', '.join(FORMATS)}")
-    kind = spec.format if spec.format != "auto" else detect(spec)
+    why = f"--format {spec.format}"
+    kind = spec.format
+    if kind == "auto":
+        kind, why = detect(spec)
     columns = [flag for flag, value in (("--image-column", spec.image_column), ("--label-column", spec.label_column),
                                         ("--caption-column", spec.caption_column)) if value]
     if columns and kind in ("imagefolder", "wds"):
         raise SourceError(f"{spec.dataset}: {', '.join(columns)} name columns of a Hugging Face dataset; "
-                          f"this is {'an image folder' if kind == 'imagefolder' else 'a webdataset'}")
+                          f"this is {READINGS[kind]} ({why})")
     opener = {"imagefolder": _image_folder, "wds": _webdataset, "hf": _hf, "entitynet": _hf}[kind]
     if not Path(spec.dataset).exists() and hub_offline():
         raise SourceError(f"{spec.dataset}: HF_HUB_OFFLINE is set, so a Hub dataset cannot be read; give a local copy")
@@ -99,31 +122,95 @@ def open_source(spec: DataSpec) -> Source:
         source = opener(spec)
     except OSError as error:  # a file gone, the Hub unreachable
         raise SourceError(f"{spec.dataset}: cannot open it ({type(error).__name__}: {error})") from None
-    if spec.max_images:
+    # the reader may add how it named the classes
+    source = replace(source, reading="; ".join(filter(None, [f"{READINGS[source.format]} ({why})", source.reading])))
+    if spec.max_images is not None:
         read, limit = source.read, spec.max_images
         source = replace(source, read=lambda: itertools.islice(read(), limit), key=f"{source.key}|first {limit}")
     return source
 
 
-def detect(spec: DataSpec) -> str:
+def detect(spec: DataSpec) -> tuple[str, str]:
+    """The format of ``spec.dataset`` and why it was chosen."""
     path = Path(spec.dataset)
     if path.is_dir():
-        if looks_like_webdataset(*local_or_hub(str(path))):
-            return "wds"
-        if _is_image_folder(path):
-            return "imagefolder"
-        return "hf"
+        return detect_folder(path)
     if path.exists():
         raise SourceError(f"{path}: a file; give a folder or a Hub dataset id")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", spec.dataset):
         raise SourceError(f"{spec.dataset}: no such folder, and not a Hub dataset id (ORG/NAME)")
     try:
         fs, root = local_or_hub(spec.dataset)
-        return "wds" if looks_like_webdataset(fs, root) else "hf"
+        if looks_like_webdataset(fs, root):
+            return "wds", "a Hub repo in CLIP_benchmark's layout"
+        return "hf", "a Hub repo"
     except WebDatasetError as error:
         raise SourceError(str(error)) from None
     except Exception as error:  # huggingface_hub and its HTTP client raise many kinds (not found, gated, network)
         raise SourceError(f"{spec.dataset}: cannot look at it on the Hub ({type(error).__name__}: {error})") from None
+
+
+def detect_folder(path: Path) -> tuple[str, str]:
+    """A local folder's format by the rules of the module docstring, and the evidence for it.
+    Only files that say what a folder is count; anything else beside them is ignored. A layout
+    the folder declares (webdataset shards, a dataset card's configs, save_to_disk's files) comes
+    before what its files suggest (data files, subfolders of images)."""
+    declared = {kind: found for kind, found in (("wds", _shards(path)), ("hf", _declared_hf(path))) if found}
+    evidence = declared or {kind: found for kind, found in (("hf", _hf_files(path)),
+                                                            ("imagefolder", _class_folders(path))) if found}
+    if len(evidence) == 1:
+        return next(iter(evidence.items()))
+    if evidence:
+        found = "; ".join(f"{READINGS[kind]}: {why}" for kind, why in evidence.items())
+        raise SourceError(f"{path}: could be read as {' or as '.join(READINGS[k] for k in evidence)} ({found}); "
+                          f"choose with --format {' or --format '.join(evidence)}")
+    subfolders = [p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    images = "no images found in its subfolders" if subfolders else "no subfolders of images"
+    raise SourceError(f"{path}: cannot tell how to read it: {images} (an image folder holds one subfolder per class, "
+                      f"with {', '.join(sorted(IMAGE_SUFFIXES))} files), no Hugging Face data files (.parquet, .arrow, "
+                      "a README.md declaring configs) and no webdataset shards (SPLIT/nshards.txt); "
+                      "if it is one of these, say which with --format")
+
+
+def _declared_hf(path: Path) -> str:
+    """Why ``path`` is a Hugging Face dataset by its own statement, or ''."""
+    for marker in ("state.json", "dataset_dict.json"):
+        if (path / marker).is_file():
+            return f"{marker}: saved with save_to_disk"
+    card = path / "README.md"
+    if card.is_file():
+        header = re.match(r"---\s*\n(.*?)\n---", card.read_text(encoding="utf-8", errors="replace"), re.DOTALL)
+        keys = re.findall(r"^(configs|dataset_info):", header.group(1), re.MULTILINE) if header else []
+        if keys:
+            return f"its README.md declares {keys[0]}"
+    return ""
+
+
+def _hf_files(path: Path) -> str:
+    found = sorted({f.name if f.name in HF_MARKERS else f"*{f.suffix}"
+                    for pattern in ("*", "*/*", "*/*/*") for f in path.glob(pattern)
+                    if f.is_file() and (f.suffix in HF_DATA_SUFFIXES or (f.parent == path and f.name in HF_MARKERS))})
+    return f"{', '.join(found)} files" if found else ""
+
+
+def _shards(path: Path) -> str:
+    found = sorted(f.parent.name for f in path.glob("*/nshards.txt"))
+    return f"shards of split {', '.join(found)}" if found else ""
+
+
+def _class_folders(path: Path) -> str:
+    folders = [folder for folder in _subfolders(path) if next(_images(folder), None)]
+    return f"{len(folders)} class folders of images" if folders else ""
+
+
+def _subfolders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images(folder: Path) -> Iterator[Path]:
+    """The image files under ``folder``, in the order of the walk; hidden ones (macOS's ``._x.jpg``) are none."""
+    return (f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+            and not any(part.startswith(".") for part in f.relative_to(folder).parts))
 
 
 def display_name(dataset: str) -> str:
@@ -137,14 +224,6 @@ def display_name(dataset: str) -> str:
 
 # --- image folder -----------------------------------------------------------------------------
 
-def _is_image_folder(path: Path) -> bool:
-    """Subfolders and no data files of a Hugging Face dataset (an empty class folder still counts,
-    so that it is reported as having no images)."""
-    folders = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    near = [f for pattern in ("*", "*/*", "*/*/*") for f in path.glob(pattern) if f.is_file()]
-    return bool(folders) and not (path / "README.md").is_file() and not any(f.suffix in DATA_SUFFIXES for f in near)
-
-
 def folder_class_name(folder: str) -> str:
     """'001.Black_footed_Albatross' -> 'Black footed Albatross'; 'african_elephants' -> 'african elephants'."""
     return re.sub(r"^\d+[._-]", "", folder).replace("_", " ").strip()
@@ -154,21 +233,28 @@ def _image_folder(spec: DataSpec) -> Source:
     root = Path(spec.dataset)
     if not root.is_dir():
         raise SourceError(f"{root}: no such folder")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = {folder.name: sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-             for folder in folders}
+    files = {folder.name: sorted(_images(folder)) for folder in _subfolders(root)}
     if not any(files.values()):
         raise SourceError(f"{root}: no images found (an image folder holds one subfolder per class, with "
                           f"{', '.join(sorted(IMAGE_SUFFIXES))} files)")
+    # a subfolder without images is no class (notes, a __MACOSX folder, a Hub layout's data/): left out, and said
+    empty = [name for name, paths in files.items() if not paths]
+    files = {name: paths for name, paths in files.items() if paths}
     classes = ClassSet(tuple(files), tuple((folder_class_name(name),) for name in files))
     classes = _renamed(classes, spec.class_names)
+    naming = f"class names from {spec.class_names}" if spec.class_names else \
+        "class names: folder names, '_' as a space, a leading number like '001.' dropped"
+    if empty:
+        naming += f"; subfolders without images left out: {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}"
 
     def read() -> Iterator[Example]:
         for name, paths in files.items():
             for path in paths:
-                yield Example(path.read_bytes(), str(path), labels=(name,))
+                # read by the decoder: a file that cannot be read is named like one that cannot be decoded
+                yield Example({"bytes": None, "path": str(path)}, str(path), labels=(name,))
 
-    return Source(display_name(spec.dataset), spec.split or "-", "imagefolder", f"imagefolder|{root.resolve()}", read, classes)
+    return Source(display_name(spec.dataset), spec.split or "-", "imagefolder", f"imagefolder|{root.resolve()}", read,
+                  classes, reading=naming)
 
 
 # --- CLIP_benchmark webdataset ----------------------------------------------------------------
@@ -280,7 +366,7 @@ def _load_split(spec: DataSpec) -> tuple[Any, str]:
     import datasets
 
     try:
-        if Path(spec.dataset, "state.json").is_file():  # a Dataset.save_to_disk folder
+        if any(Path(spec.dataset, marker).is_file() for marker in ("state.json", "dataset_dict.json")):  # save_to_disk
             loaded = datasets.load_from_disk(spec.dataset)
         else:
             loaded = datasets.load_dataset(spec.dataset, spec.config, streaming=True)

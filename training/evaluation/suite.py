@@ -91,7 +91,7 @@ def load_suite(name: str, overrides: Sequence[str] = ()) -> Suite:
             continue
         try:
             tasks.append(TaskSpec(data=DataSpec(**spec), **{k: v for k, v in entry.items() if k != "data"}))
-        except (TypeError, TaskError) as error:
+        except (TypeError, TaskError, SourceError) as error:
             raise SuiteError(f"{where}: {error}") from None
     return Suite(path.stem, str(loaded.get("description") or ""), tasks, unavailable)
 
@@ -106,7 +106,9 @@ def _override(data: dict[str, dict[str, Any]], assignment: str) -> None:
         raise SuiteError(f"--data {assignment}: the suite has no data {key!r} ({', '.join(data)})")
     if field not in DATA_FIELDS:
         raise SuiteError(f"--data {assignment}: no field {field!r} ({', '.join(sorted(DATA_FIELDS))})")
-    data[key][field] = int(value) if field == "max_images" and value.isdigit() else value
+    if field == "max_images" and not (value.isdigit() and int(value) >= 1):
+        raise SuiteError(f"--data {assignment}: max_images must be at least 1 (leave it unset for every image)")
+    data[key][field] = int(value) if field == "max_images" else value
 
 
 def _known(entry: Any, allowed: set[str], where: str) -> None:

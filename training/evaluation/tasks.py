@@ -3,8 +3,8 @@
 ``run_task`` composes the pieces: open the source, embed its images once (``FeatureCache``: every
 task on the same images reuses them), then score zero-shot classification when the images have
 classes and retrieval when they have captions. The record carries CLIP_benchmark's fields
-(``dataset``, ``task``, ``model``, ``metrics`` with its metric names) and ours (split, templates,
-numbers of images and classes).
+(``dataset``, ``task``, ``model``, ``metrics`` with its metric names) and ours (split, ``format``,
+templates, numbers of images and classes, the ``class_names`` prompted, ``skipped_images``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 
 from entitynet.training.evaluation.classes import ClassSet, ClassSetError, named_subset
 from entitynet.training.evaluation.features import ImageFeatures, embed_images
+from entitynet.training.evaluation.images import UnreadableImage
 from entitynet.training.evaluation.models import Clip
 from entitynet.training.evaluation.scoring import caption_embeddings, classification, retrieval, zero_shot_classifier
 from entitynet.training.evaluation.sources import DataSpec, Source, open_source
@@ -53,6 +54,14 @@ class Settings:
     text_batch_size: int = 256
     workers: int | None = None
     progress: bool = True
+    skip_unreadable: bool = False  # leave images that cannot be decoded out (counted), instead of failing
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "text_batch_size"):
+            if getattr(self, name) < 1:
+                raise TaskError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 0:
+            raise TaskError(f"workers must not be negative, got {self.workers}")
 
 
 @dataclass
@@ -92,17 +101,23 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
         raise TaskError(f"{spec.name}: {source.name} has no captions to retrieve")
     if classify and not source.labels:
         raise TaskError(f"{spec.name}: {source.name} has no class labels")
-    features = cache.get(source.key, lambda: embed_images(
-        clip.model, clip.processor, source.read(), accelerator, settings.batch_size, settings.workers,
-        progress=settings.progress, description=source.name if source.split == "-" else f"{source.name} [{source.split}]"))
+    try:
+        features = cache.get(source.key, lambda: embed_images(
+            clip.model, clip.processor, source.read(), accelerator, settings.batch_size, settings.workers,
+            progress=settings.progress, skip_unreadable=settings.skip_unreadable,
+            description=source.name if source.split == "-" else f"{source.name} [{source.split}]"))
+    except UnreadableImage as error:
+        raise TaskError(f"{error}; to leave such images out and count them, pass --skip-unreadable "
+                        "(Settings.skip_unreadable)") from None
     if not len(features):
         raise TaskError(f"{spec.name}: {source.name} [{source.split}] has no images")
     record: dict[str, Any] = {
         "task_name": spec.name, "dataset": source.name, "split": source.split, "format": source.format,
         "task": "+".join(k for k, on in (("zeroshot_classification", classify), ("zeroshot_retrieval", find)) if on),
         "model": clip.name, "templates": None, "classes": spec.classes or "all", "group": spec.group,
-        "num_images": len(features), "num_classes": None, "metrics": {}, "language": "en",
+        "num_images": len(features), "num_classes": None, "class_names": None, "metrics": {}, "language": "en",
         "precision": accelerator.mixed_precision, "batch_size": settings.batch_size,
+        "skipped_images": len(features.skipped),
     }
     if classify:
         classes = task_classes(spec, source, features)
@@ -110,7 +125,8 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
         weights = cache.classifier(classes, templates, lambda missing: zero_shot_classifier(
             clip.model, clip.tokenizer, missing, templates, accelerator, settings.text_batch_size))
         scored = classification(features, classes, weights, accelerator.device)
-        record.update(templates=templates.name, num_classes=scored["num_classes"], num_images=scored["num_images"])
+        record.update(templates=templates.name, num_classes=scored["num_classes"], num_images=scored["num_images"],
+                      class_names=recorded_names(classes))
         record["metrics"].update(scored["metrics"])
     if find:
         texts, owners = caption_embeddings(clip.model, clip.tokenizer, features, accelerator, settings.text_batch_size)
@@ -118,6 +134,12 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
         record["num_texts"] = scored["num_texts"]
         record["metrics"].update(scored["metrics"])
     return record
+
+
+def recorded_names(classes: ClassSet) -> list[str | list[str]]:
+    """The names prompted, in class order, as a ``--class-names`` JSON file gives them: a class's
+    one name, or the list of its synonyms."""
+    return [names[0] if len(names) == 1 else list(names) for names in classes.names]
 
 
 def task_classes(spec: TaskSpec, source: Source, features: ImageFeatures) -> ClassSet:
