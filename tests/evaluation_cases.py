@@ -2,6 +2,7 @@
 interpreter under accelerate's debug_launcher (two forked CPU processes, gloo).
 
     python tests/evaluation_cases.py built MODEL DATASET OUT.json
+    python tests/evaluation_cases.py skipping MODEL FOLDER OUT.json
 """
 
 from __future__ import annotations
@@ -27,7 +28,21 @@ def built_case(model: str, dataset: str, out: str) -> None:
     Path(f"{out}.{accelerator.process_index}").write_text(json.dumps(metrics))
 
 
+def skipping_case(model: str, folder: str, out: str) -> None:
+    """Unreadable images left out by whichever process meets them; every process gets them all."""
+    from entitynet.training.evaluation.features import embed_images
+    from entitynet.training.evaluation.sources import DataSpec, open_source
+
+    accelerator = Accelerator(cpu=True)
+    assert accelerator.num_processes == 2
+    clip = load_model(model)
+    features = embed_images(clip.model, clip.processor, open_source(DataSpec(folder)).read(), accelerator,
+                            batch_size=3, progress=False, skip_unreadable=True)
+    Path(f"{out}.{accelerator.process_index}").write_text(json.dumps(
+        {"embeddings": features.embeddings.tolist(), "labels": features.labels, "skipped": features.skipped}))
+
+
 if __name__ == "__main__":
     case, args = sys.argv[1], sys.argv[2:]
-    function = {"built": built_case}[case]
+    function = {"built": built_case, "skipping": skipping_case}[case]
     debug_launcher(lambda: function(*args), num_processes=2)

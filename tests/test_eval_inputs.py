@@ -205,6 +205,33 @@ def test_an_unreadable_image_names_its_file_and_the_option_that_skips_it(layout,
     assert "skipped 1 unreadable image" in capsys.readouterr().out
 
 
+def test_two_processes_skip_the_same_images_as_one(model_dir, photos, realdata, tmp_path):
+    """Each process skips the unreadable images it meets; gathered, every process has the one-process
+    embeddings, labels and skipped images."""
+    import subprocess
+    import sys
+
+    from entitynet.training.evaluation import load_model
+    from entitynet.training.evaluation.features import embed_images
+    from entitynet.training.evaluation.sources import DataSpec, open_source
+
+    bad = realdata / "labelled_photos" / "cameratrapai" / TRUNCATED
+    folder = image_folder([*photos, bad, realdata / "image_edge_cases" / "broken.png"], tmp_path / "bad")
+    out = tmp_path / "features.json"
+    command = [sys.executable, str(Path(__file__).with_name("evaluation_cases.py")), "skipping", str(model_dir),
+               str(folder), str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    ranks = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1)]
+    clip = load_model(str(model_dir))
+    single = embed_images(clip.model, clip.processor, open_source(DataSpec(str(folder))).read(), batch_size=3,
+                          progress=False, skip_unreadable=True)
+    assert ranks[0] == ranks[1]
+    assert len(single.skipped) == 2 and ranks[0]["skipped"] == single.skipped
+    assert [tuple(labels) for labels in ranks[0]["labels"]] == single.labels and len(single) == 13
+    assert torch.allclose(torch.tensor(ranks[0]["embeddings"]), single.embeddings, atol=1e-5)
+
+
 def test_the_result_json_records_format_and_class_names(model_dir, folder, clean, tmp_path):
     names = tmp_path / "names.json"
     names.write_text(json.dumps([[n, n.upper()] for n in clean["class_names"]]))

@@ -36,6 +36,8 @@ def decode(data: Any, where: str) -> Image.Image:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
             return to_rgb(opened)
+    except Image.UnidentifiedImageError:  # its own message names a BytesIO object's address
+        raise UnreadableImage(f"{where}: cannot read the image (not in a format Pillow knows)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise UnreadableImage(f"{where}: cannot read the image ({error})") from None
 
