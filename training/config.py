@@ -42,7 +42,7 @@ class ModelConfig:
         # tokenizer of two special tokens (a Hub id is checked when it loads)
         local = self.init_from is not None and Path(self.init_from).is_dir()
         missing = missing_tokenizer_files(Path(self.init_from)) if local else []
-        require(not missing, "init_from", f"{self.init_from} has no tokenizer ({' and '.join(missing)} missing); "
+        require(not missing, "init_from", f"{self.init_from} has no tokenizer, missing {', '.join(missing)}; "
                 "copy the tokenizer the model was trained with into it")
 
 

@@ -28,7 +28,7 @@ def missing_tokenizer_files(folder: Path) -> list[str]:
     and a vocabulary; of the vocabularies the first form is named."""
     missing = [] if (folder / TOKENIZER_CONFIG).is_file() else [TOKENIZER_CONFIG]
     if not any(all((folder / name).is_file() for name in files) for files in VOCABULARIES):
-        missing.append("tokenizer.json (or vocab.json and merges.txt)")
+        missing.append("tokenizer.json (or vocab.json + merges.txt)")
     return missing
 
 
@@ -37,9 +37,8 @@ def require_tokenizer(folder: str | Path) -> None:
     missing = missing_tokenizer_files(Path(folder))
     if missing:
         raise MissingTokenizer(
-            f"{folder}: no tokenizer ({' and '.join(missing)} missing); a model is only meaningful with the "
-            "tokenizer it was trained with: copy its tokenizer files into the folder (our trainer saves them beside "
-            "the model in OUTPUT/model; save_pretrained the tokenizer there)")
+            f"{folder}: no tokenizer, missing {', '.join(missing)}. A model works only with the tokenizer it was "
+            "trained with: copy its tokenizer files into the folder (our trainer writes them into OUTPUT/model)")
 
 
 def require_vocabulary(tokenizer: Any, name: str) -> None:
