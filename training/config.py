@@ -24,6 +24,9 @@ class ModelConfig:
     init_from: str | None = option(
         None, "finetune instead: a CLIPModel id on the Hub or a folder saved with save_pretrained")
     context_length: int = option(32, "text tokens per caption, start and end included (the paper's models: 32)")
+    activation: Literal["gelu", "quick_gelu"] = option(
+        "gelu", "MLP activation of both towers when training from scratch: gelu as open_clip's ViT-B-32, which the "
+        "paper trained; quick_gelu as OpenAI's original CLIP and open_clip's -quickgelu models")
     tokenizer: str | None = option(
         None, "from scratch: a pretrained tokenizer (Hub id or folder), e.g. openai/clip-vit-base-patch32 as the "
         "paper's models use; unset: a byte-level BPE trained on the training texts")
@@ -106,7 +109,7 @@ class AugmentConfig:
 class OptimizerConfig:
     learning_rate: float = option(5e-4, "peak learning rate")
     betas: list[float] = option([0.9, 0.98], "AdamW betas (open_clip's for ViTs)")
-    eps: float = option(1e-6, "AdamW epsilon")
+    eps: float = option(1e-6, "AdamW epsilon (open_clip's default for ViTs; the paper presets take the authors' 1e-8)")
     weight_decay: float = option(0.2, "on every weight matrix and embedding; never on biases, norms or the temperature")
     warmup_steps: int = option(500, "linear warm-up, then cosine decay to zero at max_steps")
     max_grad_norm: float = option(1.0, "clip the global gradient norm (0: no clipping; the norm is logged either way)")

@@ -69,9 +69,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int) 
     )
 
 
-def scratch_model(preset_name: str, tokenizer: PreTrainedTokenizerBase, context_length: int = 32) -> CLIPModel:
+def scratch_model(preset_name: str, tokenizer: PreTrainedTokenizerBase, context_length: int = 32,
+                  activation: str = "gelu") -> CLIPModel:
     """A randomly initialised CLIPModel of a preset whose text tower fits ``tokenizer``; it pools
-    at the tokenizer's end token."""
+    at the tokenizer's end token. ``activation`` is set on both towers explicitly: CLIPConfig's
+    default is quick_gelu (OpenAI's checkpoints), while open_clip's ViT-B-32, the paper's model,
+    uses gelu."""
     preset = PRESETS[preset_name]
     config = CLIPConfig(
         text_config={
@@ -79,11 +82,12 @@ def scratch_model(preset_name: str, tokenizer: PreTrainedTokenizerBase, context_
             "num_attention_heads": preset.text_heads, "intermediate_size": 4 * preset.text_width,
             "max_position_embeddings": context_length, "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+            "hidden_act": activation,
         },
         vision_config={
             "image_size": preset.image_size, "patch_size": preset.patch_size, "hidden_size": preset.vision_width,
             "num_hidden_layers": preset.vision_layers, "num_attention_heads": preset.vision_heads,
-            "intermediate_size": 4 * preset.vision_width,
+            "intermediate_size": 4 * preset.vision_width, "hidden_act": activation,
         },
         projection_dim=preset.embed_dim,
     )

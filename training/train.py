@@ -201,7 +201,7 @@ def build_model(config: TrainConfig, accelerator: Accelerator, source: Source,
         tokenizer = prepare_tokenizer(config, accelerator, source, rows)
         context_length = config.model.context_length
         set_seed(config.seed)  # the same initial weights on every process and every resume
-        model = scratch_model(config.model.preset, tokenizer, context_length)
+        model = scratch_model(config.model.preset, tokenizer, context_length, config.model.activation)
         processor = image_processor(PRESETS[config.model.preset].image_size)
     tokenizer.model_max_length = context_length
     if config.model.gradient_checkpointing:
