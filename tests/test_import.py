@@ -340,13 +340,13 @@ def test_url_lists_of_every_format_are_downloaded_with_their_captions(tmp_path, 
     gen = f"{host.base}/gen/200x150"
     pq.write_table(pa.table({"URL": [f"{gen}/21.jpg", None], "TEXT": ["a parquet caption", "no url"]}), tmp_path / "a.parquet")
     (tmp_path / "b.csv").write_text(f'url,caption\n{gen}/22.jpg,"a caption, with a comma"\n{host.base}/fault/404/x,dead\n')
-    (tmp_path / "c.jsonl").write_text(json.dumps({"url": f"{gen}/23.jpg", "caption": "a json caption"}) + "\nnot json\n")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"url": f"{gen}/23.jpg", "caption": "a json caption"}) + "\n\n")
     (tmp_path / "d.tsv").write_text(f"image_url\talt\n{gen}/24.jpg\ta tab caption\n")
     (tmp_path / "e.txt").write_text(f"{gen}/25.jpg\n\n")
     run = tmp_path / "run"
     assert main(["-q", "import", "--from", str(tmp_path / "*.*"), "--run", str(run)]) == 0
     imported = json.loads((run / "stages" / "import.json").read_text())["stats"]
-    assert (imported["rows"], imported["rows_without_url"], imported["candidates"]) == (8, 2, 6)
+    assert (imported["rows"], imported["rows_without_url"], imported["candidates"]) == (7, 1, 6)
     assert main(["-q", "download", "--run", str(run), *LOOPBACK_ONLY]) == 0
     stored = {row["url"]: row["sources"][0]["text"] for path in (run / "images").glob("shard-*[0-9].parquet")
               for row in pq.read_table(path).to_pylist()}
@@ -360,6 +360,49 @@ def test_url_lists_of_every_format_are_downloaded_with_their_captions(tmp_path, 
 
 
 # A run made by an import stays one ----------------------------------------------------------------
+
+MALFORMED = {  # file name, text, the line the message names
+    "open quote": ("l.csv", 'url,caption\nhttp://h/1.jpg,one\nhttp://h/2.jpg,"two\n' + "".join(
+        f"http://h/{i}.jpg,row {i}\n" for i in range(3, 11)), 3),
+    "quote closed rows later": ("l.csv", 'url,caption\nhttp://h/1.jpg,"one\nhttp://h/2.jpg,two\nhttp://h/3.jpg,three"\n', 2),
+    "text after a quote": ("l.csv", 'url,caption\nhttp://h/1.jpg,one\nhttp://h/2.jpg,"two"x\n', 3),
+    "fields": ("l.tsv", "url\tcaption\nhttp://h/1.jpg\tone\nhttp://h/2.jpg\ttwo\tthree\n", 3),
+    "json": ("l.jsonl", '{"url": "http://h/1.jpg"}\n\n{"url": "http://h/2.jpg"\n', 3),
+    "json array": ("l.jsonl", '{"url": "http://h/1.jpg"}\n["http://h/2.jpg"]\n', 2),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_a_malformed_url_list_is_refused_with_its_line_number(tmp_path, capsys, name):
+    file_name, text, line = MALFORMED[name]
+    (tmp_path / file_name).write_text(text)
+    run = tmp_path / "run"
+    assert main(["-q", "import", "--from", str(tmp_path / file_name), "--run", str(run)]) == 1
+    error = capsys.readouterr().err
+    assert f"{file_name}: line {line}: " in error and "fix the file" in error.lower()
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert not run.exists()  # nothing written
+
+
+def test_a_quoted_caption_over_lines_that_are_not_rows_is_kept(tmp_path):
+    (tmp_path / "l.csv").write_text('url,caption\nhttp://h/1.jpg,"first line\nsecond line, with a comma"\nhttp://h/2.jpg,two\n')
+    run = tmp_path / "run"
+    assert main(["-q", "import", "--from", str(tmp_path / "l.csv"), "--run", str(run)]) == 0
+    texts = [row["text"] for row in pq.read_table(run / "candidates" / "part-00000.parquet").to_pylist()]
+    assert texts == ["first line\nsecond line, with a comma", "two"]
+
+
+def test_urls_that_are_not_http_are_counted_by_reason_and_not_imported(tmp_path, capsys):
+    (tmp_path / "l.csv").write_text("url,caption\nhttp://h/1.jpg,one\nftp://h/2.jpg,two\nfile:///etc/passwd,three\n"
+                                    "not a url,four\nhttps://h/5.jpg,five\n,six\n")
+    run = tmp_path / "run"
+    assert main(["import", "--from", str(tmp_path / "l.csv"), "--run", str(run)]) == 0
+    stats = json.loads((run / "stages" / "import.json").read_text())["stats"]
+    assert (stats["rows"], stats["candidates"], stats["rows_not_http_url"], stats["rows_without_url"]) == (6, 2, 3, 1)
+    urls = [row["url"] for row in pq.read_table(run / "candidates" / "part-00000.parquet").to_pylist()]
+    assert urls == ["http://h/1.jpg", "https://h/5.jpg"]
+    assert "rows whose URL is not http(s) (ftp:, file:, no scheme; not imported): 3" in capsys.readouterr().out
+
 
 def test_an_import_never_goes_into_a_harvested_run(tmp_path, capsys):
     write_release(tmp_path / "release", "http://127.0.0.1:9")
