@@ -99,6 +99,22 @@ def temporary_folder(parent: Path, prefix: str) -> Path:
     return folder
 
 
+def apply_umask(root: Path) -> None:
+    """Give ``root`` and everything under it the modes new files and folders get under the umask.
+    For what libraries write through temporary files of their own (safetensors' ``save_file``
+    makes its file 0600), called on a folder this process has just written, before it is renamed
+    into place. Execute bits a file has are kept where the umask allows them."""
+    file_mode, folder_mode = new_file_mode(), new_folder_mode()
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for path in paths:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            os.chmod(path, folder_mode)
+        else:
+            os.chmod(path, file_mode | (path.stat().st_mode & 0o111 & folder_mode))
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.
