@@ -82,9 +82,10 @@ def release_rows(base: str) -> dict[str, list[list[dict]]]:
     }
 
 
-def write_release(folder: Path, base: str, rows_per_group: int = 2) -> dict[str, list[list[dict]]]:
+def write_release(folder: Path, base: str, rows_per_group: int = 2,
+                  splits: dict[str, list[list[dict]]] | None = None) -> dict[str, list[list[dict]]]:
     """A release in the authors' layout: images_metadata/{split}-NNNNN-of-MMMMM.parquet + the two tables."""
-    splits = release_rows(base)
+    splits = splits or release_rows(base)
     (folder / "images_metadata").mkdir(parents=True)
     for split, files in splits.items():
         for number, rows in enumerate(files):
@@ -209,6 +210,66 @@ def test_a_row_whose_every_link_fails_is_one_failure_with_each_links_reason(buil
 def test_a_working_first_link_means_the_alternatives_are_never_fetched(built, host):
     assert host.hits[f"/gen/200x150/3.jpg"] == 1 and host.hits[f"/gen/200x150/4.jpg"] == 0
     assert host.hits["/fault/404/oak"] == 1 and host.hits["/gen/200x150/2.jpg"] == 1
+
+
+def test_rows_sharing_a_dead_first_link_are_each_tried_down_their_own_links(tmp_path, host):
+    """Before, rows were grouped by their first link and the first row's alternatives were tried
+    for all: the test row whose every link is dead lent its alt text to the validation row's
+    image, pulled it into test, and was no failure."""
+    base = host.base
+    dead, other_dead, also_dead = f"{base}/fault/404/shared-a", f"{base}/fault/404/own-b", f"{base}/fault/404/shared-c"
+
+    def gen(seed: int) -> str:
+        return f"{base}/gen/200x150/{100 + seed}.jpg"
+
+    splits = {
+        "val": [[row("val000000000", ["qhOak"], ["validation oak"], [dead, gen(1)]),
+                 row("val000000001", ["qhHammer"], ["shared q"], [gen(4), gen(6)])]],
+        "test": [[row("test000000000", ["qhHammer"], ["test hammer"], [dead, other_dead]),  # every link dead
+                  row("test000000001", ["qhFlyAgaric"], ["agaric"], [gen(7)])]],
+        "train": [[row("train000000000", ["qhLion"], ["lion x"], [also_dead, gen(2)]),
+                   row("train000000001", ["qhClawHammer"], ["claw y"], [also_dead, gen(3)]),
+                   row("train000000002", ["qhLion"], ["shared p"], [gen(4), gen(5)])]],
+    }
+    write_release(tmp_path / "release", base, splits=splits)
+    run = RunDir(tmp_path / "run")
+    assert main(["-q", "import", "--from", str(tmp_path / "release"), "--run", str(run.root)]) == 0
+    assert main(["-q", "download", "--run", str(run.root), *LOOPBACK_ONLY]) == 0
+    assert main(["-q", "build", "--run", str(run.root), "--domain", "entitynet"]) == 0
+    rows = by_first_url(rows_of(run))
+    assert {url: (split, row["alt_texts"]) for url, (split, row) in rows.items()} == {
+        gen(1): ("validation", ["validation oak"]),  # not "test hammer", and not moved to test
+        gen(2): ("train", ["lion x"]), gen(3): ("train", ["claw y"]),  # each row its own second link
+        gen(4): ("validation", ["shared p", "shared q"]),  # both rows reached their shared first link
+        gen(7): ("test", ["agaric"]),
+    }
+    assert rows[gen(1)][1]["urls"] == [gen(1), dead] and rows[gen(2)][1]["urls"] == [gen(2), also_dead]
+    failures = pq.read_table(run.path("images") / "failures.parquet").to_pylist()
+    assert [(f["url"], f["reason"]) for f in failures] == [(dead, "http_404")]  # the test row: a failure of its own
+    assert "link 2/2" in failures[0]["detail"] and "own-b" in failures[0]["detail"]
+    stats = json.loads(run.marker("download").read_text())["stats"]
+    assert (stats["failed"], stats["reasons"]) == (1, {"http_404": 1})
+    assert host.hits["/fault/404/shared-a"] == 1 and host.hits["/fault/404/shared-c"] == 1  # once per link
+    assert host.hits[f"/gen/200x150/{105}.jpg"] == 0 and host.hits[f"/gen/200x150/{106}.jpg"] == 0
+
+
+def test_retrying_a_chain_that_failed_does_not_store_its_neighbours_image_twice(tmp_path, host):
+    """Two rows share a first link that fails transiently; --retry-failures redoes that URL's
+    chains, so the image the other row reached is replaced, not kept and stored again."""
+    base, flaky = host.base, f"{host.base}/fault/500/shared-retry"
+    splits = {"train": [[row("train000000000", ["qhLion"], ["reached"], [flaky, f"{base}/gen/200x150/121.jpg"]),
+                         row("train000000001", ["qhOak"], ["never"], [flaky, f"{base}/fault/404/none"])]]}
+    write_release(tmp_path / "release", base, splits=splits)
+    run = RunDir(tmp_path / "run")
+    assert main(["-q", "import", "--from", str(tmp_path / "release"), "--run", str(run.root)]) == 0
+    for retry in ([], ["--retry-failures"]):
+        assert main(["-q", "download", "--run", str(run.root), *LOOPBACK_ONLY, *retry]) == 0
+        stored = [row["url"] for path in run.path("images").glob("shard-*[0-9].parquet")
+                  for row in pq.read_table(path, columns=["url"]).to_pylist()]
+        assert stored == [f"{base}/gen/200x150/121.jpg"]
+        stats = json.loads(run.marker("download").read_text())["stats"]
+        assert (stats["stored"], stats["failed"], stats["reasons"]) == (1, 1, {"http_5xx": 1})
+    assert host.hits["/fault/500/shared-retry"] == 2
 
 
 def test_download_and_build_accept_the_import_and_the_harvest_stages_refuse(built, capsys):
