@@ -253,6 +253,27 @@ def test_rows_sharing_a_dead_first_link_are_each_tried_down_their_own_links(tmp_
     assert host.hits[f"/gen/200x150/{105}.jpg"] == 0 and host.hits[f"/gen/200x150/{106}.jpg"] == 0
 
 
+def test_an_image_two_rows_reach_by_different_chains_is_one_row_with_both_texts(tmp_path, host):
+    """One row reaches a link through its dead first link, another row names it first: the link is
+    stored twice under one URL, and the build took both copies for duplicates and dropped them."""
+    base, picture_url = host.base, f"{host.base}/gen/200x150/131.jpg"
+    splits = {"val": [[row("val000000000", ["qhOak"], ["through a dead link"], [f"{base}/fault/404/before-131", picture_url])]],
+              "train": [[row("train000000000", ["qhLion"], ["first link"], [picture_url]),
+                         row("train000000001", ["qhHammer"], ["a hammer"], [f"{base}/gen/200x150/132.jpg"])]]}
+    write_release(tmp_path / "release", base, splits=splits)
+    run = RunDir(tmp_path / "run")
+    assert main(["-q", "import", "--from", str(tmp_path / "release"), "--run", str(run.root)]) == 0
+    assert main(["-q", "download", "--run", str(run.root), *LOOPBACK_ONLY]) == 0
+    assert main(["-q", "build", "--run", str(run.root), "--domain", "entitynet"]) == 0
+    rows = by_first_url(rows_of(run))
+    assert picture_url in rows, "the image both rows reached was dropped"
+    split, found = rows[picture_url]
+    assert (split, sorted(found["alt_texts"])) == ("validation", ["first link", "through a dead link"])
+    assert found["urls"] == [picture_url, f"{base}/fault/404/before-131"]
+    build = json.loads(run.marker("build").read_text())["stats"]
+    assert (build["rows"], build["merged_duplicates"]) == (2, 1)
+
+
 def test_retrying_a_chain_that_failed_does_not_store_its_neighbours_image_twice(tmp_path, host):
     """Two rows share a first link that fails transiently; --retry-failures redoes that URL's
     chains, so the image the other row reached is replaced, not kept and stored again."""
