@@ -250,7 +250,8 @@ def _add_export(commands: Any) -> None:
     parser.add_argument("--run", required=True, metavar="RUN", help="run directory holding dataset/")
     parser.add_argument("--format", choices=["webdataset"], default="webdataset", help="export format")
     parser.add_argument("--out", metavar="DIR", help="where the shards go (default RUN/export/webdataset)")
-    parser.add_argument("--samples-per-shard", type=int, default=1000, metavar="N", help="rows per tar shard")
+    parser.add_argument("--samples-per-shard", type=_positive_int, default=1000, metavar="N",
+                        help="rows per tar shard (at least 1)")
     _add_verbosity(parser, default=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_export)
 
@@ -440,6 +441,16 @@ def _source_list(text: str) -> list[str]:
     return names
 
 
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {number}")
+    return number
+
+
 def _split_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
@@ -530,7 +541,8 @@ def _run_export(args: argparse.Namespace) -> int:
         raise MissingInput(f"export: {dataset} does not exist; run 'entitynet build --run {run.root}' first")
     out = Path(args.out) if args.out else run.path(layout.EXPORT) / "webdataset"
     result = export_webdataset(dataset, out, args.samples_per_shard)
-    print(f"export: {result['total']} samples in {out}")
+    replaced = " (the earlier export there was replaced whole)" if result["replaced"] else ""
+    print(f"export: {result['total']} samples in {out}{replaced}")
     for name, count in result["samples"].items():
         print(f"  {name}: {count}")
     print(f'read it back: load_dataset("webdataset", data_files="{out}/living/train-*.tar")')

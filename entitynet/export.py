@@ -6,12 +6,19 @@ text, else its first query) and ``<key>.json`` (every other field), in
 lists the shards with their sample counts in webdataset's wids format, so a reader (the trainer
 streaming them from a server, ``wids``) knows an epoch's size without reading the tars.
 ``load_dataset("webdataset", data_files=...)`` reads them back.
+
+An export replaces its folder as a whole: the shards are written into a temporary folder beside
+OUT, which then takes OUT's place, so no tar of an earlier export (another shard size, another
+dataset) stays beside the new ones for a reader to stream. ``OUT/export.json`` marks a folder as
+written by an export; a non-empty folder without it is refused before anything is written, since
+replacing it would delete files the export never wrote.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,9 +28,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from entitynet.dataset.rows import SPLITS
-from entitynet.rundir import atomic_path, write_text_atomic
+from entitynet.rundir import StageError, atomic_path, temporary_folder, write_text_atomic
 
 INDEX = "index.json"
+MANIFEST = "export.json"  # written last: the folder is an export's, which the next export may replace
+
+
+class ExportProblem(StageError):
+    """The export cannot be written where it was asked; nothing was written."""
 
 
 def _rows(files: list[Path]) -> Iterator[dict[str, Any]]:
@@ -50,7 +62,43 @@ def _write_shard(path: Path, rows: list[dict[str, Any]]) -> None:
             _add(archive, f"{key}.json", json.dumps({k: v for k, v in row.items() if k != "image"}, ensure_ascii=False).encode())
 
 
+def check_out(out: Path) -> None:
+    """Refuse an ``out`` that holds files an export did not write (no ``export.json``)."""
+    if out.exists() and not out.is_dir():
+        raise ExportProblem(f"export: {out} is a file; --out takes a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ExportProblem(f"export: {out} is not empty and was not written by 'entitynet export' (no {MANIFEST}); "
+                            "choose another --out, or empty it yourself")
+
+
 def export_webdataset(dataset: Path, out: Path, samples_per_shard: int = 1000) -> dict[str, Any]:
+    """The dataset's rows as tars in ``out``, replacing an earlier export there as a whole."""
+    if samples_per_shard < 1:
+        raise ExportProblem(f"export: samples per shard must be at least 1, got {samples_per_shard}")
+    check_out(out)
+    replaced = out.is_dir() and any(out.iterdir())
+    staging = temporary_folder(out.parent, f".{out.name}.partial-")
+    try:
+        result = _export(dataset, staging, samples_per_shard)
+        write_text_atomic(staging / MANIFEST, json.dumps({"format": "webdataset", "dataset": str(dataset),
+                                                          "samples_per_shard": samples_per_shard, **result}, indent=1) + "\n")
+        _swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**result, "out": str(out), "replaced": replaced}
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """``staging`` becomes ``out``; an earlier export there is removed whole."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _export(dataset: Path, out: Path, samples_per_shard: int) -> dict[str, Any]:
     written: dict[str, int] = {}
     for domain_dir in sorted(p for p in (dataset / "data").iterdir() if p.is_dir()):
         shards: dict[str, int] = {}
@@ -69,7 +117,7 @@ def export_webdataset(dataset: Path, out: Path, samples_per_shard: int = 1000) -
                 written[f"{domain_dir.name}/{split}"] = count
         if shards:
             write_wids_index(out / domain_dir.name, shards)
-    return {"samples": written, "total": sum(written.values()), "out": str(out)}
+    return {"samples": written, "total": sum(written.values())}
 
 
 def _flush(folder: Path, split: str, number: int, rows: list[dict[str, Any]]) -> str:

@@ -144,7 +144,18 @@ class PlannedUrl:
 
     url: str
     sources: list[Source]
-    alternatives: list[str] = field(default_factory=list)  # tried in order when ``url`` fails (imports)
+    # An import's other links to the picture, tried in order when ``url`` fails. Each released row
+    # is a chain of its own: two rows that share a first link may differ after it, so ``tails``
+    # lists every distinct tail (the first source's first) and ``tail_of`` gives each source's.
+    tails: list[list[str]] = field(default_factory=lambda: [[]])
+    tail_of: list[int] = field(default_factory=list)  # per source; missing: every source has tails[0]
+
+    def chains(self) -> list[tuple[list[str], list[Source]]]:
+        """(links, sources) per tail, in plan order: ``url`` then that tail, and the sources whose
+        rows named those links."""
+        tail_of = self.tail_of or [0] * len(self.sources)
+        return [([self.url, *tail], [source for source, t in zip(self.sources, tail_of) if t == number])
+                for number, tail in enumerate(self.tails)]
 
 
 @dataclass(slots=True, frozen=True)

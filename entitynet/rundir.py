@@ -9,7 +9,10 @@ Its file names are in ``layout.py``; beside the artifacts a run holds
 - ``RUN/cache/<stage>/``        what lets an interrupted stage resume (fetched pages, stores).
 
 Every file is written atomically (temporary file in the same folder, then ``os.replace``), so a
-crash leaves either the old file or the new one, never half of one.
+crash leaves either the old file or the new one, never half of one. Temporary files and folders
+are made by ``tempfile``, which creates them 0600 and 0700 whatever the umask; ``atomic_path`` and
+``temporary_folder`` give them the modes any new file and folder gets (0644 and 0755 under the
+usual umask 022), so colleagues on a shared machine can read a dataset, a model or results.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 import dataclasses
@@ -57,13 +61,69 @@ class MissingInput(StageError):
     """A stage was started before the stages it reads from finished."""
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``os.umask`` can only
+    read it by setting it, and a thread creating a file meanwhile would get the wrong mode)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        current = os.umask(0o022)
+        os.umask(current)
+    return current
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask."""
+    return 0o666 & ~umask()
+
+
+def new_folder_mode() -> int:
+    """The mode ``mkdir`` gives a new folder: 0777 less the umask."""
+    return 0o777 & ~umask()
+
+
+def temporary_folder(parent: Path, prefix: str) -> Path:
+    """A new folder in ``parent`` (made if missing) to assemble something that is then renamed into
+    place; it has the mode of any new folder, not ``mkdtemp``'s 0700."""
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, new_folder_mode())
+    return folder
+
+
+def apply_umask(root: Path) -> None:
+    """Give ``root`` and everything under it the modes new files and folders get under the umask.
+    For what libraries write through temporary files of their own (safetensors' ``save_file``
+    makes its file 0600), called on a folder this process has just written, before it is renamed
+    into place. Execute bits a file has are kept where the umask allows them."""
+    file_mode, folder_mode = new_file_mode(), new_folder_mode()
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for path in paths:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            os.chmod(path, folder_mode)
+        else:
+            os.chmod(path, file_mode | (path.stat().st_mode & 0o111 & folder_mode))
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds."""
+    """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.
+    The file has the mode of any new file (``mkstemp`` makes it 0600), whatever writes it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
+    os.chmod(temporary, new_file_mode())
     try:
         yield temporary
         with open(temporary, "rb") as written:

@@ -295,7 +295,8 @@ SOURCE_TYPE = pa.struct([
 ])
 SOURCE_FIELDS = [field.name for field in SOURCE_TYPE]
 
-PLAN_SCHEMA = pa.schema([("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE)), ("alternatives", pa.list_(pa.string()))],
+PLAN_SCHEMA = pa.schema([("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE)), ("alternatives", pa.list_(pa.string())),
+                         ("tails", pa.list_(pa.list_(pa.string()))), ("tail_of", pa.list_(pa.int32()))],
                         metadata={"entitynet.record": "PlannedUrl"})
 
 IMAGE_SCHEMA = pa.schema([
@@ -325,11 +326,14 @@ def _sources(rows: list[dict[str, Any]] | None) -> list[Source]:
 
 
 def plan_to_row(record: PlannedUrl) -> dict[str, Any]:
-    return {"url": record.url, "sources": _source_rows(record.sources), "alternatives": record.alternatives}
+    return {"url": record.url, "sources": _source_rows(record.sources), "alternatives": record.tails[0],
+            "tails": record.tails, "tail_of": record.tail_of}
 
 
 def plan_from_row(row: dict[str, Any]) -> PlannedUrl:
-    return PlannedUrl(row["url"], _sources(row["sources"]), row.get("alternatives") or [])  # plans before imports had none
+    # plans before imports had no alternatives; plans before per-row chains, one tail for all sources
+    tails = row.get("tails") or [row.get("alternatives") or []]
+    return PlannedUrl(row["url"], _sources(row["sources"]), tails, row.get("tail_of") or [])
 
 
 def image_to_row(record: StoredImage) -> dict[str, Any]:

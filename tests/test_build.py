@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import tarfile
 
 import datasets
 import pytest
@@ -216,6 +217,45 @@ def test_webdataset_export_reads_back_with_the_same_rows(made_run, tmp_path, cap
     row = exported[0]
     assert row["jpg"].mode == "RGB" and row["txt"] and row["json"]["image_id"]
     assert len(list((out / "living").glob("train-*.tar"))) >= 2  # sharded
+
+
+def _exported_samples(out) -> int:
+    return sum(1 for tar in out.glob("*/*.tar") for name in tarfile.open(tar).getnames() if name.endswith(".jpg"))
+
+
+def test_export_again_into_the_same_folder_replaces_the_old_shards(made_run, tmp_path, capsys):
+    run, _ = made_run
+    rows = sum(len(split) for split in load(run, "entitynet").values())
+    out = tmp_path / "wds"
+    assert main(["export", "--run", str(run.root), "--out", str(out), "--samples-per-shard", "3"]) == 0
+    assert _exported_samples(out) == rows
+    assert main(["export", "--run", str(run.root), "--out", str(out), "--samples-per-shard", "50"]) == 0
+    assert _exported_samples(out) == rows  # before: the first export's train-00001.tar... stayed beside the new ones
+    assert "replaced whole" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("living/train-*.tar")) == ["train-00000.tar"]
+    assert json.loads((out / "export.json").read_text())["samples_per_shard"] == 50
+    assert not [p for p in tmp_path.iterdir() if p.name != "wds"]  # no staging or old folder left
+
+
+def test_export_refuses_a_folder_it_did_not_write(made_run, tmp_path, capsys):
+    run, _ = made_run
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["export", "--run", str(run.root), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "not written by 'entitynet export'" in err and "choose another --out" in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+@pytest.mark.parametrize("count", ["0", "-5"])
+def test_export_refuses_a_shard_size_below_one(made_run, tmp_path, capsys, count):
+    run, _ = made_run
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--run", str(run.root), "--out", str(tmp_path / "wds"), "--samples-per-shard", count])
+    assert exit_.value.code == 2
+    assert "--samples-per-shard: expected a whole number of at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "wds").exists()
 
 
 def test_push_dry_run_lists_files_without_network(made_run, capsys, monkeypatch):

@@ -9,6 +9,7 @@ open_clip is ``tests/test_open_clip_parity.py`` and ``benchmarks/open_clip_parit
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -382,3 +383,17 @@ def test_half_precision_weights_are_checked_in_fp32_and_saved_in_half(tmp_path):
     saved = load_file(str(tmp_path / "hf" / "model.safetensors"))
     assert {value.dtype for value in saved.values()} == {torch.float16}
     assert torch.equal(saved["visual_projection.weight"], state["visual.proj"].t())
+
+
+def test_converted_folders_follow_the_umask_both_ways(tmp_path):
+    """mkdtemp made the folder 0700 and safetensors the weights 0600: nobody else could read them."""
+    from test_permissions import wrong_modes
+
+    source = write_open_clip(tmp_path / "oc")
+    before = os.umask(0o022)
+    try:
+        assert main(["convert", "open-clip", str(source), str(tmp_path / "hf"), "-q"]) == 0
+        assert main(["convert", "to-open-clip", str(tmp_path / "hf"), str(tmp_path / "oc2"), "-q"]) == 0
+    finally:
+        os.umask(before)
+    assert wrong_modes(tmp_path / "hf", 0o022) == [] and wrong_modes(tmp_path / "oc2", 0o022) == []

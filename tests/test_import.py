@@ -82,9 +82,10 @@ def release_rows(base: str) -> dict[str, list[list[dict]]]:
     }
 
 
-def write_release(folder: Path, base: str, rows_per_group: int = 2) -> dict[str, list[list[dict]]]:
+def write_release(folder: Path, base: str, rows_per_group: int = 2,
+                  splits: dict[str, list[list[dict]]] | None = None) -> dict[str, list[list[dict]]]:
     """A release in the authors' layout: images_metadata/{split}-NNNNN-of-MMMMM.parquet + the two tables."""
-    splits = release_rows(base)
+    splits = splits or release_rows(base)
     (folder / "images_metadata").mkdir(parents=True)
     for split, files in splits.items():
         for number, rows in enumerate(files):
@@ -209,6 +210,87 @@ def test_a_row_whose_every_link_fails_is_one_failure_with_each_links_reason(buil
 def test_a_working_first_link_means_the_alternatives_are_never_fetched(built, host):
     assert host.hits[f"/gen/200x150/3.jpg"] == 1 and host.hits[f"/gen/200x150/4.jpg"] == 0
     assert host.hits["/fault/404/oak"] == 1 and host.hits["/gen/200x150/2.jpg"] == 1
+
+
+def test_rows_sharing_a_dead_first_link_are_each_tried_down_their_own_links(tmp_path, host):
+    """Before, rows were grouped by their first link and the first row's alternatives were tried
+    for all: the test row whose every link is dead lent its alt text to the validation row's
+    image, pulled it into test, and was no failure."""
+    base = host.base
+    dead, other_dead, also_dead = f"{base}/fault/404/shared-a", f"{base}/fault/404/own-b", f"{base}/fault/404/shared-c"
+
+    def gen(seed: int) -> str:
+        return f"{base}/gen/200x150/{100 + seed}.jpg"
+
+    splits = {
+        "val": [[row("val000000000", ["qhOak"], ["validation oak"], [dead, gen(1)]),
+                 row("val000000001", ["qhHammer"], ["shared q"], [gen(4), gen(6)])]],
+        "test": [[row("test000000000", ["qhHammer"], ["test hammer"], [dead, other_dead]),  # every link dead
+                  row("test000000001", ["qhFlyAgaric"], ["agaric"], [gen(7)])]],
+        "train": [[row("train000000000", ["qhLion"], ["lion x"], [also_dead, gen(2)]),
+                   row("train000000001", ["qhClawHammer"], ["claw y"], [also_dead, gen(3)]),
+                   row("train000000002", ["qhLion"], ["shared p"], [gen(4), gen(5)])]],
+    }
+    write_release(tmp_path / "release", base, splits=splits)
+    run = RunDir(tmp_path / "run")
+    assert main(["-q", "import", "--from", str(tmp_path / "release"), "--run", str(run.root)]) == 0
+    assert main(["-q", "download", "--run", str(run.root), *LOOPBACK_ONLY]) == 0
+    assert main(["-q", "build", "--run", str(run.root), "--domain", "entitynet"]) == 0
+    rows = by_first_url(rows_of(run))
+    assert {url: (split, row["alt_texts"]) for url, (split, row) in rows.items()} == {
+        gen(1): ("validation", ["validation oak"]),  # not "test hammer", and not moved to test
+        gen(2): ("train", ["lion x"]), gen(3): ("train", ["claw y"]),  # each row its own second link
+        gen(4): ("validation", ["shared p", "shared q"]),  # both rows reached their shared first link
+        gen(7): ("test", ["agaric"]),
+    }
+    assert rows[gen(1)][1]["urls"] == [gen(1), dead] and rows[gen(2)][1]["urls"] == [gen(2), also_dead]
+    failures = pq.read_table(run.path("images") / "failures.parquet").to_pylist()
+    assert [(f["url"], f["reason"]) for f in failures] == [(dead, "http_404")]  # the test row: a failure of its own
+    assert "link 2/2" in failures[0]["detail"] and "own-b" in failures[0]["detail"]
+    stats = json.loads(run.marker("download").read_text())["stats"]
+    assert (stats["failed"], stats["reasons"]) == (1, {"http_404": 1})
+    assert host.hits["/fault/404/shared-a"] == 1 and host.hits["/fault/404/shared-c"] == 1  # once per link
+    assert host.hits[f"/gen/200x150/{105}.jpg"] == 0 and host.hits[f"/gen/200x150/{106}.jpg"] == 0
+
+
+def test_an_image_two_rows_reach_by_different_chains_is_one_row_with_both_texts(tmp_path, host):
+    """One row reaches a link through its dead first link, another row names it first: the link is
+    stored twice under one URL, and the build took both copies for duplicates and dropped them."""
+    base, picture_url = host.base, f"{host.base}/gen/200x150/131.jpg"
+    splits = {"val": [[row("val000000000", ["qhOak"], ["through a dead link"], [f"{base}/fault/404/before-131", picture_url])]],
+              "train": [[row("train000000000", ["qhLion"], ["first link"], [picture_url]),
+                         row("train000000001", ["qhHammer"], ["a hammer"], [f"{base}/gen/200x150/132.jpg"])]]}
+    write_release(tmp_path / "release", base, splits=splits)
+    run = RunDir(tmp_path / "run")
+    assert main(["-q", "import", "--from", str(tmp_path / "release"), "--run", str(run.root)]) == 0
+    assert main(["-q", "download", "--run", str(run.root), *LOOPBACK_ONLY]) == 0
+    assert main(["-q", "build", "--run", str(run.root), "--domain", "entitynet"]) == 0
+    rows = by_first_url(rows_of(run))
+    assert picture_url in rows, "the image both rows reached was dropped"
+    split, found = rows[picture_url]
+    assert (split, sorted(found["alt_texts"])) == ("validation", ["first link", "through a dead link"])
+    assert found["urls"] == [picture_url, f"{base}/fault/404/before-131"]
+    build = json.loads(run.marker("build").read_text())["stats"]
+    assert (build["rows"], build["merged_duplicates"]) == (2, 1)
+
+
+def test_retrying_a_chain_that_failed_does_not_store_its_neighbours_image_twice(tmp_path, host):
+    """Two rows share a first link that fails transiently; --retry-failures redoes that URL's
+    chains, so the image the other row reached is replaced, not kept and stored again."""
+    base, flaky = host.base, f"{host.base}/fault/500/shared-retry"
+    splits = {"train": [[row("train000000000", ["qhLion"], ["reached"], [flaky, f"{base}/gen/200x150/121.jpg"]),
+                         row("train000000001", ["qhOak"], ["never"], [flaky, f"{base}/fault/404/none"])]]}
+    write_release(tmp_path / "release", base, splits=splits)
+    run = RunDir(tmp_path / "run")
+    assert main(["-q", "import", "--from", str(tmp_path / "release"), "--run", str(run.root)]) == 0
+    for retry in ([], ["--retry-failures"]):
+        assert main(["-q", "download", "--run", str(run.root), *LOOPBACK_ONLY, *retry]) == 0
+        stored = [row["url"] for path in run.path("images").glob("shard-*[0-9].parquet")
+                  for row in pq.read_table(path, columns=["url"]).to_pylist()]
+        assert stored == [f"{base}/gen/200x150/121.jpg"]
+        stats = json.loads(run.marker("download").read_text())["stats"]
+        assert (stats["stored"], stats["failed"], stats["reasons"]) == (1, 1, {"http_5xx": 1})
+    assert host.hits["/fault/500/shared-retry"] == 2
 
 
 def test_download_and_build_accept_the_import_and_the_harvest_stages_refuse(built, capsys):
@@ -340,13 +422,13 @@ def test_url_lists_of_every_format_are_downloaded_with_their_captions(tmp_path, 
     gen = f"{host.base}/gen/200x150"
     pq.write_table(pa.table({"URL": [f"{gen}/21.jpg", None], "TEXT": ["a parquet caption", "no url"]}), tmp_path / "a.parquet")
     (tmp_path / "b.csv").write_text(f'url,caption\n{gen}/22.jpg,"a caption, with a comma"\n{host.base}/fault/404/x,dead\n')
-    (tmp_path / "c.jsonl").write_text(json.dumps({"url": f"{gen}/23.jpg", "caption": "a json caption"}) + "\nnot json\n")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"url": f"{gen}/23.jpg", "caption": "a json caption"}) + "\n\n")
     (tmp_path / "d.tsv").write_text(f"image_url\talt\n{gen}/24.jpg\ta tab caption\n")
     (tmp_path / "e.txt").write_text(f"{gen}/25.jpg\n\n")
     run = tmp_path / "run"
     assert main(["-q", "import", "--from", str(tmp_path / "*.*"), "--run", str(run)]) == 0
     imported = json.loads((run / "stages" / "import.json").read_text())["stats"]
-    assert (imported["rows"], imported["rows_without_url"], imported["candidates"]) == (8, 2, 6)
+    assert (imported["rows"], imported["rows_without_url"], imported["candidates"]) == (7, 1, 6)
     assert main(["-q", "download", "--run", str(run), *LOOPBACK_ONLY]) == 0
     stored = {row["url"]: row["sources"][0]["text"] for path in (run / "images").glob("shard-*[0-9].parquet")
               for row in pq.read_table(path).to_pylist()}
@@ -360,6 +442,49 @@ def test_url_lists_of_every_format_are_downloaded_with_their_captions(tmp_path, 
 
 
 # A run made by an import stays one ----------------------------------------------------------------
+
+MALFORMED = {  # file name, text, the line the message names
+    "open quote": ("l.csv", 'url,caption\nhttp://h/1.jpg,one\nhttp://h/2.jpg,"two\n' + "".join(
+        f"http://h/{i}.jpg,row {i}\n" for i in range(3, 11)), 3),
+    "quote closed rows later": ("l.csv", 'url,caption\nhttp://h/1.jpg,"one\nhttp://h/2.jpg,two\nhttp://h/3.jpg,three"\n', 2),
+    "text after a quote": ("l.csv", 'url,caption\nhttp://h/1.jpg,one\nhttp://h/2.jpg,"two"x\n', 3),
+    "fields": ("l.tsv", "url\tcaption\nhttp://h/1.jpg\tone\nhttp://h/2.jpg\ttwo\tthree\n", 3),
+    "json": ("l.jsonl", '{"url": "http://h/1.jpg"}\n\n{"url": "http://h/2.jpg"\n', 3),
+    "json array": ("l.jsonl", '{"url": "http://h/1.jpg"}\n["http://h/2.jpg"]\n', 2),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_a_malformed_url_list_is_refused_with_its_line_number(tmp_path, capsys, name):
+    file_name, text, line = MALFORMED[name]
+    (tmp_path / file_name).write_text(text)
+    run = tmp_path / "run"
+    assert main(["-q", "import", "--from", str(tmp_path / file_name), "--run", str(run)]) == 1
+    error = capsys.readouterr().err
+    assert f"{file_name}: line {line}: " in error and "fix the file" in error.lower()
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert not run.exists()  # nothing written
+
+
+def test_a_quoted_caption_over_lines_that_are_not_rows_is_kept(tmp_path):
+    (tmp_path / "l.csv").write_text('url,caption\nhttp://h/1.jpg,"first line\nsecond line, with a comma"\nhttp://h/2.jpg,two\n')
+    run = tmp_path / "run"
+    assert main(["-q", "import", "--from", str(tmp_path / "l.csv"), "--run", str(run)]) == 0
+    texts = [row["text"] for row in pq.read_table(run / "candidates" / "part-00000.parquet").to_pylist()]
+    assert texts == ["first line\nsecond line, with a comma", "two"]
+
+
+def test_urls_that_are_not_http_are_counted_by_reason_and_not_imported(tmp_path, capsys):
+    (tmp_path / "l.csv").write_text("url,caption\nhttp://h/1.jpg,one\nftp://h/2.jpg,two\nfile:///etc/passwd,three\n"
+                                    "not a url,four\nhttps://h/5.jpg,five\n,six\n")
+    run = tmp_path / "run"
+    assert main(["import", "--from", str(tmp_path / "l.csv"), "--run", str(run)]) == 0
+    stats = json.loads((run / "stages" / "import.json").read_text())["stats"]
+    assert (stats["rows"], stats["candidates"], stats["rows_not_http_url"], stats["rows_without_url"]) == (6, 2, 3, 1)
+    urls = [row["url"] for row in pq.read_table(run / "candidates" / "part-00000.parquet").to_pylist()]
+    assert urls == ["http://h/1.jpg", "https://h/5.jpg"]
+    assert "rows whose URL is not http(s) (ftp:, file:, no scheme; not imported): 3" in capsys.readouterr().out
+
 
 def test_an_import_never_goes_into_a_harvested_run(tmp_path, capsys):
     write_release(tmp_path / "release", "http://127.0.0.1:9")

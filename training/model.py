@@ -16,6 +16,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from entitynet.rundir import apply_umask
+
 try:  # transformers >= 5 names the PIL implementation (torchvision does not import here; asking for the
     # plain name prints a warning and falls back to it anyway); it saves as "CLIPImageProcessor"
     from transformers import CLIPImageProcessorPil as CLIPImageProcessor
@@ -132,3 +134,4 @@ def save(folder: Path, model: CLIPModel, tokenizer: PreTrainedTokenizerBase, pro
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     processor.save_pretrained(folder)
+    apply_umask(folder)  # safetensors writes the weights 0600 whatever the umask

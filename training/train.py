@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from entitynet import layout
-from entitynet.rundir import write_text_atomic
+from entitynet.rundir import apply_umask, write_text_atomic
 from entitynet.training.config import TrainConfig, load_train_config
 from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
 from entitynet.training.evaluation.api import evaluate_built_dataset
@@ -434,6 +434,7 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (partial / STATE_FILE).write_text(json.dumps(state) + "\n")
+        apply_umask(partial)  # save_state's safetensors file is 0600 whatever the umask
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         for old in sorted(p for p in folder.glob("step-*"))[:-keep]:

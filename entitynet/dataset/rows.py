@@ -52,6 +52,20 @@ SPLITS = ("train", "validation", "test", "test_seen")
 _HELD_OUT = {"train": 0, "validation": 1, "test": 2}
 
 
+def _merged(url: str, duplicate_of: dict[str, str], seen: set[str]) -> bool:
+    """Whether the stored image at ``url`` (met in plan order) is merged into another. Two chains
+    of an import can reach the same link, so a URL may be stored twice; dedup then calls the later
+    copy a duplicate of the URL itself, and the first copy in plan order is the canonical one
+    (before, every copy was dropped)."""
+    canonical = duplicate_of.get(url)
+    if canonical != url:
+        return canonical is not None
+    if url in seen:
+        return True
+    seen.add(url)
+    return False
+
+
 def entity_split(entity_id: str, validation: float, test: float, seed: int) -> str:
     digest = hashlib.blake2b(f"{seed}|{entity_id}".encode(), digest_size=8).digest()
     u = int.from_bytes(digest, "big") / 2**64
@@ -82,23 +96,25 @@ def prepare(
     shards = sorted(images_dir.glob(layout.IMAGE_SHARD_GLOB))
 
     extra: dict[str, list[dict[str, Any]]] = defaultdict(list)  # canonical url -> its duplicates
+    copies: set[str] = set()
     for shard in shards if duplicate_of else ():
         table = image_shard(shard, ["url", "sources", "alternatives"])
         for url, sources, alternatives in zip(table.column("url").to_pylist(), table.column("sources").to_pylist(),
                                               table.column("alternatives").to_pylist()):
-            if url in duplicate_of:
+            if _merged(url, duplicate_of, copies):
                 extra[duplicate_of[url]].append({"url": url, "sources": sources, "alternatives": alternatives or []})
 
     counts: Counter[str] = Counter()
     assigned: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     used_queries: set[str] = set()
     used_entities: set[str] = set()
+    copies = set()
     for shard in shards:
         table = image_shard(shard, ["url", "sources", "image_id"])  # in plan order; "row": where each is in the file
         for index, url, sources, image_id in zip(table.column("row").to_pylist(), table.column("url").to_pylist(),
                                                  table.column("sources").to_pylist(), table.column("image_id").to_pylist()):
             counts["stored_images"] += 1
-            if url in duplicate_of:
+            if _merged(url, duplicate_of, copies):
                 counts["merged_duplicates"] += 1
                 continue
             if url in excluded:
@@ -138,7 +154,8 @@ def prepare(
     pq.write_table(pa.Table.from_pylist([{"query_id": q, "text": queries[q].text, "uses": [
         {"kind": use.kind, "entity_id": use.entity_id, "attribute": use.attribute} for use in queries[q].uses]}
         for q in sorted(used_queries)], schema=_QUERY), out / "queries.parquet")
-    pq.write_table(pa.Table.from_pylist([{"canonical_url": c, "url": d["url"], "sources": d["sources"]}
+    pq.write_table(pa.Table.from_pylist([{"canonical_url": c, "url": d["url"], "sources": d["sources"],
+                                          "alternatives": d["alternatives"]}
                                          for c, dups in extra.items() for d in dups], schema=_EXTRA), out / "duplicates.parquet")
     return dict(counts)
 

@@ -1,8 +1,9 @@
 """The download plan: candidates grouped by URL, in order of first appearance, cut into shards.
 
 One fetch per URL: every candidate that named it (query, engine, rank, alt text, page, licence,
-split) is kept as a source, in candidate order; its alternatives (an import's other links to the
-same picture) are those of its first candidate. Shard k holds URLs [k S, (k+1) S) of that order
+split) is kept as a source, in candidate order. A candidate's alternatives (an import's other links
+to the same picture) stay its own: each distinct list is a tail of the URL, and each source names
+its tail, so two released rows that share a dead first link are each tried down their own links. Shard k holds URLs [k S, (k+1) S) of that order
 for S = ``urls_per_shard``, written to RUN/cache/download/plan/shard-NNNNN.parquet.
 
 Memory is bounded whatever the number of candidates (an imported release has tens of millions):
@@ -108,12 +109,23 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
         yield from batch.to_pylist()
 
 
+def _planned(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One URL's plan row: its candidates as sources, each with the index of its tail (its other links)."""
+    tails: list[list[str]] = []
+    tail_of = []
+    for row in rows:
+        tail = row["alternatives"] or []
+        if tail not in tails:
+            tails.append(tail)
+        tail_of.append(tails.index(tail))
+    return {"url": rows[0]["url"], "sources": [{name: row[name] for name in SOURCE_FIELDS} for row in rows],
+            "alternatives": tails[0], "tails": tails, "tail_of": tail_of}
+
+
 def _cut(grouped: list[Path], plan_dir: Path, urls_per_shard: int) -> int:
     """Pass 3: the buckets merged by first place (a URL's rows stay together), cut into shards."""
     merged = heapq.merge(*map(_rows, grouped), key=lambda row: (row["first"], row["order"]))
-    planned = ({"url": rows[0]["url"], "sources": [{name: row[name] for name in SOURCE_FIELDS} for row in rows],
-                "alternatives": rows[0]["alternatives"] or []}
-               for rows in (list(group) for _, group in itertools.groupby(merged, key=lambda row: row["first"])))
+    planned = (_planned(list(group)) for _, group in itertools.groupby(merged, key=lambda row: row["first"]))
     shards = 0
     for shard in iter(lambda: list(itertools.islice(planned, urls_per_shard)), []):
         with atomic_path(plan_dir / layout.shard_images(shards)) as temporary:

@@ -3,7 +3,10 @@
 The plan (plan.py) groups the candidates by URL and cuts them into shards of ``urls_per_shard``,
 written once to RUN/cache/download/plan/shard-NNNNN.parquet. A URL may come with alternatives
 (``entitynet import``: a release's other links to the same picture): they are tried in order
-when it fails, and the first that gives an image is the image. A worker turns one plan file
+when it fails, and the first that gives an image is the image. Each released row's links are a
+chain of their own: rows that share a first link but not the rest are tried down their own links,
+so a row gets only an image its own links reached (its texts and split go to nothing else), and
+a row none of whose links works is a failure of its own. A worker turns one plan file
 into RUN/images/shard-NNNNN.parquet (stored images), shard-NNNNN.failures.parquet (every URL
 that did not make it, with its reason) and, last, shard-NNNNN.json (counts, bytes, seconds): the
 JSON is the shard's completion marker, so a shard is either finished or redone from scratch.
@@ -36,7 +39,7 @@ from entitynet.config import DownloadConfig
 from entitynet.download.fetch import TRANSIENT, Fetched, Fetcher
 from entitynet.download.images import Processed, process
 from entitynet.http import display_url
-from entitynet.records import Failure, PlannedUrl, StoredImage
+from entitynet.records import Failure, PlannedUrl, Source, StoredImage
 from entitynet.rundir import write_text_atomic
 from entitynet.tables import (
     FAILURE_SCHEMA,
@@ -68,11 +71,14 @@ def shard_done(out_dir: Path, number: int) -> bool:
 
 @dataclass(frozen=True)
 class _Result:
+    """What became of one planned URL: an image per link its chains reached, a failure per chain
+    that reached none (a URL without alternatives: one or the other)."""
+
     shard: int
     position: int
     url: str
-    image: StoredImage | None
-    failure: Failure | None
+    images: list[StoredImage]
+    failures: list[Failure]
     bytes_fetched: int
 
 
@@ -80,8 +86,9 @@ class _ShardOutput:
     """One shard being written: images go to its parquet file as they come; when its last URL is
     done, the failures follow, then the JSON that marks the shard complete."""
 
-    def __init__(self, job: ShardJob, expected: int) -> None:
+    def __init__(self, job: ShardJob, expected: int, retried: frozenset[int] = frozenset()) -> None:
         self.job = job
+        self.retried = retried  # plan positions fetched again: their earlier images are dropped
         self.expected = expected
         self.started = time.monotonic()
         self.failures: list[tuple[int, Failure]] = []
@@ -99,8 +106,11 @@ class _ShardOutput:
         """A retry keeps what the last run stored and the failures it does not retry."""
         earlier = self.job.out_dir / layout.shard_images(self.job.number)
         for batch in pq.ParquetFile(earlier).iter_batches(batch_size=IMAGES_PER_ROW_GROUP):
-            self.images.write_table(current_images(pa.Table.from_batches([batch])))
-            self.counts.update(stored=batch.num_rows, bytes_stored=pc.sum(pc.binary_length(batch.column("image"))).as_py() or 0)
+            table = current_images(pa.Table.from_batches([batch]))
+            if "position" in batch.schema.names:  # a retried URL is redone whole: an image one of its chains reached comes again
+                table = table.filter(pc.invert(pc.is_in(table.column("position"), pa.array(sorted(self.retried), pa.int32()))))
+            self.images.write_table(table)
+            self.counts.update(stored=table.num_rows, bytes_stored=pc.sum(pc.binary_length(table.column("image"))).as_py() or 0)
         for row in read_rows(self.job.out_dir / layout.shard_failures(self.job.number)):
             if row["url"] not in self.job.only:  # type: ignore[operator]
                 self.failures.append((-1, Failure(**row)))
@@ -108,11 +118,10 @@ class _ShardOutput:
     def add(self, result: _Result) -> None:
         self.counts["done"] += 1
         self.counts["bytes_fetched"] += result.bytes_fetched
-        if result.image is not None:
-            self.images.write(result.image)
-            self.counts.update(stored=1, bytes_stored=len(result.image.image))
-        else:
-            self.failures.append((result.position, result.failure))  # type: ignore[arg-type]
+        for image in result.images:
+            self.images.write(image)
+            self.counts.update(stored=1, bytes_stored=len(image.image))
+        self.failures += [(result.position, failure) for failure in result.failures]
 
     @property
     def complete(self) -> bool:
@@ -177,7 +186,8 @@ class ShardWorker:
                 for job in jobs:
                     todo = [(position, planned) for position, planned in enumerate(read_plan(job.plan))
                             if job.only is None or planned.url in job.only]
-                    outputs[job.number] = _ShardOutput(job, len(todo))
+                    retried = frozenset(position for position, _ in todo) if job.only is not None else frozenset()
+                    outputs[job.number] = _ShardOutput(job, len(todo), retried)
                     for position, planned in todo:
                         pending.add(pool.submit(self._one, job.number, position, planned))
                         while len(pending) >= self.window:
@@ -203,28 +213,33 @@ class ShardWorker:
                 yield outputs.pop(result.shard).finish()
 
     def _one(self, shard: int, position: int, planned: PlannedUrl) -> _Result:
-        """The planned URL, else its alternatives in order (an import's other links to the same
-        picture): the first link that gives an image is stored, the others stay as its
-        alternatives; when none does, one failure says what happened to each."""
-        links = [planned.url, *planned.alternatives]
+        """Each chain of the planned URL (the URL, then one row's other links) in order: the first
+        link that gives an image is that chain's image; when none does, one failure for the chain
+        says what happened to each link. A link is fetched once however many chains name it, and
+        chains that reach the same link share its image (with the sources of those chains only)."""
+        outcomes: dict[str, tuple[Fetched, Processed] | Failure] = {}
+        reached: dict[str, tuple[list[str], list[Source]]] = {}  # link -> the links and sources of chains that reached it
         failures: list[Failure] = []
         fetched_bytes = 0
-        for link in links:
-            outcome, size = self._attempt(link, shard)
-            fetched_bytes += size
-            if isinstance(outcome, Failure):
-                failures.append(outcome)
-                continue
-            fetched, image = outcome
-            stored = StoredImage(
-                image_id=image.sha256, image=image.data, width=image.width, height=image.height,  # type: ignore[arg-type]
-                original_width=image.original_width, original_height=image.original_height, dhash=image.dhash,
-                source_format=fetched.format, url=link, final_url=fetched.final_url, sources=planned.sources,
-                position=position, alternatives=[other for other in links if other != link],
-            )
-            return _Result(shard, position, planned.url, stored, None, fetched_bytes)
-        failure = failures[0] if len(failures) == 1 else _every_link_failed(planned.url, failures, shard)
-        return _Result(shard, position, planned.url, None, failure, fetched_bytes)
+        for links, sources in planned.chains():
+            tried: list[Failure] = []
+            for link in links:
+                if link not in outcomes:
+                    outcomes[link], size = self._attempt(link, shard)
+                    fetched_bytes += size
+                outcome = outcomes[link]
+                if isinstance(outcome, Failure):
+                    tried.append(outcome)
+                    continue
+                chain_links, chain_sources = reached.setdefault(link, ([], []))
+                chain_links += [other for other in links if other not in chain_links]
+                chain_sources += sources
+                break
+            else:
+                failures.append(tried[0] if len(tried) == 1 else _every_link_failed(planned.url, tried, shard))
+        images = [_stored(outcomes[link], link, links, sources, position)  # type: ignore[arg-type]
+                  for link, (links, sources) in reached.items()]
+        return _Result(shard, position, planned.url, images, failures, fetched_bytes)
 
     def _attempt(self, url: str, shard: int) -> tuple[tuple[Fetched, Processed] | Failure, int]:
         """One link: fetched and processed, or why not; and the bytes fetched."""
@@ -237,6 +252,17 @@ class ShardWorker:
         if not image.ok:
             return _failure(url, image.reason or "corrupt_image", image.detail, fetched.status, fetched.attempts, shard), size
         return (fetched, image), size
+
+
+def _stored(outcome: tuple[Fetched, Processed], link: str, links: list[str], sources: list[Source], position: int) -> StoredImage:
+    """The image ``link`` gave; the other links of the chains that reached it are its alternatives."""
+    fetched, image = outcome
+    return StoredImage(
+        image_id=image.sha256, image=image.data, width=image.width, height=image.height,  # type: ignore[arg-type]
+        original_width=image.original_width, original_height=image.original_height, dhash=image.dhash,
+        source_format=fetched.format, url=link, final_url=fetched.final_url, sources=sources,
+        position=position, alternatives=[other for other in links if other != link],
+    )
 
 
 def _every_link_failed(url: str, failures: list[Failure], shard: int) -> Failure:

@@ -34,7 +34,16 @@ class Piece:
     split: str | None  # a release's split name, for the counts
 
 
-Reader = Callable[[Piece], Iterable[list[Candidate]]]  # a piece's rows, each as its candidates ([] if unusable)
+@dataclass(frozen=True)
+class Skipped:
+    """A source row that is not imported, and the count it goes to (a key of ``COUNTS``)."""
+
+    reason: str
+
+
+NOT_HTTP_URL = "rows_not_http_url"  # a URL the downloader cannot fetch: ftp:, file:, no scheme
+# a piece's rows, each as its candidates ([]: no URL) or why it was skipped
+Reader = Callable[[Piece], Iterable[list[Candidate] | Skipped]]
 
 
 class PartWriter:
@@ -64,15 +73,18 @@ class PartWriter:
             self._enter((self.row + rows - 1) // self.size)
             self.row += rows
 
-    def add(self, split: str | None, candidates: list[Candidate]) -> None:
-        """One source row, as its candidates ([]: a row without a usable URL)."""
+    def add(self, split: str | None, candidates: list[Candidate] | Skipped) -> None:
+        """One source row, as its candidates ([]: a row without a URL) or why it is skipped."""
         self._enter(self.row // self.size)
         self.row += 1
         if self.writer is None:
             return
-        self.writer.write_all(candidates)
         counts = self.counts  # plain additions: this runs once per source row
         counts["rows"] += 1
+        if isinstance(candidates, Skipped):
+            counts[candidates.reason] += 1
+            return
+        self.writer.write_all(candidates)
         counts["candidates"] += len(candidates)
         if not candidates:
             counts["rows_without_url"] += 1
@@ -115,7 +127,7 @@ class PartWriter:
         return (self.row + self.size - 1) // self.size
 
 
-COUNTS = ("rows", "candidates", "rows_without_url", "rows_with_alternatives")
+COUNTS = ("rows", "candidates", "rows_without_url", NOT_HTTP_URL, "rows_with_alternatives")
 
 
 def write_parts(pieces: list[Piece], read: Reader, folder: Path, rows_per_part: int) -> dict[str, Any]:
@@ -135,7 +147,7 @@ def totals(folder: Path, parts: int, written: int) -> dict[str, Any]:
     splits: Counter[str] = Counter()
     for part in range(parts):
         counts = json.loads((folder / layout.part_stats(part)).read_text())
-        sums.update({key: counts[key] for key in COUNTS})
+        sums.update({key: counts.get(key, 0) for key in COUNTS})  # parts of earlier versions lack newer keys
         splits.update(counts["splits"])
     return {**{key: sums[key] for key in COUNTS}, "rows_per_split": dict(splits), "parts": parts,
             "parts_written": written, "parts_reused": parts - written}

@@ -149,6 +149,9 @@ def import_source(source: Origin, run_dir: RunDir, key: str, rows_per_part: int,
     if stats["rows_without_url"]:
         logger.warning("import: %d rows have no URL and cannot be downloaded (counted as rows_without_url)",
                        stats["rows_without_url"])
+    if stats["rows_not_http_url"]:
+        logger.warning("import: %d rows have a URL that is not http(s) and are not imported (counted as rows_not_http_url)",
+                       stats["rows_not_http_url"])
     return {"source": source.label, "kind": source.kind, "revision": source.revision, **stats, **record_stats(run_dir),
             **dict(sorted(counts.items()))}
 
@@ -242,6 +245,8 @@ def summary(stats: dict[str, Any]) -> str:
         lines.append(f"  rows with alternative URLs (tried in order when the first fails): {stats['rows_with_alternatives']}")
     if stats.get("rows_without_url"):
         lines.append(f"  rows without a URL (not downloadable): {stats['rows_without_url']}")
+    if stats.get("rows_not_http_url"):
+        lines.append(f"  rows whose URL is not http(s) (ftp:, file:, no scheme; not imported): {stats['rows_not_http_url']}")
     if stats.get("entities"):
         domains = ", ".join(f"{k} {v}" for k, v in stats.get("entities_per_domain", {}).items())
         kinds = ", ".join(f"{k} {v}" for k, v in stats.get("queries_per_kind", {}).items())

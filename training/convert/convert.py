@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 
 from entitynet.hub_cards.converted_card import write_converted_card
+from entitynet.rundir import apply_umask, temporary_folder
 from entitynet.training.convert.clip_tokenizer import clip_tokenizer
 from entitynet.training.convert.errors import ConversionError
 from entitynet.training.convert.keymap import key_table, to_open_clip, to_transformers
@@ -195,10 +195,10 @@ def _refuse_existing(out: Path, force: bool) -> None:
 
 def _write_atomically(out: Path, write: Callable[[Path], None]) -> None:
     """``write(folder)`` into a temporary folder beside ``out``, then rename it to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = temporary_folder(out.parent, f".{out.name}.partial-")
     try:
         write(staging)
+        apply_umask(staging)  # safetensors writes the weights 0600 whatever the umask
         if out.exists():
             old = out.with_name(f".{out.name}.replaced")
             shutil.rmtree(old, ignore_errors=True)
