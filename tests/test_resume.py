@@ -144,3 +144,22 @@ def test_a_run_resumes_from_another_directory_with_other_spellings_and_when_copi
     with pytest.raises(trainer.ResumeMismatch, match="dataset differ"):
         trainer.train(tiny(other, tmp_path / "copy", *steps))
     assert os.path.isdir(tmp_path / "copy" / "checkpoints" / "step-00000006")
+
+
+def test_a_checkpoint_from_before_data_plans_resumes_with_the_current_counts_and_says_so(hub_layout, tmp_path, caplog):  # noqa: F811
+    import json
+
+    steps = ["max_steps=4", "checkpoint_every=2"]
+    trainer.train(tiny(hub_layout, tmp_path / "straight", *steps))
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "straight", old, ignore=shutil.ignore_patterns("model", "step-00000004"))
+    state_file = old / "checkpoints" / "step-00000002" / trainer.STATE_FILE
+    state = json.loads(state_file.read_text())
+    assert state["data"]["global_batch"] == 4 and state["rows_in_epoch"] == 8  # 2 steps of 4 rows
+    del state["data"]
+    state["batch_in_epoch"] = state.pop("rows_in_epoch") // 4  # as the first version wrote it
+    state_file.write_text(json.dumps(state))
+    with caplog.at_level("WARNING", logger="entitynet.training.train"):
+        trainer.train(tiny(hub_layout, old, *steps))
+    assert "made before checkpoints recorded their global batch: resumed as made with 1 process(es)" in caplog.text
+    assert same_weights(tmp_path / "straight", old)

@@ -160,8 +160,9 @@ def resumed_position(saved: dict[str, Any], plan: dict[str, Any], checkpoint: Pa
     position is in global rows; one made before checkpoints recorded their data plan is read as
     made with this plan, and the log says so."""
     if "data" not in saved:
+        workers = f" and num_workers={plan['num_workers']}" if plan["streaming"] else ""
         logger.warning("%s was made before checkpoints recorded their global batch: resumed as made with %d "
-                       "process(es) and num_workers=%s, as now", checkpoint, plan["processes"], plan.get("num_workers"))
+                       "process(es)%s, as now", checkpoint, plan["processes"], workers)
         return {"step": saved["step"], "epoch": saved["epoch"], "batch_in_epoch": saved["batch_in_epoch"]}
     check_data_plan(saved["data"], plan, checkpoint)
     rows_per_batch = plan["batch_size"] * plan["processes"]
