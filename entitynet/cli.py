@@ -54,10 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"entitynet {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"entitynet {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"entitynet {args.command}: interrupted; {resume_hint(args)}", file=sys.stderr)
         return 130
     finally:
         _end_process_group()
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """How to go on after an interrupt: the same command, less --force (it would discard what was
+    done so far, the trainer's checkpoints among it)."""
+    if getattr(args, "force", False):
+        return "rerun the same command without --force to resume (with --force it would start over)"
+    return "rerun the same command to resume"
 
 
 def _end_process_group() -> None:

@@ -216,6 +216,8 @@ def run_demo(out: Path, size: str = "full", force: bool = False,
         "note": "made by `entitynet demo`: the images are synthetic drawings, not photographs",
     }, indent=2) + "\n")
     config = demo_config(run, size, port, train, seed)
+    if force:  # forgotten at once, so an interrupted --force finishes its redo when rerun without it
+        pipeline.forget(config, run, [entry for entry in pipeline.STAGES if entry.enabled(config)])
     count, per_entity, _ = SIZES[size]
     results: dict[str, StageResult] = {}
 

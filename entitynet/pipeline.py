@@ -9,6 +9,8 @@ A stage's module provides
 
     run(config: Config, run_dir: RunDir, force: bool = False, **options) -> StageResult
     summary(stats: dict) -> str          # what the CLI prints after the stage
+    check(config, run_dir) -> None       # optional: what can be known to fail, before any stage runs
+    discard(config, run_dir) -> None     # optional: what --force removes besides the marker and cache
 
 and inside ``run`` hands its work to its own entry, which skips it when it already finished
 with the same settings and inputs, refuses a changed configuration, and marks it done::
@@ -127,10 +129,9 @@ class Stage:
         if world > 1 and rank != 0:
             # Another process of a launch that runs this stage everywhere: the main process keeps
             # the books (config, marker); this one takes the same decision and does its share.
-            state = run_dir.state(self.name)
-            done = state is not None and state.get("fingerprint") == self.fingerprint(run_dir, settings)
+            done = run_dir.finished(self.name, _plain(settings, identity), self.upstream(run_dir))
             if done and not force and all(path.exists() for path in self.outputs(run_dir)):
-                return StageResult(self.name, True, 0.0, state.get("stats", {}))
+                return StageResult(self.name, True, 0.0, run_dir.state(self.name).get("stats", {}))  # type: ignore[union-attr]
             started = time.monotonic()
             stats = work()
             return StageResult(self.name, False, time.monotonic() - started, stats)
@@ -215,6 +216,8 @@ def run_stages(
         logger.info("%s: made by 'entitynet %s' in %s", ", ".join(replaced), door.name, run_dir.root)  # type: ignore[union-attr]
     chosen = [entry for entry in chosen if entry.enabled(config) and entry.name not in replaced]
     preflight(config, run_dir, chosen)
+    if force:
+        forget(config, run_dir, chosen)
     rank, world = rank_and_world()
     wait = barrier(config, run_dir) if world > 1 else None
     results = []
@@ -241,6 +244,22 @@ def preflight(config: Config, run_dir: RunDir, chosen: Iterable[Stage]) -> None:
         check = getattr(entry.load(), "check", None)
         if check is not None:
             check(config, run_dir)
+
+
+def forget(config: Config, run_dir: RunDir, chosen: Iterable[Stage]) -> None:
+    """``--force`` forgets every chosen stage before the first one runs (its marker, its cache
+    unless kept, and what its module's ``discard(config, run_dir)`` names, such as the trainer's
+    checkpoints), so that after an interrupt the same command without --force finishes the redo:
+    no stage after the interrupted one is taken as complete from before it."""
+    rank, world = rank_and_world()
+    for entry in chosen:
+        if rank == 0:
+            run_dir.reset(entry.name, keep_cache=entry.keep_cache_on_force)
+        discard = getattr(entry.load(), "discard", None)
+        if discard is not None:
+            discard(config, run_dir)
+    if world > 1:
+        barrier(config, run_dir)()
 
 
 def barrier(config: Config, run_dir: RunDir) -> Callable[[], None]:

@@ -255,17 +255,19 @@ class RunDir:
         """
         identity = settings if identity is None else identity
         inputs = self.inputs(stage, requires)
-        key = _key(identity, inputs)
+        settings, spelled, identity = self.within(settings), identity, self.within(identity)
         if force:
             self.reset(stage, keep_cache=cache_survives_force)
         state = self.state(stage)
         if state is not None and all(path.exists() for path in outputs):
-            if state.get("fingerprint") == key or self._marked_before_identities(stage, state, settings, identity, inputs):
+            if (state.get("fingerprint") in _keys(identity, spelled, inputs)
+                    or self._marked_before_identities(stage, state, settings, identity, inputs)):
                 logger.info("%s: already complete in %s, skipping (use --force to redo it)", stage, self.root)
                 return StageResult(stage, True, 0.0, state.get("stats", {}))
             raise StageConfigChanged(
                 f"{stage}: {self.root} holds a finished {stage} stage made with a different configuration or inputs "
-                f"(see {self.config_file(stage)}); pass --force to redo it, or use another --run"
+                f"({self._changes(stage, state, settings, identity, inputs)}; see {self.config_file(stage)}); "
+                "pass --force to redo it, or use another --run"
             )
         self.root.mkdir(parents=True, exist_ok=True)
         for output in outputs:  # leftovers of a run killed mid-write (kill -9 skips cleanup)
@@ -277,7 +279,7 @@ class RunDir:
         seconds = time.monotonic() - started
         record = {
             "stage": stage,
-            "fingerprint": key,
+            "fingerprint": _key(identity, inputs),
             "inputs": inputs,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),
@@ -302,7 +304,46 @@ class RunDir:
     def fingerprint(self, stage: str, identity: dict[str, Any], requires: tuple[str, ...]) -> str:
         """What the stage's marker will hold for these settings and inputs. A stage that makes its
         artifact piece by piece stamps the folder with it, so pieces of two configurations never mix."""
-        return _key(identity, self.inputs(stage, requires))
+        return _key(self.within(identity), self.inputs(stage, requires))
+
+    def finished(self, stage: str, identity: dict[str, Any], requires: tuple[str, ...]) -> bool:
+        """Whether the stage's marker is that of these settings and inputs (also as a version
+        that recorded paths as spelled wrote it)."""
+        state = self.state(stage)
+        inputs = self.inputs(stage, requires)
+        return state is not None and state.get("fingerprint") in _keys(self.within(identity), identity, inputs)
+
+    def within(self, settings: Any, base: Path | None = None) -> Any:
+        """``settings`` with every absolute path inside the run written relative to ``base``
+        (default: the run itself), so a run moved, copied or named another way (a relative or an
+        absolute --run, another working directory) records, and fingerprints, the same settings."""
+        root = os.path.realpath(self.root)
+        start = os.path.realpath(base if base is not None else self.root)
+
+        def rewrite(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {key: rewrite(item) for key, item in value.items()}
+            if isinstance(value, list):
+                return [rewrite(item) for item in value]
+            if isinstance(value, str) and os.path.isabs(value):
+                real = os.path.realpath(value)
+                if real == root or real.startswith(root + os.sep):
+                    return os.path.relpath(real, start)
+            return value
+
+        return rewrite(settings)
+
+    def _changes(self, stage: str, state: dict[str, Any], settings: dict[str, Any], identity: dict[str, Any],
+                 inputs: dict[str, str]) -> str:
+        """What differs from the finished stage: the dotted keys of its settings, the stages it read."""
+        recorded = _dotted(_less_runtime(self.recorded_config(stage), settings, identity))
+        current = _dotted(identity)
+        keys = sorted(key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key))
+        redone = sorted(name for name in set(inputs) | set(state.get("inputs", {}))
+                        if inputs.get(name) != state.get("inputs", {}).get(name))
+        parts = [f"{', '.join(keys)} differ{'s' if len(keys) == 1 else ''}"] if keys else []
+        parts += [f"its input{'s' if len(redone) > 1 else ''} {', '.join(redone)} changed"] if redone else []
+        return "; ".join(parts) or "its fingerprint differs"
 
     def _marked_before_identities(
         self, stage: str, state: dict[str, Any], settings: dict[str, Any], identity: dict[str, Any], inputs: dict[str, str]
@@ -320,6 +361,21 @@ class RunDir:
 
 def _key(identity: dict[str, Any], inputs: dict[str, str]) -> str:
     return fingerprint({"settings": identity, "inputs": inputs}) if inputs else fingerprint(identity)
+
+
+def _keys(identity: dict[str, Any], spelled: dict[str, Any], inputs: dict[str, str]) -> set[str]:
+    """The fingerprints that mark a stage finished with these settings: paths inside the run
+    relative to it, or (markers written before they were) as spelled."""
+    return {_key(identity, inputs), _key(spelled, inputs)}
+
+
+def _dotted(values: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(values, dict) or not values:
+        return {prefix.rstrip("."): values} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_dotted(value, f"{prefix}{key}."))
+    return flat
 
 
 def _less_runtime(recorded: Any, settings: Any, identity: Any) -> Any:

@@ -58,7 +58,8 @@ def write(config: Config, run_dir: RunDir, results: dict[str, StageResult]) -> d
     stage is then skipped)."""
     summary = collect(config, run_dir, results)
     write_text_atomic(run_dir.path(layout.SUMMARY), json.dumps(summary, indent=2, default=str) + "\n")
-    write_text_atomic(run_dir.path(layout.CONFIG) / layout.RUN_CONFIG, yaml.safe_dump(to_dict(config), sort_keys=False))
+    folder = run_dir.path(layout.CONFIG)  # its paths inside RUN relative to this folder, as a YAML file's are read
+    write_text_atomic(folder / layout.RUN_CONFIG, yaml.safe_dump(run_dir.within(to_dict(config), folder), sort_keys=False))
     return summary
 
 

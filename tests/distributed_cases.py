@@ -3,6 +3,7 @@ accelerate's debug_launcher (two forked CPU processes, gloo). Exit status 0 mean
 
     python tests/distributed_cases.py loss
     python tests/distributed_cases.py train DATASET OUTPUT [KEY=VALUE ...]
+    python tests/distributed_cases.py stopped STEP DATASET OUTPUT [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -48,7 +49,28 @@ def train_case(dataset: str, output: str, *assignments: str) -> None:
     trainer.train(load_train_config("tiny", [f"dataset={dataset}", f"output_dir={output}", *assignments]))
 
 
+class Stopped(Exception):
+    """Raised on every process right after the checkpoint of the chosen step, as a kill would stop it."""
+
+
+def stopped_case(step: str, dataset: str, output: str, *assignments: str) -> None:
+    """Train until the checkpoint of ``step`` is complete on every process, then stop there."""
+    original = trainer.save_checkpoint
+
+    def stop_after(accelerator, folder, state, keep):  # type: ignore[no-untyped-def]
+        original(accelerator, folder, state, keep)
+        if state["step"] == int(step):
+            raise Stopped
+
+    trainer.save_checkpoint = stop_after
+    try:
+        train_case(dataset, output, *assignments)
+    except Stopped:
+        return
+    raise AssertionError(f"the run ended without a checkpoint at step {step}")
+
+
 if __name__ == "__main__":
     case, args = sys.argv[1], sys.argv[2:]
-    function = {"loss": loss_case, "train": train_case}[case]
+    function = {"loss": loss_case, "train": train_case, "stopped": stopped_case}[case]
     debug_launcher(lambda: function(*args), num_processes=2)

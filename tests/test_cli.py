@@ -57,7 +57,8 @@ def test_rerun_skips_a_config_change_is_refused_and_force_redoes(tmp_path, capsy
     assert os.stat(Path(run) / "entities.parquet").st_mtime_ns == made
 
     assert main(["kg", "--run", run, *FAST, "--limit", "4"]) == 1
-    assert "different configuration" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "different configuration" in error and "(kg.limit_per_root differs;" in error, error  # names the key
     assert len(list(read_entities(Path(run) / "entities.parquet"))) == 8  # untouched: 3 + 3 + the 2 fungi
 
     assert main(["kg", "--run", run, *FAST, "--limit", "4", "--force"]) == 0

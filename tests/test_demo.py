@@ -5,6 +5,7 @@ newcomer does and reads what it prints), and kill -9 at several points of it."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import yaml
 
 from conftest import kill_when
 
@@ -88,6 +90,23 @@ def test_another_seed_trains_and_evaluates_again_on_the_same_dataset(demo_run, c
     finally:  # the session's demo is put back as it was, for the tests after this one
         assert main(["demo", "--out", str(demo_run), "--size", "small"]) == 0
     assert (demo_run / "model" / "model.safetensors").read_bytes() == weights
+
+
+def test_a_copied_demo_named_another_way_is_complete(demo_run, tmp_path, monkeypatch, capsys):
+    """A copy of a finished demo, rerun by a relative --out from another working directory: every
+    stage is complete (its paths are recorded relative to the run, the pool's among them), nothing
+    is refused or redone."""
+    shutil.copytree(demo_run, tmp_path / "copy")
+    weights = (tmp_path / "copy" / "model" / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["demo", "--out", "copy", "--size", "small"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    for stage in ("kg", "enrich", "queries", "search", "download", "build", "train", "eval"):
+        assert f"{stage}: already complete" in printed, printed
+    assert (tmp_path / "copy" / "model" / "model.safetensors").stat().st_mtime_ns == weights
+    assert yaml.safe_load((tmp_path / "copy" / "config" / "search.yaml").read_text())["search"]["pool"]["path"] == \
+        "demo-pool/pool.jsonl"
 
 
 def test_the_cards_link_only_to_what_exists_and_say_what_ran(demo_run):

@@ -169,4 +169,5 @@ def test_redoing_kg_invalidates_enrich(tmp_path, capsys):
     assert main(["-q", "enrich", "--run", run, "--config", "demo"]) == 0
     assert main(["-q", "kg", "--run", run, "--config", "demo", "--sources", "wikidata", "--limit", "4", "--force"]) == 0
     assert main(["-q", "enrich", "--run", run, "--config", "demo"]) == 1
-    assert "different configuration or inputs" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "different configuration or inputs (its input kg changed;" in error, error

@@ -117,6 +117,46 @@ def test_from_train_with_force_trains_again_and_leaves_the_data_stages_alone(dem
     assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
 
 
+def test_an_interrupted_forced_retrain_says_to_rerun_without_force_which_resumes_it(demo_run, tmp_path, capsys,
+                                                                                      monkeypatch, caplog):
+    """`--from train --force` interrupted after a checkpoint: the hint drops --force (which would
+    discard the checkpoint); the hinted command, spelled another way from another working
+    directory (a relative --run), resumes from the checkpoint and evaluates the new model, ending
+    with the weights of an uninterrupted forced run."""
+    from entitynet.training import train as trainer
+
+    retrain = ["--from", "train", "--set", "train.set=[max_steps=6, batch_size=8, checkpoint_every=3, seed=7]"]
+    copies = {name: tmp_path / name for name in ("straight", "interrupted")}
+    for copy in copies.values():
+        shutil.copytree(demo_run, copy, ignore=shutil.ignore_patterns("cache"))
+    assert main(["run", "--config", str(copies["straight"] / "config" / "run.yaml"), "--run", str(copies["straight"]),
+                 *retrain, "--force"]) == 0
+    copy = copies["interrupted"]
+    original = trainer.save_checkpoint
+
+    def interrupted_after_step_three(accelerator, folder, state, keep):
+        original(accelerator, folder, state, keep)
+        if state["step"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", interrupted_after_step_three)
+    capsys.readouterr()
+    assert main(["run", "--config", str(copy / "config" / "run.yaml"), "--run", str(copy), *retrain, "--force"]) == 130
+    error = capsys.readouterr().err
+    assert "rerun the same command without --force to resume" in error, error
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["step-00000003"]
+    monkeypatch.setattr(trainer, "save_checkpoint", original)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("INFO", logger="entitynet.training.train"):
+        assert main(["run", "--config", "interrupted/config/run.yaml", "--run", "interrupted", *retrain]) == 0, \
+            capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "train: done" in printed and "eval: done" in printed, printed  # not the evaluation of the model before
+    assert "resuming from" in caplog.text and "step-00000003 (step 3)" in caplog.text, caplog.text
+    assert (copy / "model" / "model.safetensors").read_bytes() == \
+        (copies["straight"] / "model" / "model.safetensors").read_bytes()
+
+
 def test_from_a_stage_whose_inputs_are_missing_says_what_to_run_first(tmp_path, capsys):
     assert main(["run", "--config", "demo", "--run", str(tmp_path / "run"), "--from", "train"]) == 1
     assert "has no finished build stage" in capsys.readouterr().err

@@ -74,13 +74,13 @@ def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
                 "final_eval": {k: v for k, v in outcome["metrics"].items() if isinstance(v, (int, float)) or v is None}}
 
     if force:
-        discard_progress(config, run_dir)
+        discard(config, run_dir)
     # the dataset and output are RUN's own: a run directory that moved is the same experiment
     placed = replace(settings, dataset=layout.DATASET, output_dir=".")
     return pipeline.stage(STAGE).run_once(run_dir, {"train": placed}, work, force)
 
 
-def discard_progress(config: Config, run_dir: RunDir) -> None:
+def discard(config: Config, run_dir: RunDir) -> None:
     """--force trains from scratch: the checkpoints (the trainer would resume from them, or refuse
     those of another experiment), the metrics log and the trained tokenizer go; the main process
     deletes, all wait."""

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import sys
@@ -60,6 +61,8 @@ MAX_LOGIT_SCALE = math.log(100)
 # keys a resumed run may change: how it runs (the schema's runtime keys), how long, what is
 # evaluated and where results go; anything else would continue a different experiment from these weights
 RESUMABLE_CHANGES = (*sorted(runtime_keys(TrainConfig)), "max_steps", "eval", "repo_id", "output_dir")
+# the keys of the experiment that may name a local folder: recorded ``located``, not as spelled
+LOCATED = ("dataset", "model.init_from", "model.tokenizer")
 
 
 class ResumeMismatch(ValueError):
@@ -85,19 +88,86 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def experiment(config: TrainConfig) -> dict[str, Any]:
-    """What a checkpoint must agree with to be resumed (dotted keys)."""
-    return {key: value for key, value in _flatten(to_dict(config)).items()
-            if not any(key == name or key.startswith(name + ".") for name in RESUMABLE_CHANGES)}
+def located(value: Any, output: Path) -> Any:
+    """A local path as a checkpoint records it: inside OUTPUT relative to it (a moved or copied
+    output folder is the same run), elsewhere absolute, so neither its spelling nor the working
+    directory matters; anything else (a Hub id) as it is."""
+    if not isinstance(value, str) or not value or not Path(value).exists():
+        return value
+    path, root = os.path.realpath(value), os.path.realpath(output)
+    return os.path.relpath(path, root) if path == root or path.startswith(root + os.sep) else path
+
+
+def experiment(config: TrainConfig, spelled: bool = False) -> dict[str, Any]:
+    """What a checkpoint must agree with to be resumed (dotted keys); its paths ``located``
+    unless ``spelled`` (as typed: what checkpoints recorded before they were located)."""
+    values = {key: value for key, value in _flatten(to_dict(config)).items()
+              if not any(key == name or key.startswith(name + ".") for name in RESUMABLE_CHANGES)}
+    if not spelled:
+        values.update({key: located(values[key], Path(config.output_dir)) for key in LOCATED if key in values})
+    return values
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig, checkpoint: Path) -> None:
-    current = experiment(config)
-    changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+    current, spelled = experiment(config), experiment(config, spelled=True)
+    changed = sorted(key for key in set(saved) | set(current)
+                     if saved.get(key) != current.get(key) and saved.get(key) != spelled.get(key))
     if changed:
         raise ResumeMismatch(
             f"{checkpoint} was made with another configuration ({', '.join(changed)} differ); "
             f"use another --output-dir, or delete {checkpoint.parent} to start over")
+
+
+def data_plan(config: TrainConfig, processes: int, streaming: bool) -> dict[str, Any]:
+    """What a checkpoint's position in the data means: the global batch (the rows of one step) and
+    how it is cut; streamed, the workers each process's rows are cut for too (their order depends
+    on it). Map-style, the order is drawn in the main process, whatever the workers."""
+    plan: dict[str, Any] = {"global_batch": config.batch_size * processes * config.accumulation_steps,
+                            "batch_size": config.batch_size, "processes": processes,
+                            "accumulation_steps": config.accumulation_steps, "streaming": streaming}
+    if streaming:
+        plan["num_workers"] = config.num_workers
+    return plan
+
+
+def _batch_text(plan: dict[str, Any]) -> str:
+    processes, steps = plan["processes"], plan["accumulation_steps"]
+    return (f"{plan['global_batch']} ({plan['batch_size']} per process x {processes} process"
+            f"{'es' if processes != 1 else ''} x {steps} accumulation step{'s' if steps != 1 else ''})")
+
+
+def check_data_plan(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse a resume whose position in the data would not be the checkpoint's: another global
+    batch (another number of processes), streamed or not, or another number of streaming workers."""
+    again = "or start a new run with another --output-dir"
+    if saved["global_batch"] != current["global_batch"] or saved["processes"] != current["processes"]:
+        raise ResumeMismatch(
+            f"{checkpoint} was made with a global batch of {_batch_text(saved)}, and its place in the data is "
+            f"counted in such steps; this launch makes {_batch_text(current)}: resume it on {saved['processes']} "
+            f"process{'es' if saved['processes'] != 1 else ''}, {again}")
+    if saved["streaming"] != current["streaming"]:
+        was, now = ("streamed", "map-style") if saved["streaming"] else ("map-style", "streamed")
+        raise ResumeMismatch(f"{checkpoint} read its data {was}, this run would read it {now} (another order): "
+                             f"resume with streaming={str(saved['streaming']).lower()}, {again}")
+    if saved["streaming"] and max(1, saved["num_workers"]) != max(1, current["num_workers"]):
+        raise ResumeMismatch(
+            f"{checkpoint} streamed its data in an order cut for num_workers={saved['num_workers']} per process; with "
+            f"num_workers={current['num_workers']} some rows would be read twice and others never: resume with "
+            f"num_workers={saved['num_workers']}, {again}")
+
+
+def resumed_position(saved: dict[str, Any], plan: dict[str, Any], checkpoint: Path) -> dict[str, int]:
+    """(step, epoch, batches this process consumed in the epoch) from a checkpoint's state, whose
+    position is in global rows; one made before checkpoints recorded their data plan is read as
+    made with this plan, and the log says so."""
+    if "data" not in saved:
+        workers = f" and num_workers={plan['num_workers']}" if plan["streaming"] else ""
+        logger.warning("%s was made before checkpoints recorded their global batch: resumed as made with %d "
+                       "process(es)%s, as now", checkpoint, plan["processes"], workers)
+        return {"step": saved["step"], "epoch": saved["epoch"], "batch_in_epoch": saved["batch_in_epoch"]}
+    check_data_plan(saved["data"], plan, checkpoint)
+    rows_per_batch = plan["batch_size"] * plan["processes"]
+    return {"step": saved["step"], "epoch": saved["epoch"], "batch_in_epoch": saved["rows_in_epoch"] // rows_per_batch}
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -304,15 +374,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
             f"{per_step} accumulation steps x {accelerator.num_processes} processes; lower batch_size")
 
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
+    plan = data_plan(config, accelerator.num_processes, streaming)
     last_record: dict[str, Any] = {}
     schedule = Schedule(config.optimizer.warmup_steps, config.max_steps)
     resume_from = latest_checkpoint(checkpoints)
     if resume_from:
-        state = json.loads((resume_from / STATE_FILE).read_text())
-        check_resumable(state.pop("experiment"), config, resume_from)
+        recorded = json.loads((resume_from / STATE_FILE).read_text())
+        check_resumable(recorded["experiment"], config, resume_from)
+        state = resumed_position(recorded, plan, resume_from)  # refuses another global batch or plan first
         accelerator.load_state(str(resume_from))
-        saved = Schedule(**state.pop("schedule"))
-        last_record = state.pop("log", {})
+        saved = Schedule(**recorded["schedule"])
+        last_record = recorded.get("log", {})
         schedule = saved.extended(state["step"], config.max_steps)
         if schedule is not saved and saved.factor(state["step"]) == 0 and config.max_steps > state["step"]:
             logger.warning("%s had finished its learning-rate schedule (rate 0); more steps keep the rate at 0. To "
@@ -401,8 +473,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
             elif record:  # the last step's line waits for the final evaluation; the checkpoint keeps it meanwhile
                 last_record = record
             if step % config.checkpoint_every == 0 or step == config.max_steps:
-                save_checkpoint(accelerator, checkpoints, {**state, "schedule": schedule.state(), "log": last_record,
-                                                           "experiment": experiment(config)}, config.keep_checkpoints)
+                # the position in global rows, with what they mean (data_plan): a resume reads it back per process
+                position = {"step": step, "epoch": state["epoch"],
+                            "rows_in_epoch": state["batch_in_epoch"] * config.batch_size * accelerator.num_processes}
+                save_checkpoint(accelerator, checkpoints, {**position, "data": plan, "schedule": schedule.state(),
+                                                           "log": last_record, "experiment": experiment(config)},
+                                config.keep_checkpoints)
         if state["step"] < config.max_steps:  # the epoch ran out first
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
