@@ -299,11 +299,20 @@ def test_extending_a_run_never_raises_the_learning_rate(demo_run, tmp_path, capl
     after = rates[3:]  # steps 4..12: from the rate the old schedule had reached, down a longer cosine
     assert after[0] == pytest.approx(original[3]) and all(b <= a for a, b in zip(rates[2:], after))
     assert after[3] > original[5] and after[-1] > 0  # longer: decays more slowly
-    # a finished run extended keeps its final rate (zero) and says how to train more
-    with caplog.at_level("WARNING"):
+    # a finished run cannot be extended (every further step would train at rate 0): refused with the
+    # way on, before anything is loaded or written
+    before = sorted(p.name for p in (out / "checkpoints").iterdir()), (out / "logs" / "metrics.jsonl").read_bytes()
+    with pytest.raises(trainer.ResumeMismatch, match=r"finished its learning-rate schedule at step 6.*--init-from"):
         trainer.train(tiny(demo_run, out, "max_steps=8", "log_every=1", "checkpoint_every=3", "optimizer.warmup_steps=2"))
-    assert "had finished its learning-rate schedule" in caplog.text
-    assert [line["lr"] for line in metrics(out)][-2:] == [0.0, 0.0]
+    assert (sorted(p.name for p in (out / "checkpoints").iterdir()), (out / "logs" / "metrics.jsonl").read_bytes()) == before
+
+
+def test_a_run_that_ends_inside_its_warm_up_says_so_at_start(demo_run, tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        trainer.train(tiny(demo_run, tmp_path / "out", "max_steps=2", "checkpoint_every=2", "optimizer.warmup_steps=4",
+                           "eval.max_images=8"))
+    assert "max_steps (2) ends inside the warm-up (optimizer.warmup_steps 4)" in caplog.text
+    assert "ends at 50% of the peak rate" in caplog.text
 
 
 def test_the_tokenizer_is_trained_on_a_bounded_sample_or_taken_pretrained(demo_run, tmp_path, caplog):

@@ -4,8 +4,8 @@ step and a few numbers kept in the checkpoint.
 A resumed run whose ``max_steps`` changed must not jump: the schedule it had been following is
 continued from the learning rate it reached, by a new cosine from that value to zero at the new
 end (warm-up, if unfinished, completes first). So extending a run mid-way trains longer at a
-gently decaying rate, and extending a finished run (whose rate reached zero) trains at zero:
-the trainer warns, and a new run from its model (``model.init_from``) is the way to train more.
+gently decaying rate. Extending a finished run (whose rate reached zero) would train at zero: the
+trainer refuses it, and a new run from its model (``model.init_from``) is the way to train more.
 """
 
 from __future__ import annotations

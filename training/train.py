@@ -336,6 +336,18 @@ def _take(iterator: Iterator[Any], count: int, clock: Throughput) -> list[Any]:
     return group
 
 
+def check_not_extending_a_finished_schedule(saved: Schedule, step: int, max_steps: int, checkpoint: Path,
+                                            output: Path) -> None:
+    """A run whose schedule reached its end (rate 0) cannot be extended: every further step would train
+    at rate 0. Refused before anything is loaded, with the way on."""
+    if max_steps > step and saved.factor(step) == 0:
+        raise ResumeMismatch(
+            f"{checkpoint} finished its learning-rate schedule at step {step} (rate 0): with max_steps {max_steps} "
+            f"every further step would train at rate 0. To train more, start a new run from its model "
+            f"(--init-from {output / layout.MODEL} --output-dir NEW, with its own warm-up and schedule), or a new "
+            f"run with more steps from scratch (entitynet run: --from train --force)")
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     output = Path(config.output_dir)
     checkpoints = output / layout.CHECKPOINTS
@@ -377,18 +389,21 @@ def train(config: TrainConfig) -> dict[str, Any]:
     plan = data_plan(config, accelerator.num_processes, streaming)
     last_record: dict[str, Any] = {}
     schedule = Schedule(config.optimizer.warmup_steps, config.max_steps)
+    if config.max_steps <= config.optimizer.warmup_steps:
+        logger.warning("max_steps (%d) ends inside the warm-up (optimizer.warmup_steps %d): the learning rate only "
+                       "rises, the run ends at %.0f%% of the peak rate and never decays; lower warmup_steps or raise "
+                       "max_steps", config.max_steps, config.optimizer.warmup_steps,
+                       100 * schedule.factor(config.max_steps - 1))
     resume_from = latest_checkpoint(checkpoints)
     if resume_from:
         recorded = json.loads((resume_from / STATE_FILE).read_text())
         check_resumable(recorded["experiment"], config, resume_from)
         state = resumed_position(recorded, plan, resume_from)  # refuses another global batch or plan first
-        accelerator.load_state(str(resume_from))
         saved = Schedule(**recorded["schedule"])
+        check_not_extending_a_finished_schedule(saved, state["step"], config.max_steps, resume_from, output)
+        accelerator.load_state(str(resume_from))
         last_record = recorded.get("log", {})
         schedule = saved.extended(state["step"], config.max_steps)
-        if schedule is not saved and saved.factor(state["step"]) == 0 and config.max_steps > state["step"]:
-            logger.warning("%s had finished its learning-rate schedule (rate 0); more steps keep the rate at 0. To "
-                           "train further, start a new run from its model: --init-from %s", output, output / layout.MODEL)
         logger.info("resuming from %s (step %d)", resume_from, state["step"])
     if config.report_to:
         accelerator.init_trackers("entitynet-clip", config={k: v for k, v in _flatten(to_dict(config)).items()
