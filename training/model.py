@@ -16,6 +16,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from entitynet.training.convert.clip_tokenizer import cleaning
+
 try:  # transformers >= 5 names the PIL implementation (torchvision does not import here; asking for the
     # plain name prints a warning and falls back to it anyway); it saves as "CLIPImageProcessor"
     from transformers import CLIPImageProcessorPil as CLIPImageProcessor
@@ -51,10 +53,22 @@ PRESETS = {
 }
 
 
+def scratch_normalizer() -> normalizers.Normalizer:
+    """open_clip's cleaning (as CLIP's BPE here has it: HTML references, quotes, ligatures, control
+    characters, whitespace collapsed and stripped), then NFKC and lower case.
+
+    open_clip's ``HFTokenizer``, which loads our tokenizer after ``to-open-clip``, cleans every text
+    before tokenizing it (``clean='whitespace'``: ftfy, HTML unescaping, ``" ".join(text.split())``).
+    A tokenizer that cleans the same way itself gives the same ids on both sides, since cleaning a
+    cleaned text changes nothing. Tokenizers saved by older versions keep the normaliser they were
+    saved with (NFKC and lower case only)."""
+    return normalizers.Sequence([cleaning(), normalizers.NFKC(), normalizers.Lowercase()])
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int) -> PreTrainedTokenizerFast:
     """A lower-casing byte-level BPE over ``texts`` that frames every text as <start> ... <end>."""
     tokenizer = Tokenizer(models.BPE(unk_token="<|unk|>"))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.normalizer = scratch_normalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
