@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 # The end token is not id 2: CLIP's text model pools at the argmax of the ids when eos_token_id == 2
 # (the original checkpoints' convention), and at the first end token otherwise.
 SPECIAL_TOKENS = ["<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"]
+# How train_tokenizer makes a tokenizer; a change here makes tokenizers recorded under another recipe be remade
+TOKENIZER_RECIPE = "byte-level BPE; open_clip's cleaning, NFKC, lower case"
 
 
 @dataclass(frozen=True)
