@@ -373,6 +373,13 @@ def test_the_tokenizer_record_names_a_dataset_in_the_output_relative_to_it(tmp_p
     changed = load_train_config("tiny", [f"dataset={run / 'dataset'}", f"output_dir={run}", "text.alt_text=0.9", "seed=3"])
     assert differences(mapped, made_from(changed, 100, False)) == ["seed", "text.alt_text"]
     assert differences(mapped, made_from(config, 101, False)) == ["train_rows"]
+    # a folder put there by hand, even without tokenizer.json, is refused rather than replaced
+    by_hand = run / "tokenizer"
+    by_hand.mkdir()
+    (by_hand / "vocab.json").write_text("{}")
+    with pytest.raises(trainer.TokenizerMismatch, match="no entitynet_tokenizer.json"):
+        trainer.tokenizer_to_make(by_hand, mapped, None)
+    assert trainer.tokenizer_to_make(run / "absent", mapped, None)
 
 
 def test_gradient_checkpointing_changes_memory_not_results(demo_run, tmp_path):

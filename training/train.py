@@ -209,7 +209,7 @@ def tokenizer_to_make(folder: Path, wanted: dict[str, Any], checkpoint: Path | N
     """Whether OUTPUT/tokenizer must be trained (absent, or ours from a run that saved no checkpoint
     and was made from another sample); False: reuse it. Refuses a tokenizer without a record, and
     one of another sample that checkpoints were trained with."""
-    if not (folder / "tokenizer.json").exists():
+    if not folder.exists():
         return True
     start_over = f"delete {folder}" + (f" and {checkpoint.parent}" if checkpoint else "") + " to start over"
     saved = tokenizer_record.read(folder)
