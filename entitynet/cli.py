@@ -397,7 +397,8 @@ def _add_convert(commands: Any) -> None:
     target.add_argument("--repo", metavar="ORG/NAME", help="the Hub repo OUT will be pushed to; open_clip loads a "
                         "tokenizer that is not CLIP's BPE from there")
     for sub in (source, target):
-        sub.add_argument("--force", action="store_true", help="replace OUT if it exists")
+        sub.add_argument("--force", action="store_true", help="replace OUT if it exists and holds only files this "
+                         "conversion writes (an OUT that is, holds or lies inside the input is always refused)")
         _add_verbosity(sub, default=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_convert)
 

@@ -51,6 +51,7 @@ MODEL = "model"
 CHECKPOINTS = "checkpoints"
 TRAIN_LOGS = "logs"
 TOKENIZER = "tokenizer"  # train: a BPE trained on the dataset (models from scratch without model.tokenizer)
+TOKENIZER_RECORD = "entitynet_tokenizer.json"  # in TOKENIZER: what it was made from; another run refuses or remakes it
 EVAL = "eval"
 SUMMARY = "summary.json"
 RUN_CONFIG = "run.yaml"  # in CONFIG: the whole configuration of the last `entitynet run` / demo

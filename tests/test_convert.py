@@ -274,12 +274,68 @@ def argparse_namespace():
 def test_an_existing_out_is_kept_unless_force(tmp_path, capsys):
     source = write_open_clip(tmp_path / "oc")
     out = tmp_path / "hf"
+    assert main(["convert", "open-clip", str(source), str(out), "-q"]) == 0
+    written = sorted(path.name for path in out.iterdir())
+    assert main(["convert", "open-clip", str(source), str(out), "-q"]) == 1
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main(["convert", "open-clip", str(source), str(out), "--force", "-q"]) == 0  # the converter's own files
+    assert sorted(path.name for path in out.iterdir()) == written
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_force_never_removes_files_the_converter_did_not_write(tmp_path, capsys):
+    """issue 17, item 11: --force replaces a folder of converter output, nothing else."""
+    source = write_open_clip(tmp_path / "oc")
+    out = tmp_path / "hf"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    assert main(["convert", "open-clip", str(source), str(out), "-q"]) == 1
-    assert "already exists; pass --force" in capsys.readouterr().err and (out / "mine.txt").exists()
-    assert main(["convert", "open-clip", str(source), str(out), "--force", "-q"]) == 0
-    assert not (out / "mine.txt").exists() and (out / "model.safetensors").exists()
+    (out / "notes").mkdir()
+    before = snapshot(out)
+    assert main(["convert", "open-clip", str(source), str(out), "--force", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "mine.txt" in err and "notes" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert snapshot(out) == before and (out / "notes").is_dir()
+    hf, oc = tmp_path / "hf2", tmp_path / "oc-out"
+    convert_open_clip(str(source), hf)
+    convert_to_open_clip(hf, oc)
+    convert_to_open_clip(hf, oc, force=True)  # its own output is replaced
+    (oc / "eval_results.json").write_text("{}")
+    with pytest.raises(ConversionError, match="eval_results.json"):
+        convert_to_open_clip(hf, oc, force=True)
+    assert (oc / "eval_results.json").exists() and (oc / "open_clip_model.safetensors").exists()
+    # the other direction's output is not what to-open-clip writes: a transformers model is never replaced by it
+    convert_open_clip(str(source), tmp_path / "hf3")
+    with pytest.raises(ConversionError, match="config.json"):
+        convert_to_open_clip(hf, tmp_path / "hf3", force=True)
+    assert (tmp_path / "hf3" / "model.safetensors").exists()
+
+
+def test_an_out_that_is_holds_or_lies_inside_the_input_is_refused_in_both_directions(tmp_path, capsys):
+    """issue 17, item 11: `to-open-clip RUN/model RUN --force` replaced the whole run directory."""
+    run = tmp_path / "run"
+    model = run / "model"
+    convert_open_clip(str(write_open_clip(tmp_path / "oc")), model)
+    (run / "dataset").mkdir()
+    (run / "dataset" / "rows.parquet").write_text("the dataset")
+    (tmp_path / "link").symlink_to(run, target_is_directory=True)
+    before = snapshot(run)
+    capsys.readouterr()  # the conversion's progress bars
+    cases = [(model, "is the input"), (run, "holds the input"), (model / "oc", "lies inside the input"),
+             (tmp_path / "link", "holds the input"), (tmp_path / "link" / "model", "is the input")]
+    for out, message in cases:
+        assert main(["convert", "to-open-clip", str(model), str(out), "--force", "-q"]) == 1, out
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (out, err)
+        assert snapshot(run) == before, out
+    source = write_open_clip(tmp_path / "oc2")
+    before = snapshot(tmp_path / "oc2")
+    for out, message in [(source, "is the input"), (tmp_path, "holds the input"), (source / "hf", "lies inside the input")]:
+        assert main(["convert", "open-clip", str(source), str(out), "--force", "-q"]) == 1, out
+        assert message in capsys.readouterr().err
+        assert snapshot(tmp_path / "oc2") == before
 
 
 def test_a_hub_source_offline_and_not_cached_is_a_clear_error(tmp_path, capsys, monkeypatch):
@@ -301,19 +357,61 @@ def test_open_clip_to_clipmodel_and_back_is_exact(tmp_path):
     assert not (tmp_path / "oc2" / "tokenizer.json").exists()  # CLIP's BPE: open_clip uses its own tokenizer
 
 
-def test_a_model_with_its_own_tokenizer_goes_to_open_clip_with_the_tokenizer(tmp_path):
+def test_a_model_with_its_own_tokenizer_goes_to_open_clip_with_the_tokenizer(tmp_path, caplog):
     from entitynet.training import model as scratch
 
     tokenizer = scratch.train_tokenizer(["a lion in the grass", "a tiger at night"] * 20, vocab_size=300, context_length=16)
     clip = scratch.scratch_model("tiny", tokenizer)
     scratch.save(tmp_path / "hf", clip, tokenizer, scratch.image_processor(64))
-    convert_to_open_clip(tmp_path / "hf", tmp_path / "oc", repo="me/tiny")
+    with caplog.at_level("WARNING"):
+        convert_to_open_clip(tmp_path / "hf", tmp_path / "oc", repo="me/tiny")
+    assert "does not clean texts" not in caplog.text
     text_cfg = json.loads((tmp_path / "oc" / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]
     assert text_cfg["hf_tokenizer_name"] == "me/tiny" and text_cfg["pool_type"] == "eos"
     assert text_cfg["eos_id"] == tokenizer.eos_token_id and (tmp_path / "oc" / "tokenizer.json").exists()
     # the way back needs CLIP's BPE: such a model stays a transformers model
     with pytest.raises(ConversionError, match="hf_tokenizer_name='me/tiny'"):
         convert_open_clip(str(tmp_path / "oc"), tmp_path / "again")
+
+
+def test_a_scratch_tokenizer_cleans_texts_as_open_clips_hf_tokenizer_does():
+    """issue 17, item 9: open_clip's HFTokenizer (clean='whitespace') collapses whitespace, unescapes
+    HTML and fixes quotes before our tokenizer sees a text; ours does the same itself, so a model
+    after to-open-clip gets the same ids for the same text on both sides."""
+    from entitynet.training import model as scratch
+
+    tokenizer = scratch.train_tokenizer(["a spotted leopard in the grass!!", "it's tom & jerry", "a fine flower"] * 20,
+                                        vocab_size=300, context_length=32)
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text).input_ids
+
+    same = [("Spotted  leopard!!", "Spotted leopard!!"), ("  Spotted leopard!!  ", "Spotted leopard!!"),
+            ("Spotted\tleopard!!\n", "Spotted leopard!!"), ("Spotted\r\n\u00a0\u2003leopard!!", "Spotted leopard!!"),
+            ("It&#39;s Tom &amp; Jerry", "It's Tom & Jerry"), ("it\u2019s \ufb01ne", "it's fine")]
+    for messy, clean in same:
+        assert ids(messy) == ids(clean), messy
+    # what open_clip hands over after its whitespace cleaning (Python's str.split) tokenizes as the raw text
+    for text in ["x\u2028y", "  Tabs\tand\nNEW  lines ", "\u3000wide\u2029break"]:
+        assert ids(" ".join(text.split())) == ids(text), repr(text)
+
+
+def test_a_tokenizer_saved_by_an_older_version_keeps_its_ids_and_to_open_clip_warns(tmp_path, caplog):
+    from tokenizers import normalizers
+
+    from entitynet.training import model as scratch
+
+    tokenizer = scratch.train_tokenizer(["a spotted leopard"] * 20, vocab_size=280, context_length=16)
+    tokenizer.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.save_pretrained(tmp_path / "tok")  # as the trainer saved it before the cleaning
+    loaded = transformers.AutoTokenizer.from_pretrained(tmp_path / "tok")
+    for text in ["Spotted  leopard", " a spotted leopard", "a&amp;b"]:
+        assert loaded(text).input_ids == tokenizer(text).input_ids
+    assert loaded("Spotted  leopard").input_ids != loaded("Spotted leopard").input_ids  # its own rule, unchanged
+    scratch.save(tmp_path / "hf", scratch.scratch_model("tiny", loaded), loaded, scratch.image_processor(64))
+    with caplog.at_level("WARNING"):
+        convert_to_open_clip(tmp_path / "hf", tmp_path / "oc", repo="me/old")
+    assert "does not clean texts as open_clip's HFTokenizer does" in caplog.text
 
 
 # --- load_clip and the CLI without the train extra ---------------------------------------------

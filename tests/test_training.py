@@ -318,7 +318,7 @@ def test_a_run_that_ends_inside_its_warm_up_says_so_at_start(demo_run, tmp_path,
 def test_the_tokenizer_is_trained_on_a_bounded_sample_or_taken_pretrained(demo_run, tmp_path, caplog):
     from transformers import AutoTokenizer
 
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="entitynet"):  # the demo fixture's -q leaves "entitynet" at WARNING
         trainer.train(tiny(demo_run, tmp_path / "bpe", "max_steps=1", "model.tokenizer_rows=5"))
     assert "trained on 5 of" in caplog.text
     # a pretrained tokenizer by folder: used as it is (no BPE trained), its ids in the saved model
@@ -330,6 +330,65 @@ def test_the_tokenizer_is_trained_on_a_bounded_sample_or_taken_pretrained(demo_r
     saved = transformers.CLIPModel.from_pretrained(tmp_path / "pre" / "model")
     assert saved.config.text_config.max_position_embeddings == 16
     assert AutoTokenizer.from_pretrained(tmp_path / "pre" / "model").model_max_length == 16
+
+
+def test_a_tokenizer_left_in_output_by_another_run_is_never_reused(demo_run, tmp_path, caplog):
+    """issue 17, item 4: a run on another dataset failed after making OUTPUT/tokenizer (270 tokens);
+    the next run in the same folder trained with it instead of its own."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "other-dataset"
+    shutil.copytree(demo_run / "dataset", other)
+    out = tmp_path / "out"
+    with pytest.raises(trainer.DataError):  # fails after its tokenizer was made: no checkpoint
+        trainer.train(load_train_config("tiny", [f"dataset={other}", f"output_dir={out}", "model.vocab_size=270",
+                                                 "batch_size=100000"]))
+    assert (out / "tokenizer" / "tokenizer.json").exists() and not (out / "checkpoints").exists()
+    with caplog.at_level("WARNING"):
+        trainer.train(tiny(demo_run, out, "max_steps=1", "checkpoint_every=1"))
+    assert "dataset, model.vocab_size differ" in caplog.text and "training a new one" in caplog.text
+    trainer.train(tiny(demo_run, tmp_path / "fresh", "max_steps=1"))
+    made = AutoTokenizer.from_pretrained(out / "model")
+    assert len(made) == len(AutoTokenizer.from_pretrained(tmp_path / "fresh" / "model")) > 270
+    assert made.get_vocab() == AutoTokenizer.from_pretrained(tmp_path / "fresh" / "model").get_vocab()
+    # once checkpoints were trained with it, another sample is refused and nothing is touched
+    before = {path.name: path.read_bytes() for path in (out / "tokenizer").iterdir()}
+    with pytest.raises(trainer.ResumeMismatch, match="tokenizer was made from another sample .model.tokenizer_rows differ"):
+        trainer.train(tiny(demo_run, out, "max_steps=2", "model.tokenizer_rows=5"))
+    assert {path.name: path.read_bytes() for path in (out / "tokenizer").iterdir()} == before
+    trainer.train(tiny(demo_run, out, "max_steps=2", "checkpoint_every=1"))  # the same sample: reused, resumed
+    assert {path.name: path.read_bytes() for path in (out / "tokenizer").iterdir()} == before
+    # a tokenizer folder without its record (an older version's, or one put there by hand) is not taken either
+    (out / "tokenizer" / "entitynet_tokenizer.json").unlink()
+    with pytest.raises(trainer.ResumeMismatch, match="no entitynet_tokenizer.json"):
+        trainer.train(tiny(demo_run, out, "max_steps=3"))
+    assert trainer.main(["--config", "tiny", "--dataset", str(demo_run / "dataset"), "--output-dir", str(out),
+                         "--max-steps", "3"]) == 1
+
+
+def test_the_tokenizer_record_names_a_dataset_in_the_output_relative_to_it(tmp_path):
+    from entitynet.training.tokenizer_record import dataset_identity, differences, made_from
+
+    run = tmp_path / "run"
+    (run / "dataset").mkdir(parents=True)
+    assert dataset_identity(str(run / "dataset"), str(run)) == "dataset"  # a moved run directory: the same
+    assert dataset_identity(str(run / "dataset"), str(tmp_path / "elsewhere")) == str((run / "dataset").resolve())
+    assert dataset_identity("org/name", str(run)) == "org/name"  # a Hub id
+    config = load_train_config("tiny", [f"dataset={run / 'dataset'}", f"output_dir={run}"])
+    streamed, mapped = made_from(config, 100, True), made_from(config, 100, False)
+    assert differences(streamed, mapped) == ["sample", "shuffle_buffer"]
+    changed = load_train_config("tiny", [f"dataset={run / 'dataset'}", f"output_dir={run}", "text.alt_text=0.9", "seed=3"])
+    assert differences(mapped, made_from(changed, 100, False)) == ["seed", "text.alt_text"]
+    assert differences(mapped, made_from(config, 101, False)) == ["train_rows"]
+    # a folder put there by hand, even without tokenizer.json, is refused rather than replaced
+    by_hand = run / "tokenizer"
+    by_hand.mkdir()
+    (by_hand / "vocab.json").write_text("{}")
+    with pytest.raises(trainer.TokenizerMismatch, match="no entitynet_tokenizer.json"):
+        trainer.tokenizer_to_make(by_hand, mapped, None)
+    assert trainer.tokenizer_to_make(run / "absent", mapped, None)
 
 
 def test_gradient_checkpointing_changes_memory_not_results(demo_run, tmp_path):

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from entitynet.rundir import apply_umask
+from entitynet.training.convert.clip_tokenizer import cleaning
 
 try:  # transformers >= 5 names the PIL implementation (torchvision does not import here; asking for the
     # plain name prints a warning and falls back to it anyway); it saves as "CLIPImageProcessor"
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 # The end token is not id 2: CLIP's text model pools at the argmax of the ids when eos_token_id == 2
 # (the original checkpoints' convention), and at the first end token otherwise.
 SPECIAL_TOKENS = ["<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"]
+# How train_tokenizer makes a tokenizer; a change here makes tokenizers recorded under another recipe be remade
+TOKENIZER_RECIPE = "byte-level BPE; open_clip's cleaning, NFKC, lower case"
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,22 @@ PRESETS = {
 }
 
 
+def scratch_normalizer() -> normalizers.Normalizer:
+    """open_clip's cleaning (as CLIP's BPE here has it: HTML references, quotes, ligatures, control
+    characters, whitespace collapsed and stripped), then NFKC and lower case.
+
+    open_clip's ``HFTokenizer``, which loads our tokenizer after ``to-open-clip``, cleans every text
+    before tokenizing it (``clean='whitespace'``: ftfy, HTML unescaping, ``" ".join(text.split())``).
+    A tokenizer that cleans the same way itself gives the same ids on both sides, since cleaning a
+    cleaned text changes nothing. Tokenizers saved by older versions keep the normaliser they were
+    saved with (NFKC and lower case only)."""
+    return normalizers.Sequence([cleaning(), normalizers.NFKC(), normalizers.Lowercase()])
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int) -> PreTrainedTokenizerFast:
     """A lower-casing byte-level BPE over ``texts`` that frames every text as <start> ... <end>."""
     tokenizer = Tokenizer(models.BPE(unk_token="<|unk|>"))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.normalizer = scratch_normalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,

@@ -40,6 +40,7 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from entitynet import layout
 from entitynet.rundir import apply_umask, write_text_atomic
+from entitynet.training import tokenizer_record
 from entitynet.training.config import TrainConfig, load_train_config
 from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
 from entitynet.training.evaluation.api import evaluate_built_dataset
@@ -236,25 +237,68 @@ def text_sample(config: TrainConfig, source: Source, rows: datasets.Dataset | No
     return [row for row, _ in zip(stream, range(count))]
 
 
+class TokenizerMismatch(ResumeMismatch):
+    """OUTPUT/tokenizer was made from another sample than this run's, or its origin is unknown."""
+
+
 def prepare_tokenizer(config: TrainConfig, accelerator: Accelerator, source: Source,
                       rows: datasets.Dataset | None) -> PreTrainedTokenizerBase:
     """A pretrained tokenizer, or a BPE trained once by the main process on a seeded sample of the
-    training texts and saved, so resumes and every process agree."""
+    training texts and saved with a record of what it was made from, so resumes and every process
+    agree and no other experiment takes it."""
     if config.model.tokenizer:
         return load_tokenizer(config.model.tokenizer, config.model.context_length)
-    folder = Path(config.output_dir) / layout.TOKENIZER
-    if accelerator.is_main_process and not (folder / "tokenizer.json").exists():
+    output = Path(config.output_dir)
+    folder = output / layout.TOKENIZER
+    wanted = tokenizer_record.made_from(config, source.rows, rows is None)
+    # every process decides on the same files; only a refusal or "make" differs from reuse, and the
+    # main process changes nothing before the others have read them in a refusing case
+    make = tokenizer_to_make(folder, wanted, latest_checkpoint(output / layout.CHECKPOINTS))
+    if accelerator.is_main_process and make:
         sample = text_sample(config, source, rows)
         tokenizer = train_tokenizer(training_texts(sample, config.text), config.model.vocab_size,
                                     config.model.context_length)
         partial = folder.with_name("tokenizer.partial")
         shutil.rmtree(partial, ignore_errors=True)
         tokenizer.save_pretrained(partial)
+        tokenizer_record.write(partial, wanted, len(tokenizer), len(sample))
+        # a folder there is ours (it has a record) from a run that saved no checkpoint; renamed aside first,
+        # so a process still deciding sees the old folder, none, or the new one, never a half-deleted one
+        replaced = folder.with_name("tokenizer.replaced")
+        shutil.rmtree(replaced, ignore_errors=True)
+        if folder.exists():
+            folder.rename(replaced)
         partial.rename(folder)
+        shutil.rmtree(replaced, ignore_errors=True)
         logger.info("tokenizer: byte-level BPE of %d tokens trained on %d of %d rows' texts", len(tokenizer),
                     len(sample), source.rows)
     accelerator.wait_for_everyone()
     return PreTrainedTokenizerFast.from_pretrained(folder)
+
+
+def tokenizer_to_make(folder: Path, wanted: dict[str, Any], checkpoint: Path | None) -> bool:
+    """Whether OUTPUT/tokenizer must be trained (absent, or ours from a run that saved no checkpoint
+    and was made from another sample); False: reuse it. Refuses a tokenizer without a record, and
+    one of another sample that checkpoints were trained with."""
+    if not folder.exists():
+        return True
+    start_over = f"delete {folder}" + (f" and {checkpoint.parent}" if checkpoint else "") + " to start over"
+    saved = tokenizer_record.read(folder)
+    if saved is None:
+        raise TokenizerMismatch(
+            f"{folder} has no {layout.TOKENIZER_RECORD} saying what it was made from (made by an older version or "
+            f"by hand), so it cannot be checked against this run; {start_over}, or use another --output-dir "
+            "(a tokenizer of your own: set model.tokenizer to its folder)")
+    changed = tokenizer_record.differences(saved, wanted)
+    if not changed:
+        return False
+    if checkpoint is not None:
+        raise TokenizerMismatch(
+            f"{folder} was made from another sample ({', '.join(changed)} differ) and {checkpoint} was trained with "
+            f"it; use another --output-dir, or {start_over} (entitynet run: --from train --force)")
+    logger.warning("%s was made from another sample (%s differ) by a run that saved no checkpoint; training a new one",
+                   folder, ", ".join(changed))
+    return True
 
 
 def build_model(config: TrainConfig, accelerator: Accelerator, source: Source,

@@ -10,6 +10,7 @@ either complete or absent.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import shutil
@@ -37,6 +38,14 @@ logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4  # max abs difference of normalised fp32 embeddings
 PROBE_TEXTS = ["a photo of a lion.", "It's Tom &amp; Jerry, “quoted” ﬁne", "a bird " * 40]
+WHITESPACE_PROBE = ("Spotted  leopard!! ", "Spotted leopard!!")
+HTML_PROBE = ("Tom &amp; Jerry", "Tom & Jerry")
+# What each direction writes into OUT (glob patterns): --force replaces a folder holding these and nothing else.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "chat_template.jinja")
+TRANSFORMERS_FILES = ("config.json", "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
+                      "generation_config.json", "preprocessor_config.json", "README.md", *TOKENIZER_FILES)
+OPEN_CLIP_FILES = (CONFIG, WEIGHTS[0], *TOKENIZER_FILES)
 PLAIN_TEXTS = ["a photo of a lion.", "It's 3 big dogs; they'd run!"]  # any CLIP BPE tokenizer agrees on these
 
 
@@ -53,7 +62,9 @@ class Converted:
 def convert_open_clip(source: str, out: str | Path, model_name: str | None = None, force: bool = False) -> Converted:
     """An open_clip model (Hub repo, folder or training checkpoint) as a CLIPModel folder in ``out``."""
     out = Path(out)
-    _refuse_existing(out, force)
+    if Path(source).exists():  # a local folder or checkpoint file; a Hub id names no local path
+        refuse_overlap(out, Path(source))
+    refuse_existing(out, force, TRANSFORMERS_FILES)
     model = read_source(source, model_name)
     clip, text_prefix = build_clip(model)
     config = clip.config
@@ -70,7 +81,7 @@ def convert_open_clip(source: str, out: str | Path, model_name: str | None = Non
         processor.save_pretrained(folder)
         write_converted_card(folder, model, result, config, processor)
 
-    _write_atomically(out, write)
+    _write_atomically(out, write, TRANSFORMERS_FILES)
     return result
 
 
@@ -143,7 +154,8 @@ def convert_to_open_clip(model_dir: str | Path, out: str | Path, repo: str | Non
     """A CLIPModel folder (``save_pretrained`` with tokenizer and image processor) in open_clip's Hub
     layout. A tokenizer other than CLIP's BPE travels as files beside, named by ``repo`` in the config."""
     out, model_dir = Path(out), Path(model_dir)
-    _refuse_existing(out, force)
+    refuse_overlap(out, model_dir)
+    refuse_existing(out, force, OPEN_CLIP_FILES)
     if not (model_dir / "config.json").is_file():
         raise ConversionError(f"{model_dir} is not a transformers model folder (no config.json)")
     try:
@@ -161,6 +173,10 @@ def convert_to_open_clip(model_dir: str | Path, out: str | Path, repo: str | Non
     if any(not torch.equal(back[key], value) for key, value in clip.state_dict().items() if key in back):
         raise ConversionError("internal error: the key map does not round-trip this model")
     clip_bpe = is_clip_bpe(tokenizer, clip.config.text_config.max_position_embeddings)
+    if not clip_bpe and not cleans_as_open_clip(tokenizer):
+        logger.warning("the tokenizer does not clean texts as open_clip's HFTokenizer does before tokenizing (whitespace "
+                       "collapsed, HTML unescaped: trained by an older version): open_clip will give other ids for "
+                       "texts such as %r", WHITESPACE_PROBE[0])
     if not clip_bpe:
         # open_clip's HFTokenizer loads it; with local-dir: any non-empty name means "this folder"
         config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = repo or str(out.resolve())
@@ -176,7 +192,7 @@ def convert_to_open_clip(model_dir: str | Path, out: str | Path, repo: str | Non
         if not clip_bpe:
             tokenizer.save_pretrained(folder)
 
-    _write_atomically(out, write)
+    _write_atomically(out, write, OPEN_CLIP_FILES)
     return out
 
 
@@ -188,18 +204,57 @@ def is_clip_bpe(tokenizer: PreTrainedTokenizerBase, context_length: int) -> bool
     return all(tokenizer(text).input_ids == ours(text).input_ids for text in PLAIN_TEXTS)
 
 
-def _refuse_existing(out: Path, force: bool) -> None:
-    if out.exists() and not force:
+def cleans_as_open_clip(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether ``tokenizer`` gives a raw text the ids open_clip's HFTokenizer gives it after its cleaning
+    (``clean='whitespace'``), on a few probes."""
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, truncation=True, max_length=256).input_ids
+
+    return all(ids(raw) == ids(cleaned) for raw, cleaned in [WHITESPACE_PROBE, HTML_PROBE])
+
+
+def refuse_overlap(out: Path, source: Path) -> None:
+    """OUT may be neither the input, nor a folder holding it, nor a place inside it (links resolved):
+    replacing OUT would delete the input, or the folder it lies in (a whole run directory)."""
+    target, model = out.resolve(), source.resolve()
+    if target == model:
+        relation = "is the input"
+    elif target in model.parents:
+        relation = "holds the input"
+    elif model in target.parents:
+        relation = "lies inside the input"
+    else:
+        return
+    raise ConversionError(f"OUT {out} {relation} {source}; write the converted model to a folder of its own")
+
+
+def refuse_existing(out: Path, force: bool, written: tuple[str, ...]) -> None:
+    """An existing OUT is replaced only with ``force``, and only when it holds nothing but files this
+    direction writes (``written``, glob patterns): --force never deletes what the converter did not make."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
         raise ConversionError(f"{out} already exists; pass --force to replace it")
+    if out.is_symlink() or not out.is_dir():
+        raise ConversionError(f"{out} is {'a link' if out.is_symlink() else 'a file'}, not a folder the converter "
+                              "wrote; --force replaces only such a folder: name another OUT")
+    foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in out.iterdir()
+                     if entry.is_dir() or not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in written))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConversionError(f"{out} holds what this conversion does not write ({shown}); --force replaces only a "
+                              "folder of its own output: name another OUT, or move those away first")
 
 
-def _write_atomically(out: Path, write: Callable[[Path], None]) -> None:
-    """``write(folder)`` into a temporary folder beside ``out``, then rename it to ``out``."""
+def _write_atomically(out: Path, write: Callable[[Path], None], written: tuple[str, ...]) -> None:
+    """``write(folder)`` into a temporary folder beside ``out``, then rename it to ``out`` (an ``out``
+    already there, checked again now: only files of ``written``, is replaced)."""
     staging = temporary_folder(out.parent, f".{out.name}.partial-")
     try:
         write(staging)
         apply_umask(staging)  # safetensors writes the weights 0600 whatever the umask
         if out.exists():
+            refuse_existing(out, True, written)
             old = out.with_name(f".{out.name}.replaced")
             shutil.rmtree(old, ignore_errors=True)
             out.rename(old)
