@@ -46,11 +46,20 @@ class Collator:
         pixels = self.buffers.take((len(rows), self.image_size, self.image_size, 3))
         for n, row in enumerate(rows):
             pixels[n] = self.crop(row)
-        # numpy, then torch without a copy: a third cheaper than return_tensors="pt", same int64 ids
-        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.context_length,
+        input_ids, attention_mask = self.tokens(texts)
+        return {"pixel_values": torch.from_numpy(pixels), "input_ids": input_ids, "attention_mask": attention_mask}
+
+    def tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of ``texts``, padded to the context length. Each distinct text
+        is tokenised once (a batch repeats its queries' texts; padding to a fixed length makes a
+        text's ids independent of the others), through numpy, which is cheaper than
+        return_tensors="pt" and gives the same int64 ids."""
+        distinct = list(dict.fromkeys(texts))
+        position = {text: n for n, text in enumerate(distinct)}
+        tokens = self.tokenizer(distinct, padding="max_length", truncation=True, max_length=self.context_length,
                                 return_tensors="np")
-        return {"pixel_values": torch.from_numpy(pixels), "input_ids": torch.from_numpy(tokens["input_ids"]),
-                "attention_mask": torch.from_numpy(tokens["attention_mask"])}
+        rows = np.fromiter((position[text] for text in texts), dtype=np.intp, count=len(texts))
+        return torch.from_numpy(tokens["input_ids"][rows]), torch.from_numpy(tokens["attention_mask"][rows])
 
     def crop(self, row: dict[str, Any]) -> Any:
         data, path = image_bytes(row["image"])
