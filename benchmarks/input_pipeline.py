@@ -14,7 +14,7 @@ best counts. Each side is also timed in CPU seconds of this process (``time.proc
 on a machine shared with other jobs the wall clock counts their time too, the CPU clock does
 not; ``ours_vs_limit_cpu`` is the median over rounds of the CPU-time ratio. Also reported: the first version's path (``CLIPImageProcessor`` on decoded images,
 resize + centre crop) for comparison. Targets (issue 8): ours >= 200 images/s per core and
->= 0.8x the limit.
+>= 0.8x the limit; (issue 18) >= 0.95x the limit for images stored at 256 px, >= 1.0x at 512 px.
 
     python benchmarks/input_pipeline.py                # 1,000 images of 512 x 384
     python benchmarks/input_pipeline.py --images 300
@@ -124,8 +124,10 @@ def main() -> None:
               "ours_vs_limit": round(best["ours"] / best["limit"], 3),
               "ours_vs_limit_cpu": round(statistics.median(cpu_ratios), 3)}
     print(json.dumps(result))
+    target = 0.95 if args.side <= 256 else 1.0
     print(f"ours {best['ours']:.0f} images/s per core ({'met' if best['ours'] >= 200 else 'NOT met'}: >= 200), "
-          f"{best['ours'] / best['limit']:.2f}x the PIL limit ({'met' if best['ours'] >= 0.8 * best['limit'] else 'NOT met'}: >= 0.8)")
+          f"{best['ours'] / best['limit']:.2f}x the PIL limit by the wall clock, "
+          f"{result['ours_vs_limit_cpu']:.2f}x by CPU time (target at {args.side} px: >= {target})")
 
 
 if __name__ == "__main__":
