@@ -12,8 +12,9 @@ limit measured in the same run (PIL decode + crop + resize alone, nothing else).
 Both run in this process on one core (torch threads 1), three interleaved rounds, each side's
 best counts. Each side is also timed in CPU seconds of this process (``time.process_time``):
 on a machine shared with other jobs the wall clock counts their time too, the CPU clock does
-not; ``ours_vs_limit_cpu`` is the median over rounds of the CPU-time ratio. Also reported: the first version's path (``CLIPImageProcessor`` on decoded images,
-resize + centre crop) for comparison. Targets (issue 8): ours >= 200 images/s per core and
+not; ``ours_vs_limit_cpu`` is the median over rounds of the CPU-time ratio. Also reported: the
+first version's path (``CLIPImageProcessor`` on decoded images, resize + centre crop) for
+comparison. Targets (issue 8): ours >= 200 images/s per core and
 >= 0.8x the limit; (issue 18) >= 0.95x the limit for images stored at 256 px, >= 1.0x at 512 px.
 
     python benchmarks/input_pipeline.py                # 1,000 images of 512 x 384

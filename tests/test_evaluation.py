@@ -295,8 +295,8 @@ def test_a_class_with_several_names_averages_each_names_normalised_template_mean
     assert torch.allclose(weights[0], expected / expected.norm(), atol=1e-6)
     assert torch.allclose(weights[1], name_embedding(names[3]), atol=1e-6)  # one name: CLIP_benchmark's rule
     # the flat mean over names x templates is another vector: the test tells the two rules apart
-    flat = embed_texts(clip.model, clip.tokenizer, templates.fill(classes.names[0][0]) + templates.fill(classes.names[0][1]))
-    flat = flat.mean(dim=0)
+    prompts = templates.fill(classes.names[0][0]) + templates.fill(classes.names[0][1])
+    flat = embed_texts(clip.model, clip.tokenizer, prompts).mean(dim=0)
     assert not torch.allclose(weights[0], flat / flat.norm(), atol=1e-6)
 
 

@@ -136,8 +136,9 @@ def test_collated_batches_are_the_per_sample_texts_tokens_and_crops_unchanged():
         collator = Collator(tokenizer, TextConfig(), AugmentConfig(), 48, seed=seed, context_length=16, epoch=epoch)
         texts = [sample_text(row, TextConfig(), seed, epoch) for row in rows]
         tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
-        crops = [train_image(row["image"]["bytes"], 48, (0.4, 1.0), (0.9, 1.111), rng_for(seed, epoch, row["image_id"], "crop"))
-                 for row in rows]
+        augment = AugmentConfig()
+        crops = [train_image(row["image"]["bytes"], 48, tuple(augment.scale), tuple(augment.ratio),
+                             rng_for(seed, epoch, row["image_id"], "crop")) for row in rows]
         for batch_rows, start in ((rows[:8], 0), (rows[8:16], 8), (rows[16:], 16)):
             batch = collator(batch_rows)
             end = start + len(batch_rows)

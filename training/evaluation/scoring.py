@@ -1,7 +1,8 @@
 """Zero-shot classification and retrieval from embeddings, in CLIP_benchmark's pieces and names:
 ``zero_shot_classifier`` builds the class weights (per name: its templates' embeddings normalised,
-averaged, normalised again; several names of a class averaged and normalised once more), ``rank`` keeps only the top k of every query (chunked, so a
-25k x 5k retrieval never holds its full score matrix), and the local ``evaluate`` metric modules
+averaged, normalised again; several names of a class averaged and normalised once more),
+``rank`` keeps only the top k of every query (chunked, so a 25k x 5k retrieval never holds its
+full score matrix), and the local ``evaluate`` metric modules
 shipped in ``metrics/`` turn rankings into ``acc1``, ``acc5``, ``mean_per_class_recall``,
 ``image_retrieval_recall@K`` and ``text_retrieval_recall@K``.
 """
