@@ -10,9 +10,12 @@ limit measured in the same run (PIL decode + crop + resize alone, nothing else).
   batch.
 
 Both run in this process on one core (torch threads 1), three interleaved rounds, each side's
-best counts. Also reported: the first version's path (``CLIPImageProcessor`` on decoded images,
-resize + centre crop) for comparison. Targets (issue 8): ours >= 200 images/s per core and
->= 0.8x the limit.
+best counts. Each side is also timed in CPU seconds of this process (``time.process_time``):
+on a machine shared with other jobs the wall clock counts their time too, the CPU clock does
+not; ``ours_vs_limit_cpu`` is the median over rounds of the CPU-time ratio. Also reported: the
+first version's path (``CLIPImageProcessor`` on decoded images, resize + centre crop) for
+comparison. Targets (issue 8): ours >= 200 images/s per core and
+>= 0.8x the limit; (issue 18) >= 0.95x the limit for images stored at 256 px, >= 1.0x at 512 px.
 
     python benchmarks/input_pipeline.py                # 1,000 images of 512 x 384
     python benchmarks/input_pipeline.py --images 300
@@ -25,7 +28,9 @@ import argparse
 import io
 import json
 import random
+import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -62,21 +67,24 @@ def make_rows(count: int, side: int = 512) -> list[dict]:
     return rows
 
 
-def ours(rows: list[dict], collator: Collator, batch: int) -> float:
-    started = time.perf_counter()
+def rates(work: Callable[[], None], count: int) -> tuple[float, float]:
+    """(images per wall-clock second, images per CPU second of this process) of one run of ``work``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return count / (time.perf_counter() - wall), count / (time.process_time() - cpu)
+
+
+def ours(rows: list[dict], collator: Collator, batch: int) -> None:
     for start in range(0, len(rows), batch):
         collator(rows[start:start + batch])
-    return len(rows) / (time.perf_counter() - started)
 
 
-def limit(rows: list[dict], augment: AugmentConfig) -> float:
-    started = time.perf_counter()
+def limit(rows: list[dict], augment: AugmentConfig) -> None:
     for row in rows:
         image = Image.open(io.BytesIO(row["image"]["bytes"]))
         box = random_resized_crop_box(*image.size, tuple(augment.scale), tuple(augment.ratio),
                                       rng_for(0, 0, row["image_id"], "crop"))
         np.asarray(image.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC, box=box))
-    return len(rows) / (time.perf_counter() - started)
 
 
 def first_version(rows: list[dict], batch: int) -> float:
@@ -103,18 +111,24 @@ def main() -> None:
     tokenizer = train_tokenizer([t for row in rows[:200] for t in row["alt_texts"]] + ["spotted leopard"], 2000, 32)
     collator = Collator(tokenizer, TextConfig(), augment, SIZE, seed=0, context_length=32)
     best = {"ours": 0.0, "limit": 0.0, "first_version": 0.0}
+    cpu_ratios = []
     for _ in range(args.rounds):
         random.shuffle(rows)
-        best["ours"] = max(best["ours"], ours(rows, collator, args.batch))
-        best["limit"] = max(best["limit"], limit(rows, augment))
+        ours_wall, ours_cpu = rates(lambda: ours(rows, collator, args.batch), len(rows))
+        limit_wall, limit_cpu = rates(lambda: limit(rows, augment), len(rows))
+        best["ours"], best["limit"] = max(best["ours"], ours_wall), max(best["limit"], limit_wall)
+        cpu_ratios.append(ours_cpu / limit_cpu)
         best["first_version"] = max(best["first_version"], first_version(rows, args.batch))
     result = {"images": args.images, "side": args.side, "ours_images_per_s_per_core": round(best["ours"], 1),
               "limit_images_per_s_per_core": round(best["limit"], 1),
               "first_version_images_per_s_per_core": round(best["first_version"], 1),
-              "ours_vs_limit": round(best["ours"] / best["limit"], 3)}
+              "ours_vs_limit": round(best["ours"] / best["limit"], 3),
+              "ours_vs_limit_cpu": round(statistics.median(cpu_ratios), 3)}
     print(json.dumps(result))
+    target = 0.95 if args.side <= 256 else 1.0
     print(f"ours {best['ours']:.0f} images/s per core ({'met' if best['ours'] >= 200 else 'NOT met'}: >= 200), "
-          f"{best['ours'] / best['limit']:.2f}x the PIL limit ({'met' if best['ours'] >= 0.8 * best['limit'] else 'NOT met'}: >= 0.8)")
+          f"{best['ours'] / best['limit']:.2f}x the PIL limit by the wall clock, "
+          f"{result['ours_vs_limit_cpu']:.2f}x by CPU time (target at {args.side} px: >= {target})")
 
 
 if __name__ == "__main__":

@@ -270,3 +270,60 @@ def test_templates_resolve_by_name_or_file(tmp_path):
     assert resolve(str(mine)).fill("fox") == ["a fox in the wild", "a photo of fox {with braces}"]
     with pytest.raises(TemplateError, match="neither one of"):
         resolve("fancy")
+
+
+def test_a_class_with_several_names_averages_each_names_normalised_template_mean(model_dir, photos):
+    """The authors' rule (issue 18, item 4): per name, its prompts normalised, averaged, normalised;
+    per class, the normalised mean of its names. One name stays CLIP_benchmark's embedding."""
+    from entitynet.training.evaluation import ClassSet, load_model
+    from entitynet.training.evaluation.features import embed_texts
+    from entitynet.training.evaluation.scoring import zero_shot_classifier
+    from entitynet.training.evaluation.templates import Templates
+
+    clip = load_model(str(model_dir))
+    templates = Templates("two", TEMPLATES)
+    names = class_names(photos)
+    classes = ClassSet.from_names([[names[0], f"{names[0]} {names[1]} {names[2]} in a long name"], [names[3]]])
+    weights = zero_shot_classifier(clip.model, clip.tokenizer, classes, templates)
+
+    def name_embedding(name: str) -> torch.Tensor:
+        mean = embed_texts(clip.model, clip.tokenizer, templates.fill(name)).mean(dim=0)
+        return mean / mean.norm()
+
+    first, second = (name_embedding(name) for name in classes.names[0])
+    expected = (first + second) / 2
+    assert torch.allclose(weights[0], expected / expected.norm(), atol=1e-6)
+    assert torch.allclose(weights[1], name_embedding(names[3]), atol=1e-6)  # one name: CLIP_benchmark's rule
+    # the flat mean over names x templates is another vector: the test tells the two rules apart
+    prompts = templates.fill(classes.names[0][0]) + templates.fill(classes.names[0][1])
+    flat = embed_texts(clip.model, clip.tokenizer, prompts).mean(dim=0)
+    assert not torch.allclose(weights[0], flat / flat.norm(), atol=1e-6)
+
+
+def test_an_image_without_captions_is_a_text_retrieval_query_that_scores_zero():
+    """As in CLIP_benchmark: recall@K over every image; one with no caption can find none."""
+    from entitynet.training.evaluation.features import ImageFeatures
+    from entitynet.training.evaluation.scoring import retrieval
+
+    images = torch.eye(3)  # image 2 has no caption
+    captions = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.1]])
+    features = ImageFeatures(images, [()] * 3, [("a",), ("b", "c"), ()])
+    scores = retrieval(features, captions, [0, 1, 1], ks=(1,))
+    assert scores["metrics"]["text_retrieval_recall@1"] == pytest.approx(2 / 3)
+    assert scores["metrics"]["image_retrieval_recall@1"] == 1.0
+
+
+def test_max_captions_keeps_the_first_captions_of_each_image(layouts):
+    from entitynet.training.evaluation.sources import DataSpec, SourceError, open_source
+    from entitynet.training.evaluation.suite import load_suite
+
+    every = open_source(DataSpec(str(layouts["wds-retrieval"])))
+    first = open_source(DataSpec(str(layouts["wds-retrieval"]), max_captions=1))
+    assert [e.captions[:1] for e in every.read()] == [e.captions for e in first.read()]
+    assert {len(e.captions) for e in every.read()} == {2} and first.key != every.key
+    with pytest.raises(SourceError, match="max_captions must be at least 1"):
+        DataSpec("x", max_captions=0)
+    paper = {task.name: task for task in load_suite("paper", []).tasks}
+    assert paper["coco-retrieval"].data.max_captions == 5  # the authors' 5 captions per image
+    overridden = {task.name: task for task in load_suite("paper", ["coco.max_captions=3"]).tasks}
+    assert overridden["coco-retrieval"].data.max_captions == 3

@@ -101,3 +101,75 @@ def test_the_collator_draws_crops_and_texts_per_image_and_epoch():
     broken = [{**rows[0], "image": {"bytes": b"not a picture", "path": None}, "image_id": "broken"}]
     with pytest.raises(ValueError, match="image broken cannot be decoded"):
         collator(broken)
+
+
+def mixed_rows(count: int) -> list[dict]:
+    """Rows as the data loader hands them over: alt texts or not, queries of every kind, entities,
+    JPEGs of several sizes and a grey PNG."""
+    rows = []
+    for n in range(count):
+        image = photo_like(160 + 16 * (n % 5), 120, "L" if n % 7 == 3 else "RGB", "PNG" if n % 7 == 3 else "JPEG")
+        rows.append({
+            "image": {"bytes": image, "path": None}, "image_id": f"img{n:04d}",
+            "alt_texts": [f"a photo of spotted cat {n}"] if n % 3 else [],
+            "queries": [{"text": "leopard", "kind": "noun", "entity_id": "Q1", "attribute": None},
+                        {"text": "spotted leopard", "kind": "attrnoun", "entity_id": "Q1", "attribute": "spotted"},
+                        {"text": "spotted big cat", "kind": "attr", "entity_id": "Q1", "attribute": "spotted"}],
+            "entities": [{"id": "Q1", "name": "leopard", "aliases": ["Panthera pardus"], "description": "a big cat",
+                          "natural_type": "big cat", "natural_type_aliases": ["wild cat"], "domain": "living"}],
+        })
+    return rows
+
+
+def test_collated_batches_are_the_per_sample_texts_tokens_and_crops_unchanged():
+    """Issue 18, item 7: the faster collator gives what its pieces give one sample at a time, as
+    it did before (texts by sample_text, ids by the tokenizer on the batch's texts, crops by
+    train_image, stacked), for every seed and epoch."""
+    from entitynet.training.config import TextConfig
+    from entitynet.training.data import Collator
+    from entitynet.training.model import train_tokenizer
+    from entitynet.training.text_mix import rng_for, sample_text, training_texts
+
+    rows = mixed_rows(21)
+    tokenizer = train_tokenizer(list(training_texts(rows, TextConfig())), 400, 16)
+    for seed, epoch in ((0, 0), (0, 1), (7, 3)):
+        collator = Collator(tokenizer, TextConfig(), AugmentConfig(), 48, seed=seed, context_length=16, epoch=epoch)
+        texts = [sample_text(row, TextConfig(), seed, epoch) for row in rows]
+        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
+        augment = AugmentConfig()
+        crops = [train_image(row["image"]["bytes"], 48, tuple(augment.scale), tuple(augment.ratio),
+                             rng_for(seed, epoch, row["image_id"], "crop")) for row in rows]
+        for batch_rows, start in ((rows[:8], 0), (rows[8:16], 8), (rows[16:], 16)):
+            batch = collator(batch_rows)
+            end = start + len(batch_rows)
+            assert torch.equal(batch["input_ids"], tokens["input_ids"][start:end])
+            assert torch.equal(batch["attention_mask"], tokens["attention_mask"][start:end])
+            assert batch["input_ids"].dtype == tokens["input_ids"].dtype == torch.int64
+            assert torch.equal(batch["pixel_values"], torch.from_numpy(np.stack(crops[start:end])))
+            assert batch["pixel_values"].dtype == torch.uint8 and batch["pixel_values"].is_contiguous()
+
+
+def test_a_batch_still_held_is_never_overwritten_by_the_next():
+    """The collator reuses a batch's pixel array only once no tensor (or view) refers to it."""
+    import pickle
+
+    from entitynet.training.config import TextConfig
+    from entitynet.training.data import Collator
+    from entitynet.training.model import train_tokenizer
+    from entitynet.training.text_mix import training_texts
+
+    rows = mixed_rows(8)
+    tokenizer = train_tokenizer(list(training_texts(rows, TextConfig())), 400, 16)
+    collator = Collator(tokenizer, TextConfig(), AugmentConfig(), 32, seed=0, context_length=16)
+    first = collator(rows[:4])["pixel_values"]
+    kept = first.clone()
+    view = first[1:]
+    del first
+    second = collator(rows[4:])["pixel_values"]  # same shape; the first is still referred to by ``view``
+    assert torch.equal(view, kept[1:]) and not torch.equal(second, kept)
+    address = second.data_ptr()
+    del second
+    assert collator(rows[:4])["pixel_values"].data_ptr() == address  # released: reused, no fresh pages
+    held = [collator(rows[:4])["pixel_values"] for _ in range(6)]  # more than the pool keeps
+    assert len({t.data_ptr() for t in held}) == 6 and all(torch.equal(t, kept) for t in held)
+    assert pickle.loads(pickle.dumps(collator)).buffers.arrays == []  # a worker starts with its own pool

@@ -1,7 +1,8 @@
 """Zero-shot classification and retrieval from embeddings, in CLIP_benchmark's pieces and names:
-``zero_shot_classifier`` builds the class weights (names x templates, each embedding normalised,
-averaged, normalised again), ``rank`` keeps only the top k of every query (chunked, so a
-25k x 5k retrieval never holds its full score matrix), and the local ``evaluate`` metric modules
+``zero_shot_classifier`` builds the class weights (per name: its templates' embeddings normalised,
+averaged, normalised again; several names of a class averaged and normalised once more),
+``rank`` keeps only the top k of every query (chunked, so a 25k x 5k retrieval never holds its
+full score matrix), and the local ``evaluate`` metric modules
 shipped in ``metrics/`` turn rankings into ``acc1``, ``acc5``, ``mean_per_class_recall``,
 ``image_retrieval_recall@K`` and ``text_retrieval_recall@K``.
 """
@@ -35,17 +36,33 @@ def metric(name: str) -> Any:
 
 def zero_shot_classifier(model: Any, tokenizer: Any, classes: ClassSet, templates: Templates, accelerator: Any = None,
                          batch_size: int = 256) -> torch.Tensor:
-    """(classes, dim) weights: every (name, template) prompt of a class, normalised, averaged, normalised."""
-    prompts, owner = [], []
+    """(classes, dim) weights. Each name of a class gets CLIP_benchmark's embedding: its prompts (one
+    per template) normalised, averaged, normalised. A class with one name is that embedding; a class
+    with several names (synonyms, an entity's aliases) is the normalised mean of its names'
+    embeddings, as the paper's authors build it, so every name weighs the same whatever its prompts'
+    norms (a flat mean over names x templates would let one name dominate)."""
+    prompts, name_owner, per_name = [], [], []
     for index, names in enumerate(classes.names):
         for name in names:
             filled = templates.fill(name)
             prompts += filled
-            owner += [index] * len(filled)
+            per_name.append(len(filled))
+            name_owner.append(index)
     embeddings = embed_texts(model, tokenizer, prompts, accelerator, batch_size)
-    owners = torch.tensor(owner)
-    sums = torch.zeros(len(classes), embeddings.shape[1]).index_add_(0, owners, embeddings)
-    counts = torch.bincount(owners, minlength=len(classes)).unsqueeze(1)
+    names = _normalised_means(embeddings, torch.arange(len(per_name)).repeat_interleave(torch.tensor(per_name)),
+                              len(per_name))
+    owners = torch.tensor(name_owner)
+    single = torch.bincount(owners, minlength=len(classes)) == 1
+    weights = _normalised_means(names, owners, len(classes))
+    # one name: its own embedding, not normalised twice, so the numbers stay CLIP_benchmark's exactly
+    weights[single] = names[torch.nonzero(single[owners]).squeeze(1)]
+    return weights
+
+
+def _normalised_means(rows: torch.Tensor, owners: torch.Tensor, groups: int) -> torch.Tensor:
+    """The normalised mean of the rows of each group (``owners[i]`` is row i's group)."""
+    sums = torch.zeros(groups, rows.shape[1]).index_add_(0, owners, rows)
+    counts = torch.bincount(owners, minlength=groups).unsqueeze(1)
     return F.normalize(sums / counts, dim=-1)
 
 
@@ -92,14 +109,12 @@ def retrieval(features: ImageFeatures, captions: torch.Tensor, owners: Sequence[
     # image retrieval: each caption asks for its image
     found_images = rank(captions, features.embeddings, max(ks), device)
     images = retrieval_metric.compute(predictions=found_images.tolist(), references=[[o] for o in owners], ks=list(ks))
-    # text retrieval: each image with captions asks for them
-    positives: dict[int, list[int]] = {}
+    # text retrieval: each image asks for its captions; one without captions scores 0 (CLIP_benchmark)
+    positives: list[list[int]] = [[] for _ in range(len(features))]
     for text, owner in enumerate(owners):
-        positives.setdefault(owner, []).append(text)
-    queries = sorted(positives)
-    found_texts = rank(features.embeddings[queries], captions, max(ks), device)
-    texts = retrieval_metric.compute(predictions=found_texts.tolist(), references=[positives[q] for q in queries],
-                                     ks=list(ks))
+        positives[owner].append(text)
+    found_texts = rank(features.embeddings, captions, max(ks), device)
+    texts = retrieval_metric.compute(predictions=found_texts.tolist(), references=positives, ks=list(ks))
     scores = {f"image_retrieval_{name}": value for name, value in images.items()}
     scores |= {f"text_retrieval_{name}": value for name, value in texts.items()}
     return {"metrics": scores, "num_images": len(features), "num_texts": len(captions)}

@@ -80,13 +80,15 @@ class DataSpec:
     class_names: str | None = None  # a file: one name per line, or JSON (list, or {id: name(s)})
     name_format: str | None = None  # built datasets: class names from entity fields, "{name}, a type of {natural_type}"
     max_images: int | None = None  # None: every image
+    max_captions: int | None = None  # the first N captions of each image; None: all (COCO: the paper keeps 5)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise SourceError(f"unknown format {self.format!r}: one of {', '.join(FORMATS)}")
-        if self.max_images is not None and (not isinstance(self.max_images, int) or self.max_images < 1):
-            raise SourceError(f"{self.dataset}: max_images must be at least 1 (or unset for every image), "
-                              f"got {self.max_images!r}")
+        for name in ("max_images", "max_captions"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise SourceError(f"{self.dataset}: {name} must be at least 1 (or unset for all), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,18 @@ def open_source(spec: DataSpec) -> Source:
     if spec.max_images is not None:
         read, limit = source.read, spec.max_images
         source = replace(source, read=lambda: itertools.islice(read(), limit), key=f"{source.key}|first {limit}")
+    if spec.max_captions is not None:
+        source = replace(source, read=_first_captions(source.read, spec.max_captions),
+                         key=f"{source.key}|captions {spec.max_captions}")
     return source
+
+
+def _first_captions(read: Callable[[], Iterator[Example]], limit: int) -> Callable[[], Iterator[Example]]:
+    """``read`` with each example's captions cut to the first ``limit``."""
+    def first() -> Iterator[Example]:
+        for example in read():
+            yield replace(example, captions=example.captions[:limit])
+    return first
 
 
 def detect(spec: DataSpec) -> tuple[str, str]:

@@ -106,9 +106,10 @@ def _override(data: dict[str, dict[str, Any]], assignment: str) -> None:
         raise SuiteError(f"--data {assignment}: the suite has no data {key!r} ({', '.join(data)})")
     if field not in DATA_FIELDS:
         raise SuiteError(f"--data {assignment}: no field {field!r} ({', '.join(sorted(DATA_FIELDS))})")
-    if field == "max_images" and not (value.isdigit() and int(value) >= 1):
-        raise SuiteError(f"--data {assignment}: max_images must be at least 1 (leave it unset for every image)")
-    data[key][field] = int(value) if field == "max_images" else value
+    counted = field in ("max_images", "max_captions")
+    if counted and not (value.isdigit() and int(value) >= 1):
+        raise SuiteError(f"--data {assignment}: {field} must be at least 1 (leave it unset for all)")
+    data[key][field] = int(value) if counted else value
 
 
 def _known(entry: Any, allowed: set[str], where: str) -> None:

@@ -4,7 +4,8 @@ mean over queries.
 
 Each prediction is the list of item indices retrieved for one query, best first (at least
 max(ks) of them, or every item when there are fewer); each reference is the set of that query's
-positives (for text retrieval every caption of the image). The caller names the direction:
+positives (for text retrieval every caption of the image; an image without captions has none
+and scores 0, as in CLIP_benchmark). The caller names the direction:
 ``image_retrieval_recall@K`` has texts as queries and images as items, ``text_retrieval_recall@K``
 the reverse.
 
