@@ -144,6 +144,20 @@ def test_the_json_has_clip_benchmarks_fields_and_the_table_our_columns(model_dir
     assert len(csv) == 2 and csv[1].startswith("task,")
 
 
+def test_two_evaluations_into_one_folder_leave_a_table_of_both(model_dir, layouts, tmp_path, capsys):
+    """The table of a results folder is made from every result JSON in it, not from the last command."""
+    out = tmp_path / "results"
+    for name, layout in (("cams-folder", "imagefolder"), ("cams-hf", "hf")):
+        capsys.readouterr()
+        assert main(["eval", "--model", str(model_dir), "--dataset", str(layouts[layout]), "--name", name,
+                     "--output", str(out), "--no-progress", "-q"]) == 0
+    assert sorted(p.name for p in out.glob("*.json")) == ["cams-folder.json", "cams-hf.json"]
+    for table in ((out / "summary.md").read_text(), capsys.readouterr().out):  # the file, and what the second printed
+        assert "| cams-folder |" in table and "| cams-hf |" in table
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert sorted(row.split(",")[2] for row in rows[1:]) == ["cams-folder", "cams-hf"]
+
+
 def test_class_name_synonyms_are_averaged_with_the_templates(model_dir, layouts, photos, tmp_path):
     """A class-names file can give several names per class: each (name, template) prompt counts once."""
     import json
