@@ -1,8 +1,9 @@
 """The summary table of a run (Markdown and CSV) and the model card's results.
 
 One row per task: model, task, dataset, split, templates, classes, images, and the metrics as
-fractions (CLIP_benchmark's scale), acc1 beside its chance level. Tasks of one ``group`` differ only in their prompts (or class
-names); as the paper reports, the table adds the best of each group by ``acc1``.
+fractions (CLIP_benchmark's scale), acc1 beside its chance level. Tasks of one ``group`` differ
+only in their prompts (or class names); as the paper reports, the table adds the best of each
+group by ``acc1``.
 """
 
 from __future__ import annotations
