@@ -1,11 +1,15 @@
 """What a run made, in one place: RUN/summary.json and the lines ``entitynet run`` and ``entitynet
 demo`` print at the end.
 
-Per stage: whether it ran now, had finished before, or was left out; its time (the recorded time
-of a stage that had finished before); what it produced and dropped, and why (its own summary
-lines and statistics). Then where the dataset, the model and the evaluation table are, and the
-evaluations: top-1 on held-out images of entities the model trained on (``seen_entities``) and on
-entities it never saw (``unseen_entities``), each beside its chance level.
+The summary is made from what is on disk, not from what this command did: every stage's record
+(RUN/stages/<stage>.json: its time, statistics and inputs) and the eval stage's evaluations, so a
+command that runs a few stages, or none, forgets nothing. This command only says which stages it
+ran now (``done``) or found complete (``already complete``); the others are ``finished earlier``,
+``outdated`` when a stage they read from was redone since (their artifacts were made from inputs
+that are gone), ``not run``, or ``left out`` by the configuration. Then where the dataset, the
+model and the evaluation table are, and the evaluations: top-1 on held-out images of entities the
+model trained on (``seen_entities``) and on entities it never saw (``unseen_entities``), each
+beside its chance level (as the evaluation scored it: see ``scoring.classification``).
 """
 
 from __future__ import annotations
@@ -27,18 +31,22 @@ MEANING = {
 
 
 def collect(config: Config, run_dir: RunDir, results: dict[str, StageResult]) -> dict[str, Any]:
-    stages = []
+    """The summary of ``run_dir`` as it is on disk; ``results``: the stages this command ran or skipped."""
+    stages, outdated = [], set()
     for entry in pipeline.STAGES:
-        result = results.get(entry.name)
-        if result is None:
-            state = "left out" if not entry.enabled(config) else "not run"
-            stages.append({"name": entry.name, "status": state})
+        state = run_dir.state(entry.name)
+        if state is None:
+            stages.append({"name": entry.name, "status": "not run" if entry.enabled(config) else "left out"})
             continue
-        recorded = (run_dir.state(entry.name) or {}) if result.skipped else {}
-        stages.append({"name": entry.name, "status": "already complete" if result.skipped else "done",
-                       "seconds": round(recorded.get("seconds", 0.0) if result.skipped else result.seconds, 3),
-                       "summary": entry.summary(result.stats), "stats": result.stats})
-    evaluations = (results["eval"].stats.get("evaluations") if "eval" in results else None) or {}
+        result = results.get(entry.name)
+        if result is None and _made_from_replaced_inputs(run_dir, state, outdated):
+            outdated.add(entry.name)
+        status = ("outdated" if entry.name in outdated else "finished earlier" if result is None
+                  else "already complete" if result.skipped else "done")
+        stats = state.get("stats", {})
+        stages.append({"name": entry.name, "status": status, "seconds": round(state.get("seconds", 0.0), 3),
+                       "summary": _stage_summary(entry, stats), "stats": stats})
+    evaluations = ((run_dir.state("eval") or {}).get("stats") or {}).get("evaluations") or {}
     model = run_dir.path(layout.MODEL)
     table = run_dir.path(layout.EVAL) / "summary.md"
     return {
@@ -48,8 +56,26 @@ def collect(config: Config, run_dir: RunDir, results: dict[str, StageResult]) ->
         "dataset": str(run_dir.path(layout.DATASET)) if run_dir.path(layout.DATASET).is_dir() else None,
         "model": str(model) if model.is_dir() else None,
         "eval_table": str(table) if table.is_file() else None,
-        "evaluations": {key: {**found, "meaning": MEANING[key]} for key, found in evaluations.items()},
+        "evaluations": {key: {**found, "meaning": MEANING[key], **({"outdated": True} if "eval" in outdated else {})}
+                        for key, found in evaluations.items()},
     }
+
+
+def _stage_summary(entry: pipeline.Stage, stats: dict[str, Any]) -> str:
+    try:
+        return entry.summary(stats)
+    except pipeline.ExtraMissing:  # a model trained elsewhere, summed up where the train extra is missing
+        return ""
+
+
+def _made_from_replaced_inputs(run_dir: RunDir, state: dict[str, Any], outdated: set[str]) -> bool:
+    """Whether a stage's record names inputs that are gone: a stage it read from was redone since
+    (its fingerprint changed), removed, or is itself outdated."""
+    for upstream, fingerprint in (state.get("inputs") or {}).items():
+        current = run_dir.state(upstream)
+        if upstream in outdated or current is None or current.get("fingerprint") != fingerprint:
+            return True
+    return False
 
 
 def write(config: Config, run_dir: RunDir, results: dict[str, StageResult]) -> dict[str, Any]:
@@ -72,6 +98,10 @@ def lines(summary: dict[str, Any]) -> list[str]:
             continue
         made = (stage.get("summary") or "").strip().splitlines()
         out.append(f"  {stage['name']:<9} {stage['status']:<16} {stage['seconds']:>7.1f}s  {made[0].strip() if made else ''}")
+    outdated = [stage["name"] for stage in summary["stages"] if stage["status"] == "outdated"]
+    if outdated:
+        out.append(f"  outdated: {', '.join(outdated)} read what a stage redone since has replaced; redo them with "
+                   f"entitynet run --from {outdated[0]} --force (and this run's --config and --run)")
     domain = "livingthings" if summary["domain"] == "livingthings" else "entitynet"
     if summary["dataset"]:
         out.append(f"The dataset: {summary['dataset']}   load_dataset(\"{summary['dataset']}\", \"{domain}\")")
@@ -83,7 +113,8 @@ def lines(summary: dict[str, Any]) -> list[str]:
     for key, found in summary["evaluations"].items():
         if found.get("acc1") is None:
             continue
-        ratio = f", {found['acc1'] / found['chance']:.0f}x chance" if found.get("chance") else ""
-        out.append(f"  {key}: top-1 {found['acc1']:.3f} (chance {found['chance']:.3f}{ratio}) over {found['images']} "
-                   f"images of {found['classes']} entities: {found['meaning']}")
+        chance = found.get("chance")
+        against = f"chance {chance:.3f}, {found['acc1'] / chance:.0f}x chance" if chance else "chance not recorded"
+        out.append(f"  {key}: top-1 {found['acc1']:.3f} ({against}) over {found['images']} images of {found['classes']} "
+                   f"entities{' [outdated]' if found.get('outdated') else ''}: {found['meaning']}")
     return out

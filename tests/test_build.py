@@ -77,19 +77,22 @@ def write_images(run: RunDir, rows: list[StoredImage], download_stats: dict) -> 
 @pytest.fixture(scope="module")
 def made_run(tmp_path_factory) -> tuple[RunDir, dict]:
     """A run directory made by hand: living and other entities, duplicates, a non-visual entity,
-    an image of both domains, and an evaluation image to keep out."""
+    an image of both domains, an image of a train and a test entity, and an evaluation image to
+    keep out. With seed 0 and fractions 0.25, Q1, Q4, Q12 and Q105 fall in test, Q2 in train."""
     root = tmp_path_factory.mktemp("build")
     run = RunDir(root / "run")
     living = [f"Q{i}" for i in range(1, 21)]
     other = [f"Q{100 + i}" for i in range(1, 13)]
-    shared = Query("q-shared", "shared thing", None, [QueryUse("noun", "Q1"), QueryUse("noun", "Q101")])
-    write_entities(run, living, other + ["Q999"], non_visual={"Q999"}, queries=[shared])
+    shared = Query("q-shared", "shared thing", None, [QueryUse("noun", "Q1"), QueryUse("noun", "Q105")])
+    straddling = Query("q-straddling", "a test and a train thing", None, [QueryUse("noun", "Q1"), QueryUse("noun", "Q2")])
+    write_entities(run, living, other + ["Q999"], non_visual={"Q999"}, queries=[shared, straddling])
     rows = [stored(f"https://example.org/{q}-{copy}.jpg", picture(200, 150, 2 * number + copy + 1), [f"q-{q}"])
             for number, q in enumerate(living + other) for copy in range(2)]
     original = picture(200, 150, 1)  # Q1's first image
-    rows.append(stored("https://example.org/identical.jpg", original, ["q-Q2"]))
-    rows.append(stored("https://example.org/near.jpg", scaled(original, (400, 300)), ["q-Q3"]))
+    rows.append(stored("https://example.org/identical.jpg", original, ["q-Q4"]))
+    rows.append(stored("https://example.org/near.jpg", scaled(original, (400, 300)), ["q-Q12"]))
     rows.append(stored("https://example.org/both.jpg", picture(200, 150, 777), ["q-shared"]))
+    rows.append(stored("https://example.org/straddling.jpg", picture(200, 150, 999), ["q-straddling"]))
     rows.append(stored("https://example.org/justice.jpg", picture(200, 150, 888), ["q-Q999"]))
     write_images(run, rows, {"stored": len(rows), "urls": len(rows) + 3, "reasons": {"http_404": 2, "timeout": 1}})
     evaluation = root / "evaluation"
@@ -111,8 +114,10 @@ def test_the_two_configs_hold_exactly_their_rows(made_run):
     everything, living = load(run, "entitynet"), load(run, "livingthings")
     stats = json.loads(run.marker("build").read_text())["stats"]
     assert stats["merged_duplicates"] == 2 and stats["excluded_near_evaluation_images"] == 1 and stats["without_entity"] == 1
+    assert stats["straddles_splits"] == 1
     total = sum(len(everything[split]) for split in everything)
-    assert total == facts["stored"] - 2 - 1 - 1  # stored minus duplicates, the excluded and the entity-less image
+    # stored minus duplicates, the excluded, the entity-less and the straddling image
+    assert total == facts["stored"] - 2 - 1 - 1 - 1
     assert sum(len(living[split]) for split in living) == sum(
         1 for split in everything for row in everything[split] if row["domain"] == "living")
     assert {row["domain"] for split in living for row in living[split]} == {"living"}
@@ -124,11 +129,11 @@ def test_rows_merge_duplicates_and_keep_everything_that_found_them(made_run):
     rows = [row for split in load(run, "entitynet").values() for row in split]
     canonical = next(row for row in rows if "https://example.org/Q1-0.jpg" in row["urls"])
     assert set(canonical["urls"]) == {"https://example.org/Q1-0.jpg", "https://example.org/identical.jpg", "https://example.org/near.jpg"}
-    assert {e["id"] for e in canonical["entities"]} == {"Q1", "Q2", "Q3"}
-    assert {q["text"] for q in canonical["queries"]} == {"animal Q1", "animal Q2", "animal Q3"}
+    assert {e["id"] for e in canonical["entities"]} == {"Q1", "Q4", "Q12"}
+    assert {q["text"] for q in canonical["queries"]} == {"animal Q1", "animal Q4", "animal Q12"}
     assert len(canonical["alt_texts"]) == 3 and canonical["license"] == "CC BY 4.0"
     both = next(row for row in rows if "https://example.org/both.jpg" in row["urls"])
-    assert both["domain"] == "living" and {e["id"] for e in both["entities"]} == {"Q1", "Q101"}
+    assert both["domain"] == "living" and {e["id"] for e in both["entities"]} == {"Q1", "Q105"}
     assert not any("justice" in url for row in rows for url in row["urls"])
     assert not any("Q6-1" in url for row in rows for url in row["urls"])  # the decontaminated one
     for row in rows:
@@ -136,24 +141,28 @@ def test_rows_merge_duplicates_and_keep_everything_that_found_them(made_run):
         assert row["image"].mode == "RGB" and row["image"].size == (row["width"], row["height"])
 
 
-def test_no_test_entity_has_an_image_in_train(made_run):
+def test_no_entity_has_rows_in_two_splits_and_an_image_whose_entities_straddle_them_is_left_out(made_run):
+    """Every entity's rows lie in the split its hash drew (test_seen being train's): an image found
+    for entities of different splits (straddling.jpg: Q1 in test, Q2 in train) is no row at all,
+    counted by reason in the statistics and the card."""
     from entitynet.dataset.rows import entity_split
 
     run, _ = made_run
     data = load(run, "entitynet")
     assert set(data) - {"test_seen"} == {"train", "validation", "test"}  # test_seen: images of train entities
-    assigned = {}
+    splits_of: dict[str, set[str]] = {}
     for split in data:
         for row in data[split]:
             for entity in row["entities"]:
-                assigned[entity["id"]] = entity_split(entity["id"], 0.25, 0.25, 0)
-    held_out = {"train": 0, "test_seen": 0, "validation": 1, "test": 2}
-    for split in data:
-        for row in data[split]:
-            # an image sits in the most held-out split of its entities: train rows hold only train
-            # entities, so no test (or validation) entity ever has an image in train
-            assert held_out[split] == max(held_out[assigned[e["id"]]] for e in row["entities"])
-    assert {s for s in assigned.values()} == {"train", "validation", "test"}
+                splits_of.setdefault(entity["id"], set()).add("train" if split == "test_seen" else split)
+    assert {entity: splits for entity, splits in splits_of.items() if len(splits) > 1} == {}
+    assert all(splits == {entity_split(entity, 0.25, 0.25, 0)} for entity, splits in splits_of.items())
+    assert {split for splits in splits_of.values() for split in splits} == {"train", "validation", "test"}
+    assert not any("straddling" in url for split in data for row in data[split] for url in row["urls"])
+    stats = json.loads(run.marker("build").read_text())["stats"]
+    assert stats["straddles_splits"] == 1
+    card = (run.path("dataset") / "README.md").read_text()
+    assert "entities fall in different splits: 1" in card
 
 
 def test_test_seen_holds_out_images_of_entities_that_stay_in_train(made_run, tmp_path):
@@ -393,7 +402,7 @@ def test_the_card_links_only_to_what_exists_and_says_what_ran(made_run, tmp_path
     built = text[text.index("## How it was built"):text.index("## Statistics")]
     steps = [line for line in built.splitlines() if line.startswith("| ") and not line.startswith("| step")]
     assert len(steps) == 6 and not any("?" in line for line in steps), steps
-    assert "| download | 68 stored of 71 URLs; settings not recorded" in built  # stats known, settings made by hand
+    assert "| download | 69 stored of 72 URLs; settings not recorded" in built  # stats known, settings made by hand
 
     copy = tmp_path / "run"
     shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("dataset", "cache"))

@@ -136,11 +136,26 @@ def test_the_json_has_clip_benchmarks_fields_and_the_table_our_columns(model_dir
     assert {"dataset", "model", "task", "metrics", "language"} <= set(record)
     assert set(record["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
     assert record["task"] == "zeroshot_classification" and record["dataset"] == "folder"
+    assert record["chance"] == pytest.approx(1 / 8)  # one class per photo, 8 classes
     table = (tmp_path / "cam.md").read_text()
-    assert "| model | task | dataset | split | templates | classes | images | num_classes | acc1 |" in table
+    assert "| model | task | dataset | split | templates | classes | images | num_classes | acc1 | chance |" in table
     csv = (tmp_path / "cam.csv").read_text().splitlines()
     assert csv[0].startswith("kind,model,task,dataset,split,templates,classes,images,num_classes")
     assert len(csv) == 2 and csv[1].startswith("task,")
+
+
+def test_two_evaluations_into_one_folder_leave_a_table_of_both(model_dir, layouts, tmp_path, capsys):
+    """The table of a results folder is made from every result JSON in it, not from the last command."""
+    out = tmp_path / "results"
+    for name, layout in (("cams-folder", "imagefolder"), ("cams-hf", "hf")):
+        capsys.readouterr()
+        assert main(["eval", "--model", str(model_dir), "--dataset", str(layouts[layout]), "--name", name,
+                     "--output", str(out), "--no-progress", "-q"]) == 0
+    assert sorted(p.name for p in out.glob("*.json")) == ["cams-folder.json", "cams-hf.json"]
+    for table in ((out / "summary.md").read_text(), capsys.readouterr().out):  # the file, and what the second printed
+        assert "| cams-folder |" in table and "| cams-hf |" in table
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert sorted(row.split(",")[2] for row in rows[1:]) == ["cams-folder", "cams-hf"]
 
 
 def test_class_name_synonyms_are_averaged_with_the_templates(model_dir, layouts, photos, tmp_path):
@@ -242,6 +257,30 @@ def test_the_metric_modules_follow_clip_benchmarks_definitions():
     retrieval = metric("zeroshot_retrieval")
     found = retrieval.compute(predictions=[[2, 0, 1], [1, 2, 0]], references=[[0], [0, 1]], ks=[1, 2])
     assert found == {"recall@1": 0.5, "recall@2": 1.0}
+
+
+def test_chance_is_that_of_the_rule_scored_an_image_is_right_when_the_top_class_is_any_of_its_own():
+    """Chance is the mean top-1 of guessing one class for every image, over the classes: with
+    images of several classes that is the mean over images of (its classes in the set) / (the
+    set's size), not 1 / classes. Checked against the real metric on the |C| constant guessers."""
+    import torch.nn.functional as F
+
+    from entitynet.training.evaluation import ClassSet
+    from entitynet.training.evaluation.features import ImageFeatures
+    from entitynet.training.evaluation.scoring import classification
+
+    classes = ClassSet.from_mapping({"a": ["a"], "b": ["b"], "c": ["c"], "d": ["d"]})
+    labels = [("a",), ("a", "b"), ("b", "c", "x"), ("x",)]  # the last has no class of the set: not scored
+    image = F.normalize(torch.ones(1, 8), dim=-1)
+    features = ImageFeatures(image.repeat(len(labels), 1), labels, [()] * len(labels))
+    scored = classification(features, classes, F.normalize(torch.randn(4, 8), dim=-1))
+    assert scored["num_images"] == 3 and scored["chance"] == pytest.approx((1 + 2 + 2) / (3 * 4))
+    guessers = []
+    for guess in range(len(classes)):  # class `guess` on top for every image, the others below
+        weights = -image.repeat(len(classes), 1)
+        weights[guess] = image[0]
+        guessers.append(classification(features, classes, weights)["metrics"]["acc1"])
+    assert scored["chance"] == pytest.approx(sum(guessers) / len(guessers)) != pytest.approx(1 / len(classes))
 
 
 def test_the_shipped_imagenet_split_is_what_wordnet_says(wordnet_reader):

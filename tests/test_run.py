@@ -99,6 +99,33 @@ def test_a_finished_run_is_taken_again_from_its_config(demo_run, tmp_path, capsy
     assert json.loads((copy / "summary.json").read_text())["evaluations"]["seen_entities"]["images"] > 0
 
 
+def test_the_summary_is_made_from_what_is_on_disk_so_a_run_that_runs_nothing_forgets_nothing(demo_run, tmp_path, capsys):
+    """`--from eval --until train` runs no stage: the summary still has every stage's record and
+    the evaluations, read from RUN/stages/. A stage whose inputs were redone since is outdated."""
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run, copy, ignore=shutil.ignore_patterns("cache"))
+    before = json.loads((copy / "summary.json").read_text())
+    config = ["--config", str(copy / "config" / "run.yaml"), "--run", str(copy)]
+    assert main(["run", *config, "--from", "eval", "--until", "train"]) == 0
+    after = json.loads((copy / "summary.json").read_text())
+    assert after["evaluations"] == before["evaluations"] and after["evaluations"]["seen_entities"]["images"] > 0
+    assert {s["name"]: s["status"] for s in after["stages"]} == {
+        **{name: "finished earlier" for name in ("kg", "enrich", "queries", "search", "download", "build", "train", "eval")},
+        "push": "left out"}
+    for old, new in zip(before["stages"], after["stages"]):
+        assert {k: v for k, v in old.items() if k != "status"} == {k: v for k, v in new.items() if k != "status"}
+    assert "seen_entities: top-1" in capsys.readouterr().out
+
+    # another dataset: the model and its evaluation were made from the old one
+    assert main(["build", *config, "--force", "--set", "build.seed=1", "-q"]) == 0
+    assert main(["run", *config, "--until", "kg"]) == 0
+    statuses = {s["name"]: s["status"] for s in json.loads((copy / "summary.json").read_text())["stages"]}
+    assert statuses["kg"] == "already complete" and statuses["build"] == "finished earlier"
+    assert statuses["train"] == statuses["eval"] == "outdated"
+    printed = capsys.readouterr().out
+    assert "train     outdated" in printed and "entitynet run --from train --force" in printed
+
+
 def test_from_train_with_force_trains_again_and_leaves_the_data_stages_alone(demo_run, tmp_path, capsys):
     """`--from train --force` with another seed: a new model from scratch (the old experiment's
     checkpoints are discarded, not refused), a new evaluation; the data stages are not touched."""

@@ -11,9 +11,11 @@ Rules:
 - an image excluded by decontamination is not a row (counted);
 - an image's entities are those of the queries that found it (non-visual ones left out); an image
   with none is not a row (counted);
-- splits are made by entity: each entity falls in train, validation or test by a seeded hash; an
-  image goes to the most held-out split among its entities (test > validation > train), so no
-  test entity ever has an image in train;
+- splits are made by entity: each entity falls in train, validation or test by a seeded hash, and
+  an image goes to its entities' split; an image whose entities fall in different splits (found
+  by a query several entities share, or merged duplicates) is not a row (counted as
+  ``straddles_splits``): wherever it went, one of its entities would have an image in another
+  split, and a held-out entity would be seen in training or a trained one scored as unseen;
 - except for images a release put in a split (``entitynet import``: their sources carry it): they
   keep it, and one found in several (merged duplicates) goes to the most held-out of them;
 - an image is ``living`` when one of its entities is, else ``other``.
@@ -128,6 +130,9 @@ def prepare(
                 continue
             released = {s["split"] for s in all_sources if s.get("split") in _HELD_OUT}
             drawn = released or {entity_split(e, validation, test, seed) for e in found}
+            if len(drawn) > 1 and not released:
+                counts["straddles_splits"] += 1
+                continue
             split = max(drawn, key=_HELD_OUT.__getitem__)
             counts["rows_in_released_splits"] += bool(released)
             domain = "living" if any(entities[e]["domain"] == "living" for e in found) else "other"

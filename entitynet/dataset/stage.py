@@ -213,6 +213,7 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
         "harvest_versions": {k: v for k, v in harvested_with.items() if built_with.get(k) != v},
         "failures": sorted(download.get("reasons", {}).items(), key=lambda kv: -kv[1]),
         "duplicates": counts.get("merged_duplicates", 0),
+        "straddling": counts.get("straddles_splits", 0),
         "excluded": counts.get("excluded_near_evaluation_images", 0),
         "exclude_distance": config.build.exclude_distance,
         "max_side": download_config.get("max_side", config.download.max_side),
@@ -234,7 +235,8 @@ def summary(stats: dict[str, Any]) -> str:
     lines = [f"{card.get('rows', 0)} rows for {card.get('entities', 0)} entities"]
     for name, counts in per.items():
         lines.append(f"  {name}: " + ", ".join(f"{split} {counts.get(split, 0)}" for split in SPLITS))
-    left_out = {k: stats[k] for k in ("merged_duplicates", "excluded_near_evaluation_images", "without_entity") if stats.get(k)}
+    left_out = {k: stats[k] for k in ("merged_duplicates", "excluded_near_evaluation_images", "without_entity",
+                                      "straddles_splits") if stats.get(k)}
     if left_out:
         lines.append("  not rows: " + ", ".join(f"{k}: {v}" for k, v in left_out.items()))
     if stats.get("evaluation_images_unreadable"):

@@ -40,7 +40,8 @@ def evaluate_built_dataset(
     """Zero-shot classification among ``classes`` and retrieval over alt texts, as one flat dict.
 
     Returns ``acc1``, ``acc5`` (None with fewer than 5 classes), ``mean_per_class_recall``,
-    ``num_classes``, ``num_images`` (images with a class of the set), and with retrieval
+    ``chance`` (acc1's chance level: an image counts as right when the top class is any of its
+    classes), ``num_classes``, ``num_images`` (images with a class of the set), and with retrieval
     ``image_retrieval_recall@{1,5,10}``, ``text_retrieval_recall@{1,5,10}``, ``num_texts``.
     With ``classes={"seen": a, "unseen": b}`` the classification keys are prefixed ``seen/``,
     ``unseen/``. ``model`` is the unwrapped CLIPModel; with an ``accelerator`` of several processes
@@ -64,7 +65,8 @@ def evaluate_built_dataset(
     for prefix, class_set in named:
         weights = zero_shot_classifier(model, tokenizer, class_set, prompts, accelerator)
         scored = classification(features, class_set, weights, accelerator.device)
-        found = {**scored["metrics"], "num_classes": scored["num_classes"], "num_images": scored["num_images"]}
+        found = {**scored["metrics"], "chance": scored["chance"], "num_classes": scored["num_classes"],
+                 "num_images": scored["num_images"]}
         metrics.update({f"{prefix}/{key}" if prefix else key: value for key, value in found.items()})
     if retrieval_over_alt_texts and any(features.captions):
         texts, owners = caption_embeddings(model, tokenizer, features, accelerator)

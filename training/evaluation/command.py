@@ -16,7 +16,8 @@ from entitynet.training.evaluation import report
 from entitynet.training.evaluation.classes import ClassSetError, named_subset
 from entitynet.training.evaluation.models import ModelError, load_model
 from entitynet.training.evaluation.sources import DataSpec, Source, SourceError, display_name
-from entitynet.training.evaluation.suite import Outcome, Suite, SuiteError, load_suite, prepare, run_tasks
+from entitynet.training.evaluation.suite import (Outcome, Suite, SuiteError, folder_results, load_suite, prepare,
+                                                 run_tasks)
 from entitynet.training.evaluation.tasks import Settings, TaskError, TaskSpec
 from entitynet.training.evaluation.templates import TemplateError, resolve
 
@@ -65,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
         _say_classes([o.record for o in outcomes if o.status == "done"], single or folder)
     problems = [(o.task, o.status, o.reason) for o in outcomes if o.status == "failed"]
     problems += [(task, "skipped", reason) for task, reason in suite.unavailable.items()]
-    if accelerator.is_main_process and (records or args.suite):
-        _report(records, problems, single.with_suffix("") if single else folder / "summary", args.update_card)
+    # the table of a results folder shows every result in it, also those of earlier commands
+    table = records if single else folder_results(folder)
+    if accelerator.is_main_process and (table or args.suite):
+        _report(table, records, problems, single.with_suffix("") if single else folder / "summary", args.update_card)
     for task, status, reason in problems:
         print(f"entitynet eval: {task}: {status}: {reason}", file=sys.stderr)
     return 1 if any(status == "failed" for _, status, _ in problems) else 0
@@ -94,10 +97,12 @@ def _say_classes(records: list[dict], where: Path, shown: int = 12) -> None:
                   f"image{'s' if record['skipped_images'] > 1 else ''} (--skip-unreadable; named in the log above)")
 
 
-def _report(records: list[dict], problems: list[tuple[str, str, str]], stem: Path, card: str | None) -> None:
-    """The summary table (printed, and as STEM.md and STEM.csv) and the model card's results."""
-    report.write(records, stem.with_suffix(".md"), stem.with_suffix(".csv"), problems)
-    print(report.markdown(records, problems), end="")
+def _report(table: list[dict], records: list[dict], problems: list[tuple[str, str, str]], stem: Path,
+            card: str | None) -> None:
+    """The summary table of ``table`` (printed, and as STEM.md and STEM.csv) and the model card's
+    results: this command's ``records`` only (the folder may hold other models' results)."""
+    report.write(table, stem.with_suffix(".md"), stem.with_suffix(".csv"), problems)
+    print(report.markdown(table, problems), end="")
     print(f"table: {stem.with_suffix('.md')} and {stem.with_suffix('.csv')}, beside the results (one JSON per task)")
     if card and records:
         from entitynet.hub_cards.model_card import add_eval_results

@@ -1,8 +1,9 @@
 """The summary table of a run (Markdown and CSV) and the model card's results.
 
 One row per task: model, task, dataset, split, templates, classes, images, and the metrics as
-fractions (CLIP_benchmark's scale). Tasks of one ``group`` differ only in their prompts (or class
-names); as the paper reports, the table adds the best of each group by ``acc1``.
+fractions (CLIP_benchmark's scale), acc1 beside its chance level. Tasks of one ``group`` differ
+only in their prompts (or class names); as the paper reports, the table adds the best of each
+group by ``acc1``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from entitynet.rundir import write_text_atomic
 METRICS = ("acc1", "acc5", "mean_per_class_recall",
            "image_retrieval_recall@1", "image_retrieval_recall@5", "image_retrieval_recall@10",
            "text_retrieval_recall@1", "text_retrieval_recall@5", "text_retrieval_recall@10")
-COLUMNS = ("model", "task", "dataset", "split", "templates", "classes", "images", "num_classes", "texts") + METRICS
+# chance: acc1's chance level under the scoring rule (an image is right when the top class is any of its own)
+COLUMNS = ("model", "task", "dataset", "split", "templates", "classes", "images", "num_classes", "texts", "acc1",
+           "chance") + METRICS[1:]
 
 
 def rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -29,7 +32,7 @@ def rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {"model": record["model"], "task": record["task_name"], "dataset": record["dataset"],
                "split": record["split"], "templates": record.get("templates") or "", "classes": record.get("classes") or "",
                "images": record["num_images"], "num_classes": record.get("num_classes") or "",
-               "texts": record.get("num_texts") or ""}
+               "texts": record.get("num_texts") or "", "chance": record.get("chance")}
         row |= {name: record["metrics"].get(name) for name in METRICS}
         out.append(row)
     return out

@@ -78,11 +78,14 @@ def rank(queries: torch.Tensor, items: torch.Tensor, k: int, device: Any = "cpu"
 
 
 def classification(features: ImageFeatures, classes: ClassSet, weights: torch.Tensor, device: Any = "cpu") -> dict[str, Any]:
-    """acc1, acc5, mean_per_class_recall over the images that have a class of ``classes``.
+    """acc1, acc5, mean_per_class_recall over the images that have a class of ``classes``, and
+    the chance level of acc1.
 
     An image whose classes are all outside the set is left out (an ImageNet "living" task keeps
     only images of living classes); an image with several classes counts as correct when the
-    top class is any of them."""
+    top class is any of them. Chance is therefore the mean over the scored images of (its
+    classes in the set) / (the set's size): the mean top-1 of always guessing one class, over the
+    classes. It is 1 / classes only when every image has one class."""
     index = {class_id: n for n, class_id in enumerate(classes.ids)}
     keep, references = [], []
     for row, labels in enumerate(features.labels):
@@ -95,7 +98,8 @@ def classification(features: ImageFeatures, classes: ClassSet, weights: torch.Te
     ranked = rank(features.embeddings[keep], weights, k=5, device=device)
     scores = metric("zeroshot_classification").compute(predictions=ranked.tolist(), references=references,
                                                        num_classes=len(classes))
-    return {"metrics": scores, "num_images": len(keep), "num_classes": len(classes),
+    chance = sum(len(own) for own in references) / (len(references) * len(classes))
+    return {"metrics": scores, "num_images": len(keep), "num_classes": len(classes), "chance": chance,
             "images_without_class": len(features) - len(keep)}
 
 

@@ -83,12 +83,12 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
         record = {"model": clip.name, "task_name": f"{config.domain}-{split}", "task": "zeroshot_classification",
                   "dataset": dataset, "split": split, "templates": config.eval.template, "language": "en",
                   "num_images": metrics["num_images"], "num_classes": metrics["num_classes"],
-                  "num_texts": metrics.get("num_texts"),
+                  "num_texts": metrics.get("num_texts"), "chance": metrics["chance"],
                   "metrics": {name: value for name, value in metrics.items() if name in report.METRICS}}
         records.append(record)
-        classes = metrics["num_classes"] or 0
-        evaluations[key] = {"acc1": metrics["acc1"], "chance": 1 / classes if classes else None,
-                            "images": metrics["num_images"], "classes": classes, "split": split}
+        # chance as scored: an image of several entities is right when the top class is any of them
+        evaluations[key] = {"acc1": metrics["acc1"], "chance": record["chance"], "images": metrics["num_images"],
+                            "classes": metrics["num_classes"], "split": split}
     problems: list[tuple[str, str, str]] = []
     if config.eval.suite:
         suite_records, problems = run_suite(config.eval.suite, str(model_dir), out / "suite", accelerator,

@@ -155,6 +155,13 @@ def _record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "metrics" in record and "task_name" in record else None
 
 
+def folder_results(folder: Path) -> list[dict[str, Any]]:
+    """Every task result in ``folder`` (``*.json`` of ours, by task name): what its summary table
+    shows, whichever command wrote each."""
+    found = (_record(path) for path in sorted(folder.glob("*.json")))
+    return sorted((record for record in found if record is not None), key=lambda record: record["task_name"])
+
+
 def run_tasks(clip: Clip, prepared: Sequence[Outcome | tuple[TaskSpec, Source]], results: Path | None, accelerator: Any,
               settings: Settings, single_file: Path | None = None) -> list[Outcome]:
     """Run the prepared tasks, each source's tasks together, writing ``results/<task>.json`` (or

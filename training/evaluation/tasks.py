@@ -126,7 +126,7 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
             clip.model, clip.tokenizer, missing, templates, accelerator, settings.text_batch_size))
         scored = classification(features, classes, weights, accelerator.device)
         record.update(templates=templates.name, num_classes=scored["num_classes"], num_images=scored["num_images"],
-                      class_names=recorded_names(classes))
+                      class_names=recorded_names(classes), chance=scored["chance"])
         record["metrics"].update(scored["metrics"])
     if find:
         texts, owners = caption_embeddings(clip.model, clip.tokenizer, features, accelerator, settings.text_batch_size)
