@@ -133,8 +133,14 @@ def test_from_train_with_force_trains_again_and_leaves_the_data_stages_alone(dem
     shutil.copytree(demo_run, copy, ignore=shutil.ignore_patterns("cache"))
     before = {name: (copy / "stages" / f"{name}.json").read_text() for name in ("download", "build", "train")}
     old_model = (copy / "model" / "model.safetensors").read_bytes()
+    # a suite result of the old model: the suite skips tasks whose JSON exists (to resume), so a kept
+    # one would be reported, and put in the new model's card, as the new model's
+    stale = copy / "eval" / "suite" / "rare_species.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"task_name": "rare_species", "metrics": {"acc1": 0.9}}))
     assert main(["run", "--config", str(copy / "config" / "run.yaml"), "--run", str(copy), "--from", "train", "--force",
                  "--set", "train.set=[max_steps=6, batch_size=8, checkpoint_every=3, seed=7]"]) == 0
+    assert not stale.exists() and "rare_species" not in (copy / "eval" / "summary.md").read_text()
     printed = capsys.readouterr().out
     assert "train: done" in printed and "eval: done" in printed and "kg:" not in printed
     after = {name: (copy / "stages" / f"{name}.json").read_text() for name in before}

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from entitynet import layout, pipeline
 from entitynet.config import Config
-from entitynet.rundir import RunDir, StageError, StageResult, write_text_atomic
+from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world, write_text_atomic
 
 logger = logging.getLogger(__name__)
 STAGE = "eval"
@@ -49,7 +50,20 @@ def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
     def work() -> dict[str, Any]:
         return evaluate_run(config, run_dir)
 
+    if force:
+        discard(config, run_dir)
     return pipeline.stage(STAGE).run_once(run_dir, {"eval": config.eval}, work, force)
+
+
+def discard(config: Config, run_dir: RunDir) -> None:
+    """--force evaluates again from nothing: RUN/eval/ (this stage's own folder) goes, or the suite,
+    which skips tasks whose JSON exists so that an interrupted evaluation resumes, would keep the
+    results of the model from before a retrain. The main process deletes, all wait."""
+    rank, world = rank_and_world()
+    if rank == 0:
+        shutil.rmtree(run_dir.path(layout.EVAL), ignore_errors=True)
+    if world > 1:
+        pipeline.barrier(config, run_dir)()
 
 
 def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
