@@ -384,7 +384,8 @@ def test_a_model_trained_here_goes_to_open_clip_and_back_with_its_tokenizer_and_
     scratch.save(tmp_path / "hf", scratch.scratch_model("tiny", tokenizer, 16), tokenizer, scratch.image_processor(64))
     assert main(["convert", "to-open-clip", str(tmp_path / "hf"), str(tmp_path / "oc"), "-q"]) == 0
     with caplog.at_level("INFO"):
-        assert main(["convert", "open-clip", str(tmp_path / "oc"), str(tmp_path / "back"), "-q"]) == 0
+        assert main(["convert", "open-clip", str(tmp_path / "oc"), str(tmp_path / "back")]) == 0
+    assert "taking the tokenizer from oc's own files (never from the Hub)" in caplog.text
     original, back = (CLIPModel.from_pretrained(tmp_path / name).eval() for name in ("hf", "back"))
     ours, theirs = (AutoTokenizer.from_pretrained(tmp_path / name) for name in ("hf", "back"))
     assert len(theirs) == len(ours) == back.config.text_config.vocab_size
@@ -409,6 +410,7 @@ def test_an_open_clip_folder_naming_a_tokenizer_it_does_not_hold_is_refused(tmp_
     convert_to_open_clip(tmp_path / "hf", tmp_path / "oc", repo="me/tiny")
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (tmp_path / "oc" / name).unlink(missing_ok=True)
+    capsys.readouterr()
     assert main(["convert", "open-clip", str(tmp_path / "oc"), str(tmp_path / "back"), "-q"]) == 1
     err = capsys.readouterr().err
     assert "hf_tokenizer_name='me/tiny'" in err and "tokenizer.json" in err and len(err.strip().splitlines()) == 1
