@@ -400,6 +400,8 @@ def test_a_model_trained_here_goes_to_open_clip_and_back_with_its_tokenizer_and_
     assert (text[0] - text[1]).abs().max().item() <= 1e-5 and (image[0] - image[1]).abs().max().item() <= 1e-5
     state, again = original.state_dict(), back.state_dict()
     assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
+    card = (tmp_path / "back" / "README.md").read_text()
+    assert f"the model's own ({len(ours)} tokens)" in card and "CLIP's BPE (49,408" not in card
 
 
 def test_an_open_clip_folder_naming_a_tokenizer_it_does_not_hold_is_refused(tmp_path, capsys):

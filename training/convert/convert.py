@@ -83,7 +83,7 @@ def convert_open_clip(source: str, out: str | Path, model_name: str | None = Non
         clip.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         processor.save_pretrained(folder)
-        write_converted_card(folder, model, result, config, processor)
+        write_converted_card(folder, model, result, config, processor, own_tokenizer=own is not None)
 
     _write_atomically(out, write, TRANSFORMERS_FILES)
     return result
