@@ -457,6 +457,10 @@ def test_a_tokenizer_saved_by_an_older_version_keeps_its_ids_and_to_open_clip_wa
     with caplog.at_level("WARNING"):
         convert_to_open_clip(tmp_path / "hf", tmp_path / "oc", repo="me/old")
     assert "does not clean texts as open_clip's HFTokenizer does" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # and back: the converted model keeps the old rule, open_clip cleans
+        convert_open_clip(str(tmp_path / "oc"), tmp_path / "back")
+    assert "will give other ids than open_clip for texts such as 'Spotted  leopard!! '" in caplog.text
 
 
 # --- load_clip and the CLI without the train extra ---------------------------------------------
