@@ -12,9 +12,11 @@ from entitynet.rundir import package_versions
 RESAMPLE = {2: "bilinear", 3: "bicubic"}
 
 
-def write_converted_card(folder: Path, source: Any, converted: Any, config: Any, processor: Any) -> None:
+def write_converted_card(folder: Path, source: Any, converted: Any, config: Any, processor: Any,
+                         own_tokenizer: bool = False) -> None:
     """``source``: the OpenClipModel read; ``converted``: its Converted result; ``config`` and
-    ``processor``: the CLIPConfig and image processor written beside the card."""
+    ``processor``: the CLIPConfig and image processor written beside the card; ``own_tokenizer``: the
+    model brought its own tokenizer (``text_cfg.hf_tokenizer_name``) instead of CLIP's BPE."""
     from huggingface_hub import ModelCard, ModelCardData
 
     card_data = ModelCardData(
@@ -31,6 +33,7 @@ def write_converted_card(folder: Path, source: Any, converted: Any, config: Any,
         embed_dim=config.projection_dim, activation=converted.activation, context_length=converted.context_length,
         resample=RESAMPLE.get(int(processor.resample), str(processor.resample)), crop=processor.do_center_crop,
         mean=[round(m, 4) for m in processor.image_mean], std=[round(s, 4) for s in processor.image_std],
+        own_tokenizer=own_tokenizer, vocab_size=text.vocab_size, eos_token_id=text.eos_token_id,
         max_abs_diff=converted.max_abs_diff, built_on=date.today().isoformat(),
         versions=package_versions(("entitynet", "torch", "transformers")),
     )

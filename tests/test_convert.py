@@ -369,9 +369,54 @@ def test_a_model_with_its_own_tokenizer_goes_to_open_clip_with_the_tokenizer(tmp
     text_cfg = json.loads((tmp_path / "oc" / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]
     assert text_cfg["hf_tokenizer_name"] == "me/tiny" and text_cfg["pool_type"] == "eos"
     assert text_cfg["eos_id"] == tokenizer.eos_token_id and (tmp_path / "oc" / "tokenizer.json").exists()
-    # the way back needs CLIP's BPE: such a model stays a transformers model
-    with pytest.raises(ConversionError, match="hf_tokenizer_name='me/tiny'"):
-        convert_open_clip(str(tmp_path / "oc"), tmp_path / "again")
+
+
+def test_a_model_trained_here_goes_to_open_clip_and_back_with_its_tokenizer_and_embeddings(tmp_path, caplog):
+    """issue 18, item 5: to-open-clip then open-clip gives back a CLIPModel folder with the same
+    tokenizer (taken from the open_clip folder, never the Hub), the same pooling and the same embeddings."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    from entitynet.training import model as scratch
+
+    texts = ["a lion in the grass", "a tiger at night", "Spotted  leopard &amp; cub!!"]
+    torch.manual_seed(0)
+    tokenizer = scratch.train_tokenizer(texts * 20, vocab_size=300, context_length=16)
+    scratch.save(tmp_path / "hf", scratch.scratch_model("tiny", tokenizer, 16), tokenizer, scratch.image_processor(64))
+    assert main(["convert", "to-open-clip", str(tmp_path / "hf"), str(tmp_path / "oc"), "-q"]) == 0
+    with caplog.at_level("INFO"):
+        assert main(["convert", "open-clip", str(tmp_path / "oc"), str(tmp_path / "back")]) == 0
+    assert "taking the tokenizer from oc's own files (never from the Hub)" in caplog.text
+    original, back = (CLIPModel.from_pretrained(tmp_path / name).eval() for name in ("hf", "back"))
+    ours, theirs = (AutoTokenizer.from_pretrained(tmp_path / name) for name in ("hf", "back"))
+    assert len(theirs) == len(ours) == back.config.text_config.vocab_size
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        assert getattr(back.config.text_config, key) == getattr(original.config.text_config, key), key
+    batches = [t(texts, padding="max_length", truncation=True, max_length=16, return_tensors="pt") for t in (ours, theirs)]
+    assert batches[0]["input_ids"].tolist() == batches[1]["input_ids"].tolist()
+    pixels = scratch.image_processor(64)(images=picture(), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        text = [m.get_text_features(**batches[0]).pooler_output for m in (original, back)]
+        image = [m.get_image_features(pixel_values=pixels).pooler_output for m in (original, back)]
+    assert (text[0] - text[1]).abs().max().item() <= 1e-5 and (image[0] - image[1]).abs().max().item() <= 1e-5
+    state, again = original.state_dict(), back.state_dict()
+    assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
+    card = (tmp_path / "back" / "README.md").read_text()
+    assert f"the model's own ({len(ours)} tokens)" in card and "CLIP's BPE (49,408" not in card
+
+
+def test_an_open_clip_folder_naming_a_tokenizer_it_does_not_hold_is_refused(tmp_path, capsys):
+    from entitynet.training import model as scratch
+
+    tokenizer = scratch.train_tokenizer(["a lion in the grass"] * 20, vocab_size=280, context_length=16)
+    scratch.save(tmp_path / "hf", scratch.scratch_model("tiny", tokenizer, 16), tokenizer, scratch.image_processor(64))
+    convert_to_open_clip(tmp_path / "hf", tmp_path / "oc", repo="me/tiny")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / "oc" / name).unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["convert", "open-clip", str(tmp_path / "oc"), str(tmp_path / "back"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "hf_tokenizer_name='me/tiny'" in err and "tokenizer.json" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "back").exists()
 
 
 def test_a_scratch_tokenizer_cleans_texts_as_open_clips_hf_tokenizer_does():
@@ -412,6 +457,10 @@ def test_a_tokenizer_saved_by_an_older_version_keeps_its_ids_and_to_open_clip_wa
     with caplog.at_level("WARNING"):
         convert_to_open_clip(tmp_path / "hf", tmp_path / "oc", repo="me/old")
     assert "does not clean texts as open_clip's HFTokenizer does" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # and back: the converted model keeps the old rule, open_clip cleans
+        convert_open_clip(str(tmp_path / "oc"), tmp_path / "back")
+    assert "will give other ids than open_clip for texts such as 'Spotted  leopard!! '" in caplog.text
 
 
 # --- load_clip and the CLI without the train extra ---------------------------------------------

@@ -29,7 +29,7 @@ from entitynet.rundir import apply_umask, temporary_folder
 from entitynet.training.convert.clip_tokenizer import clip_tokenizer
 from entitynet.training.convert.errors import ConversionError
 from entitynet.training.convert.keymap import key_table, to_open_clip, to_transformers
-from entitynet.training.convert.open_clip_config import hf_config, image_processor, open_clip_config
+from entitynet.training.convert.open_clip_config import hf_config, image_processor, open_clip_config, own_tokenizer_name
 from entitynet.training.convert.reference import OpenClipReference
 from entitynet.training.convert.sources import CONFIG, WEIGHTS, OpenClipModel, read_source
 from entitynet.training.model_files import MissingTokenizer, require_tokenizer
@@ -66,11 +66,15 @@ def convert_open_clip(source: str, out: str | Path, model_name: str | None = Non
         refuse_overlap(out, Path(source))
     refuse_existing(out, force, TRANSFORMERS_FILES)
     model = read_source(source, model_name)
-    clip, text_prefix = build_clip(model)
+    own = own_tokenizer(model)
+    clip, text_prefix = build_clip(model, own)
     config = clip.config
-    tokenizer = clip_tokenizer(config.text_config.max_position_embeddings)
+    if own is not None:
+        own.model_max_length = config.text_config.max_position_embeddings  # open_clip pads and cuts at its context length
+    tokenizer = own if own is not None else clip_tokenizer(config.text_config.max_position_embeddings)
     processor = image_processor(model.preprocess_cfg, config.vision_config.image_size)
-    diff = verify(clip, tokenizer, processor, OpenClipReference(model.state, model.model_cfg, text_prefix))
+    reference = OpenClipReference(model.state, model.model_cfg, text_prefix)
+    diff = verify(clip, tokenizer, processor, reference, pads_with_zero=own is None)
     clip.to(model.state["visual.conv1.weight"].dtype)  # saved in the source's precision (checked in fp32)
     result = Converted(out, model.name, config.text_config.max_position_embeddings, config.vision_config.image_size,
                        config.text_config.hidden_act, diff)
@@ -79,14 +83,35 @@ def convert_open_clip(source: str, out: str | Path, model_name: str | None = Non
         clip.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         processor.save_pretrained(folder)
-        write_converted_card(folder, model, result, config, processor)
+        write_converted_card(folder, model, result, config, processor, own_tokenizer=own is not None)
 
     _write_atomically(out, write, TRANSFORMERS_FILES)
     return result
 
 
-def build_clip(model: OpenClipModel) -> tuple[CLIPModel, str]:
-    """The CLIPModel holding ``model``'s weights (fp32), and the text tower's key prefix."""
+def own_tokenizer(model: OpenClipModel) -> PreTrainedTokenizerBase | None:
+    """The tokenizer a model names in ``text_cfg.hf_tokenizer_name`` (one trained here, after
+    ``to-open-clip``), read from the model's own folder, as open_clip reads it for ``local-dir:``;
+    None for CLIP's BPE. A name without the files in the folder is refused by ``hf_config``."""
+    name = own_tokenizer_name(model.model_cfg)
+    if not name or model.tokenizer_dir is None:
+        return None
+    logger.info("text_cfg.hf_tokenizer_name=%r: taking the tokenizer from %s's own files (never from the Hub)",
+                name, model.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ConversionError(f"{model.name}: its tokenizer files do not load: {str(error).splitlines()[0]}") from None
+    if not cleans_as_open_clip(tokenizer):
+        logger.warning("the tokenizer does not clean texts as open_clip's HFTokenizer does before tokenizing (whitespace "
+                       "collapsed, HTML unescaped): the converted model will give other ids than open_clip for texts "
+                       "such as %r", WHITESPACE_PROBE[0])
+    return tokenizer
+
+
+def build_clip(model: OpenClipModel, tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[CLIPModel, str]:
+    """The CLIPModel holding ``model``'s weights (fp32), and the text tower's key prefix; ``tokenizer``
+    is the model's own, when its config names one."""
     text_prefix = "text." if model.model_cfg.get("custom_text") else ""
     positions = model.state.get(f"{text_prefix}positional_embedding")
     if positions is None:
@@ -98,7 +123,7 @@ def build_clip(model: OpenClipModel) -> tuple[CLIPModel, str]:
         logger.warning("%s: the config says context_length %s, the text position embeddings have %s rows; using %s "
                        "(open_clip would interpolate the embeddings to %s)", model.name, configured, context_length,
                        context_length, configured)
-    config = hf_config(model.model_cfg, context_length)
+    config = hf_config(model.model_cfg, context_length, tokenizer)
     vision = config.vision_config
     grid = vision.image_size // vision.patch_size
     patches = model.state.get("visual.positional_embedding")
@@ -119,17 +144,19 @@ def build_clip(model: OpenClipModel) -> tuple[CLIPModel, str]:
     return clip.eval(), text_prefix
 
 
-def verify(clip: CLIPModel, tokenizer: PreTrainedTokenizerBase, processor: Any, reference: OpenClipReference) -> float:
+def verify(clip: CLIPModel, tokenizer: PreTrainedTokenizerBase, processor: Any, reference: OpenClipReference,
+           pads_with_zero: bool = True) -> float:
     """The largest difference between the CLIPModel's and open_clip's normalised embeddings on the same
-    probe image and texts; above ``TOLERANCE`` the conversion stops."""
+    probe image and texts; above ``TOLERANCE`` the conversion stops. ``pads_with_zero``: open_clip's
+    own tokenizer pads with 0; its HFTokenizer (a model's own tokenizer) pads as that tokenizer does."""
     size = clip.config.vision_config.image_size
     pixels = processor(images=probe_image(size + 37, size + 11), return_tensors="pt")["pixel_values"]
     batch = tokenizer(PROBE_TEXTS, padding="max_length", truncation=True, return_tensors="pt")
     with torch.no_grad():
         ours_image = torch.nn.functional.normalize(_pooled(clip.get_image_features(pixel_values=pixels)), dim=-1)
         ours_text = torch.nn.functional.normalize(_pooled(clip.get_text_features(**batch)), dim=-1)
-    # open_clip pads with 0 after its end token
-    theirs_text = reference.text_embeddings(batch["input_ids"] * batch["attention_mask"])
+    ids = batch["input_ids"] * batch["attention_mask"] if pads_with_zero else batch["input_ids"]
+    theirs_text = reference.text_embeddings(ids)
     diff = max((ours_image - reference.image_embeddings(pixels)).abs().max().item(), (ours_text - theirs_text).abs().max().item())
     if not diff <= TOLERANCE:
         raise ConversionError(f"the converted model's embeddings differ from open_clip's by {diff:.2e} (tolerance "

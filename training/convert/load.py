@@ -24,7 +24,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, PreTraine
 
 from entitynet.training.convert.convert import convert_open_clip
 from entitynet.training.convert.errors import ConversionError
-from entitynet.training.convert.sources import CONFIG, WEIGHTS, download, hub_id_of
+from entitynet.training.convert.sources import CONFIG, TOKENIZER_FILE, WEIGHTS, download, hub_id_of
 from entitynet.training.model_files import MissingTokenizer, require_tokenizer, require_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ def _identity(source: str, hub_id: str | None, model_name: str | None) -> dict[s
         identity.update(hub=hub_id, revision=download(hub_id)[1])
         return identity
     path = Path(source).resolve()
-    files = [path / name for name in (CONFIG, *WEIGHTS)] if path.is_dir() else [path]
+    # a folder's own tokenizer (hf_tokenizer_name) is part of what the conversion reads
+    files = [path / name for name in (CONFIG, *WEIGHTS, TOKENIZER_FILE)] if path.is_dir() else [path]
     if model_name and model_name.endswith(".json"):
         files.append(Path(model_name).resolve())
     identity["files"] = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]

@@ -5,8 +5,10 @@ Everything is read from the source's ``open_clip_config.json`` (``model_cfg`` an
 config leaves open (the context length is the text position embedding's length). A setting that
 changes the network in a way ``CLIPModel`` cannot express (a timm or ResNet vision tower, a
 Hugging Face text tower, layer scale, attentional pooling, SigLIP's logit bias, ...) is refused with
-its key and value named. Keys that only matter in training (patch dropout, ...) are ignored, unknown
-keys are logged and left to the strict weight check.
+its key and value named. A tokenizer other than CLIP's BPE (``text_cfg.hf_tokenizer_name``, what
+``to-open-clip`` writes for a model trained here) is taken only from the model's own folder: its
+vocabulary size and special ids then set the CLIPConfig's. Keys that only matter in training (patch
+dropout, ...) are ignored, unknown keys are logged and left to the strict weight check.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from transformers import CLIPConfig
+from transformers import CLIPConfig, PreTrainedTokenizerBase
 
 try:  # transformers >= 5: the PIL implementation by name, whose resizing is the one open_clip's transforms do
     from transformers import CLIPImageProcessorPil as CLIPImageProcessor
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's PreprocessCfg defaults
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 RESAMPLE = {"bicubic": 3, "bilinear": 2, "random": 3}  # open_clip evaluates 'random' as bicubic
+ARGMAX_EOS_ID = 2  # transformers' CLIPTextTransformer pools at the argmax id when eos_token_id == 2 (OpenAI's configs)
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which open_clip uses unless norm_kwargs says otherwise
 
 # Settings that change the network, with the values the key map expresses and what they mean.
@@ -108,8 +111,14 @@ def square_image_size(vision: dict[str, Any]) -> int:
     return int(size)
 
 
-def check_supported(model_cfg: dict[str, Any]) -> None:
-    """Refuse what the key map cannot express, naming it; log keys this converter does not know."""
+def own_tokenizer_name(model_cfg: dict[str, Any]) -> str | None:
+    """``text_cfg.hf_tokenizer_name``: open_clip uses its HFTokenizer for any non-empty name."""
+    return (model_cfg.get("text_cfg") or {}).get("hf_tokenizer_name") or None
+
+
+def check_supported(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase | None = None) -> None:
+    """Refuse what the key map cannot express, naming it; log keys this converter does not know.
+    ``tokenizer``: the model's own tokenizer, read from its folder, when text_cfg names one."""
     vision, text = model_cfg.get("vision_cfg"), model_cfg.get("text_cfg")
     if not isinstance(vision, dict) or not isinstance(text, dict) or "embed_dim" not in model_cfg:
         raise ConversionError("not an open_clip model config: model_cfg needs embed_dim, vision_cfg and text_cfg")
@@ -118,23 +127,58 @@ def check_supported(model_cfg: dict[str, Any]) -> None:
                               "vision tower, as in RN50) has no counterpart in transformers' CLIPModel")
     _refuse_unsupported("", model_cfg, UNSUPPORTED_TOP)
     _refuse_unsupported("vision_cfg.", vision, UNSUPPORTED_VISION)
-    _refuse_unsupported("text_cfg.", text, UNSUPPORTED_TEXT)
-    if text.get("pool_type") == "eos" and text.get("eos_id", 2) != END_ID:
-        raise ConversionError(f"unsupported open_clip architecture: text_cfg.eos_id={text.get('eos_id', 2)} with pool_type "
-                              f"'eos' (CLIP's BPE ends texts with {END_ID})")
-    if text.get("vocab_size", VOCAB_SIZE) != VOCAB_SIZE:
-        raise ConversionError(f"unsupported open_clip architecture: text_cfg.vocab_size={text['vocab_size']} (CLIP's BPE "
-                              f"tokenizer has {VOCAB_SIZE} tokens)")
+    own = own_tokenizer_name(model_cfg)
+    if own and tokenizer is None:
+        raise ConversionError(f"text_cfg.hf_tokenizer_name={own!r} names a tokenizer other than CLIP's BPE, and the "
+                              "model's folder holds no tokenizer.json: put the tokenizer's files (tokenizer.json, "
+                              "tokenizer_config.json) beside open_clip_config.json; the converter takes such a tokenizer "
+                              "only from the model's own folder, never from the Hub")
+    if own:
+        _refuse_unsupported("text_cfg.", text, {k: v for k, v in UNSUPPORTED_TEXT.items() if k != "hf_tokenizer_name"})
+        _check_own_tokenizer(text, tokenizer)
+    else:
+        _refuse_unsupported("text_cfg.", text, UNSUPPORTED_TEXT)
+        if text.get("pool_type") == "eos" and text.get("eos_id", 2) != END_ID:
+            raise ConversionError(f"unsupported open_clip architecture: text_cfg.eos_id={text.get('eos_id', 2)} with "
+                                  f"pool_type 'eos' (CLIP's BPE ends texts with {END_ID})")
+        if text.get("vocab_size", VOCAB_SIZE) != VOCAB_SIZE:
+            raise ConversionError(f"unsupported open_clip architecture: text_cfg.vocab_size={text['vocab_size']} (CLIP's "
+                                  f"BPE tokenizer has {VOCAB_SIZE} tokens)")
     _warn_unknown("", model_cfg, READ_TOP | set(UNSUPPORTED_TOP))
     _warn_unknown("vision_cfg.", vision, READ_VISION | IGNORED_VISION | set(UNSUPPORTED_VISION))
     _warn_unknown("text_cfg.", text, READ_TEXT | IGNORED_TEXT | set(UNSUPPORTED_TEXT))
 
 
-def hf_config(model_cfg: dict[str, Any], context_length: int) -> CLIPConfig:
-    """The CLIPConfig of an open_clip model; ``context_length`` comes from its weights."""
-    check_supported(model_cfg)
+def _check_own_tokenizer(text: dict[str, Any], tokenizer: Any) -> None:
+    vocab_size = int(text.get("vocab_size", VOCAB_SIZE))
+    if len(tokenizer) > vocab_size:
+        raise ConversionError(f"the folder's tokenizer has {len(tokenizer)} tokens, text_cfg.vocab_size is {vocab_size}: "
+                              "not the tokenizer this model was trained with")
+    if tokenizer.pad_token_id is None:
+        raise ConversionError("the folder's tokenizer has no pad token: open_clip's HFTokenizer pads every text to the "
+                              "context length with it")
+    if text.get("pool_type") == "eos" and text.get("eos_id", 2) == ARGMAX_EOS_ID:
+        raise ConversionError(f"unsupported open_clip architecture: text_cfg.eos_id={ARGMAX_EOS_ID} with pool_type 'eos' "
+                              f"(transformers' CLIPModel takes eos_token_id {ARGMAX_EOS_ID} to mean pooling at the highest id)")
+
+
+def _text_ids(text: dict[str, Any], tokenizer: Any) -> dict[str, int]:
+    """The CLIPTextConfig's vocabulary and special ids, pooling where open_clip pools."""
+    if tokenizer is None:
+        # pooling at the first end token = open_clip's argmax, since the end token is the highest id
+        return {"vocab_size": VOCAB_SIZE, "bos_token_id": START_ID, "eos_token_id": END_ID, "pad_token_id": END_ID}
+    pool_at = int(text.get("eos_id", 2)) if text.get("pool_type") == "eos" else ARGMAX_EOS_ID
+    return {"vocab_size": int(text.get("vocab_size", VOCAB_SIZE)), "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": pool_at, "pad_token_id": tokenizer.pad_token_id}
+
+
+def hf_config(model_cfg: dict[str, Any], context_length: int, tokenizer: PreTrainedTokenizerBase | None = None) -> CLIPConfig:
+    """The CLIPConfig of an open_clip model; ``context_length`` comes from its weights, ``tokenizer``
+    is the model's own when its text_cfg names one (``hf_tokenizer_name``)."""
+    check_supported(model_cfg, tokenizer)
     # An absent key means open_clip's own default (CLIPVisionCfg / CLIPTextCfg), as open_clip reads it.
     vision, text = model_cfg["vision_cfg"], model_cfg["text_cfg"]
+    own = tokenizer if own_tokenizer_name(model_cfg) else None
     act = "quick_gelu" if model_cfg.get("quick_gelu", False) else "gelu"
     vision_width, text_width = int(vision.get("width", 768)), int(text.get("width", 512))
     head_width = int(vision.get("head_width", 64))
@@ -143,13 +187,11 @@ def hf_config(model_cfg: dict[str, Any], context_length: int) -> CLIPConfig:
     embed_dim = int(model_cfg["embed_dim"])
     return CLIPConfig(
         text_config={
-            "vocab_size": VOCAB_SIZE, "hidden_size": text_width,
+            **_text_ids(text, own), "hidden_size": text_width,
             "intermediate_size": int(text_width * text.get("mlp_ratio", 4.0)),
             "num_hidden_layers": int(text.get("layers", 12)), "num_attention_heads": int(text.get("heads", 8)),
             "max_position_embeddings": context_length, "hidden_act": act,
             "layer_norm_eps": _layer_norm_eps("text_cfg.", text), "projection_dim": embed_dim,
-            # pooling at the first end token = open_clip's argmax, since the end token is the highest id
-            "bos_token_id": START_ID, "eos_token_id": END_ID, "pad_token_id": END_ID,
         },
         vision_config={
             "hidden_size": vision_width, "intermediate_size": int(vision_width * vision.get("mlp_ratio", 4.0)),

@@ -2,7 +2,10 @@
 
 - ``hf-hub:ORG/NAME`` or ``ORG/NAME``: ``snapshot_download`` of ``open_clip_config.json`` and the
   weights (``open_clip_model.safetensors``, else ``open_clip_pytorch_model.bin``), then read as a folder.
-- a folder with ``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``) and those weights.
+- a folder with ``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``) and those weights;
+  when its ``text_cfg`` names a tokenizer (``hf_tokenizer_name``, as ``to-open-clip`` writes for a
+  model trained here), the tokenizer's files lie beside them and are read from there, as open_clip
+  reads them for ``local-dir:``.
 - a file written by open_clip's trainer (``epoch_N.pt``: a dict with ``state_dict``, ``epoch``,
   ``optimizer``, ...; keys start with ``module.`` after DDP) plus a model name: one of the
   architectures in ``open_clip_models.json`` (numbers from open_clip's ``model_configs``, optionally
@@ -34,6 +37,8 @@ CONFIG = "open_clip_config.json"
 WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_PREFIX = "hf-hub:"
+TOKENIZER_FILE = "tokenizer.json"  # a tokenizer the folder carries (PreTrainedTokenizerFast's save_pretrained)
+TOKENIZER_PATTERNS = [TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"]
 
 
 @dataclass
@@ -46,6 +51,7 @@ class OpenClipModel:
     name: str  # "ORG/NAME", a folder or file name (never a full local path: cards get published)
     hub_id: str | None = None
     revision: str | None = None
+    tokenizer_dir: Path | None = None  # the folder holding the model's own tokenizer files, if it has them
 
 
 def hub_id_of(source: str) -> str | None:
@@ -81,9 +87,10 @@ def download(hub_id: str) -> tuple[Path, str]:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        folder = Path(snapshot_download(hub_id, allow_patterns=[CONFIG, WEIGHTS[0]]))
+        # the repo's own tokenizer files come along (used only when text_cfg names a tokenizer)
+        folder = Path(snapshot_download(hub_id, allow_patterns=[CONFIG, WEIGHTS[0], *TOKENIZER_PATTERNS]))
         if not (folder / WEIGHTS[0]).exists():  # older repos carry only the pickled weights
-            folder = Path(snapshot_download(hub_id, allow_patterns=[CONFIG, WEIGHTS[1]]))
+            folder = Path(snapshot_download(hub_id, allow_patterns=[CONFIG, WEIGHTS[1], *TOKENIZER_PATTERNS]))
     except RepositoryNotFoundError:
         raise ConversionError(f"{hub_id}: no such model repo on the Hub (or it is private and no token is set)") from None
     except LocalEntryNotFoundError:
@@ -104,7 +111,9 @@ def read_folder(folder: Path) -> OpenClipModel:
     config = read_json(config_path)
     if not isinstance(config.get("model_cfg"), dict):
         raise ConversionError(f"{config_path.name} has no model_cfg: not an open_clip Hub config")
-    return OpenClipModel(config["model_cfg"], config.get("preprocess_cfg") or {}, load_weights(weights), folder.name)
+    tokenizer_dir = folder if (folder / TOKENIZER_FILE).is_file() else None
+    return OpenClipModel(config["model_cfg"], config.get("preprocess_cfg") or {}, load_weights(weights), folder.name,
+                         tokenizer_dir=tokenizer_dir)
 
 
 def read_checkpoint(path: Path, model_name: str) -> OpenClipModel:
