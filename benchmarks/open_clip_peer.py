@@ -3,6 +3,7 @@ entitynet not), and exchanges files only.
 
     PEER/bin/python benchmarks/open_clip_peer.py make NAME CONTEXT OUT [--checkpoint FILE]
     PEER/bin/python benchmarks/open_clip_peer.py embed MODEL INPUTS.json OUT.safetensors
+    PEER/bin/python benchmarks/open_clip_peer.py train CONFIG.json BATCH STEPS WARMUP PRECISION DEVICE OUT.json
 
 ``make``: a randomly initialised open_clip model (weights then perturbed so that no bias is zero and
 no layer-norm weight is one: every weight shows in the embeddings), saved the way open_clip saves
@@ -12,6 +13,9 @@ Hub models (``open_clip_config.json`` via ``save_config_for_hf`` + ``open_clip_m
 ``embed``: token ids, the preprocessed image tensors and normalised fp32 embeddings, from
 ``create_model_and_transforms(MODEL)`` and ``get_tokenizer(MODEL)`` (MODEL as open_clip takes it,
 e.g. ``local-dir:FOLDER``).
+``train``: open_clip's own training step for gpu.py, on synthetic batches: ``open_clip.CLIP(**CONFIG)``,
+its ``ClipLoss``, AdamW, under ``torch.autocast(bfloat16)`` for PRECISION bf16 (its trainer's
+``amp_bf16``); writes images/s and peak memory (the CUDA allocator's, or the peak resident set).
 """
 
 from __future__ import annotations
@@ -60,6 +64,58 @@ def embed(model_name: str, inputs: Path, out: Path) -> None:
                                 str(out))
 
 
+def train(config_path: Path, batch: int, steps: int, warmup: int, precision: str, device: str, out: Path) -> None:
+    import contextlib
+    import time
+
+    config = json.loads(config_path.read_text())
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**config).to(device).train()
+    loss_fn = open_clip.ClipLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    size, context = config["vision_cfg"]["image_size"], config["text_cfg"]["context_length"]
+    images = torch.randn(batch, 3, size, size, device=device)
+    texts = torch.randint(0, config["text_cfg"]["vocab_size"], (batch, context), device=device)
+    autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+
+    def step() -> float:
+        with autocast:
+            image_features, text_features, scale = model(images, texts)
+            loss = loss_fn(image_features, text_features, scale)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    sync()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        method = "torch.cuda.max_memory_allocated"
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # resets the peak resident set (VmHWM)
+        method = "VmHWM after clear_refs"
+    started = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    sync()
+    elapsed = time.perf_counter() - started
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("VmHWM:"))
+    out.write_text(json.dumps({"batch": batch, "steps": steps, "images_per_s": batch * steps / elapsed,
+                               "step_s": elapsed / steps, "peak_memory_bytes": peak, "memory_method": method,
+                               "loss": float(loss.detach()), "parameters": sum(p.numel() for p in model.parameters())}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,8 +128,17 @@ def main() -> None:
     embedder.add_argument("model")
     embedder.add_argument("inputs", type=Path)
     embedder.add_argument("out", type=Path)
+    trainer = commands.add_parser("train")
+    trainer.add_argument("config", type=Path)
+    for name in ("batch", "steps", "warmup"):
+        trainer.add_argument(name, type=int)
+    trainer.add_argument("precision", choices=["bf16", "no"])
+    trainer.add_argument("device", choices=["cuda", "cpu"])
+    trainer.add_argument("out", type=Path)
     args = parser.parse_args()
-    if args.command == "make":
+    if args.command == "train":
+        train(args.config, args.batch, args.steps, args.warmup, args.precision, args.device, args.out)
+    elif args.command == "make":
         make(args.name, args.context_length, args.out, args.checkpoint)
     else:
         embed(args.model, args.inputs, args.out)

@@ -21,28 +21,41 @@ from entitynet.training.loss import ClipLoss
 def loss_case() -> None:
     """Each process holds half the batch and takes the loss of its own rows against every row:
     the mean of the two losses is the full batch's, and the data-parallel mean of the gradients
-    (features and temperature alike) is the full batch's gradient."""
+    (features and temperature alike) is the full batch's gradient; with the gathered features'
+    gradients summed by reduce_scatter (used, not fallen back from, where the backend has it) and
+    by all_reduce alike."""
+    from entitynet.training import loss as clip_loss
+
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
     torch.manual_seed(0)
     images, texts = torch.randn(8, 16), torch.randn(8, 16)
     rank = accelerator.process_index
     mine = slice(rank * 4, rank * 4 + 4)
-    local_images, local_texts = images[mine].clone().requires_grad_(True), texts[mine].clone().requires_grad_(True)
-    scale = torch.tensor(2.0, requires_grad=True)
-    loss = ClipLoss(rank, 2)(local_images, local_texts, scale)
-    loss.backward()
     full_images, full_texts = images.clone().requires_grad_(True), texts.clone().requires_grad_(True)
     full_scale = torch.tensor(2.0, requires_grad=True)
     full = ClipLoss()(full_images, full_texts, full_scale)
     full.backward()
-    mean_loss = accelerator.reduce(loss.detach(), reduction="mean")
-    assert torch.allclose(mean_loss, full, atol=1e-6), (mean_loss, full)
-    # what DDP does to parameter gradients: the mean over processes
-    assert torch.allclose(local_images.grad / 2, full_images.grad[mine], atol=1e-6)
-    assert torch.allclose(local_texts.grad / 2, full_texts.grad[mine], atol=1e-6)
-    mean_scale_grad = accelerator.reduce(scale.grad.detach(), reduction="mean")
-    assert torch.allclose(mean_scale_grad, full_scale.grad, atol=1e-6), (mean_scale_grad, full_scale.grad)
+    for reduce_scatter in (True, False):
+        local_images, local_texts = images[mine].clone().requires_grad_(True), texts[mine].clone().requires_grad_(True)
+        scale = torch.tensor(2.0, requires_grad=True)
+        loss = ClipLoss(rank, 2, reduce_scatter=reduce_scatter)(local_images, local_texts, scale)
+        loss.backward()
+        mean_loss = accelerator.reduce(loss.detach(), reduction="mean")
+        assert torch.allclose(mean_loss, full, atol=1e-6), (reduce_scatter, mean_loss, full)
+        # what DDP does to parameter gradients: the mean over processes
+        assert torch.allclose(local_images.grad / 2, full_images.grad[mine], atol=1e-6), reduce_scatter
+        assert torch.allclose(local_texts.grad / 2, full_texts.grad[mine], atol=1e-6), reduce_scatter
+        mean_scale_grad = accelerator.reduce(scale.grad.detach(), reduction="mean")
+        assert torch.allclose(mean_scale_grad, full_scale.grad, atol=1e-6), (mean_scale_grad, full_scale.grad)
+    # the two ways of summing give each process the same rows of the same sum
+    grad = torch.arange(24.0).reshape(8, 3) * (rank + 1)
+    scattered = clip_loss.sum_own_rows(grad.clone(), rank, 4, reduce_scatter=True)
+    reduced = clip_loss.sum_own_rows(grad.clone(), rank, 4, reduce_scatter=False)
+    assert torch.equal(scattered, reduced) and torch.equal(scattered, 3 * torch.arange(24.0).reshape(8, 3)[mine])
+    if torch.__version__ >= "2.13":  # TorchVersion compares as a version; gloo has reduce_scatter in 2.13 (checked)
+        assert not clip_loss._NO_REDUCE_SCATTER, "gloo's reduce_scatter went unused"
+    print(f"rank {rank}: reduce_scatter unavailable on {sorted(clip_loss._NO_REDUCE_SCATTER) or 'no backend'}")
 
 
 def train_case(dataset: str, output: str, *assignments: str) -> None:

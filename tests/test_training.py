@@ -5,6 +5,7 @@ one process, two processes and with accumulation, the schedule on resume, the lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -36,6 +37,64 @@ def test_the_loss_is_clips_own_on_one_process():
     outputs = model(input_ids=ids, pixel_values=torch.randn(6, 3, 32, 32), return_loss=True)
     ours = ClipLoss()(outputs.image_embeds, outputs.text_embeds, model.logit_scale)
     assert torch.allclose(ours, outputs.loss, atol=1e-5)
+
+
+def tiny_clip(projection_dim: int = 16):
+    torch.manual_seed(0)
+    config = transformers.CLIPConfig(
+        text_config={"vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "intermediate_size": 64, "max_position_embeddings": 8, "eos_token_id": 3},
+        vision_config={"image_size": 32, "patch_size": 16, "hidden_size": 32, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "intermediate_size": 64}, projection_dim=projection_dim)
+    return transformers.CLIPModel(config)
+
+
+def micro_batches(count: int, size: int) -> list[dict]:
+    generator = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(count):
+        ids = torch.randint(4, 50, (size, 8), generator=generator)
+        ids[:, -1] = 3
+        batches.append({"pixel_values": torch.randint(0, 256, (size, 32, 32, 3), dtype=torch.uint8, generator=generator),
+                        "input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    return batches
+
+
+def test_the_accumulation_cache_holds_only_the_embeddings():
+    """The first pass of an accumulated step keeps, per micro-batch, the two (batch, projection)
+    embeddings and nothing else: no hidden states, no logits, no autograd graph."""
+    from entitynet.training.step import cached_embeddings, clip_embeddings
+
+    model = tiny_clip(projection_dim=16)
+    group = micro_batches(3, 4)
+    cache = cached_embeddings(lambda batch: clip_embeddings(model, batch, (0.5,) * 3, (0.25,) * 3), group)
+    assert len(cache) == 3
+    for entry in cache:
+        assert isinstance(entry, tuple) and len(entry) == 2
+        assert all(isinstance(t, torch.Tensor) and t.shape == (4, 16) and t.grad_fn is None for t in entry)
+    assert sum(t.numel() * t.element_size() for entry in cache for t in entry) == 3 * 2 * 4 * 16 * 4
+
+
+def test_an_accumulated_step_has_the_gradient_of_the_whole_batch():
+    """3 micro-batches of 4 with the embedding cache, against 12 at once (one process, both ways of
+    summing the gathered gradients): the same loss and the same gradient for every parameter."""
+    from entitynet.training.step import clip_embeddings, contrastive_backward
+
+    group = micro_batches(3, 4)
+    whole = [{key: torch.cat([batch[key] for batch in group]) for key in group[0]}]
+    gradients = []
+    for batches, reduce_scatter in ((whole, True), (group, True), (group, False)):
+        model = tiny_clip()
+        loss = contrastive_backward(lambda batch: clip_embeddings(model, batch, (0.5,) * 3, (0.25,) * 3), batches,
+                                    ClipLoss(reduce_scatter=reduce_scatter), model.logit_scale,
+                                    lambda value: value.backward(), contextlib.nullcontext)
+        gradients.append((loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))
+    (loss, reference), *others = gradients
+    for other_loss, other in others:
+        assert abs(other_loss.item() - loss.item()) < 1e-5
+        assert reference.keys() == other.keys() and "logit_scale" in other
+        for name in reference:
+            assert torch.allclose(reference[name], other[name], atol=1e-5, rtol=1e-4), name
 
 
 def test_kill_9_during_training_loses_nothing(demo_run, tmp_path):

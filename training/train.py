@@ -17,7 +17,6 @@ has one line per logged step; OUTPUT/model loads with ``CLIPModel.from_pretraine
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -44,13 +43,13 @@ from entitynet.training import tokenizer_record
 from entitynet.training.config import TrainConfig, load_train_config
 from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
 from entitynet.training.evaluation.api import evaluate_built_dataset
-from entitynet.training.images import normalize
 from entitynet.training.loss import ClipLoss
 from entitynet.training.model import (PRESETS, image_processor, input_geometry, load_pretrained, load_tokenizer,
                                       save, scratch_model, train_tokenizer)
 from entitynet.training.model_files import MissingTokenizer, require_vocabulary
 from entitynet.training.schedule import Schedule
 from entitynet.training.sources import DatasetProblem, Source, resolve
+from entitynet.training.step import clip_embeddings, contrastive_backward
 from entitynet.training.stream import StreamedRows, sample_rows
 from entitynet.training.text_mix import training_texts
 from entitynet.typed_config import ConfigError, describe_text, runtime_keys, to_dict
@@ -462,32 +461,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         metrics_log.write(record)
         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
-    def forward(batch: dict[str, torch.Tensor]) -> Any:
-        return model(pixel_values=normalize(batch["pixel_values"], mean, std), input_ids=batch["input_ids"],
-                     attention_mask=batch["attention_mask"])
-
     def optimizer_step(group: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, float]:
-        """One step over the whole contrastive batch of ``group`` (open_clip's --accum-freq: the
-        features of every micro-batch are computed once without gradient, then each micro-batch
-        is recomputed with gradient and its loss taken against all the others, so the summed
-        gradient is the full batch's; the temperature takes its gradient once)."""
-        if len(group) == 1:
-            outputs = forward(group[0])
-            loss = loss_fn(outputs.image_embeds, outputs.text_embeds, unwrapped.logit_scale)
-            accelerator.backward(loss)
-        else:
-            with torch.no_grad():
-                cached = [forward(batch) for batch in group]
-            images = [out.image_embeds for out in cached]
-            texts = [out.text_embeds for out in cached]
-            for index, batch in enumerate(group):
-                last = index == len(group) - 1
-                with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                    outputs = forward(batch)
-                    scale = unwrapped.logit_scale if last else unwrapped.logit_scale.detach()
-                    loss = loss_fn(torch.cat(images[:index] + [outputs.image_embeds] + images[index + 1:]),
-                                   torch.cat(texts[:index] + [outputs.text_embeds] + texts[index + 1:]), scale)
-                    accelerator.backward(loss)
+        """One step over the whole contrastive batch of ``group`` (``training.step``)."""
+        loss = contrastive_backward(lambda batch: clip_embeddings(model, batch, mean, std), group, loss_fn,
+                                    unwrapped.logit_scale, accelerator.backward, lambda: accelerator.no_sync(model))
         max_norm = config.optimizer.max_grad_norm or float("inf")
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
         for group_ in optimizer.param_groups:
@@ -496,7 +473,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             unwrapped.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        return loss.detach(), float(grad_norm)
+        return loss, float(grad_norm)
 
     clock = Throughput()
     model.train()
