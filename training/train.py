@@ -401,6 +401,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     except DatasetProblem as error:
         raise DataError(str(error)) from None
     streaming = wants_streaming(config, source)
+    resume_from = latest_checkpoint(checkpoints)
+    recorded = json.loads((resume_from / STATE_FILE).read_text()) if resume_from else None
+    if resume_from and recorded:
+        # before the tokenizer or the model is made: the experiment's own keys name what changed
+        check_resumable(recorded["experiment"], config, resume_from)
     rows = None if streaming else map_style_rows(config)
     model, tokenizer, processor, context_length = build_model(config, accelerator, source, rows)
     image_size, mean, std = input_geometry(processor)
@@ -437,10 +442,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                        "rises, the run ends at %.0f%% of the peak rate and never decays; lower warmup_steps or raise "
                        "max_steps", config.max_steps, config.optimizer.warmup_steps,
                        100 * schedule.factor(config.max_steps - 1))
-    resume_from = latest_checkpoint(checkpoints)
-    if resume_from:
-        recorded = json.loads((resume_from / STATE_FILE).read_text())
-        check_resumable(recorded["experiment"], config, resume_from)
+    if resume_from and recorded:
         state = resumed_position(recorded, plan, resume_from)  # refuses another global batch or plan first
         saved = Schedule(**recorded["schedule"])
         check_not_extending_a_finished_schedule(saved, state["step"], config.max_steps, resume_from, output)
