@@ -46,10 +46,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memory import GB, Vocabulary, largest_batch, peak_bytes, reset_peak, synthetic_batches  # noqa: E402
+from memory import GB, Vocabulary, largest_batch, make_model, peak_bytes, reset_peak, synthetic_batches  # noqa: E402
 
 from entitynet.training.loss import ClipLoss  # noqa: E402
-from entitynet.training.model import PRESETS, image_processor, input_geometry, scratch_model  # noqa: E402
+from entitynet.training.model import PRESETS, image_processor, input_geometry  # noqa: E402
 from entitynet.training.step import clip_embeddings, contrastive_backward  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,18 +92,6 @@ def release(accelerator: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def make_model(preset: str, vocabulary: Any, checkpointing: bool) -> Any:
-    torch.manual_seed(0)
-    model = scratch_model(preset, vocabulary, CONTEXT)
-    if checkpointing:  # as the trainer's build_model does
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model.train()
-
-
 def trainer_step(accelerator: Any, model: Any, optimizer: Any, mean: tuple, std: tuple) -> Callable[[dict], float]:
     """The trainer's optimizer_step without its schedule: one contrastive batch, the gradient norm
     (the trainer always computes it), AdamW, the temperature's clamp."""
@@ -125,7 +113,7 @@ def trainer_step(accelerator: Any, model: Any, optimizer: Any, mean: tuple, std:
 
 def synthetic(accelerator: Any, preset: str, batch: int, steps: int, warmup: int, checkpointing: bool) -> dict[str, Any]:
     vocabulary = Vocabulary(1024, 1021, 1022, 1023) if preset == "tiny" else Vocabulary()
-    model = make_model(preset, vocabulary, checkpointing)
+    model = make_model(preset, CONTEXT, checkpointing, vocabulary)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     model, optimizer = accelerator.prepare(model, optimizer)
     _, mean, std = input_geometry(image_processor(PRESETS[preset].image_size))
@@ -192,7 +180,7 @@ def real_input(accelerator: Any, preset: str, dataset: str, batch: int, steps: i
         rows = ConcatDataset([rows] * repeats)
     image_size = PRESETS[preset].image_size
     _, mean, std = input_geometry(image_processor(image_size))
-    model = make_model(preset, tokenizer, False)
+    model = make_model(preset, CONTEXT, False, tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     collator = Collator(tokenizer, config.text, config.augment, image_size, config.seed, CONTEXT)
     loader = DataLoader(rows, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collator,
@@ -236,8 +224,7 @@ def eval_images(accelerator: Any, preset: str, dataset: str, count: int, output:
     if not rows:
         return {"skipped": f"{dataset} has no {config.eval.split} rows"}
     rows = (rows * (count // len(rows) + 1))[:count]
-    model = accelerator.prepare(make_model(preset, Vocabulary(1024, 1021, 1022, 1023) if preset == "tiny"
-                                           else Vocabulary(), False))
+    model = accelerator.prepare(make_model(preset, CONTEXT))
     processor = image_processor(PRESETS[preset].image_size)
     embed_images(model, processor, built_examples(rows[:64]), accelerator, progress=False)  # warm-up
     peak = Peak(accelerator.device)

@@ -32,7 +32,7 @@ import torch
 
 from entitynet.training.images import normalize
 from entitynet.training.loss import ClipLoss
-from entitynet.training.model import PRESETS, scratch_model
+from entitynet.training.model import PRESETS, enable_checkpointing, scratch_model
 from entitynet.training.step import clip_embeddings, contrastive_backward
 
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -53,16 +53,14 @@ class Vocabulary:
         return self.size
 
 
-def make_model(preset: str, context_length: int, checkpointing: bool = False) -> Any:
+def make_model(preset: str, context_length: int, checkpointing: bool = False, vocabulary: Any = None) -> Any:
+    """A scratch model of ``preset`` in training mode (seeded), checkpointing as the trainer does."""
     torch.manual_seed(0)
-    vocabulary = Vocabulary(1024, 1021, 1022, 1023) if preset == "tiny" else Vocabulary()
+    if vocabulary is None:
+        vocabulary = Vocabulary(1024, 1021, 1022, 1023) if preset == "tiny" else Vocabulary()
     model = scratch_model(preset, vocabulary, context_length)  # type: ignore[arg-type]
-    if checkpointing:  # as the trainer's build_model does
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if checkpointing:
+        enable_checkpointing(model)
     return model.train()
 
 

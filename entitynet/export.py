@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from entitynet.dataset.rows import SPLITS
-from entitynet.rundir import StageError, atomic_path, temporary_folder, write_text_atomic
+from entitynet.rundir import StageError, atomic_path, swap_in, temporary_folder, write_text_atomic
 
 INDEX = "index.json"
 MANIFEST = "export.json"  # written last: the folder is an export's, which the next export may replace
@@ -82,20 +82,10 @@ def export_webdataset(dataset: Path, out: Path, samples_per_shard: int = 1000) -
         result = _export(dataset, staging, samples_per_shard)
         write_text_atomic(staging / MANIFEST, json.dumps({"format": "webdataset", "dataset": str(dataset),
                                                           "samples_per_shard": samples_per_shard, **result}, indent=1) + "\n")
-        _swap_in(staging, out)
+        swap_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**result, "out": str(out), "replaced": replaced}
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """``staging`` becomes ``out``; an earlier export there is removed whole."""
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _export(dataset: Path, out: Path, samples_per_shard: int) -> dict[str, Any]:

@@ -99,6 +99,17 @@ def temporary_folder(parent: Path, prefix: str) -> Path:
     return folder
 
 
+def swap_in(staging: Path, final: Path) -> None:
+    """``staging`` (a folder assembled beside ``final``) becomes ``final``; what was at ``final`` is
+    renamed aside first and then removed whole, so a reader sees the old folder, none, or the new one."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def apply_umask(root: Path) -> None:
     """Give ``root`` and everything under it the modes new files and folders get under the umask.
     For what libraries write through temporary files of their own (safetensors' ``save_file``

@@ -111,6 +111,15 @@ def scratch_model(preset_name: str, tokenizer: PreTrainedTokenizerBase, context_
     return CLIPModel(config)
 
 
+def enable_checkpointing(model: CLIPModel) -> None:
+    """Recompute activations in the backward pass (non-reentrant), under transformers 5's name or 4's."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def image_processor(image_size: int) -> CLIPImageProcessor:
     return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
 

@@ -44,8 +44,8 @@ from entitynet.training.config import TrainConfig, load_train_config
 from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
 from entitynet.training.evaluation.api import evaluate_built_dataset
 from entitynet.training.loss import ClipLoss
-from entitynet.training.model import (PRESETS, image_processor, input_geometry, load_pretrained, load_tokenizer,
-                                      save, scratch_model, train_tokenizer)
+from entitynet.training.model import (PRESETS, enable_checkpointing, image_processor, input_geometry, load_pretrained,
+                                      load_tokenizer, save, scratch_model, train_tokenizer)
 from entitynet.training.model_files import MissingTokenizer, require_vocabulary
 from entitynet.training.schedule import Schedule
 from entitynet.training.sources import DatasetProblem, Source, resolve
@@ -318,11 +318,7 @@ def build_model(config: TrainConfig, accelerator: Accelerator, source: Source,
         processor = image_processor(PRESETS[config.model.preset].image_size)
     tokenizer.model_max_length = context_length
     if config.model.gradient_checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x's name
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     return model, tokenizer, processor, context_length
 
 

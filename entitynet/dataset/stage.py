@@ -24,7 +24,7 @@ from typing import Any
 from entitynet import layout, pipeline
 from entitynet.config import Config, DownloadConfig
 from entitynet.dataset.rows import SPLITS, prepare
-from entitynet.rundir import RunDir, StageError, StageResult, package_versions
+from entitynet.rundir import RunDir, StageError, StageResult, package_versions, swap_in
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
     pretty = settings.pretty_name or ("LivingThings" if config.domain == "livingthings" else "EntityNet")
     card = write_card(staging, _context(config, run_dir, counts, evaluation), pretty_name=pretty,
                       repo_id=settings.repo_id, sample_count=settings.sample_images)
-    _swap_in(staging, run_dir.path(layout.DATASET))
+    swap_in(staging, run_dir.path(layout.DATASET))
     return {**counts, **evaluation, "card": card, "dataset": str(run_dir.path(layout.DATASET))}
 
 
@@ -128,15 +128,6 @@ def _lay_out(prepared: Path, target: Path) -> None:
             continue
         split, index, total = match.group(1), int(match.group(2) or 0), int(match.group(3) or 1)
         shutil.move(str(path), target / f"{split}-{index:05d}-of-{total:05d}.parquet")
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def provenance(made: dict[str, dict[str, Any]], stats: dict[str, dict[str, Any]],

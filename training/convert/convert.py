@@ -25,7 +25,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 
 from entitynet.hub_cards.converted_card import write_converted_card
-from entitynet.rundir import apply_umask, temporary_folder
+from entitynet.rundir import apply_umask, swap_in, temporary_folder
 from entitynet.training.convert.clip_tokenizer import clip_tokenizer
 from entitynet.training.convert.errors import ConversionError
 from entitynet.training.convert.keymap import key_table, to_open_clip, to_transformers
@@ -282,12 +282,6 @@ def _write_atomically(out: Path, write: Callable[[Path], None], written: tuple[s
         apply_umask(staging)  # safetensors writes the weights 0600 whatever the umask
         if out.exists():
             refuse_existing(out, True, written)
-            old = out.with_name(f".{out.name}.replaced")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
+        swap_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
