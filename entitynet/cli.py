@@ -655,11 +655,12 @@ def _run_all(args: argparse.Namespace) -> int:
 def quiet_libraries(demo: bool = False) -> Iterator[None]:
     """What a person reads of `entitynet run` / `demo`: our stage lines and summary, not the
     libraries' own progress bars beside ours (datasets' per split, transformers' per weight file)
-    nor their notes; -v brings them back. The demo also leaves out the trainer's step lines.
+    nor their notes; -v brings them back. The demo also leaves out our own info lines (the
+    trainer's steps, the kg stage's sources): its stage lines and summary are printed, not logged.
     Everything is put back afterwards (tests call main() in one process)."""
     variables = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                  "TRANSFORMERS_VERBOSITY": "error"}
-    loggers = {"accelerate": logging.WARNING, **({"entitynet.training": logging.WARNING} if demo else {})}
+    loggers = {"accelerate": logging.WARNING, **({"entitynet": logging.WARNING} if demo else {})}
     saved_variables = {name: os.environ.get(name) for name in variables}
     saved_levels = {name: logging.getLogger(name).level for name in loggers}
     for name, value in variables.items():

@@ -163,7 +163,7 @@ def fresh_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_what_a_newcomer_reads_is_stage_lines_and_the_summary(fresh_demo):
     _, done = fresh_demo
     printed = done.stdout + done.stderr
-    for noise in ("it/s", "Generating", "[transformers]", "torchvision", "Warning", "WARNING", "Traceback"):
+    for noise in ("it/s", "Generating", "[transformers]", "torchvision", "Warning", "WARNING", "Traceback", " INFO "):
         assert noise not in printed, f"{noise!r} in the demo's output:\n{printed[-3000:]}"
     assert "SYNTHETIC" in printed and "What the numbers mean" in printed
     assert "seen_entities: top-1" in printed and "unseen_entities: top-1" in printed and "chance" in printed
