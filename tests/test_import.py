@@ -130,6 +130,16 @@ def by_first_url(rows: dict[str, list[dict]]) -> dict[str, tuple[str, dict]]:
     return {row["urls"][0]: (split, row) for split, found in rows.items() for row in found}
 
 
+def imported_and_built(tmp_path: Path, base: str, splits: dict) -> dict[str, tuple[str, dict]]:
+    """A release of ``splits`` imported, downloaded from the loopback host and built: its rows by first URL."""
+    write_release(tmp_path / "release", base, splits=splits)
+    run = RunDir(tmp_path / "run")
+    assert main(["-q", "import", "--from", str(tmp_path / "release"), "--run", str(run.root)]) == 0
+    assert main(["-q", "download", "--run", str(run.root), *LOOPBACK_ONLY]) == 0
+    assert main(["-q", "build", "--run", str(run.root), "--domain", "entitynet"]) == 0
+    return by_first_url(rows_of(run))
+
+
 def released(splits: dict) -> list[tuple[str, dict]]:
     return [(split, row) for split, files in splits.items() for rows in files for row in rows]
 
@@ -231,12 +241,8 @@ def test_rows_sharing_a_dead_first_link_are_each_tried_down_their_own_links(tmp_
                    row("train000000001", ["qhClawHammer"], ["claw y"], [also_dead, gen(3)]),
                    row("train000000002", ["qhLion"], ["shared p"], [gen(4), gen(5)])]],
     }
-    write_release(tmp_path / "release", base, splits=splits)
+    rows = imported_and_built(tmp_path, base, splits)
     run = RunDir(tmp_path / "run")
-    assert main(["-q", "import", "--from", str(tmp_path / "release"), "--run", str(run.root)]) == 0
-    assert main(["-q", "download", "--run", str(run.root), *LOOPBACK_ONLY]) == 0
-    assert main(["-q", "build", "--run", str(run.root), "--domain", "entitynet"]) == 0
-    rows = by_first_url(rows_of(run))
     assert {url: (split, row["alt_texts"]) for url, (split, row) in rows.items()} == {
         gen(1): ("validation", ["validation oak"]),  # not "test hammer", and not moved to test
         gen(2): ("train", ["lion x"]), gen(3): ("train", ["claw y"]),  # each row its own second link
@@ -260,12 +266,8 @@ def test_an_image_two_rows_reach_by_different_chains_is_one_row_with_both_texts(
     splits = {"val": [[row("val000000000", ["qhOak"], ["through a dead link"], [f"{base}/fault/404/before-131", picture_url])]],
               "train": [[row("train000000000", ["qhLion"], ["first link"], [picture_url]),
                          row("train000000001", ["qhHammer"], ["a hammer"], [f"{base}/gen/200x150/132.jpg"])]]}
-    write_release(tmp_path / "release", base, splits=splits)
+    rows = imported_and_built(tmp_path, base, splits)
     run = RunDir(tmp_path / "run")
-    assert main(["-q", "import", "--from", str(tmp_path / "release"), "--run", str(run.root)]) == 0
-    assert main(["-q", "download", "--run", str(run.root), *LOOPBACK_ONLY]) == 0
-    assert main(["-q", "build", "--run", str(run.root), "--domain", "entitynet"]) == 0
-    rows = by_first_url(rows_of(run))
     assert picture_url in rows, "the image both rows reached was dropped"
     split, found = rows[picture_url]
     assert (split, sorted(found["alt_texts"])) == ("validation", ["first link", "through a dead link"])

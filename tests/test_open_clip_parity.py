@@ -22,6 +22,24 @@ PEER = Path(os.environ.get("ENTITYNET_OPEN_CLIP_PYTHON", REPO.parent / "peer" / 
 REALDATA = REPO.parent / "shared" / "realdata"
 
 
+def tiny_model_in_open_clips_layout(tmp_path: Path, texts: list[str]):
+    """A tiny model trained here with its own BPE (tmp_path/hf), its to-open-clip folder (tmp_path/oc)
+    and the inputs the peer embeds (tmp_path/inputs.json: the texts and a probe picture)."""
+    import torch
+    from PIL import Image
+
+    from entitynet.training import model as scratch
+    from entitynet.training.convert import convert_to_open_clip
+
+    torch.manual_seed(0)
+    tokenizer = scratch.train_tokenizer(texts * 10, vocab_size=300, context_length=16)
+    scratch.save(tmp_path / "hf", scratch.scratch_model("tiny", tokenizer, 16), tokenizer, scratch.image_processor(64))
+    convert_to_open_clip(tmp_path / "hf", tmp_path / "oc")
+    Image.new("RGB", (80, 70), (120, 30, 200)).save(tmp_path / "probe.png")
+    (tmp_path / "inputs.json").write_text(json.dumps({"texts": texts, "images": [str(tmp_path / "probe.png")]}))
+    return tokenizer
+
+
 @pytest.mark.slow
 def test_converted_models_match_the_real_open_clip(tmp_path):
     pytest.importorskip("torch")
@@ -57,21 +75,12 @@ def test_a_model_trained_here_gets_the_same_ids_and_embeddings_in_open_clip(tmp_
     torch = pytest.importorskip("torch")
     if not PEER.exists() or subprocess.run([str(PEER), "-c", "import open_clip"], capture_output=True).returncode:
         pytest.skip(f"no open_clip venv at {PEER} (set ENTITYNET_OPEN_CLIP_PYTHON)")
-    from PIL import Image
     from safetensors.torch import load_file
     from transformers import CLIPModel
 
-    from entitynet.training import model as scratch
-    from entitynet.training.convert import convert_to_open_clip
-
     texts = ["Spotted  leopard!!", "Spotted leopard!!", "  a\tspotted\nleopard ", "It&#39;s Tom &amp; Jerry",
              "don\u2019t \u201cquote\u201d", "\ufb01ne lion\u00a0\u2003here", "a lion in the grass"]
-    torch.manual_seed(0)
-    tokenizer = scratch.train_tokenizer(texts * 10, vocab_size=300, context_length=16)
-    scratch.save(tmp_path / "hf", scratch.scratch_model("tiny", tokenizer, 16), tokenizer, scratch.image_processor(64))
-    convert_to_open_clip(tmp_path / "hf", tmp_path / "oc")
-    Image.new("RGB", (80, 70), (120, 30, 200)).save(tmp_path / "probe.png")
-    (tmp_path / "inputs.json").write_text(json.dumps({"texts": texts, "images": [str(tmp_path / "probe.png")]}))
+    tokenizer = tiny_model_in_open_clips_layout(tmp_path, texts)
     subprocess.run([str(PEER), str(REPO / "benchmarks" / "open_clip_peer.py"), "embed", f"local-dir:{tmp_path / 'oc'}",
                     str(tmp_path / "inputs.json"), str(tmp_path / "theirs.safetensors")], check=True, capture_output=True)
     theirs = load_file(str(tmp_path / "theirs.safetensors"))
@@ -120,16 +129,10 @@ def test_a_model_trained_here_goes_through_open_clips_own_loader_and_back(tmp_pa
     from safetensors.torch import load_file
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    from entitynet.training import model as scratch
-    from entitynet.training.convert import convert_open_clip, convert_to_open_clip
+    from entitynet.training.convert import convert_open_clip
 
     texts = ["a lion in the grass", "Spotted  leopard!!", "It&#39;s Tom &amp; Jerry", "a tiger at night " * 5]
-    torch.manual_seed(0)
-    tokenizer = scratch.train_tokenizer(texts * 10, vocab_size=300, context_length=16)
-    scratch.save(tmp_path / "hf", scratch.scratch_model("tiny", tokenizer, 16), tokenizer, scratch.image_processor(64))
-    convert_to_open_clip(tmp_path / "hf", tmp_path / "oc")
-    Image.new("RGB", (80, 70), (120, 30, 200)).save(tmp_path / "probe.png")
-    (tmp_path / "inputs.json").write_text(json.dumps({"texts": texts, "images": [str(tmp_path / "probe.png")]}))
+    tiny_model_in_open_clips_layout(tmp_path, texts)
     done = subprocess.run([str(PEER), "-c", OPEN_CLIP_SIDE, str(tmp_path / "oc"), str(tmp_path / "inputs.json"),
                            str(tmp_path / "theirs.safetensors"), str(tmp_path / "resaved")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -5,10 +5,7 @@ same command under ``accelerate launch`` trains and evaluates on two processes."
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
