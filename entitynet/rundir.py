@@ -99,6 +99,12 @@ def temporary_folder(parent: Path, prefix: str) -> Path:
     return folder
 
 
+def shown(recorded: str) -> str:
+    """A path a stage recorded in its statistics, for a summary line: a relative one is inside the
+    run directory (which may have moved since it was recorded); an absolute one comes from an older marker."""
+    return recorded if Path(recorded).is_absolute() else f"RUN/{recorded}"
+
+
 def swap_in(staging: Path, final: Path) -> None:
     """``staging`` (a folder assembled beside ``final``) becomes ``final``; what was at ``final`` is
     renamed aside first and then removed whole, so a reader sees the old folder, none, or the new one."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from entitynet import layout, pipeline
 from entitynet.config import Config
-from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world
+from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world, shown
 from entitynet.typed_config import ConfigError
 
 STAGE = "train"
@@ -69,7 +69,7 @@ def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
         except (trainer.DataError, trainer.ResumeMismatch) as error:
             raise TrainingFailed(f"train: {error}") from None
         history = outcome["history"]
-        return {"steps": outcome["step"], "processes": outcome["processes"], "model": str(run_dir.path(layout.MODEL)),
+        return {"steps": outcome["step"], "processes": outcome["processes"], "model": layout.MODEL,
                 "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
                 "final_eval": {k: v for k, v in outcome["metrics"].items() if isinstance(v, (int, float)) or v is None}}
 
@@ -97,4 +97,4 @@ def summary(stats: dict[str, Any]) -> str:
     if stats.get("loss_first") is not None:
         loss = f", loss {stats['loss_first']:.3f} -> {stats['loss_last']:.3f}"
     processes = f" on {stats['processes']} processes" if stats.get("processes", 1) > 1 else ""
-    return f"  {stats.get('steps', 0)} steps{processes}{loss}; the model: {stats.get('model')}"
+    return f"  {stats.get('steps', 0)} steps{processes}{loss}; the model: {shown(str(stats.get('model')))}"

@@ -24,7 +24,7 @@ from typing import Any
 from entitynet import layout, pipeline
 from entitynet.config import Config, DownloadConfig
 from entitynet.dataset.rows import SPLITS, prepare
-from entitynet.rundir import RunDir, StageError, StageResult, package_versions, swap_in
+from entitynet.rundir import RunDir, StageError, StageResult, package_versions, shown, swap_in
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
     card = write_card(staging, _context(config, run_dir, counts, evaluation), pretty_name=pretty,
                       repo_id=settings.repo_id, sample_count=settings.sample_images)
     swap_in(staging, run_dir.path(layout.DATASET))
-    return {**counts, **evaluation, "card": card, "dataset": str(run_dir.path(layout.DATASET))}
+    return {**counts, **evaluation, "card": card, "dataset": layout.DATASET}  # relative: the run may move
 
 
 def _lay_out(prepared: Path, target: Path) -> None:
@@ -233,5 +233,5 @@ def summary(stats: dict[str, Any]) -> str:
     if stats.get("evaluation_images_unreadable"):
         lines.append(f"  evaluation images that could not be read (not checked): {stats['evaluation_images_unreadable']}")
     if stats.get("dataset") and per:
-        lines.append(f'open it: load_dataset("{stats["dataset"]}", "{"livingthings" if "livingthings" in per else next(iter(per))}")')
+        lines.append(f'open it: load_dataset("{shown(stats["dataset"])}", "{"livingthings" if "livingthings" in per else next(iter(per))}")')
     return "\n".join(lines)

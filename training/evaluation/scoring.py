@@ -98,7 +98,7 @@ def classification(features: ImageFeatures, classes: ClassSet, weights: torch.Te
     ranked = rank(features.embeddings[keep], weights, k=5, device=device)
     scores = metric("zeroshot_classification").compute(predictions=ranked.tolist(), references=references,
                                                        num_classes=len(classes))
-    chance = sum(len(own) for own in references) / (len(references) * len(classes))
+    chance = sum(len(set(own)) for own in references) / (len(references) * len(classes))  # a label given twice is one class
     return {"metrics": scores, "num_images": len(keep), "num_classes": len(classes), "chance": chance,
             "images_without_class": len(features) - len(keep)}
 

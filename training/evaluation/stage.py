@@ -23,7 +23,7 @@ from typing import Any
 
 from entitynet import layout, pipeline
 from entitynet.config import Config
-from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world, write_text_atomic
+from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world, shown, write_text_atomic
 
 logger = logging.getLogger(__name__)
 STAGE = "eval"
@@ -116,7 +116,7 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
             add_eval_results(model_dir, report.card_results(records))
     accelerator.wait_for_everyone()
     return {"evaluations": evaluations, "tasks": len(records), "problems": len(problems),
-            "table": str(out / "summary.md")}
+            "table": f"{layout.EVAL}/summary.md"}  # relative: the run directory may move
 
 
 def run_suite(name: str, model: str, folder: Path, accelerator: Any, batch_size: int) -> tuple[list[dict], list]:
@@ -142,5 +142,5 @@ def summary(stats: dict[str, Any]) -> str:
         what = "entities it trained on (new pictures)" if key == "seen_entities" else "entities it never saw"
         lines.append(f"  {key}: top-1 {found['acc1']:.3f} over {found['images']} images of {found['classes']} "
                      f"{what} (chance {found['chance']:.3f})")
-    lines.append(f"  the table: {stats.get('table')}")
+    lines.append(f"  the table: {shown(str(stats.get('table')))}")
     return "\n".join(lines)
