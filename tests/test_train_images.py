@@ -4,6 +4,7 @@ changes nothing visible, any input mode, determinism per (seed, epoch, image), c
 from __future__ import annotations
 
 import io
+import itertools
 import random
 
 import numpy as np
@@ -132,14 +133,18 @@ def test_collated_batches_are_the_per_sample_texts_tokens_and_crops_unchanged():
 
     rows = mixed_rows(21)
     tokenizer = train_tokenizer(list(training_texts(rows, TextConfig())), 400, 16)
+    reused = Collator(tokenizer, TextConfig(), AugmentConfig(), 48, seed=0, context_length=16)
+    reused.token_cache.keep = 5  # a bound smaller than a batch's texts: the cache starts over, often
     for seed, epoch in ((0, 0), (0, 1), (7, 3)):
-        collator = Collator(tokenizer, TextConfig(), AugmentConfig(), 48, seed=seed, context_length=16, epoch=epoch)
+        reused.seed, reused.epoch = seed, epoch
+        fresh = Collator(tokenizer, TextConfig(), AugmentConfig(), 48, seed=seed, context_length=16, epoch=epoch)
         texts = [sample_text(row, TextConfig(), seed, epoch) for row in rows]
         tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
         augment = AugmentConfig()
         crops = [train_image(row["image"]["bytes"], 48, tuple(augment.scale), tuple(augment.ratio),
                              rng_for(seed, epoch, row["image_id"], "crop")) for row in rows]
-        for batch_rows, start in ((rows[:8], 0), (rows[8:16], 8), (rows[16:], 16)):
+        for (batch_rows, start), collator in itertools.product(((rows[:8], 0), (rows[8:16], 8), (rows[16:], 16)),
+                                                              (fresh, reused)):
             batch = collator(batch_rows)
             end = start + len(batch_rows)
             assert torch.equal(batch["input_ids"], tokens["input_ids"][start:end])
@@ -172,4 +177,6 @@ def test_a_batch_still_held_is_never_overwritten_by_the_next():
     assert collator(rows[:4])["pixel_values"].data_ptr() == address  # released: reused, no fresh pages
     held = [collator(rows[:4])["pixel_values"] for _ in range(6)]  # more than the pool keeps
     assert len({t.data_ptr() for t in held}) == 6 and all(torch.equal(t, kept) for t in held)
-    assert pickle.loads(pickle.dumps(collator)).buffers.arrays == []  # a worker starts with its own pool
+    worker = pickle.loads(pickle.dumps(collator))
+    assert worker.buffers.arrays == [] and worker.token_cache.rows == {}  # a worker starts with its own
+    assert collator.token_cache.rows and worker.token_cache.keep == collator.token_cache.keep
