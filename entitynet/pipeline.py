@@ -1,22 +1,30 @@
-"""The flow in one table: which stages exist, in which order, what each writes and reads first.
+"""The flow in one table, and the runner that keeps its books.
 
 The CLI, ``entitynet run`` and ``entitynet demo`` compose stages from ``STAGES``; nothing else
 lists them. An entry names its module as a string, imported only when the stage runs or reports,
 so reading the table costs nothing and a stage may live in an optional extra (a stage in
 ``entitynet.training`` needs torch; the library must not import it otherwise).
 
-A stage's module provides
+A stage's module says what it makes and how, and knows nothing of completion (datatrove's
+``PipelineExecutor`` is the model: the steps make, the executor keeps the books)::
 
-    run(config: Config, run_dir: RunDir, force: bool = False, **options) -> StageResult
-    summary(stats: dict) -> str          # what the CLI prints after the stage
-    check(config, run_dir) -> None       # optional: what can be known to fail, before any stage runs
-    discard(config, run_dir) -> None     # optional: what --force removes besides the marker and cache
+    settings(config, context) -> dict     # named config sections (dataclasses) or plain values: all
+                                          # are recorded in RUN/config/<name>.yaml, and what the schema
+                                          # does not mark ``runtime`` enters the fingerprint
+    make(config, context) -> dict         # makes the artifacts; returns the stage's statistics
+    summary(stats) -> str                 # what the CLI prints after the stage
+    check(config, run_dir) -> None        # optional: what can be known to fail, before any stage runs
+    discard(config, run_dir) -> None      # optional: what --force removes besides the marker and cache
+                                          # (called on the main process; every process then waits)
+    setup(config, context) -> Any         # optional: what settings() and make() both need, found once
+                                          # (an import's resolved source): context.prepared
+    again(context) -> bool                # optional: make it again though it finished, its cache kept
+                                          # (download --retry-failures)
 
-and inside ``run`` hands its work to its own entry, which skips it when it already finished
-with the same settings and inputs, refuses a changed configuration, and marks it done::
-
-    def run(config, run_dir, force=False):
-        return pipeline.stage("queries").run_once(run_dir, settings, lambda: make(...), force)
+``context`` is a ``rundir.Context``: the run directory, --force, the command's options, the
+fingerprint the marker will hold. No stage imports this module: the runner (``Stage.run``,
+``run_stages``) computes fingerprints, skips or redoes with one rule on every process
+(``RunDir.decide``), and writes the settings, markers and statistics on the main one.
 
 Adding a stage: write that module, add its file names to ``layout.py``, and append an entry
 here; ``entitynet run`` and ``--until`` pick it up. A stage of an extra sets ``extra`` so a
@@ -35,14 +43,15 @@ import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, is_dataclass
+from dataclasses import dataclass, is_dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from entitynet import layout
-from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world
-from entitynet.typed_config import identity, to_dict
+from entitynet.rundir import Context, RunDir, StageError, StageResult, rank_and_world
+from entitynet.typed_config import identity as typed_identity
+from entitynet.typed_config import to_dict
 
 if TYPE_CHECKING:
     from entitynet.config import Config
@@ -62,7 +71,7 @@ class Replaced(StageError):
 @dataclass(frozen=True)
 class Stage:
     name: str  # the subcommand, RUN/stages/<name>.json, RUN/config/<name>.yaml, RUN/cache/<name>/
-    module: str  # imported when the stage runs: provides run() and summary()
+    module: str  # imported when the stage runs: provides settings(), make() and summary()
     artifacts: tuple[str, ...]  # what it writes, relative to RUN (names from layout.py)
     requires: tuple[str, ...] = ()  # stages whose artifacts it reads: finished first, fingerprints chained
     keep_cache_on_force: bool = False  # --force keeps RUN/cache/<name>/ (caches keyed by exactly what they hold)
@@ -87,16 +96,22 @@ class Stage:
     def outputs(self, run_dir: RunDir) -> list[Path]:
         return [run_dir.path(name) for name in self.artifacts]
 
-    def run(self, config: Config, run_dir: RunDir, force: bool = False, **options: Any) -> StageResult:
-        return self.load().run(config, run_dir, force, **options)
+    def run(self, config: Config | None, run_dir: RunDir, force: bool = False, **options: Any) -> StageResult:
+        """This stage alone (a subcommand): ``--force`` forgets it first (``forget``), then ``make``."""
+        if force:
+            rank, world = rank_and_world()
+            if rank == 0:
+                run_dir.reset(self.name, keep_cache=self.keep_cache_on_force)
+            discard = getattr(self.load(), "discard", None)
+            if discard is not None:
+                if rank == 0:
+                    discard(config, run_dir)
+                if world > 1:
+                    barrier(config, run_dir)()
+        return make(self, config, run_dir, force, options)
 
     def summary(self, stats: dict[str, Any]) -> str:
         return self.load().summary(stats)
-
-    def fingerprint(self, run_dir: RunDir, settings: dict[str, Any]) -> str:
-        """The fingerprint ``run_once`` gives these settings (config sections, as there) and the
-        current inputs: the stamp of a folder whose pieces must all belong to one configuration."""
-        return run_dir.fingerprint(self.name, _plain(settings, identity), self.upstream(run_dir))
 
     def upstream(self, run_dir: RunDir) -> tuple[str, ...]:
         """The stages this one reads from in ``run_dir``: ``requires``, with the stages a door
@@ -111,34 +126,6 @@ class Stage:
                 "and 'entitynet build', or use another --run"
             )
         return tuple(dict.fromkeys(door.name if name in door.replaces else name for name in self.requires))
-
-    def run_once(
-        self,
-        run_dir: RunDir,
-        settings: dict[str, Any],
-        work: Callable[[], dict[str, Any]],
-        force: bool = False,
-    ) -> StageResult:
-        """``work()`` unless the stage finished with these settings and inputs (RunDir.run_stage).
-
-        ``settings`` maps names to config sections (dataclasses) or plain values, e.g.
-        ``{"download": config.download}``: all of it is recorded, and what is not marked
-        ``runtime`` in the schema is fingerprinted.
-        """
-        rank, world = rank_and_world()
-        if world > 1 and rank != 0:
-            # Another process of a launch that runs this stage everywhere: the main process keeps
-            # the books (config, marker); this one takes the same decision and does its share.
-            done = run_dir.finished(self.name, _plain(settings, identity), self.upstream(run_dir))
-            if done and not force and all(path.exists() for path in self.outputs(run_dir)):
-                return StageResult(self.name, True, 0.0, run_dir.state(self.name).get("stats", {}))  # type: ignore[union-attr]
-            started = time.monotonic()
-            stats = work()
-            return StageResult(self.name, False, time.monotonic() - started, stats)
-        return run_dir.run_stage(
-            self.name, _plain(settings, to_dict), self.outputs(run_dir), work, force=force, requires=self.upstream(run_dir),
-            cache_survives_force=self.keep_cache_on_force, identity=_plain(settings, identity),
-        )
 
 
 # In flow order. Adding one: see the module docstring.
@@ -174,6 +161,44 @@ def door_of(run_dir: RunDir) -> Stage | None:
 
 def _plain(settings: dict[str, Any], convert: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     return {name: convert(value) if is_dataclass(value) else value for name, value in settings.items()}
+
+
+def make(entry: Stage, config: Config | None, run_dir: RunDir, force: bool = False,
+         options: dict[str, Any] | None = None) -> StageResult:
+    """``entry``'s module makes its artifacts unless the stage finished with these settings and
+    inputs; the books are kept here. Every process of a launch takes the same decision
+    (``RunDir.decide``) and, if it makes the stage, does its share; the main one records the
+    settings first and the marker last. ``force`` makes it whatever its marker says (the caller
+    forgot the stage already)."""
+    module = entry.load()
+    rank, _ = rank_and_world()
+    flow = names()
+    earlier = tuple(flow[:flow.index(entry.name)]) if entry.name in flow else ()
+    context = Context(entry.name, run_dir, force, dict(options or {}), earlier=earlier, replaces=entry.replaces)
+    setup = getattr(module, "setup", None)
+    if setup is not None:
+        context = replace(context, prepared=setup(config, context))
+    sections = module.settings(config, context)
+    settings, identity = _plain(sections, to_dict), _plain(sections, typed_identity)
+    inputs = run_dir.inputs(entry.name, entry.upstream(run_dir))
+    outputs = entry.outputs(run_dir)
+    again = getattr(module, "again", None)
+    redo = again is not None and again(context)
+    if redo and rank == 0 and run_dir.state(entry.name) is not None:
+        run_dir.reset(entry.name, keep_cache=True)
+    if not (force or redo):
+        done = run_dir.decide(entry.name, settings, identity, inputs, outputs)
+        if done is not None:
+            return StageResult(entry.name, True, 0.0, done.get("stats", {}))
+    context = replace(context, fingerprint=run_dir.fingerprint(identity, inputs))
+    if rank == 0:
+        run_dir.begin(entry.name, settings, outputs)
+    started = time.monotonic()
+    stats = module.make(config, context)
+    seconds = time.monotonic() - started
+    if rank == 0:
+        run_dir.finish(entry.name, identity, inputs, seconds, stats)
+    return StageResult(entry.name, False, seconds, stats)
 
 
 def names() -> list[str]:
@@ -225,7 +250,7 @@ def run_stages(
         if wait is not None and rank != 0 and not entry.everywhere:
             wait()
             continue
-        result = entry.run(config, run_dir, force)
+        result = make(entry, config, run_dir, force)
         if wait is not None:
             wait()
         if report is not None and rank == 0:
@@ -255,9 +280,9 @@ def forget(config: Config, run_dir: RunDir, chosen: Iterable[Stage]) -> None:
     for entry in chosen:
         if rank == 0:
             run_dir.reset(entry.name, keep_cache=entry.keep_cache_on_force)
-        discard = getattr(entry.load(), "discard", None)
-        if discard is not None:
-            discard(config, run_dir)
+            discard = getattr(entry.load(), "discard", None)
+            if discard is not None:
+                discard(config, run_dir)
     if world > 1:
         barrier(config, run_dir)()
 
@@ -271,9 +296,9 @@ def barrier(config: Config, run_dir: RunDir) -> Callable[[], None]:
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    from entitynet.training.stage import train_config
+    from entitynet.training.config import run_train_config
 
-    minutes = train_config(config, run_dir).process_group_timeout
+    minutes = run_train_config(config, run_dir).process_group_timeout
     # The first PartialState fixes the process group for the whole process: without cpu= from the
     # launcher's ACCELERATE_USE_CPU it would be a one-process state on CPU machines (no barrier at all).
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU")

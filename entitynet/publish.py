@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from entitynet import layout, pipeline
-from entitynet.rundir import RunDir, StageError, StageResult
+from entitynet import layout
+from entitynet.rundir import Context, StageError
 
 if TYPE_CHECKING:
     from entitynet.config import Config
@@ -63,24 +63,24 @@ def redacted(error: Exception) -> str:
     return f"{type(error).__name__}: {message}"
 
 
-def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
+def settings(config: Config, context: Context) -> dict[str, Any]:
+    return {"push": config.push}
+
+
+def make(config: Config, context: Context) -> dict[str, Any]:
     """`entitynet run`'s push stage: the dataset and/or the model to the repositories ``push`` names."""
-    targets = [(run_dir.path(layout.DATASET), config.push.dataset_repo, "dataset"),
-               (run_dir.path(layout.MODEL), config.push.model_repo, "model")]
-
-    def work() -> dict[str, Any]:
-        pushed = []
-        for folder, repo, kind in targets:
-            if not repo:
-                continue
-            try:
-                result = push(folder, repo, kind, config.push.private)  # type: ignore[arg-type]
-            except Exception as error:  # huggingface_hub raises many kinds; none may carry the token out
-                raise PushFailed(f"push {kind} to {repo}: {redacted(error)}") from None
-            pushed.append({**result, "url": hub_url(repo, kind)})  # type: ignore[arg-type]
-        return {"pushed": pushed}
-
-    return pipeline.stage("push").run_once(run_dir, {"push": config.push}, work, force)
+    targets = [(context.path(layout.DATASET), config.push.dataset_repo, "dataset"),
+               (context.path(layout.MODEL), config.push.model_repo, "model")]
+    pushed = []
+    for folder, repo, kind in targets:
+        if not repo:
+            continue
+        try:
+            result = push(folder, repo, kind, config.push.private)  # type: ignore[arg-type]
+        except Exception as error:  # huggingface_hub raises many kinds; none may carry the token out
+            raise PushFailed(f"push {kind} to {repo}: {redacted(error)}") from None
+        pushed.append({**result, "url": hub_url(repo, kind)})  # type: ignore[arg-type]
+    return {"pushed": pushed}
 
 
 def summary(stats: dict[str, Any]) -> str:

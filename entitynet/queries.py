@@ -29,15 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from entitynet import layout, pipeline
+from entitynet import layout
 from entitynet.config import Config, QueriesConfig
 from entitynet.records import Attribute, Entity, QueryKind
-from entitynet.rundir import RunDir, StageResult, atomic_path
+from entitynet.rundir import Context, RunDir, atomic_path
 from entitynet.tables import QUERY_SCHEMA, read_attributes, read_entities, read_natural_types
 
 logger = logging.getLogger(__name__)
 
-STAGE = "queries"
 _FLAT = pa.schema(
     [("query_id", pa.string()), ("text", pa.string()), ("natural_type", pa.string()),
      ("kind", pa.string()), ("entity_id", pa.string()), ("attribute", pa.string())]
@@ -97,14 +96,14 @@ def _attributes_by_entity(path: Path) -> Iterator[tuple[str, list[Attribute]]]:
         yield current, group  # type: ignore[misc]
 
 
-def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path) -> dict[str, Any]:
+def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path, cache: Path) -> dict[str, Any]:
     kinds = set(config.kinds)
     types = {n.entity_id: (n.natural_type, n.visual) for n in read_natural_types(run_dir.path(layout.NATURAL_TYPES))}
     attributes = _attributes_by_entity(run_dir.path(layout.ATTRIBUTES))
     pending = next(attributes, None)
     dropped: Counter[str] = Counter()
     uses_per_kind: Counter[str] = Counter()
-    spool = run_dir.cache_dir(STAGE) / "uses.parquet"
+    spool = cache / "uses.parquet"
     with pq.ParquetWriter(spool, _FLAT) as writer:
         rows: list[dict[str, Any]] = []
         for entity in read_entities(run_dir.path(layout.ENTITIES)):
@@ -169,11 +168,12 @@ def _group(flat: pa.Table) -> pa.Table:
     )
 
 
-def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    output = run_dir.path(layout.QUERIES)
-    return pipeline.stage(STAGE).run_once(
-        run_dir, {"queries": config.queries}, lambda: make_queries(config.queries, run_dir, output), force
-    )
+def settings(config: Config, context: Context) -> dict[str, Any]:
+    return {"queries": config.queries}
+
+
+def make(config: Config, context: Context) -> dict[str, Any]:
+    return make_queries(config.queries, context.run_dir, context.path(layout.QUERIES), context.cache)
 
 
 def summary(stats: dict[str, Any]) -> str:

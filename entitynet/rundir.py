@@ -173,6 +173,30 @@ class StageResult:
     stats: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a stage's ``make(config, context)`` gets from the runner (``pipeline``) besides the
+    configuration. The runner keeps the books (fingerprints, skip or redo, markers); a stage only
+    makes its artifacts, and knows nothing of completion."""
+
+    name: str  # the stage: RUN/cache/<name>/, the prefix of its messages
+    run_dir: RunDir
+    force: bool = False  # --force: make it from nothing (the runner already forgot the stage)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the command's own options (download --retry-failures)
+    fingerprint: str = ""  # what the marker will hold: stamps a folder made piece by piece
+    prepared: Any = None  # what the stage's setup() found (an import's resolved source)
+    earlier: tuple[str, ...] = ()  # the flow's stages before this one, in order
+    replaces: tuple[str, ...] = ()  # a door only: the stages it stands in for
+
+    def path(self, name: str) -> Path:
+        return self.run_dir.path(name)
+
+    @property
+    def cache(self) -> Path:
+        """RUN/cache/<name>/, made on first use."""
+        return self.run_dir.cache_dir(self.name)
+
+
 class StatsRecord:
     """Mixin for the counters a client keeps (a dataclass): ``as_dict()`` is what the stage records,
     field by field, counters sorted by key, seconds rounded to milliseconds."""
@@ -258,45 +282,70 @@ class RunDir:
         cache_survives_force: bool = False,
         identity: dict[str, Any] | None = None,
     ) -> StageResult:
-        """Run ``work`` unless the stage already finished with these settings and inputs.
-
-        ``settings`` are recorded in RUN/config/<stage>.yaml; ``identity`` (default: all of
-        them) is what the fingerprint hashes: the settings that decide what the stage makes,
-        without those of how it runs (processes, threads: ``typed_config.identity``).
-        ``requires`` names the stages whose artifacts it reads: they must have finished, and
-        their fingerprints join this stage's, so redoing an upstream stage invalidates this one.
-        A finished stage whose settings or inputs differ is refused (``StageConfigChanged``)
-        rather than silently overwritten: ``force`` re-runs it from scratch, keeping its cache
-        when ``cache_survives_force`` (caches whose keys say exactly what they hold, such as LLM
-        answers keyed by model, prompt and parameters).
-        """
+        """Run ``work`` unless the stage already finished with these settings and inputs, and keep
+        the books of it: ``decide``, then ``begin``, ``work`` and ``finish``. The runner
+        (``pipeline``) composes these steps itself, on every process of a launch; this is the
+        one-process composition, for stages made by hand (tests fake finished upstream stages).
+        ``force`` forgets the stage first, keeping its cache when ``cache_survives_force``."""
         identity = settings if identity is None else identity
         inputs = self.inputs(stage, requires)
-        settings, spelled, identity = self.within(settings), identity, self.within(identity)
         if force:
             self.reset(stage, keep_cache=cache_survives_force)
-        state = self.state(stage)
-        if state is not None and all(path.exists() for path in outputs):
-            if (state.get("fingerprint") in _keys(identity, spelled, inputs)
-                    or self._marked_before_identities(stage, state, settings, identity, inputs)):
-                logger.info("%s: already complete in %s, skipping (use --force to redo it)", stage, self.root)
-                return StageResult(stage, True, 0.0, state.get("stats", {}))
-            raise StageConfigChanged(
-                f"{stage}: {self.root} holds a finished {stage} stage made with a different configuration or inputs "
-                f"({self._changes(stage, state, settings, identity, inputs)}; see {self.config_file(stage)}); "
-                "pass --force to redo it, or use another --run"
-            )
-        self.root.mkdir(parents=True, exist_ok=True)
-        for output in outputs:  # leftovers of a run killed mid-write (kill -9 skips cleanup)
-            for stale in output.parent.glob(f".{output.name}.*.tmp"):
-                stale.unlink(missing_ok=True)
-        write_text_atomic(self.config_file(stage), yaml.safe_dump(settings, sort_keys=False))
+        else:
+            done = self.decide(stage, settings, identity, inputs, outputs)
+            if done is not None:
+                return StageResult(stage, True, 0.0, done.get("stats", {}))
+        self.begin(stage, settings, outputs)
         started = time.monotonic()
         stats = work()
         seconds = time.monotonic() - started
+        self.finish(stage, identity, inputs, seconds, stats)
+        return StageResult(stage, False, seconds, stats)
+
+    def decide(
+        self, stage: str, settings: dict[str, Any], identity: dict[str, Any], inputs: dict[str, str], outputs: list[Path]
+    ) -> dict[str, Any] | None:
+        """The one rule of skip or redo, taken alike on every process: the stage's marker when it
+        finished with these settings and inputs and its ``outputs`` exist (skip it), None when it
+        has to be made. A finished stage whose settings or inputs differ is refused
+        (``StageConfigChanged``) rather than silently overwritten.
+
+        ``settings`` (as recorded in RUN/config/<stage>.yaml) and ``identity`` (what the
+        fingerprint hashes: the settings without those of how it runs, ``typed_config.identity``)
+        are as spelled; ``inputs`` are the fingerprints of the stages it reads (``inputs()``).
+        A marker matches when its fingerprint is that of these settings with the run's own paths
+        relative to it, or as spelled (markers written before they were relative), or that of a
+        version which hashed every setting (``_marked_before_identities``)."""
+        spelled, settings, identity = identity, self.within(settings), self.within(identity)
+        state = self.state(stage)
+        if state is None or not all(path.exists() for path in outputs):
+            return None
+        if (state.get("fingerprint") in _keys(identity, spelled, inputs)
+                or self._marked_before_identities(stage, state, settings, identity, inputs)):
+            if rank_and_world()[0] == 0:
+                logger.info("%s: already complete in %s, skipping (use --force to redo it)", stage, self.root)
+            return state
+        raise StageConfigChanged(
+            f"{stage}: {self.root} holds a finished {stage} stage made with a different configuration or inputs "
+            f"({self._changes(stage, state, settings, identity, inputs)}; see {self.config_file(stage)}); "
+            "pass --force to redo it, or use another --run"
+        )
+
+    def begin(self, stage: str, settings: dict[str, Any], outputs: list[Path]) -> None:
+        """Before the main process makes a stage: the settings it makes it with are recorded, and
+        the temporary files of a run killed mid-write (kill -9 skips cleanup) go."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for output in outputs:
+            for stale in output.parent.glob(f".{output.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        write_text_atomic(self.config_file(stage), yaml.safe_dump(self.within(settings), sort_keys=False))
+
+    def finish(self, stage: str, identity: dict[str, Any], inputs: dict[str, str], seconds: float,
+               stats: dict[str, Any]) -> None:
+        """The stage's marker, written last: from now on it is complete with these settings and inputs."""
         record = {
             "stage": stage,
-            "fingerprint": _key(identity, inputs),
+            "fingerprint": _key(self.within(identity), inputs),
             "inputs": inputs,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),
@@ -304,7 +353,6 @@ class RunDir:
             "stats": stats,
         }
         write_text_atomic(self.marker(stage), json.dumps(record, indent=2, sort_keys=False) + "\n")
-        return StageResult(stage, False, seconds, stats)
 
     def inputs(self, stage: str, requires: tuple[str, ...]) -> dict[str, str]:
         """The fingerprints of the finished stages ``stage`` reads from."""
@@ -318,17 +366,10 @@ class RunDir:
             inputs[upstream] = upstream_state["fingerprint"]
         return inputs
 
-    def fingerprint(self, stage: str, identity: dict[str, Any], requires: tuple[str, ...]) -> str:
+    def fingerprint(self, identity: dict[str, Any], inputs: dict[str, str]) -> str:
         """What the stage's marker will hold for these settings and inputs. A stage that makes its
         artifact piece by piece stamps the folder with it, so pieces of two configurations never mix."""
-        return _key(self.within(identity), self.inputs(stage, requires))
-
-    def finished(self, stage: str, identity: dict[str, Any], requires: tuple[str, ...]) -> bool:
-        """Whether the stage's marker is that of these settings and inputs (also as a version
-        that recorded paths as spelled wrote it)."""
-        state = self.state(stage)
-        inputs = self.inputs(stage, requires)
-        return state is not None and state.get("fingerprint") in _keys(self.within(identity), identity, inputs)
+        return _key(self.within(identity), inputs)
 
     def within(self, settings: Any, base: Path | None = None) -> Any:
         """``settings`` with every absolute path inside the run written relative to ``base``

@@ -67,3 +67,22 @@ def test_a_run_marked_by_an_older_version_is_still_complete(finished, capsys):
     assert "download: already complete" in capsys.readouterr().out
     assert dl.download(run, "--set", "download.urls_per_shard=4", "--processes", "2") == 0
     assert dl.download(run, "--set", "download.urls_per_shard=5") == 1  # what it makes did change
+
+
+def test_every_process_of_a_launch_takes_an_older_marker_for_complete(tmp_path, monkeypatch):
+    """Skip or redo is decided by one rule on every process: a marker of a version that hashed every
+    setting is complete on the other processes of a launch too (they used to redo the stage)."""
+    from entitynet import pipeline
+    from entitynet.config import load_config
+    from entitynet.rundir import RunDir
+
+    config, run, kg = load_config("demo"), RunDir(tmp_path / "run"), pipeline.stage("kg")
+    assert not kg.run(config, run).skipped
+    marker = json.loads(run.marker("kg").read_text())
+    marker["fingerprint"] = fingerprint(run.recorded_config("kg"))  # kg reads no stage: its settings alone
+    run.marker("kg").write_text(json.dumps(marker))
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        result = kg.run(config, run)
+        assert result.skipped and result.stats["entities"] == marker["stats"]["entities"], rank

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from entitynet.training.model_files import missing_tokenizer_files
 from entitynet.typed_config import ConfigError, Layers, option, require
@@ -209,3 +209,18 @@ def load_train_config(config: str | None, assignments: list[str] | None = None,
         if value is not None:
             layers.add_value(key, value, flag)
     return layers.build()
+
+
+def run_train_config(config: Any, run_dir: Any) -> TrainConfig:
+    """The trainer's configuration in a run (``entitynet run``'s train stage, its eval stage and the
+    barrier's timeout): ``train.config`` + ``train.set``, with the run's dataset, its domain's
+    configuration and the run directory as output. ``config`` is the run's ``Config``, ``run_dir``
+    its ``RunDir`` (not imported: this module stays free of the stages)."""
+    from entitynet import layout
+
+    assignments = [*config.train.set, f"dataset={run_dir.path(layout.DATASET)}", f"dataset_config={config.domain}",
+                   f"output_dir={run_dir.root}"]
+    try:
+        return load_train_config(config.train.config, assignments)
+    except ConfigError as error:  # name the run's key, not only the trainer's
+        raise ConfigError(f"train.config/train.set: {error}") from None

@@ -11,29 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from entitynet import layout, pipeline
+from entitynet import layout
 from entitynet.config import Config
-from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world, shown
-from entitynet.typed_config import ConfigError
-
-STAGE = "train"
+from entitynet.rundir import Context, RunDir, StageError, shown
+from entitynet.training.config import run_train_config as train_config
 
 
 class TrainingFailed(StageError):
     """The dataset cannot feed training, or the checkpoints belong to another experiment."""
-
-
-def train_config(config: Config, run_dir: RunDir) -> Any:
-    """The trainer's configuration for this run: ``train.config`` + ``train.set``, with the run's
-    dataset, its domain's configuration and the run directory as output."""
-    from entitynet.training.config import load_train_config
-
-    assignments = [*config.train.set, f"dataset={run_dir.path(layout.DATASET)}", f"dataset_config={config.domain}",
-                   f"output_dir={run_dir.root}"]
-    try:
-        return load_train_config(config.train.config, assignments)
-    except ConfigError as error:  # name the run's key, not only the trainer's
-        raise ConfigError(f"train.config/train.set: {error}") from None
 
 
 def check(config: Config, run_dir: RunDir) -> None:
@@ -58,38 +43,30 @@ def hub_file_available(name: str, file: str) -> bool:
     return isinstance(try_to_load_from_cache(name, file), str)
 
 
-def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
+def settings(config: Config, context: Context) -> dict[str, Any]:
+    # the dataset and output are RUN's own: a run directory that moved is the same experiment
+    placed = replace(train_config(config, context.run_dir), dataset=layout.DATASET, output_dir=".")
+    return {"train": placed}
+
+
+def make(config: Config, context: Context) -> dict[str, Any]:
     from entitynet.training import train as trainer
 
-    settings = train_config(config, run_dir)
-
-    def work() -> dict[str, Any]:
-        try:
-            outcome = trainer.train(settings)
-        except (trainer.DataError, trainer.ResumeMismatch) as error:
-            raise TrainingFailed(f"train: {error}") from None
-        history = outcome["history"]
-        return {"steps": outcome["step"], "processes": outcome["processes"], "model": layout.MODEL,
-                "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
-                "final_eval": {k: v for k, v in outcome["metrics"].items() if isinstance(v, (int, float)) or v is None}}
-
-    if force:
-        discard(config, run_dir)
-    # the dataset and output are RUN's own: a run directory that moved is the same experiment
-    placed = replace(settings, dataset=layout.DATASET, output_dir=".")
-    return pipeline.stage(STAGE).run_once(run_dir, {"train": placed}, work, force)
+    try:
+        outcome = trainer.train(train_config(config, context.run_dir))
+    except (trainer.DataError, trainer.ResumeMismatch) as error:
+        raise TrainingFailed(f"train: {error}") from None
+    history = outcome["history"]
+    return {"steps": outcome["step"], "processes": outcome["processes"], "model": layout.MODEL,
+            "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
+            "final_eval": {k: v for k, v in outcome["metrics"].items() if isinstance(v, (int, float)) or v is None}}
 
 
 def discard(config: Config, run_dir: RunDir) -> None:
     """--force trains from scratch: the checkpoints (the trainer would resume from them, or refuse
-    those of another experiment), the metrics log and the trained tokenizer go; the main process
-    deletes, all wait."""
-    rank, world = rank_and_world()
-    if rank == 0:
-        for folder in (layout.CHECKPOINTS, layout.TRAIN_LOGS, layout.TOKENIZER):
-            shutil.rmtree(run_dir.path(folder), ignore_errors=True)
-    if world > 1:
-        pipeline.barrier(config, run_dir)()
+    those of another experiment), the metrics log and the trained tokenizer go."""
+    for folder in (layout.CHECKPOINTS, layout.TRAIN_LOGS, layout.TOKENIZER):
+        shutil.rmtree(run_dir.path(folder), ignore_errors=True)
 
 
 def summary(stats: dict[str, Any]) -> str:

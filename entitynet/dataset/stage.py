@@ -21,14 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from entitynet import layout, pipeline
+from entitynet import layout
 from entitynet.config import Config, DownloadConfig
 from entitynet.dataset.rows import SPLITS, prepare
-from entitynet.rundir import RunDir, StageError, StageResult, package_versions, shown, swap_in
+from entitynet.rundir import Context, RunDir, StageError, package_versions, shown, swap_in
 
 logger = logging.getLogger(__name__)
 
-STAGE = "build"
 _SHARD = re.compile(rf"-({'|'.join(SPLITS)})(?:-(\d+)-of-(\d+))?\.parquet$")
 
 
@@ -75,12 +74,13 @@ def near_evaluation(images_dir: Path, source: Path, distance: int, download: Dow
     return near, seen
 
 
-def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
+def build(config: Config, run_dir: RunDir, cache: Path, upstream: tuple[str, ...]) -> dict[str, Any]:
+    """The dataset from the run's stored images; ``upstream`` are the stages before this one, whose
+    records the card reads."""
     from entitynet.builders.entitynet import EntityNet
     from entitynet.hub_cards.card import write_card
 
     settings = config.build
-    cache = run_dir.cache_dir(STAGE)
     rows_dir = cache / "rows"
     shutil.rmtree(rows_dir, ignore_errors=True)
     excluded: set[str] = set()
@@ -113,7 +113,7 @@ def build(config: Config, run_dir: RunDir) -> dict[str, Any]:
         )
         _lay_out(output, staging / "data" / domain)
     pretty = settings.pretty_name or ("LivingThings" if config.domain == "livingthings" else "EntityNet")
-    card = write_card(staging, _context(config, run_dir, counts, evaluation), pretty_name=pretty,
+    card = write_card(staging, _context(config, run_dir, counts, evaluation, upstream), pretty_name=pretty,
                       repo_id=settings.repo_id, sample_count=settings.sample_images)
     swap_in(staging, run_dir.path(layout.DATASET))
     return {**counts, **evaluation, "card": card, "dataset": layout.DATASET}  # relative: the run may move
@@ -180,9 +180,9 @@ def _harvest_provenance(enrich: dict[str, Any], queries: dict[str, Any], search:
     return lines
 
 
-def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation: Counter[str]) -> dict[str, Any]:
+def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation: Counter[str],
+             upstream: tuple[str, ...]) -> dict[str, Any]:
     """What the card says about how the data was made, read from the stages' records."""
-    upstream = [entry.name for entry in pipeline.stages(last="download")]
     states = {stage: (run_dir.state(stage) or {}) for stage in upstream}
     # What the stages actually ran with (RUN/config/<stage>.yaml), not what this command says.
     made = {stage: run_dir.recorded_config(stage).get(stage) or {} for stage in upstream}
@@ -216,8 +216,12 @@ def _context(config: Config, run_dir: RunDir, counts: dict[str, Any], evaluation
     }
 
 
-def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    return pipeline.stage(STAGE).run_once(run_dir, {"build": config.build}, lambda: build(config, run_dir), force)
+def settings(config: Config, context: Context) -> dict[str, Any]:
+    return {"build": config.build}
+
+
+def make(config: Config, context: Context) -> dict[str, Any]:
+    return build(config, context.run_dir, context.cache, context.earlier)
 
 
 def summary(stats: dict[str, Any]) -> str:

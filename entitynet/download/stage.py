@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from entitynet import layout, pipeline
+from entitynet import layout
 from entitynet.config import Config, DownloadConfig
 from entitynet.download.dedup import find_duplicates
 from entitynet.download.plan import make_plan
@@ -35,21 +35,20 @@ from entitynet.download.shards import (
     shard_done,
     transient_failures,
 )
-from entitynet.rundir import RunDir, StageError, StageResult, atomic_path, rank_and_world, write_text_atomic
+from entitynet.rundir import Context, RunDir, StageError, atomic_path, rank_and_world, write_text_atomic
 from entitynet.tables import FAILURE_SCHEMA
 
 logger = logging.getLogger(__name__)
 
-STAGE = "download"
 
 
-def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tuple[Path, int]:
+def prepare(config: DownloadConfig, run_dir: RunDir, cache: Path, key: str, rank: int) -> tuple[Path, int]:
     """The plan for these candidates and settings, and the number of shards.
 
     Rank 0 makes the plan (once; other settings clear plan and images first); the other ranks
     wait (bounded) for its stamp, and never delete anything.
     """
-    plan_dir = run_dir.cache_dir(STAGE) / layout.PLAN
+    plan_dir = cache / layout.PLAN
     out_dir = run_dir.path(layout.IMAGES)
     stamp = plan_dir / layout.FINGERPRINT
     if rank == 0:
@@ -71,10 +70,11 @@ def prepare(config: DownloadConfig, run_dir: RunDir, key: str, rank: int) -> tup
     return plan_dir, len(list(plan_dir.glob(layout.IMAGE_SHARD_GLOB)))
 
 
-def download_shards(config: DownloadConfig, run_dir: RunDir, key: str, retry_failures: bool = False) -> dict[str, Any]:
+def download_shards(config: DownloadConfig, run_dir: RunDir, cache: Path, key: str,
+                    retry_failures: bool = False) -> dict[str, Any]:
     """This rank's shards; rank 0 also waits for the others and finishes the stage."""
     rank, world = rank_and_world()
-    plan_dir, shards = prepare(config, run_dir, key, rank)
+    plan_dir, shards = prepare(config, run_dir, cache, key, rank)
     out_dir = run_dir.path(layout.IMAGES)
     mine = list(range(shards))[rank::world]
     jobs: list[ShardJob] = []
@@ -152,21 +152,20 @@ def _finish(config: DownloadConfig, run_dir: RunDir, out_dir: Path, shards: int)
     return {"shards": shards, **dict(totals), "reasons": dict(sorted(reasons.items())), "duplicates": duplicates}
 
 
-def run(config: Config, run_dir: RunDir, force: bool = False, retry_failures: bool = False) -> StageResult:
-    settings = {"download": config.download}
-    entry = pipeline.stage(STAGE)
-    # Settings that change what is fetched or stored make a new plan; processes and threads do not.
-    plan_key = entry.fingerprint(run_dir, settings)
+def settings(config: Config, context: Context) -> dict[str, Any]:
+    return {"download": config.download}
 
-    def work() -> dict[str, Any]:
-        return download_shards(config.download, run_dir, plan_key, retry_failures)
 
-    rank, _ = rank_and_world()
-    if rank != 0 and retry_failures:  # rank 0 resets the mark: the others do their share of the retry
-        return StageResult(STAGE, False, 0.0, work())
-    if retry_failures and run_dir.state(STAGE) is not None:
-        run_dir.reset(STAGE, keep_cache=True)  # same settings, same plan: only failed URLs are fetched again
-    return entry.run_once(run_dir, settings, work, force)
+def again(context: Context) -> bool:
+    """--retry-failures: same settings, same plan: only the failed URLs are fetched again."""
+    return bool(context.options.get("retry_failures"))
+
+
+def make(config: Config, context: Context) -> dict[str, Any]:
+    # Settings that change what is fetched or stored make a new plan (the stage's fingerprint);
+    # processes and threads do not.
+    return download_shards(config.download, context.run_dir, context.cache, context.fingerprint,
+                           bool(context.options.get("retry_failures")))
 
 
 def summary(stats: dict[str, Any]) -> str:

@@ -17,14 +17,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from entitynet import layout, pipeline
+from entitynet import layout
 from entitynet.config import Config, EnrichConfig
 from entitynet.enrich import prompts
 from entitynet.enrich.attributes import AttributeStats, Vocabulary, kg_attributes, load_vocabulary
 from entitynet.enrich.llm import Answer, CachedChat, OpenAIChat, Request, TransformersChat
 from entitynet.enrich.natural_types import candidates, choose
 from entitynet.records import Attribute, Entity, NaturalType
-from entitynet.rundir import RunDir, StageResult
+from entitynet.rundir import Context
 from entitynet.tables import (
     ATTRIBUTE_SCHEMA,
     NATURAL_TYPE_SCHEMA,
@@ -36,7 +36,6 @@ from entitynet.tables import (
 
 logger = logging.getLogger(__name__)
 
-STAGE = "enrich"
 CHUNK = 256  # entities whose LLM requests are in flight together
 
 
@@ -172,13 +171,13 @@ def enrich(config: EnrichConfig, entities_path: Path, types_path: Path, attribut
     }
 
 
-def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    outputs = [run_dir.path(layout.NATURAL_TYPES), run_dir.path(layout.ATTRIBUTES)]
+def settings(config: Config, context: Context) -> dict[str, Any]:
+    return {"enrich": config.enrich}
 
-    def work() -> dict[str, Any]:
-        return enrich(config.enrich, run_dir.path(layout.ENTITIES), *outputs, run_dir.cache_dir(STAGE))
 
-    return pipeline.stage(STAGE).run_once(run_dir, {"enrich": config.enrich}, work, force)
+def make(config: Config, context: Context) -> dict[str, Any]:
+    return enrich(config.enrich, context.path(layout.ENTITIES), context.path(layout.NATURAL_TYPES),
+                  context.path(layout.ATTRIBUTES), context.cache)
 
 
 def summary(stats: dict[str, Any]) -> str:

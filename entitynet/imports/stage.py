@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from entitynet import layout, pipeline
+from entitynet import layout
 from entitynet.imports import ImportProblem, release
 from entitynet.imports.parts import Piece, Reader, write_parts
 from entitynet.imports.url_list import UrlList
 from entitynet.records import Entity, NaturalType, Query
-from entitynet.rundir import RunDir, StageResult, write_text_atomic
+from entitynet.rundir import Context, RunDir, write_text_atomic
 from entitynet.tables import (
     NATURAL_TYPE_SCHEMA,
     QUERY_SCHEMA,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STAGE = "import"
+ROWS_PER_PART = 100_000  # --rows-per-part's default
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -120,10 +120,9 @@ def redacted(text: str) -> str:
     return text
 
 
-def refuse_harvested(run_dir: RunDir) -> None:
-    """An import goes into a run of its own: never over a harvest's stages."""
-    door = pipeline.stage(STAGE)
-    for name in door.replaces:
+def refuse_harvested(run_dir: RunDir, replaces: tuple[str, ...]) -> None:
+    """An import goes into a run of its own: never over a harvest's stages (those it ``replaces``)."""
+    for name in replaces:
         if run_dir.config_file(name).exists():
             raise ImportProblem(f"{run_dir.root} holds a harvest (its {name} stage ran: {run_dir.config_file(name)}); "
                                 "import into a new --run")
@@ -219,22 +218,33 @@ def _value_counts(column: Any) -> dict[str, int]:
     return {item["values"]: item["counts"] for item in pc.value_counts(column).to_pylist()}
 
 
-def run(config: Config | None, run_dir: RunDir, force: bool = False, *, source: str, splits: list[str] | None = None,
-        revision: str | None = None, url_column: str | None = None, caption_column: str | None = None,
-        rows_per_part: int = 100_000) -> StageResult:
-    """Import ``source`` into ``run_dir`` (``config`` is not used: an import has no configuration
-    beyond what it reads, which its options say)."""
-    if rows_per_part < 1:
+# An import has no configuration beyond what it reads, which the command's options say
+# (context.options: source, splits, revision, url_column, caption_column, rows_per_part); the
+# ``config`` the runner passes is not used.
+
+def setup(config: Config | None, context: Context) -> Origin:
+    """What is imported, found once (a release fetched from the Hub, a URL list opened)."""
+    options = context.options
+    if options.get("rows_per_part", ROWS_PER_PART) < 1:
         raise ImportProblem("--rows-per-part: must be at least 1")
-    refuse_harvested(run_dir)
-    resolved = resolve(source, splits, revision, url_column, caption_column)
-    settings = {STAGE: {"source": resolved.name, "kind": resolved.kind, "revision": resolved.revision,
-                        "splits": list(resolved.release.files) if resolved.release else None,
-                        "url_column": url_column, "caption_column": caption_column,
-                        "rows_per_part": rows_per_part, "files": resolved.files}}
-    entry = pipeline.stage(STAGE)
-    key = entry.fingerprint(run_dir, settings)  # stamps the parts: another import clears them
-    return entry.run_once(run_dir, settings, lambda: import_source(resolved, run_dir, key, rows_per_part, force), force)
+    refuse_harvested(context.run_dir, context.replaces)
+    return resolve(options["source"], options.get("splits"), options.get("revision"), options.get("url_column"),
+                   options.get("caption_column"))
+
+
+def settings(config: Config | None, context: Context) -> dict[str, Any]:
+    resolved: Origin = context.prepared
+    options = context.options
+    return {"import": {"source": resolved.name, "kind": resolved.kind, "revision": resolved.revision,
+                       "splits": list(resolved.release.files) if resolved.release else None,
+                       "url_column": options.get("url_column"), "caption_column": options.get("caption_column"),
+                       "rows_per_part": options.get("rows_per_part", ROWS_PER_PART), "files": resolved.files}}
+
+
+def make(config: Config | None, context: Context) -> dict[str, Any]:
+    # the fingerprint stamps the parts: another import clears them
+    return import_source(context.prepared, context.run_dir, context.fingerprint,
+                         context.options.get("rows_per_part", ROWS_PER_PART), context.force)
 
 
 def summary(stats: dict[str, Any]) -> str:

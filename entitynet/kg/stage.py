@@ -11,19 +11,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from entitynet import layout, pipeline
+from entitynet import layout
 from entitynet.config import Config, KgConfig
 from entitynet.kg.merge import WordNetMerger
 from entitynet.kg.sparql import HttpTransport, SparqlClient, Transport, open_dump
 from entitynet.kg.wikidata import WikidataHarvester
 from entitynet.kg.wordnet import WordNetHarvester, load_wordnet
 from entitynet.records import Entity
-from entitynet.rundir import RunDir, StageResult
+from entitynet.rundir import Context
 from entitynet.tables import entity_writer
 
 logger = logging.getLogger(__name__)
-
-STAGE = "kg"
 
 
 def make_transport(config: KgConfig, cache_dir: Path) -> Transport:
@@ -70,10 +68,12 @@ def harvest(config: KgConfig, cache_dir: Path, output: Path) -> dict[str, Any]:
     return stats
 
 
-def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    settings = {"domain": config.domain, "kg": config.kg}
-    output = run_dir.path(layout.ENTITIES)
-    return pipeline.stage(STAGE).run_once(run_dir, settings, lambda: harvest(config.kg, run_dir.cache_dir(STAGE), output), force)
+def settings(config: Config, context: Context) -> dict[str, Any]:
+    return {"domain": config.domain, "kg": config.kg}
+
+
+def make(config: Config, context: Context) -> dict[str, Any]:
+    return harvest(config.kg, context.cache, context.path(layout.ENTITIES))
 
 
 def summary(stats: dict[str, Any]) -> str:

@@ -22,11 +22,11 @@ from typing import Any
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from entitynet import layout, pipeline
+from entitynet import layout
 from entitynet.config import Config, SearchConfig
 from entitynet.http import HttpClient
 from entitynet.records import Candidate, Query
-from entitynet.rundir import RunDir, StageResult, write_text_atomic
+from entitynet.rundir import Context, RunDir, write_text_atomic
 from entitynet.search.base import AnswerCache, Engine, EngineError
 from entitynet.search.commons import CommonsEngine
 from entitynet.search.pool import PoolEngine, QueryIndex
@@ -35,7 +35,6 @@ from entitynet.tables import CANDIDATE_SCHEMA, RecordWriter, candidate_to_row, r
 
 logger = logging.getLogger(__name__)
 
-STAGE = "search"
 
 
 def part_path(folder: Path, number: int) -> Path:
@@ -66,7 +65,7 @@ def make_engine(config: SearchConfig, cache_dir: Path) -> Engine:
     return BraveEngine(client, cache, config.brave.url, config.brave.token_env)
 
 
-def search(config: SearchConfig, run_dir: RunDir, key: str) -> dict[str, Any]:
+def search(config: SearchConfig, run_dir: RunDir, cache: Path, key: str) -> dict[str, Any]:
     folder = run_dir.path(layout.CANDIDATES)
     stamp = folder / layout.FINGERPRINT
     if folder.exists() and (not stamp.exists() or stamp.read_text() != key):
@@ -77,11 +76,11 @@ def search(config: SearchConfig, run_dir: RunDir, key: str) -> dict[str, Any]:
     write_text_atomic(stamp, key)
     if config.engine == "pool":
         return _search_pool(config, run_dir, folder)
-    return _search_web(config, run_dir, folder)
+    return _search_web(config, run_dir, folder, cache)
 
 
-def _search_web(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[str, Any]:
-    engine = make_engine(config, run_dir.cache_dir(STAGE))
+def _search_web(config: SearchConfig, run_dir: RunDir, folder: Path, cache: Path) -> dict[str, Any]:
+    engine = make_engine(config, cache)
     counts: Counter[str] = Counter()
     queries = selected_queries(config, run_dir.path(layout.QUERIES))
     parts = iter(lambda: list(itertools.islice(queries, config.queries_per_part)), [])
@@ -155,11 +154,13 @@ def check(config: Config, run_dir: RunDir) -> None:
         raise EngineError(f"search: the pool {search.pool.path} does not exist (search.pool.path)")
 
 
-def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    settings = {"search": config.search}
-    entry = pipeline.stage(STAGE)
-    key = entry.fingerprint(run_dir, settings)  # stamps the parts: another configuration clears them
-    return entry.run_once(run_dir, settings, lambda: search(config.search, run_dir, key), force)
+def settings(config: Config, context: Context) -> dict[str, Any]:
+    return {"search": config.search}
+
+
+def make(config: Config, context: Context) -> dict[str, Any]:
+    # the fingerprint stamps the parts: another configuration clears them
+    return search(config.search, context.run_dir, context.cache, context.fingerprint)
 
 
 def summary(stats: dict[str, Any]) -> str:

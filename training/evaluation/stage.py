@@ -21,12 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from entitynet import layout, pipeline
+from entitynet import layout
 from entitynet.config import Config
-from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world, shown, write_text_atomic
+from entitynet.rundir import Context, RunDir, StageError, shown, write_text_atomic
 
 logger = logging.getLogger(__name__)
-STAGE = "eval"
 # the held-out splits of a built dataset and what each measures
 SPLITS = {"unseen_entities": "test", "seen_entities": "test_seen"}
 
@@ -46,24 +45,19 @@ def check(config: Config, run_dir: RunDir) -> None:
             raise EvaluationFailed(f"eval.suite: {error}") from None
 
 
-def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
-    def work() -> dict[str, Any]:
-        return evaluate_run(config, run_dir)
+def settings(config: Config, context: Context) -> dict[str, Any]:
+    return {"eval": config.eval}
 
-    if force:
-        discard(config, run_dir)
-    return pipeline.stage(STAGE).run_once(run_dir, {"eval": config.eval}, work, force)
+
+def make(config: Config, context: Context) -> dict[str, Any]:
+    return evaluate_run(config, context.run_dir)
 
 
 def discard(config: Config, run_dir: RunDir) -> None:
     """--force evaluates again from nothing: RUN/eval/ (this stage's own folder) goes, or the suite,
     which skips tasks whose JSON exists so that an interrupted evaluation resumes, would keep the
-    results of the model from before a retrain. The main process deletes, all wait."""
-    rank, world = rank_and_world()
-    if rank == 0:
-        shutil.rmtree(run_dir.path(layout.EVAL), ignore_errors=True)
-    if world > 1:
-        pipeline.barrier(config, run_dir)()
+    results of the model from before a retrain."""
+    shutil.rmtree(run_dir.path(layout.EVAL), ignore_errors=True)
 
 
 def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
@@ -73,7 +67,7 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
     from entitynet.training.evaluation.features import default_accelerator
     from entitynet.training.evaluation.models import ModelError, load_model
     from entitynet.training.evaluation.sources import display_name
-    from entitynet.training.stage import train_config
+    from entitynet.training.config import run_train_config
     from entitynet.training.train import eval_rows
 
     model_dir, out = run_dir.path(layout.MODEL), run_dir.path(layout.EVAL)
@@ -83,7 +77,7 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
         raise EvaluationFailed(f"eval: {error}") from None
     accelerator = default_accelerator()
     clip.model.to(accelerator.device)
-    trained = train_config(config, run_dir)
+    trained = run_train_config(config, run_dir)
     sampling = replace(trained, eval=replace(trained.eval, max_images=config.eval.max_images))
     dataset = display_name(str(run_dir.path(layout.DATASET)))
     records, evaluations = [], {}

@@ -1,0 +1,105 @@
+"""Which module may import which (docs/ARCHITECTURE.md, "Who imports whom"), read from the source
+with ``ast``, so that a rule is broken in a test before it is broken in a traceback:
+
+- the runner keeps the books: no stage module imports ``entitynet.pipeline``; only the CLI, the
+  demo and the run's summary do (besides the runner itself);
+- the package's modules import each other without a cycle, lazy imports inside functions
+  included (an import only for type checking is not one).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# setup.cfg's package_dir: the checkout's top-level folders install under the entitynet namespace
+PACKAGES = {"entitynet": "entitynet", "training": "entitynet.training", "builders": "entitynet.builders",
+            "hub_cards": "entitynet.hub_cards"}
+MAY_IMPORT_THE_RUNNER = {"entitynet.cli", "entitynet.demo", "entitynet.summary", "entitynet.pipeline"}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package, by its installed name."""
+    found = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join([package, *parts])] = path
+    return found
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package's modules that ``name`` imports when it runs (at the top or inside a function)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if _type_checking_only(node):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in known else base)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return {module for module in found if module in known and module != name}
+
+
+def graph() -> dict[str, set[str]]:
+    every = modules()
+    return {name: imports(name, path, set(every)) for name, path in every.items()}
+
+
+def test_the_scan_sees_the_imports_it_judges():
+    edges = graph()
+    assert "entitynet.pipeline" in edges["entitynet.cli"]
+    assert "entitynet.rundir" in edges["entitynet.kg.stage"]
+    assert "entitynet.training.config" in edges["entitynet.training.stage"]  # a relative or aliased import counts too
+
+
+def test_no_stage_imports_the_runner():
+    from entitynet import pipeline
+
+    stages = {entry.module for entry in pipeline.STAGES + pipeline.DOORS}
+    edges = graph()
+    importers = {name for name, imported in edges.items() if "entitynet.pipeline" in imported}
+    assert not importers & stages, importers & stages
+    assert importers <= MAY_IMPORT_THE_RUNNER, importers - MAY_IMPORT_THE_RUNNER
+
+
+def test_no_import_cycle():
+    edges = graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def walk(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for other in sorted(edges[name]):
+            if state.get(other) == 1:
+                cycles.append(path[path.index(other):] + [other])
+            elif other not in state:
+                walk(other)
+        path.pop()
+        state[name] = 2
+
+    for name in sorted(edges):
+        if name not in state:
+            walk(name)
+    assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)
