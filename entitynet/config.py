@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any, Literal
 
+import yaml
+
+from entitynet.train_config import RunTrainConfig, preset_file
 from entitynet.typed_config import ConfigError, InvalidValue, Layers, option, require
 
 DOMAINS = ("livingthings", "entitynet")
@@ -424,22 +427,6 @@ class BuildConfig:
 
 
 @dataclass
-class TrainStageConfig:
-    """`entitynet run`'s train stage: the trainer (``python -m entitynet.training.train``) on RUN/dataset,
-    writing RUN/model, RUN/checkpoints and RUN/logs. Its own keys are checked by the trainer's schema
-    before any stage runs."""
-
-    enabled: bool = option(True, "train a CLIP on the built dataset (needs entitynet[train]); false: stop after build")
-    config: str = option("livingthings-vit-b-32", "the trainer's configuration: a shipped one (tiny, livingthings-vit-b-32, "
-                                 "entitynet-vit-b-32) or a YAML file")
-    set: list[str] = option([], "trainer keys on top of it, as KEY=VALUE (its --set), e.g. [max_steps=2000, batch_size=64]")
-
-    def __post_init__(self) -> None:
-        bad = [item for item in self.set if "=" not in item]
-        require(not bad, "set", f"entries are KEY=VALUE, got {', '.join(map(repr, bad))}")
-
-
-@dataclass
 class EvalStageConfig:
     """`entitynet run`'s eval stage: the trained model on the dataset's held-out splits (and, if
     named, a benchmark suite), written to RUN/eval/ and summary.json."""
@@ -481,9 +468,14 @@ class Config:
     search: SearchConfig = option(SearchConfig, "the search stage")
     download: DownloadConfig = option(DownloadConfig, "the download stage")
     build: BuildConfig = option(BuildConfig, "the build stage: the Hugging Face dataset and its card")
-    train: TrainStageConfig = option(TrainStageConfig, "the train stage (entitynet run): CLIP on the dataset")
+    train: RunTrainConfig = option(RunTrainConfig, "the train stage (entitynet run): CLIP on the dataset, with the "
+                                   "trainer's keys (train.max_steps, train.optimizer.learning_rate, ...) on its preset")
     eval: EvalStageConfig = option(EvalStageConfig, "the eval stage (entitynet run): the model on the held-out splits")
     push: PushConfig = option(PushConfig, "the push stage (entitynet run): dataset and model to the Hub, when named")
+
+    def __post_init__(self) -> None:
+        require(self.train.dataset_config == self.domain, "train.dataset_config",
+                f"the run trains on its own domain's configuration ({self.domain}): leave it unset")
 
 
 def preset_path(name: str) -> Path | None:
@@ -530,17 +522,48 @@ def load_config(
     if preset is None:  # pragma: no cover - a packaging error
         raise ConfigError(f"the {chosen} preset is missing from the installed package")
 
+    def run_layers(layers: Layers) -> Layers:
+        layers.add_file(preset, origin=f"preset {preset.name}")
+        if file_path is not None:
+            layers.add_file(file_path)
+        if domain:
+            layers.add({"domain": domain}, "--domain")
+        layers.add_assignments(assignments or [])
+        for flag, (key, value) in (flags or {}).items():
+            if value is not None:
+                layers.add_value(key, value, flag)
+        return layers
+
+    # The trainer's keys lie on its preset (train.preset, as the layers above leave it): a first
+    # pass finds it, the second puts it beneath them, so every value says where it came from.
+    found = run_layers(Layers(Config))
+    trainer = found.data.get("train") if isinstance(found.data.get("train"), dict) else {}
+    for old in ("config", "set"):
+        if old in trainer:
+            raise ConfigError(
+                f"{found.origin_of(f'train.{old}')}: train.{old}: the run's train section is the trainer's configuration "
+                "itself now: name its base in train.preset (tiny, livingthings-vit-b-32, entitynet-vit-b-32 or a YAML "
+                "file) and set its keys under train (train.max_steps: 2000, or --set train.optimizer.learning_rate=0.0001)")
+    name = trainer.get("preset", _field_default(RunTrainConfig, "preset"))
     layers = Layers(Config)
-    layers.add_file(preset, origin=f"preset {preset.name}")
-    if file_path is not None:
-        layers.add_file(file_path)
-    if domain:
-        layers.add({"domain": domain}, "--domain")
-    layers.add_assignments(assignments or [])
-    for flag, (key, value) in (flags or {}).items():
-        if value is not None:
-            layers.add_value(key, value, flag)
-    return layers.build()
+    layers.add({"train": {"dataset_config": found.data.get("domain", "livingthings")}}, "domain")
+    if isinstance(name, str):  # else the schema names the wrong type, with its origin
+        try:
+            trainer_preset = preset_file(name)
+        except ConfigError as error:
+            raise ConfigError(f"{found.origin_of('train.preset')}: train.preset: {error}") from None
+        try:
+            loaded = yaml.safe_load(trainer_preset.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{trainer_preset}: cannot read it as YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{trainer_preset}: expected a mapping of the trainer's keys at the top level")
+        layers.add({"train": loaded}, f"train preset {trainer_preset.name}", base_dir=trainer_preset.resolve().parent)
+    return run_layers(layers).build()
+
+
+def _field_default(schema: type, name: str) -> Any:
+    return next(item.default for item in fields(schema) if item.name == name)
 
 
 __all__ = [

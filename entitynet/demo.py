@@ -183,7 +183,7 @@ def demo_config(run: RunDir, size: str, port: int, train: bool = True, seed: int
         "build.validation_fraction=0.2",  # few entities: larger held-out fractions so no split is empty
         "build.test_fraction=0.2",
         f"train.enabled={str(train).lower()}",
-        f"train.set=[{', '.join([*TRAIN[size], f'seed={seed}'])}]",
+        *[f"train.{setting}" for setting in [*TRAIN[size], f"seed={seed}"]],
         "eval.max_images=1000",
     ])
 

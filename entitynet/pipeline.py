@@ -296,9 +296,7 @@ def barrier(config: Config, run_dir: RunDir) -> Callable[[], None]:
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    from entitynet.training.config import run_train_config
-
-    minutes = run_train_config(config, run_dir).process_group_timeout
+    minutes = config.train.process_group_timeout
     # The first PartialState fixes the process group for the whole process: without cpu= from the
     # launcher's ACCELERATE_USE_CPU it would be a one-process state on CPU machines (no barrier at all).
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU")

@@ -33,6 +33,8 @@ def test_every_preset_sets_every_key_explicitly():
     for name in ("livingthings", "entitynet"):
         data = yaml.safe_load(preset_path(name).read_text())
         for key, *_ in describe(Config):
+            if key.startswith("train.") and key not in ("train.enabled", "train.preset"):
+                continue  # the trainer's keys: its preset (train.preset) is their base layer
             node = data
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"{name}.yaml does not set {key}"
@@ -105,8 +107,17 @@ def test_unknown_config_name_lists_the_shipped_ones():
 
 def test_the_livingthings_preset_is_the_code_defaults():
     """The dataclass defaults (used when the library is called directly) and the shipped
-    preset (used by the CLI) must not drift apart."""
-    assert load_config(domain="livingthings") == Config()
+    preset (used by the CLI) must not drift apart. The trainer's keys are those of its preset."""
+    from dataclasses import fields, replace
+
+    from entitynet.train_config import TrainConfig, load_train_config
+
+    loaded = load_config(domain="livingthings")
+    assert replace(loaded, train=Config().train) == Config()
+    trainer = load_train_config(Config().train.preset, ["dataset=d", "output_dir=o"])
+    differing = [item.name for item in fields(TrainConfig)
+                 if getattr(loaded.train, item.name) != getattr(trainer, item.name) and item.name not in ("dataset", "output_dir")]
+    assert not differing
 
 
 RETRY_KEYS = [f"{section}.{key}" for section in ("kg.sparql", "enrich.llm", "search", "download")
@@ -127,3 +138,37 @@ def test_every_remote_client_takes_one_retry_configuration():
         assert isinstance(section, RetryConfig)
     with pytest.raises(ConfigError, match="download.max_attempts: must be at least 1"):
         load_config("demo", assignments=["download.max_attempts=0"])
+
+
+# --- the trainer's keys in the run's configuration ----------------------------------------------
+def test_the_run_holds_the_trainers_configuration_on_its_preset(tmp_path):
+    """`train:` is the trainer's configuration: its preset is the base layer, the run's file and
+    --set train.KEY=VALUE go on top, and the trainer gets exactly that on the run's dataset."""
+    from entitynet.rundir import RunDir
+    from entitynet.train_config import load_train_config, run_train_config
+
+    tiny = load_train_config("tiny", ["dataset=d", "output_dir=o"])
+    config = load_config("demo", assignments=["train.optimizer.learning_rate=0.0002", "train.max_steps=7"])
+    assert config.train.preset == "tiny" and config.train.model.preset == "tiny" and config.train.batch_size == tiny.batch_size
+    trainer = run_train_config(config, RunDir(tmp_path / "run"))
+    assert trainer.optimizer.learning_rate == 0.0002 and trainer.max_steps == 7
+    assert trainer.optimizer.warmup_steps == tiny.optimizer.warmup_steps  # the rest of the preset's section stays
+    assert trainer.dataset == str(tmp_path / "run" / "dataset") and trainer.output_dir == str(tmp_path / "run")
+    assert load_config(None, "entitynet").train.dataset_config == "entitynet"
+
+
+def test_a_trainer_value_names_where_it_came_from(tmp_path):
+    trainer = tmp_path / "trainer.yaml"
+    trainer.write_text("batch_size: 1\n")
+    with pytest.raises(ConfigError, match=r"train preset trainer.yaml: train.batch_size: a contrastive batch"):
+        load_config("demo", assignments=[f"train.preset={trainer}"])
+    run = tmp_path / "run.yaml"
+    run.write_text("train:\n  optimizer:\n    warmup_steps: -1\n")
+    with pytest.raises(ConfigError, match=rf"{run}: train.optimizer.warmup_steps: must not be negative"):
+        load_config(str(run))
+
+
+@pytest.mark.parametrize("old", ["train.config=tiny", "train.set=[max_steps=5]"])
+def test_the_old_spelling_of_the_trainer_is_refused_with_the_new_one(old):
+    with pytest.raises(ConfigError, match=r"train\.(config|set): .* train\.preset .* --set train\.optimizer\.learning_rate="):
+        load_config("demo", assignments=[old])

@@ -19,6 +19,11 @@ from entitynet.config import load_config
 from entitynet.rundir import RunDir
 
 
+# a short retrain: the trainer's keys set on `entitynet run` as any other key of the run
+TRAIN_SHORT = ["--set", "train.max_steps=6", "--set", "train.batch_size=8", "--set", "train.checkpoint_every=3",
+               "--set", "train.seed=7"]
+
+
 def nothing_written(run: Path) -> bool:
     return not run.exists() or not any(p.name != "run.json" for p in run.iterdir())
 
@@ -27,9 +32,11 @@ def nothing_written(run: Path) -> bool:
     (["--until", "bogus"], 2, "invalid choice: 'bogus'"),
     (["--set", "kg.sparql.endpoint="], 2, "kg.sparql.endpoint: must be one of qlever, wdqs or an http(s) URL"),
     (["--set", "search.engine=google"], 1, "needs the environment variables GOOGLE_API_KEY, GOOGLE_CSE_ID"),
-    (["--set", "train.set=[batch_size=1]"], 2, "batch_size: a contrastive batch needs at least 2 images"),
-    (["--set", "train.config=no-such-preset"], 2, "no-such-preset: no such file, nor a shipped training config"),
-    (["--set", "train.config=livingthings-vit-b-32"], 1,  # HF_HUB_OFFLINE=1 (conftest), an empty Hub cache
+    (["--set", "train.batch_size=1"], 2, "--set: train.batch_size: a contrastive batch needs at least 2 images"),
+    (["--set", "train.preset=no-such-preset"], 2, "train.preset: no-such-preset: no such file, nor a shipped training config"),
+    (["--set", "train.set=[max_steps=3]"], 2, "--set: train.set: the run's train section is the trainer's configuration"),
+    (["--set", "train.dataset=elsewhere"], 2, "--set: train.dataset: the run trains on RUN/dataset: leave it unset"),
+    (["--set", "train.preset=livingthings-vit-b-32"], 1,  # HF_HUB_OFFLINE=1 (conftest), an empty Hub cache
      "train: model.tokenizer openai/clip-vit-base-patch32 is neither a folder nor in the Hub cache"),
 ])
 def test_bad_configuration_stops_before_any_work(tmp_path, capsys, monkeypatch, arguments, code, message):
@@ -69,7 +76,7 @@ def test_a_run_directory_of_another_layout_is_refused(tmp_path, capsys):
 def test_the_mini_preset_is_accepted_by_every_stage_offline(tmp_path):
     """It cannot run here (QLever, Commons): its configuration loads, every stage's check passes,
     and what each stage builds from it is what the preset promises."""
-    from entitynet.training.stage import train_config
+    from entitynet.train_config import run_train_config as train_config
 
     config = load_config("livingthings-mini")
     run = RunDir(tmp_path / "run")
@@ -140,7 +147,7 @@ def test_from_train_with_force_trains_again_and_leaves_the_data_stages_alone(dem
     stale.parent.mkdir(parents=True)
     stale.write_text(json.dumps({"task_name": "rare_species", "metrics": {"acc1": 0.9}}))
     assert main(["run", "--config", str(copy / "config" / "run.yaml"), "--run", str(copy), "--from", "train", "--force",
-                 "--set", "train.set=[max_steps=6, batch_size=8, checkpoint_every=3, seed=7]"]) == 0
+                 *TRAIN_SHORT]) == 0
     assert not stale.exists() and "rare_species" not in (copy / "eval" / "summary.md").read_text()
     printed = capsys.readouterr().out
     assert "train: done" in printed and "eval: done" in printed and "kg:" not in printed
@@ -159,7 +166,7 @@ def test_an_interrupted_forced_retrain_says_to_rerun_without_force_which_resumes
     with the weights of an uninterrupted forced run."""
     from entitynet.training import train as trainer
 
-    retrain = ["--from", "train", "--set", "train.set=[max_steps=6, batch_size=8, checkpoint_every=3, seed=7]"]
+    retrain = ["--from", "train", *TRAIN_SHORT]
     copies = {name: tmp_path / name for name in ("straight", "interrupted")}
     for copy in copies.values():
         shutil.copytree(demo_run, copy, ignore=shutil.ignore_patterns("cache"))
@@ -206,7 +213,7 @@ def test_entitynet_run_under_accelerate_launch_trains_and_evaluates_on_two_proce
     for stage in ("train", "eval"):
         (copy / "stages" / f"{stage}.json").unlink()
     done = accelerate_launch(["-m", "entitynet", "run", "--config", str(copy / "config" / "run.yaml"), "--run", str(copy),
-                              "--set", "train.set=[max_steps=20, batch_size=8, checkpoint_every=10]"], seconds=600)
+                              "--set", "train.max_steps=20", "--set", "train.batch_size=8", "--set", "train.checkpoint_every=10"], seconds=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     summary = json.loads((copy / "summary.json").read_text())
     assert {s["name"]: s["status"] for s in summary["stages"]}["train"] == "done"

@@ -14,7 +14,7 @@ from typing import Any
 from entitynet import layout
 from entitynet.config import Config
 from entitynet.rundir import Context, RunDir, StageError, shown
-from entitynet.training.config import run_train_config as train_config
+from entitynet.train_config import run_train_config as train_config
 
 
 class TrainingFailed(StageError):

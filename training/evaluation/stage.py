@@ -67,7 +67,7 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
     from entitynet.training.evaluation.features import default_accelerator
     from entitynet.training.evaluation.models import ModelError, load_model
     from entitynet.training.evaluation.sources import display_name
-    from entitynet.training.config import run_train_config
+    from entitynet.train_config import run_train_config
     from entitynet.training.train import eval_rows
 
     model_dir, out = run_dir.path(layout.MODEL), run_dir.path(layout.EVAL)
