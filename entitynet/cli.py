@@ -11,26 +11,15 @@ import contextlib
 import logging
 import os
 import sys
+import types
 from pathlib import Path
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from entitynet import __version__, layout, pipeline
-from entitynet.config import (
-    DOMAINS,
-    SOURCES,
-    BuildConfig,
-    Config,
-    EnrichConfig,
-    KgConfig,
-    DownloadConfig,
-    QueriesConfig,
-    SearchConfig,
-    load_config,
-    preset_names,
-)
+from entitynet.config import DOMAINS, Config, load_config, preset_names
 from entitynet.rundir import MissingInput, RunDir, StageError, StageResult, rank_and_world
-from entitynet.typed_config import ConfigError, describe_text
+from entitynet.typed_config import ConfigError, Flag, describe_text, flags
 
 logger = logging.getLogger("entitynet.cli")
 
@@ -87,13 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"entitynet {__version__}")
     _add_verbosity(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_kg(commands)
-    _add_enrich(commands)
-    _add_queries(commands)
-    _add_search(commands)
-    _add_import(commands)
-    _add_download(commands)
-    _add_build(commands)
+    doors = {door.replaces[-1]: door for door in pipeline.DOORS}  # a door's command follows the last stage it replaces
+    for entry in pipeline.STAGES:
+        if entry.command is not None:
+            _add_stage(commands, entry)
+        if entry.name in doors:
+            _add_import(commands)
     _add_export(commands)
     _add_push(commands)
     _add_eval(commands)
@@ -136,64 +124,85 @@ def _stage_parser(commands: Any, name: str, summary: str, section: type, prefix:
     return parser
 
 
-def _add_kg(commands: Any) -> None:
-    parser = _stage_parser(
-        commands,
-        "kg",
-        "Harvest entities from Wikidata (SPARQL) and WordNet into RUN/entities.parquet.",
-        KgConfig,
-        "kg.",
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--endpoint", help="SPARQL endpoint: qlever (default), wdqs or a URL (kg.sparql.endpoint)")
-    source.add_argument(
-        "--kg-dump", metavar="FILE",
-        help="query a Turtle/N-Triples dump in-process instead of an endpoint (kg.sparql.dump)",
-    )
-    parser.add_argument(
-        "--sources", type=_source_list, metavar="LIST",
-        help=f"comma-separated sources among {','.join(SOURCES)} (kg.sources)",
-    )
-    parser.add_argument("--limit", type=int, metavar="N", help="at most N entities per root and source (kg.limit_per_root)")
-    parser.add_argument("--contact", help="your e-mail or URL for the User-Agent (kg.sparql.contact)")
-    parser.set_defaults(handler=_run_kg)
+def _add_stage(commands: Any, entry: pipeline.Stage) -> None:
+    """`entitynet <stage>`: the options every stage shares, then the flags its configuration
+    section declares (``option(..., flag=...)``), then the command's own (COMMAND_OPTIONS)."""
+    section = _section(entry.name)
+    parser = _stage_parser(commands, entry.name, entry.command or "", section, f"{entry.name}.")
+    _add_flags(parser, section, f"{entry.name}.")
+    for flag, settings in COMMAND_OPTIONS.get(entry.name, {}).items():
+        parser.add_argument(flag, **settings)
+    parser.set_defaults(handler=_run_stage)
 
 
-def _add_enrich(commands: Any) -> None:
-    parser = _stage_parser(
-        commands,
-        "enrich",
-        "Choose natural types and make visual attributes: RUN/natural_types.parquet, RUN/attributes.parquet.",
-        EnrichConfig,
-        "enrich.",
-    )
-    parser.add_argument("--top-k", type=int, metavar="K", help="attributes for the top K entities per root (enrich.attributes.top_k_per_root)")
-    parser.set_defaults(handler=_run_enrich)
+# Options of a stage's command that are not configuration: passed to the stage as ``context.options``.
+COMMAND_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "download": {"--retry-failures": {"action": "store_true", "help": "refetch only URLs that failed for transient reasons"}},
+}
 
 
-def _add_queries(commands: Any) -> None:
-    parser = _stage_parser(
-        commands,
-        "queries",
-        "Make the search queries (noun, attr, attrnoun, wordnet-noun): RUN/queries.parquet.",
-        QueriesConfig,
-        "queries.",
-    )
-    parser.set_defaults(handler=_run_queries)
+def _section(name: str) -> type:
+    """The configuration section of a stage: the field of ``Config`` named like it."""
+    return get_type_hints(Config)[name]
 
 
-def _add_search(commands: Any) -> None:
-    parser = _stage_parser(
-        commands,
-        "search",
-        "Ask an image search engine (or a local pool) for candidates: RUN/candidates/part-NNNNN.parquet.",
-        SearchConfig,
-        "search.",
-    )
-    parser.add_argument("--engine", choices=["commons", "google", "brave", "pool"], help="where candidates come from (search.engine)")
-    parser.add_argument("--per-query", type=int, metavar="N", help="candidates asked per query (search.per_query)")
-    parser.add_argument("--pool", metavar="PATH", help="the image-text pool of the pool engine (search.pool.path)")
-    parser.set_defaults(handler=_run_search)
+def _add_flags(parser: argparse.ArgumentParser, section: type, prefix: str, only: set[str] | None = None) -> None:
+    """The flags declared in ``section`` (keys under ``prefix``); a flag declared on several keys
+    (the run's --contact) is added once and sets them all. What each sets is kept in the parser's
+    defaults (``flag_keys``) for ``_flag_values``."""
+    declared: dict[str, list[Flag]] = {}
+    for flag in flags(section, prefix):
+        if only is None or flag.name in only:
+            declared.setdefault(flag.name, []).append(flag)
+    groups: dict[str, Any] = {}
+    keys: list[tuple[str, str, str]] = []
+    for name, same in declared.items():
+        first = same[0]
+        if first.exclusive and first.exclusive not in groups:
+            groups[first.exclusive] = parser.add_mutually_exclusive_group()
+        target = groups[first.exclusive] if first.exclusive else parser
+        dest = name.lstrip("-").replace("-", "_")
+        named = ", ".join(flag.key for flag in same)
+        target.add_argument(name, dest=dest, help=f"{first.help} ({named})", **_argument_kind(first))
+        for flag in same:
+            label = name if len(same) == 1 else f"{name} ({flag.key.split('.')[0]})"
+            keys.append((label, flag.key, dest))
+    parser.set_defaults(flag_keys=keys)
+
+
+def _argument_kind(flag: Flag) -> dict[str, Any]:
+    """argparse's settings for a flag of this type: choices, a number, a comma-separated list, a switch."""
+    kind = flag.kind
+    if get_origin(kind) in (Union, types.UnionType):
+        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    settings: dict[str, Any] = {"metavar": flag.metavar} if flag.metavar else {}
+    if kind is bool:
+        return {"action": "store_true", "default": None}
+    if kind is int:
+        return {**settings, "type": int}
+    if get_origin(kind) is Literal:
+        return {**settings, "choices": list(get_args(kind))}
+    if get_origin(kind) is list:
+        (item,) = get_args(kind)
+        return {**settings, "type": _comma_list(list(get_args(item)) if get_origin(item) is Literal else None)}
+    return settings
+
+
+def _comma_list(choices: list[str] | None) -> Any:
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if choices is not None and name not in choices]
+        if unknown or not names:
+            among = f" of {', '.join(choices)}" if choices else ""
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list{among}, got {text!r}")
+        return names
+
+    return parse
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
+    """{flag: (key, value)} of the flags the command declared, for ``load_config`` (None: not given)."""
+    return {label: (key, getattr(args, dest)) for label, key, dest in getattr(args, "flag_keys", [])}
 
 
 def _add_import(commands: Any) -> None:
@@ -217,37 +226,6 @@ def _add_import(commands: Any) -> None:
     parser.add_argument("--force", action="store_true", help="redo the import even if it finished")
     _add_verbosity(parser, default=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_import)
-
-
-def _add_download(commands: Any) -> None:
-    parser = _stage_parser(
-        commands,
-        "download",
-        "Fetch, validate, resize and deduplicate the candidates: RUN/images/shard-NNNNN.parquet, failures, duplicates.",
-        DownloadConfig,
-        "download.",
-    )
-    parser.add_argument("--processes", type=int, metavar="N", help="worker processes on this machine (download.processes)")
-    parser.add_argument("--retry-failures", action="store_true", help="refetch only URLs that failed for transient reasons")
-    parser.add_argument(
-        "--allow-private-addresses", action="store_true", default=None,
-        help="also fetch from private, loopback and link-local addresses (download.allow_private_addresses)",
-    )
-    parser.set_defaults(handler=_run_download)
-
-
-def _add_build(commands: Any) -> None:
-    parser = _stage_parser(
-        commands,
-        "build",
-        "Build the Hugging Face dataset (configs entitynet and livingthings) and its card: RUN/dataset/.",
-        BuildConfig,
-        "build.",
-    )
-    parser.add_argument("--num-proc", type=int, metavar="N", help="processes of the datasets builder (build.num_proc)")
-    parser.add_argument("--exclude-near", metavar="DIR", help="decontamination: images of an evaluation set to keep out (build.exclude_near)")
-    parser.add_argument("--repo", metavar="ORG/NAME", help="the Hub repository the card names (build.repo_id)")
-    parser.set_defaults(handler=_run_build)
 
 
 def _add_export(commands: Any) -> None:
@@ -416,8 +394,7 @@ def _add_run(commands: Any) -> None:
                         help="start at this stage (the ones before it must have finished); with --force, redo "
                         "only it and the stages after it, e.g. --from train --force trains again")
     parser.add_argument("--until", choices=pipeline.names(), help="stop after this stage")
-    parser.add_argument("--contact", help="your e-mail or URL for the User-Agent of kg, search and download "
-                        "(kg.sparql.contact, search.contact, download.contact), as Wikimedia's policy asks")
+    _add_flags(parser, Config, "", only={"--contact"})  # the flag the stages that ask the web share
     parser.set_defaults(handler=_run_all)
 
 
@@ -442,14 +419,6 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
-def _source_list(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SOURCES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(SOURCES)}, got {text!r}")
-    return names
-
-
 def _positive_int(text: str) -> int:
     try:
         number = int(text)
@@ -467,13 +436,17 @@ def _split_list(text: str) -> list[str]:
     return names
 
 
-def _config(args: argparse.Namespace, flags: dict[str, tuple[str, Any]]) -> Config:
-    return load_config(args.config, args.domain, args.assignments, flags)
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.domain, args.assignments, _flag_values(args))
 
 
-def _execute(name: str, config: Config, args: argparse.Namespace, **options: Any) -> None:
-    stage, run = pipeline.stage(name), RunDir(args.run)
-    _report(stage, stage.run(config, run, args.force, **options), run)
+def _run_stage(args: argparse.Namespace) -> int:
+    """`entitynet <stage>`: the configuration from its layers, the stage through the runner."""
+    entry, run = pipeline.stage(args.command), RunDir(args.run)
+    options = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+               for flag in COMMAND_OPTIONS.get(entry.name, {})}
+    _report(entry, entry.run(_config(args), run, args.force, **options), run)  # build's summary says how to open the dataset
+    return 0
 
 
 def _report(stage: pipeline.Stage, result: StageResult, run: RunDir) -> None:
@@ -482,62 +455,11 @@ def _report(stage: pipeline.Stage, result: StageResult, run: RunDir) -> None:
     print(stage.summary(result.stats))
 
 
-def _run_kg(args: argparse.Namespace) -> int:
-    flags = {
-        "--endpoint": ("kg.sparql.endpoint", args.endpoint),
-        "--kg-dump": ("kg.sparql.dump", args.kg_dump),
-        "--sources": ("kg.sources", args.sources),
-        "--limit": ("kg.limit_per_root", args.limit),
-        "--contact": ("kg.sparql.contact", args.contact),
-    }
-    _execute("kg", _config(args, flags), args)
-    return 0
-
-
-def _run_enrich(args: argparse.Namespace) -> int:
-    _execute("enrich", _config(args, {"--top-k": ("enrich.attributes.top_k_per_root", args.top_k)}), args)
-    return 0
-
-
-def _run_queries(args: argparse.Namespace) -> int:
-    _execute("queries", _config(args, {}), args)
-    return 0
-
-
-def _run_search(args: argparse.Namespace) -> int:
-    flags = {
-        "--engine": ("search.engine", args.engine),
-        "--per-query": ("search.per_query", args.per_query),
-        "--pool": ("search.pool.path", args.pool),
-    }
-    _execute("search", _config(args, flags), args)
-    return 0
-
-
 def _run_import(args: argparse.Namespace) -> int:
     stage, run = pipeline.stage("import"), RunDir(args.run)
     result = stage.run(None, run, args.force, source=args.source, splits=args.splits, revision=args.revision,  # type: ignore[arg-type]
                        url_column=args.url_column, caption_column=args.caption_column, rows_per_part=args.rows_per_part)
     _report(stage, result, run)
-    return 0
-
-
-def _run_download(args: argparse.Namespace) -> int:
-    flags = {
-        "--processes": ("download.processes", args.processes),
-        "--allow-private-addresses": ("download.allow_private_addresses", args.allow_private_addresses),
-    }
-    _execute("download", _config(args, flags), args, retry_failures=args.retry_failures)
-    return 0
-
-
-def _run_build(args: argparse.Namespace) -> int:
-    flags = {
-        "--num-proc": ("build.num_proc", args.num_proc),
-        "--exclude-near": ("build.exclude_near", args.exclude_near),
-        "--repo": ("build.repo_id", args.repo),
-    }
-    _execute("build", _config(args, flags), args)  # its summary says how to open the dataset
     return 0
 
 
@@ -636,9 +558,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 def _run_all(args: argparse.Namespace) -> int:
     from entitynet import summary
 
-    contact = {f"--contact ({key.split('.')[0]})": (key, args.contact)
-               for key in ("kg.sparql.contact", "search.contact", "download.contact")}
-    run, config = RunDir(args.run), _config(args, contact)
+    run, config = RunDir(args.run), _config(args)
     results: dict[str, StageResult] = {}
 
     def report(stage: pipeline.Stage, result: StageResult) -> None:

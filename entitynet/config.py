@@ -62,16 +62,17 @@ class RetryConfig:
 @dataclass
 class SparqlConfig(RetryConfig):
     max_attempts: int = option(6, _RETRY_HELP["max_attempts"])  # a harvest is long: more patience per page
-    endpoint: str = option("qlever", "SPARQL endpoint: 'qlever', 'wdqs' or an http(s) URL")
+    endpoint: str = option("qlever", "SPARQL endpoint: 'qlever', 'wdqs' or an http(s) URL", flag="--endpoint",
+                           exclusive="sparql")
     dump: str | None = option(
         None,
         "Turtle or N-Triples file (.gz/.bz2 allowed) queried in-process with pyoxigraph instead of an endpoint",
-        path=True,
+        path=True, flag="--kg-dump", metavar="FILE", exclusive="sparql",
     )
     contact: str = option(
         "",
         "your e-mail or URL, sent in the User-Agent as Wikimedia's User-Agent policy asks",
-        runtime=True,
+        runtime=True, flag="--contact",
     )
     page_size: int = option(10_000, "most rows any single request may return")
     batch_size: int = option(1_000, "entities whose details are fetched in one request")
@@ -154,10 +155,12 @@ class WordnetConfig:
 
 @dataclass
 class KgConfig:
-    sources: list[Literal["wikidata", "wordnet"]] = option(["wikidata", "wordnet"], "where entities come from")
+    sources: list[Literal["wikidata", "wordnet"]] = option(["wikidata", "wordnet"], "where entities come from",
+                                                           flag="--sources", metavar="LIST")
     limit_per_root: int | None = option(
         None,
         "keep at most N entities per root and source: the top N by sitelinks (WordNet: by lemma frequency)",
+        flag="--limit", metavar="N",
     )
     sparql: SparqlConfig = option(SparqlConfig, "how the SPARQL endpoint or dump is queried")
     wikidata: WikidataConfig = option(WikidataConfig, "what is harvested from Wikidata")
@@ -253,7 +256,8 @@ class AttributesConfig:
         "'kg': the entity's statements about looks plus a vocabulary chosen by natural type and domain; "
         "'llm' / 'transformers': asked of enrich.llm / enrich.transformers with few-shot prompts",
     )
-    top_k_per_root: int = option(500, "only the top K entities per root (by sitelinks) get attributes; the paper used 500")
+    top_k_per_root: int = option(500, "only the top K entities per root (by sitelinks) get attributes; the paper used 500",
+                                 flag="--top-k", metavar="K")
     max_per_category: int = option(10, "attributes kept per entity and category")
     vocabulary: str | None = option(
         None, "YAML vocabulary of generic visual attributes (default: the one shipped, enrich/vocabulary.yaml)", path=True
@@ -315,7 +319,8 @@ class BraveConfig:
 
 @dataclass
 class PoolConfig:
-    path: str | None = option(None, "parquet file, webdataset .tar, or a folder of them, with url and text", path=True)
+    path: str | None = option(None, "parquet file, webdataset .tar, or a folder of them, with url and text", path=True,
+                              flag="--pool", metavar="PATH")
     url_column: str | None = option(None, "url column of parquet pools (default: the first of url, URL, image_url)")
     text_column: str | None = option(None, "text column (default: the first of text, caption, TEXT, alt, alt_text)")
     max_per_entity: int = option(20_000, "MetaCLIP balancing: at most about this many matches per entity")
@@ -327,14 +332,14 @@ class PoolConfig:
 
 @dataclass
 class SearchConfig(RetryConfig):
-    engine: Literal["commons", "google", "brave", "pool"] = option("commons", "where candidates come from")
-    per_query: int = option(50, "candidates asked per query")
+    engine: Literal["commons", "google", "brave", "pool"] = option("commons", "where candidates come from", flag="--engine")
+    per_query: int = option(50, "candidates asked per query", flag="--per-query", metavar="N")
     kinds: list[Literal["noun", "attr", "attrnoun", "wordnet-noun"]] = option(
         ["noun", "attr", "attrnoun", "wordnet-noun"], "query kinds to search"
     )
     max_queries: int | None = option(None, "search only the first N queries (a trial run)")
     queries_per_part: int = option(500, "queries per RUN/candidates/part-NNNNN.parquet, the unit of resume")
-    contact: str = option("", "your e-mail or URL, sent in the User-Agent", runtime=True)
+    contact: str = option("", "your e-mail or URL, sent in the User-Agent", runtime=True, flag="--contact")
     timeout: float = option(30.0, "seconds per request")
     commons: CommonsConfig = option(CommonsConfig, "the commons engine")
     google: GoogleConfig = option(GoogleConfig, "the google engine")
@@ -357,7 +362,8 @@ class DownloadConfig(RetryConfig):
     backoff: float = option(1.0, _RETRY_HELP["backoff"])
     max_wait: float = option(30.0, _RETRY_HELP["max_wait"])
     urls_per_shard: int = option(1000, "URLs per shard, the unit of work and of resume")
-    processes: int = option(1, "worker processes on this machine (each with its own thread pool)", runtime=True)
+    processes: int = option(1, "worker processes on this machine (each with its own thread pool)", runtime=True,
+                            flag="--processes", metavar="N")
     threads: int = option(32, "concurrent downloads per process", runtime=True)
     per_host: int = option(4, "concurrent downloads per host, whatever the thread count", runtime=True)
     connect_timeout: float = option(10.0, "seconds to connect")
@@ -365,7 +371,8 @@ class DownloadConfig(RetryConfig):
     max_bytes: int = option(20_000_000, "largest response accepted")
     max_redirects: int = option(5, "redirects followed")
     allow_private_addresses: bool = option(
-        False, "fetch from private, loopback and link-local addresses (tests and intranet pools only)"
+        False, "fetch from private, loopback and link-local addresses (tests and intranet pools only)",
+        flag="--allow-private-addresses",
     )
     allowed_networks: list[str] = option([], "networks (CIDR) exempt from the address guard, e.g. [10.1.2.0/24]")
     honour_opt_out: bool = option(True, "skip responses with X-Robots-Tag noai, noimageai, noindex or noimageindex")
@@ -376,7 +383,7 @@ class DownloadConfig(RetryConfig):
     format: Literal["jpeg", "webp"] = option("jpeg", "stored encoding")
     quality: int = option(90, "encoder quality")
     dedup_distance: int = option(4, "difference-hash bits within which two images are the same picture (0: identical only)")
-    contact: str = option("", "your e-mail or URL, sent in the User-Agent", runtime=True)
+    contact: str = option("", "your e-mail or URL, sent in the User-Agent", runtime=True, flag="--contact")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -403,13 +410,14 @@ class BuildConfig:
         0.01, "share of the train split's images held out as test_seen: images of entities the model trains on "
         "(an entity's last train image is never taken), to measure what it learnt beside test's unseen entities")
     seed: int = option(0, "seed of the split draw")
-    num_proc: int = option(1, "processes the datasets builder uses", runtime=True)
+    num_proc: int = option(1, "processes the datasets builder uses", runtime=True, flag="--num-proc", metavar="N")
     max_shard_size: str = option("500MB", "largest parquet shard of the dataset")
     exclude_near: str | None = option(
-        None, "decontamination: a folder of images or parquet files (an evaluation set) to keep out", path=True
+        None, "decontamination: a folder of images or parquet files (an evaluation set) to keep out", path=True,
+        flag="--exclude-near", metavar="DIR",
     )
     exclude_distance: int = option(4, "difference-hash bits within which an image counts as the evaluation image")
-    repo_id: str = option("ORG/NAME", "the Hub repository the card's code examples name")
+    repo_id: str = option("ORG/NAME", "the Hub repository the card's code examples name", flag="--repo", metavar="ORG/NAME")
     pretty_name: str = option("", "the card's title (default: EntityNet or LivingThings)")
     sample_images: int = option(16, "images in the card's picture grid")
     homepage: str = option("", "the web page the card links the tool to (an http(s) URL); empty: the card cites the paper only")

@@ -79,6 +79,7 @@ class Stage:
     replaces: tuple[str, ...] = ()  # a door only: the stages whose artifacts it writes instead
     wanted: Callable[[Config], bool] | None = None  # `entitynet run` leaves the stage out when this says no
     everywhere: bool = False  # under a multi-process launch every process runs it (it splits its own work)
+    command: str | None = None  # `entitynet <name>`'s one-line help (the CLI makes the command); None: no command of its own
 
     def enabled(self, config: Config) -> bool:
         return self.wanted is None or self.wanted(config)
@@ -130,14 +131,21 @@ class Stage:
 
 # In flow order. Adding one: see the module docstring.
 STAGES: tuple[Stage, ...] = (
-    Stage("kg", "entitynet.kg.stage", (layout.ENTITIES,)),
+    Stage("kg", "entitynet.kg.stage", (layout.ENTITIES,),
+          command="Harvest entities from Wikidata (SPARQL) and WordNet into RUN/entities.parquet."),
     Stage("enrich", "entitynet.enrich.stage", (layout.NATURAL_TYPES, layout.ATTRIBUTES), ("kg",),
-          keep_cache_on_force=True),  # LLM answers are keyed by model, prompt and parameters
-    Stage("queries", "entitynet.queries", (layout.QUERIES,), ("kg", "enrich")),
+          keep_cache_on_force=True,  # LLM answers are keyed by model, prompt and parameters
+          command="Choose natural types and make visual attributes: RUN/natural_types.parquet, RUN/attributes.parquet."),
+    Stage("queries", "entitynet.queries", (layout.QUERIES,), ("kg", "enrich"),
+          command="Make the search queries (noun, attr, attrnoun, wordnet-noun): RUN/queries.parquet."),
     Stage("search", "entitynet.search.stage", (layout.CANDIDATES,), ("queries",),
-          keep_cache_on_force=True),  # engine answers are keyed by exactly what was asked
-    Stage("download", "entitynet.download.stage", (layout.IMAGES,), ("search",), everywhere=True),
-    Stage("build", "entitynet.dataset.stage", (layout.DATASET,), ("download",)),
+          keep_cache_on_force=True,  # engine answers are keyed by exactly what was asked
+          command="Ask an image search engine (or a local pool) for candidates: RUN/candidates/part-NNNNN.parquet."),
+    Stage("download", "entitynet.download.stage", (layout.IMAGES,), ("search",), everywhere=True,
+          command="Fetch, validate, resize and deduplicate the candidates: RUN/images/shard-NNNNN.parquet, failures, "
+                  "duplicates."),
+    Stage("build", "entitynet.dataset.stage", (layout.DATASET,), ("download",),
+          command="Build the Hugging Face dataset (configs entitynet and livingthings) and its card: RUN/dataset/."),
     Stage("train", "entitynet.training.stage", (layout.MODEL,), ("build",), extra="train",
           wanted=lambda config: config.train.enabled, everywhere=True),
     Stage("eval", "entitynet.training.evaluation.stage", (layout.EVAL,), ("train",), extra="train",

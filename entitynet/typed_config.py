@@ -44,8 +44,14 @@ def require(condition: bool, key: str, message: str) -> None:
         raise InvalidValue(key, message)
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, path: bool = False, runtime: bool = False) -> Any:
+def option(default: Any = dataclasses.MISSING, help: str = "", *, path: bool = False, runtime: bool = False,
+           flag: str | None = None, metavar: str | None = None, exclusive: str | None = None) -> Any:
     """A dataclass field with help text; list and dict defaults are copied per instance.
+
+    ``flag`` is the command-line flag that sets it (``--limit``), declared here only: the CLI
+    adds it to the command of the field's section with this help text and the key; ``metavar``
+    names its value in --help; flags of one ``exclusive`` group are mutually exclusive. A flag
+    declared on several fields (``--contact``) sets them all where a command takes them all.
 
     ``path=True`` marks a filesystem path: a relative value in a YAML file is read relative
     to that file's folder, one given on the command line relative to the working directory.
@@ -55,7 +61,7 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, path: bool = F
     """
     if runtime:
         help = f"{help} (how the stage runs, not what it makes: changing it never redoes the stage)"
-    metadata = {"help": help, "path": path, "runtime": runtime}
+    metadata = {"help": help, "path": path, "runtime": runtime, "flag": flag, "metavar": metavar, "exclusive": exclusive}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata)
@@ -143,6 +149,30 @@ def describe_text(schema: type, prefix: str = "", width: int = 74) -> str:
         f"  {key} ({kind}, default {default!r})\n" + textwrap.indent(textwrap.fill(text, width), "      ")
         for key, kind, default, text in describe(schema, prefix)
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """A command-line flag declared on a schema field (``option(..., flag=...)``)."""
+
+    name: str  # --limit
+    key: str  # kg.limit_per_root
+    kind: Any  # the field's type
+    help: str
+    metavar: str | None
+    exclusive: str | None
+
+
+def flags(schema: type, prefix: str = "") -> Iterator[Flag]:
+    """Every flag declared in a config schema, in field order."""
+    hints = get_type_hints(schema)
+    for item in dataclasses.fields(schema):
+        key = f"{prefix}{item.name}"
+        if _is_dataclass_type(hints[item.name]):
+            yield from flags(hints[item.name], key + ".")
+        elif item.metadata.get("flag"):
+            yield Flag(item.metadata["flag"], key, hints[item.name], item.metadata.get("help", ""),
+                       item.metadata.get("metavar"), item.metadata.get("exclusive"))
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -314,9 +344,11 @@ def _is_dataclass_type(kind: Any) -> bool:
 
 __all__ = [
     "ConfigError",
+    "Flag",
     "InvalidValue",
     "Layers",
     "describe",
+    "flags",
     "identity",
     "option",
     "require",

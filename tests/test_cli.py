@@ -161,3 +161,27 @@ def test_run_chains_the_stages_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     second = capsys.readouterr().out
     assert "kg: already complete" in second and "enrich: already complete" in second and "queries: done" in second
+
+
+def test_every_flag_is_declared_once_on_the_option_it_sets():
+    """A stage's command gives the flags its configuration section declares, and nothing else sets
+    configuration; the run's --contact, declared on three options, sets the three."""
+    from entitynet import pipeline
+    from entitynet.cli import build_parser
+    from entitynet.config import Config
+    from entitynet.typed_config import flags
+
+    declared: dict[str, set[str]] = {}
+    for flag in flags(Config):
+        declared.setdefault(flag.name, set()).add(flag.key)
+    commands = next(action for action in build_parser()._actions if action.dest == "command").choices
+    for entry in pipeline.STAGES:
+        if entry.command is None:
+            continue
+        given = commands[entry.name].parse_args(["--run", "RUN"]).flag_keys
+        assert {key for _, key, _ in given} == {key for keys in declared.values() for key in keys
+                                                if key.startswith(f"{entry.name}.")}, entry.name
+    kg = commands["kg"].parse_args(["--run", "RUN"]).flag_keys
+    assert sorted(label for label, _, _ in kg) == ["--contact", "--endpoint", "--kg-dump", "--limit", "--sources"]
+    run = commands["run"].parse_args(["--run", "RUN", "--contact", "me@example.org"])
+    assert sorted(key for _, key, _ in run.flag_keys) == ["download.contact", "kg.sparql.contact", "search.contact"]
