@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from entitynet.train_config import RunTrainConfig, preset_file
+from entitynet.train_config import RunTrainConfig, ZeroShotSample, preset_file
 from entitynet.typed_config import ConfigError, InvalidValue, Layers, option, require
 
 DOMAINS = ("livingthings", "entitynet")
@@ -435,9 +435,10 @@ class BuildConfig:
 
 
 @dataclass
-class EvalStageConfig:
+class EvalStageConfig(ZeroShotSample):
     """`entitynet run`'s eval stage: the trained model on the dataset's held-out splits (and, if
-    named, a benchmark suite), written to RUN/eval/ and summary.json."""
+    named, a benchmark suite), written to RUN/eval/ and summary.json. Its template and sample are
+    the trainer's evaluation's (one schema, ``ZeroShotSample``), with the stage's own defaults."""
 
     enabled: bool = option(True, "evaluate the trained model (needs entitynet[train])")
     template: str = option("a photo of a {name}.", "how an entity is named for zero-shot classification; fields: "
@@ -447,8 +448,7 @@ class EvalStageConfig:
     suite: str | None = option(None, "also run a named benchmark suite of `entitynet eval` (e.g. paper; needs the Hub)")
 
     def __post_init__(self) -> None:
-        require("{name}" in self.template, "template", "must contain {name}")
-        require(self.max_images >= 1, "max_images", "must be at least 1")
+        super().__post_init__()
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
 
 

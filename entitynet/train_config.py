@@ -127,17 +127,27 @@ class OptimizerConfig:
 
 
 @dataclass
-class EvalConfig:
-    split: str = option("test", "split evaluated at the end (zero-shot over its entities, retrieval over its alt texts)")
-    periodic_split: str = option("validation", "split evaluated every `every` steps (the test split is kept for the end)")
+class ZeroShotSample:
+    """What zero-shot evaluation on a built dataset is, in the trainer (``train.eval``) and in the
+    run's eval stage (``eval``, which adds what only it does): how an entity is named, how many images."""
+
     template: str = option("a photo of a {name}.", "zero-shot class prompt; fields: {name}, {natural_type}")
-    every: int = option(0, "evaluate every N steps as well (0: only at the end)")
     max_images: int = option(2_000, "evaluate on at most this many images, a seeded sample across entities")
 
     def __post_init__(self) -> None:
-        require(self.every >= 0, "every", "must not be negative")
-        require(self.max_images >= 1, "max_images", "must be at least 1")
         require("{name}" in self.template, "template", "must contain {name}")
+        require(self.max_images >= 1, "max_images", "must be at least 1")
+
+
+@dataclass
+class EvalConfig(ZeroShotSample):
+    split: str = option("test", "split evaluated at the end (zero-shot over its entities, retrieval over its alt texts)")
+    periodic_split: str = option("validation", "split evaluated every `every` steps (the test split is kept for the end)")
+    every: int = option(0, "evaluate every N steps as well (0: only at the end)")
+
+    def __post_init__(self) -> None:
+        require(self.every >= 0, "every", "must not be negative")
+        super().__post_init__()
 
 
 @dataclass
@@ -262,7 +272,7 @@ def _missing_tokenizer_files(folder: Path) -> list[str]:
 
 
 __all__ = [
-    "PRESET_NAMES", "TRACKERS", "AttributeTextConfig", "AugmentConfig", "EvalConfig", "ModelConfig", "NounTextConfig",
+    "PRESET_NAMES", "TRACKERS", "ZeroShotSample", "AttributeTextConfig", "AugmentConfig", "EvalConfig", "ModelConfig", "NounTextConfig",
     "OptimizerConfig", "RunTrainConfig", "TextConfig", "TrainConfig", "load_train_config", "preset_file",
     "run_train_config", "shipped",
 ]
