@@ -45,7 +45,9 @@ class Entity:
     description: str | None = None
     natural_type: str | None = None  # chosen by the enrich stage
     sitelinks: int | None = None
-    taxon_name: str | None = None
+    taxon_name: str | None = None  # P225, the scientific name
+    taxon_rank: str | None = None  # P105 as an item id ("Q7432": species)
+    inaturalist_id: str | None = None  # P3151, iNaturalist's taxon id ("41964")
     common_names: list[str] = field(default_factory=list)
     image: str | None = None  # P18 as a Commons Special:FilePath URL
     ancestors: list[Ancestor] = field(default_factory=list)

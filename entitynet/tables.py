@@ -64,6 +64,8 @@ ENTITY_SCHEMA = pa.schema(
         pa.field("natural_type", pa.string()),
         pa.field("sitelinks", pa.int32()),
         pa.field("taxon_name", pa.string()),
+        pa.field("taxon_rank", pa.string()),
+        pa.field("inaturalist_id", pa.string()),
         pa.field("common_names", pa.list_(pa.string())),
         pa.field("image", pa.string()),
         pa.field("ancestors", pa.list_(ANCESTOR_TYPE)),

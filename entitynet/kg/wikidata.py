@@ -170,6 +170,8 @@ class WikidataHarvester:
                 description=descriptions[0] if descriptions else None,
                 sitelinks=sitelinks,
                 taxon_name=taxon_name,
+                taxon_rank=qid_from_iri(str(item.first("taxon_rank") or "")),
+                inaturalist_id=_text_or_none(item.first("inaturalist_id")),
                 common_names=common_names,
                 image=images[0] if images else None,
                 ancestors=fetched.ancestors.get(qid, []),
@@ -226,6 +228,11 @@ class WikidataHarvester:
 def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
     while batch := list(itertools.islice(items, size)):
         yield batch
+
+
+def _text_or_none(value: Any) -> str | None:
+    """An external id as text: endpoints type P3151 as a string, but a dump may give an integer."""
+    return (str(value).strip() or None) if value is not None else None
 
 
 def _unique(values: Iterable[str]) -> list[str]:
