@@ -190,7 +190,7 @@ def _add_search(commands: Any) -> None:
         SearchConfig,
         "search.",
     )
-    parser.add_argument("--engine", choices=["commons", "google", "brave", "pool"], help="where candidates come from (search.engine)")
+    parser.add_argument("--engine", choices=["commons", "google", "brave", "pool", "inaturalist"], help="where candidates come from (search.engine)")
     parser.add_argument("--per-query", type=int, metavar="N", help="candidates asked per query (search.per_query)")
     parser.add_argument("--pool", metavar="PATH", help="the image-text pool of the pool engine (search.pool.path)")
     parser.set_defaults(handler=_run_search)

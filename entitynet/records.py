@@ -110,7 +110,7 @@ class Candidate:
 
     url: str  # what the downloader fetches (a thumbnail at the configured size where the engine has one)
     query_id: str
-    engine: str  # commons | google | brave | pool
+    engine: str  # commons | google | brave | pool | inaturalist | import
     rank: int  # 0-based position in the engine's answer
     page_url: str | None = None  # the page that shows the image (for attribution and the viewer)
     text: str | None = None  # alt text, title or caption
@@ -120,6 +120,11 @@ class Candidate:
     license: str | None = None  # short name: "CC BY-SA 4.0", "Public domain"
     license_url: str | None = None
     attribution: str | None = None  # who to credit, as plain text
+    # Set by engines whose source identifies what is shown (inaturalist): the taxon the observation
+    # is identified as (a descendant of the entity's taxon where search.inaturalist.descendants) and its date.
+    taxon_id: str | None = None
+    taxon_name: str | None = None
+    observed_on: str | None = None  # ISO date
     # Set by `entitynet import` only (a search engine leaves them empty):
     alternatives: tuple[str, ...] = ()  # further URLs of the same picture, tried in order when ``url`` fails
     split: str | None = None  # the split a release put the image in (train, validation, test): kept, not redrawn

@@ -1,0 +1,329 @@
+"""iNaturalist's open data as an image source, joined to entities through the knowledge graph.
+
+No search happens: an entity's taxon is found in iNaturalist's taxa by Wikidata's iNaturalist
+taxon ID (P3151) first, else as the one active taxon whose name is the entity's scientific name
+(P225) and whose rank is its taxon rank (P105). An entity that matches no taxon or several, or
+has neither id nor name, is counted by reason and logged, never guessed.
+
+The photos of a matched taxon (and of its descendants, with ``descendants``) come from
+observations of the allowed quality grades, with the allowed licences. At most ``per_entity`` are
+kept per entity, drawn by a seeded hash: round-robin across the taxon's children (a genus takes its
+species in turn), within a child distinct observers first and an observation's first photo first.
+Each candidate carries its licence and licence URL, "<observer> via iNaturalist", the
+observation's page, the photo's size at the fetched size, the taxon and the observation's date;
+its text is the entity's query (observations have no caption), and its query is the entity's
+noun query named like the entity (else its first selected query).
+
+The join runs in DuckDB over the parquet index (inaturalist_index.py), ``queries_per_part``
+entities at a time, each batch written as one candidate part when done: memory holds one batch's
+kept rows, DuckDB spills beyond its limit, and a rerun after kill -9 starts at the first missing part.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tqdm.auto import tqdm
+
+from entitynet import layout
+from entitynet.config import InaturalistConfig
+from entitynet.http import HttpClient
+from entitynet.queries import normalise
+from entitynet.records import Candidate, Query
+from entitynet.rundir import RunDir
+from entitynet.search.base import EngineError
+from entitynet.search.inaturalist_index import ENGINE, Index, connect, prepare
+from entitynet.tables import CANDIDATE_SCHEMA, RecordWriter, candidate_to_row
+
+logger = logging.getLogger(__name__)
+
+# Wikidata's taxon rank items (P105 values) and iNaturalist's rank names.
+RANKS = {
+    "Q36732": "kingdom", "Q38348": "phylum", "Q1153785": "subphylum", "Q37517": "class", "Q5867051": "subclass",
+    "Q5868144": "superorder", "Q36602": "order", "Q5867959": "suborder", "Q2889003": "infraorder",
+    "Q2136103": "superfamily", "Q35409": "family", "Q164280": "subfamily", "Q227936": "tribe",
+    "Q34740": "genus", "Q3238261": "subgenus", "Q7432": "species", "Q68947": "subspecies",
+    "Q767728": "variety", "Q279749": "form",
+}
+# iNaturalist links its licence codes to these deeds (version 4.0, CC0 1.0).
+LICENSE_URLS = {
+    "CC0": "https://creativecommons.org/publicdomain/zero/1.0/",
+    "CC-BY": "https://creativecommons.org/licenses/by/4.0/",
+    "CC-BY-NC": "https://creativecommons.org/licenses/by-nc/4.0/",
+    "CC-BY-SA": "https://creativecommons.org/licenses/by-sa/4.0/",
+    "CC-BY-ND": "https://creativecommons.org/licenses/by-nd/4.0/",
+    "CC-BY-NC-SA": "https://creativecommons.org/licenses/by-nc-sa/4.0/",
+    "CC-BY-NC-ND": "https://creativecommons.org/licenses/by-nc-nd/4.0/",
+}
+# Longest side of each photo size; square is cropped to 75 x 75; original is as listed.
+SIZES = {"large": 1024, "medium": 500, "small": 240, "thumb": 100}
+MIME = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp"}
+PAGE_URL = "https://www.inaturalist.org/observations/{observation_uuid}"
+EXAMPLES = 5  # entity ids logged per unmatched reason
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """An entity to find photos of: its query and its knowledge-graph taxon."""
+
+    entity_id: str
+    query_id: str
+    text: str
+    inaturalist_id: str | None
+    taxon_name: str | None
+    taxon_rank: str | None
+
+
+@dataclass(frozen=True)
+class Matched:
+    wanted: Wanted
+    taxon_id: int
+    by: str  # "id" or "name"
+
+
+def wanted_entities(queries: Iterator[Query], entities_path: Path, kinds: set[str]) -> list[Wanted]:
+    """Each entity served by the selected queries once, with the query its photos are filed under."""
+    names, taxa = _entity_facts(entities_path)
+    chosen: dict[str, Query] = {}
+    for query in queries:
+        for use in query.uses:
+            if use.kind not in kinds or use.entity_id not in names:
+                continue
+            current = chosen.get(use.entity_id)
+            named = query.text == normalise(names[use.entity_id])
+            if current is None or (named and current.text != normalise(names[use.entity_id])):
+                chosen[use.entity_id] = query
+    return [Wanted(entity_id, query.query_id, query.text, *taxa[entity_id]) for entity_id, query in chosen.items()]
+
+
+def _entity_facts(path: Path) -> tuple[dict[str, str], dict[str, tuple[str | None, str | None, str | None]]]:
+    columns = ["id", "name", "inaturalist_id", "taxon_name", "taxon_rank"]
+    names = pq.ParquetFile(path).schema_arrow.names
+    if "inaturalist_id" not in names or "taxon_rank" not in names:
+        raise EngineError(f"inaturalist: {path} has no inaturalist_id or taxon_rank column (made by an older kg stage): "
+                          "rerun the kg stage (entitynet kg --force) to harvest P3151 and P105")
+    table = pq.read_table(path, columns=columns).to_pydict()
+    named = dict(zip(table["id"], table["name"]))
+    facts = {entity: (inat, name, rank) for entity, inat, name, rank
+             in zip(table["id"], table["inaturalist_id"], table["taxon_name"], table["taxon_rank"])}
+    return named, facts
+
+
+class InaturalistEngine:
+    """See the module docstring. ``drops`` counts photos left out; ``entities`` counts the join."""
+
+    name = ENGINE
+
+    def __init__(self, config: InaturalistConfig, index: Index, spill: Path) -> None:
+        self.config = config
+        self.index = index
+        self.spill = spill
+        self.drops: Counter[str] = Counter()
+        self.entities: Counter[str] = Counter()
+
+    def match(self, wanted: list[Wanted]) -> list[Matched]:
+        """Each entity's taxon, by id then by name and rank; the others counted and logged by reason."""
+        ids = sorted({int(w.inaturalist_id) for w in wanted if _is_id(w.inaturalist_id)})
+        names = sorted({w.taxon_name for w in wanted if w.taxon_name})
+        connection = connect(self.config, self.spill)
+        try:
+            taxa = self.index.table("taxa")
+            known = {row[0] for row in connection.execute(
+                "SELECT taxon_id FROM read_parquet(?) WHERE taxon_id IN (SELECT unnest(?::BIGINT[]))", [taxa, ids]).fetchall()}
+            by_name: dict[tuple[str, str], list[int]] = defaultdict(list)
+            for taxon_id, name, rank in connection.execute(
+                "SELECT taxon_id, name, rank FROM read_parquet(?) WHERE active AND name IN (SELECT unnest(?::VARCHAR[]))",
+                [taxa, names]).fetchall():
+                by_name[(name, rank)].append(taxon_id)
+        finally:
+            connection.close()
+        matched: list[Matched] = []
+        examples: dict[str, list[str]] = defaultdict(list)
+        for item in wanted:
+            found, reason = self._match_one(item, known, by_name)
+            self.entities[reason] += 1
+            if found is None:
+                examples[reason].append(item.entity_id)
+            else:
+                matched.append(Matched(item, found, "id" if reason == "matched_by_id" else "name"))
+        for reason, entity_ids in sorted(examples.items()):
+            logger.warning("inaturalist: %d entities not joined (%s), e.g. %s", len(entity_ids), reason,
+                           ", ".join(entity_ids[:EXAMPLES]))
+        if wanted and not any(w.inaturalist_id or w.taxon_name for w in wanted):
+            raise EngineError("inaturalist: no entity has an iNaturalist taxon ID (P3151) or a scientific name (P225): "
+                              "the inaturalist engine joins taxa; harvest living things from Wikidata (kg.sources)")
+        return matched
+
+    @staticmethod
+    def _match_one(item: Wanted, known: set[int], by_name: dict[tuple[str, str], list[int]]) -> tuple[int | None, str]:
+        if _is_id(item.inaturalist_id) and int(item.inaturalist_id or 0) in known:
+            return int(item.inaturalist_id or 0), "matched_by_id"
+        if not item.taxon_name:
+            return None, "inaturalist_id_not_in_taxa" if item.inaturalist_id else "no_taxon_id_or_name"
+        if not item.taxon_rank:
+            return None, "no_taxon_rank"
+        rank = RANKS.get(item.taxon_rank)
+        if rank is None:
+            return None, "taxon_rank_not_in_inaturalist"
+        found = by_name.get((item.taxon_name, rank), [])
+        if len(found) == 1:
+            return found[0], "matched_by_name"
+        return None, "no_taxon_by_name" if not found else "several_taxa_by_name"
+
+    def batches(self, matched: list[Matched], size: int) -> Iterator[list[Matched]]:
+        items = iter(matched)
+        while batch := list(itertools.islice(items, size)):
+            yield batch
+
+    def candidates(self, batch: list[Matched]) -> list[Candidate]:
+        """The kept photos of one batch of matched entities, entity by entity, best first."""
+        if not batch:
+            return []
+        config = self.config
+        entities = pa.table({
+            "entity": pa.array([m.wanted.entity_id for m in batch]),
+            "query_id": pa.array([m.wanted.query_id for m in batch]),
+            "text": pa.array([m.wanted.text for m in batch]),
+            "taxon": pa.array([m.taxon_id for m in batch], pa.int64()),
+            "place": pa.array(range(len(batch)), pa.int32()),
+        })
+        connection = connect(config, self.spill)
+        try:
+            connection.register("entities", entities)
+            tables = {name: self.index.table(name) for name in ("taxa", "observations", "photos", "observers")}
+            targets = self._targets_sql(tables["taxa"])
+            connection.execute(f"""
+                CREATE TEMP TABLE matched AS
+                SELECT t.entity, t.branch, o.observation_uuid, o.observer_id, o.taxon_id, o.quality_grade, o.observed_on,
+                       p.photo_id, p.extension, p.license, p.width, p.height, p.position
+                FROM ({targets}) t
+                JOIN read_parquet('{_q(tables['observations'])}') o ON o.taxon_id = t.taxon_id
+                JOIN read_parquet('{_q(tables['photos'])}') p ON p.observation_uuid = o.observation_uuid""")
+            grades, licences = list(config.quality_grades), list(config.licenses)
+            for grade_ok, licence_ok, count in connection.execute(
+                "SELECT list_contains(?, quality_grade), list_contains(?, license), count(*) FROM matched GROUP BY 1, 2",
+                [grades, licences]).fetchall():
+                if not grade_ok:
+                    self.drops["quality_grade"] += count
+                elif not licence_ok:
+                    self.drops["license"] += count
+            result = connection.execute(f"""
+                WITH allowed AS (
+                    SELECT *, hash(?, entity, photo_id) AS draw FROM matched
+                    WHERE list_contains(?, quality_grade) AND list_contains(?, license)),
+                by_observer AS (
+                    SELECT *, row_number() OVER (PARTITION BY entity, observer_id ORDER BY position <> 0, draw) AS nth_of_observer
+                    FROM allowed),
+                by_branch AS (
+                    SELECT *, row_number() OVER (PARTITION BY entity, branch
+                                                 ORDER BY nth_of_observer, position <> 0, draw) AS round
+                    FROM by_observer),
+                ranked AS (
+                    SELECT *, row_number() OVER (PARTITION BY entity ORDER BY round, hash(?, branch), draw) - 1 AS rank
+                    FROM by_branch)
+                SELECT e.place, e.query_id, e.text, r.rank, r.observation_uuid, r.photo_id, r.extension, r.license,
+                       r.width, r.height, r.taxon_id, x.name AS taxon_name, r.observed_on, u.name AS observer_name, u.login
+                FROM ranked r
+                JOIN entities e ON e.entity = r.entity
+                LEFT JOIN read_parquet('{_q(tables['taxa'])}') x ON x.taxon_id = r.taxon_id
+                LEFT JOIN read_parquet('{_q(tables['observers'])}') u ON u.observer_id = r.observer_id
+                WHERE r.rank < ?
+                ORDER BY e.place, r.rank""", [config.seed, grades, licences, config.seed, config.per_entity])
+            names = [column[0] for column in result.description]
+            rows = [dict(zip(names, values)) for values in result.fetchall()]  # one batch: per_entity rows per entity at most
+        finally:
+            connection.close()
+        return [self._candidate(row) for row in rows]
+
+    def _targets_sql(self, taxa: str) -> str:
+        """(entity, taxon_id, branch) of every taxon whose observations an entity takes: its own, and
+        with ``descendants`` every taxon below it, ``branch`` being the child of the entity's taxon
+        it lies under (the unit of balance)."""
+        if not self.config.descendants:
+            return "SELECT entity, taxon AS taxon_id, taxon AS branch FROM entities"
+        return f"""
+            WITH paths AS (
+                SELECT taxon_id, CASE WHEN coalesce(ancestry, '') = '' THEN [] ELSE string_split(ancestry, '/') END
+                                 || [CAST(taxon_id AS VARCHAR)] AS path
+                FROM read_parquet('{_q(taxa)}')),
+            steps AS (SELECT taxon_id, path, unnest(range(1, len(path) + 1)) AS at FROM paths)
+            SELECT e.entity, s.taxon_id, CAST(coalesce(s.path[s.at + 1], s.path[s.at]) AS BIGINT) AS branch
+            FROM steps s JOIN entities e ON CAST(s.path[s.at] AS BIGINT) = e.taxon"""
+
+    def _candidate(self, row: dict[str, Any]) -> Candidate:
+        config = self.config
+        extension = str(row["extension"] or "jpg").lower()
+        width, height = _scaled(row["width"], row["height"], config.size)
+        who = row["observer_name"] or row["login"]
+        if not who:
+            self.drops["observer_unknown_attributed_by_id"] += 1
+        return Candidate(
+            url=config.photo_url.format(photo_id=row["photo_id"], size=config.size, extension=extension),
+            query_id=row["query_id"],
+            engine=ENGINE,
+            rank=int(row["rank"]),
+            page_url=PAGE_URL.format(observation_uuid=row["observation_uuid"]),
+            text=row["text"],
+            width=width,
+            height=height,
+            mime=MIME.get(extension),
+            license=row["license"],
+            license_url=LICENSE_URLS.get(row["license"]),
+            attribution=f"{who or 'an observer'} via iNaturalist",
+            taxon_id=str(row["taxon_id"]),
+            taxon_name=row["taxon_name"],
+            observed_on=row["observed_on"],
+        )
+
+
+def _is_id(value: str | None) -> bool:
+    return bool(value) and str(value).isdigit()
+
+
+def _scaled(width: int | None, height: int | None, size: str) -> tuple[int | None, int | None]:
+    """The photo's size at ``size``: the listed size is the original's."""
+    if size == "square":
+        return 75, 75
+    if not width or not height or size not in SIZES:
+        return width, height
+    longest = max(width, height)
+    if longest <= SIZES[size]:
+        return width, height
+    factor = SIZES[size] / longest
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def _q(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def search(config: InaturalistConfig, kinds: set[str], queries: Iterator[Query], run_dir: RunDir, folder: Path,
+           queries_per_part: int, client: HttpClient) -> tuple[InaturalistEngine, dict[str, Any]]:
+    """The search stage's work for this engine: index, match, then one part per batch of entities."""
+    cache = run_dir.cache_dir("search") / ENGINE
+    index = prepare(config, Path(config.index) if config.index else cache / "index", client)
+    engine = InaturalistEngine(config, index, cache / "spill")
+    matched = engine.match(wanted_entities(queries, run_dir.path(layout.ENTITIES), kinds))
+    counts: Counter[str] = Counter()
+    with tqdm(desc="search inaturalist", unit="entity", total=len(matched), disable=None, leave=False) as progress:
+        for number, batch in enumerate(engine.batches(matched, queries_per_part)):
+            target = folder / layout.part(number)
+            if target.exists():
+                counts["parts_reused"] += 1
+            else:
+                found = engine.candidates(batch)
+                counts["entities_without_candidates"] += len({m.wanted.query_id for m in batch}) - len({c.query_id for c in found})
+                with RecordWriter[Candidate](target, CANDIDATE_SCHEMA, candidate_to_row) as writer:
+                    writer.write_all(found)
+                counts["parts_written"] += 1
+            progress.update(len(batch))
+    return engine, {"entities": dict(sorted(engine.entities.items())), **counts}
