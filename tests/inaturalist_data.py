@@ -3,7 +3,8 @@
 Tab-separated, gzip-compressed, unquoted text (one taxon name holds both kinds of quote), the
 columns of inaturalist-open-data's Metadata/README.md plus observations' newer ``anomaly_score``.
 The taxa match the packaged sample graph: by P3151 (lion, tiger, house cat, dog) and by name and
-rank (Panthera pardus, Canis lupus, the genus Panthera, the family Felidae); "Pyrus" is an active
+rank (Panthera pardus, Canis lupus, the genus Panthera, the family Felidae); Panthera uncia and
+Puma concolor are not in the graph, so their photos go to the genus and the family; "Pyrus" is an active
 genus twice (an ambiguous name); "Canis lupus" also has an inactive twin that must not count.
 """
 
@@ -29,6 +30,8 @@ TAXA = [  # taxon_id, ancestry, rank_level, rank, name, active
     (41964, f"{CATS}/41944", 10, "species", "Panthera leo", "true"),
     (41967, f"{CATS}/41944", 10, "species", "Panthera tigris", "true"),
     (41963, f"{CATS}/41944", 10, "species", "Panthera pardus", "true"),
+    (41970, f"{CATS}/41944", 10, "species", "Panthera uncia", "true"),  # not in the sample graph
+    (42007, f"{CATS}/71306", 10, "species", "Puma concolor", "true"),  # nor this (71306: an absent genus)
     (999002, f"{CATS}/41944/41964", 5, "subspecies", 'Panthera leo "persica" d\'Asie', "false"),
     (118551, CATS, 20, "genus", "Felis", "true"),
     (118552, f"{CATS}/118551", 10, "species", "Felis catus", "true"),
@@ -50,6 +53,8 @@ OBSERVATIONS = {
     "0b1e-lion-4": (3, 41964, "casual", "2023-07-04"),
     "0b1e-tiger-1": (3, 41967, "research", "2020-01-05"),
     "0b1e-leopard-1": (1, 41963, "research", "2019-02-06"),
+    "0b1e-ounce-1": (2, 41970, "research", "2019-02-07"),
+    "0b1e-puma-1": (3, 42007, "research", "2019-02-08"),
     "0b1e-cat-1": (2, 118552, "research", "2018-03-07"),
     "0b1e-cat-2": (3, 118552, "research", "2018-03-08"),
     "0b1e-dog-1": (1, 47144, "research", "2017-04-09"),
@@ -71,6 +76,8 @@ PHOTOS = {
     112: ("0b1e-cat-2", "CC-BY", 0, "jpg"),
     113: ("0b1e-dog-1", "CC-BY", 0, "jpg"),
     114: ("0b1e-wolf-1", "CC0", 0, "jpg"),
+    115: ("0b1e-ounce-1", "CC-BY", 0, "jpg"),
+    116: ("0b1e-puma-1", "CC-BY-SA", 0, "jpg"),
 }
 # What the default settings keep (research grade; CC0, CC-BY, CC-BY-SA), per sample entity.
 KEPT = {
@@ -78,6 +85,8 @@ KEPT = {
     "Q19939": {106},  # tiger, by P3151
     "Q146": {111, 112},  # house cat, by P3151
     "Q144": {113},  # dog, by P3151
+    "Q127960": {115},  # the genus Panthera, by name: the species it has that the graph has not
+    "Q25265": {116},  # the family Felidae, likewise
 }
 
 

@@ -5,7 +5,8 @@ taxon ID (P3151) first, else as the one active taxon whose name is the entity's 
 (P225) and whose rank is its taxon rank (P105). An entity that matches no taxon or several, or
 has neither id nor name, is counted by reason and logged, never guessed.
 
-The photos of a matched taxon (and of its descendants, with ``descendants``) come from
+The photos of a matched taxon (and of its descendants, with ``descendants``, except those under a
+deeper matched entity: each photo goes to the most specific entity of the run) come from
 observations of the allowed quality grades, with the allowed licences. At most ``per_entity`` are
 kept per entity, drawn by a seeded hash: round-robin across the taxon's children (a genus takes its
 species in turn), within a child distinct observers first and an observation's first photo first.
@@ -129,6 +130,7 @@ class InaturalistEngine:
         self.spill = spill
         self.drops: Counter[str] = Counter()
         self.entities: Counter[str] = Counter()
+        self.matched: list[Matched] = []  # every entity joined, for the ownership of descendant taxa
 
     def match(self, wanted: list[Wanted]) -> list[Matched]:
         """Each entity's taxon, by id then by name and rank; the others counted and logged by reason."""
@@ -161,6 +163,7 @@ class InaturalistEngine:
         if wanted and not any(w.inaturalist_id or w.taxon_name for w in wanted):
             raise EngineError("inaturalist: no entity has an iNaturalist taxon ID (P3151) or a scientific name (P225): "
                               "the inaturalist engine joins taxa; harvest living things from Wikidata (kg.sources)")
+        self.matched = matched
         return matched
 
     @staticmethod
@@ -196,9 +199,12 @@ class InaturalistEngine:
             "taxon": pa.array([m.taxon_id for m in batch], pa.int64()),
             "place": pa.array(range(len(batch)), pa.int32()),
         })
+        everyone = pa.table({"entity": pa.array([m.wanted.entity_id for m in self.matched]),
+                             "taxon": pa.array([m.taxon_id for m in self.matched], pa.int64())})
         connection = connect(config, self.spill)
         try:
             connection.register("entities", entities)
+            connection.register("everyone", everyone)
             tables = {name: self.index.table(name) for name in ("taxa", "observations", "photos", "observers")}
             targets = self._targets_sql(tables["taxa"])
             connection.execute(f"""
@@ -245,9 +251,11 @@ class InaturalistEngine:
         return [self._candidate(row) for row in rows]
 
     def _targets_sql(self, taxa: str) -> str:
-        """(entity, taxon_id, branch) of every taxon whose observations an entity takes: its own, and
-        with ``descendants`` every taxon below it, ``branch`` being the child of the entity's taxon
-        it lies under (the unit of balance)."""
+        """(entity, taxon_id, branch) of every taxon whose observations an entity of the batch takes:
+        its own, and with ``descendants`` every taxon below it that no deeper matched entity owns
+        (a photo of a species the run has goes to that species, not to its genus too: one picture,
+        one label, and no image serving entities the build puts in different splits). ``branch`` is
+        the child of the entity's taxon the taxon lies under, the unit of balance."""
         if not self.config.descendants:
             return "SELECT entity, taxon AS taxon_id, taxon AS branch FROM entities"
         return f"""
@@ -255,9 +263,12 @@ class InaturalistEngine:
                 SELECT taxon_id, CASE WHEN coalesce(ancestry, '') = '' THEN [] ELSE string_split(ancestry, '/') END
                                  || [CAST(taxon_id AS VARCHAR)] AS path
                 FROM read_parquet('{_q(taxa)}')),
-            steps AS (SELECT taxon_id, path, unnest(range(1, len(path) + 1)) AS at FROM paths)
-            SELECT e.entity, s.taxon_id, CAST(coalesce(s.path[s.at + 1], s.path[s.at]) AS BIGINT) AS branch
-            FROM steps s JOIN entities e ON CAST(s.path[s.at] AS BIGINT) = e.taxon"""
+            steps AS (SELECT taxon_id, path, unnest(range(1, len(path) + 1)) AS step FROM paths),
+            owners AS (
+                SELECT s.taxon_id, a.entity, s.step, s.path, max(s.step) OVER (PARTITION BY s.taxon_id) AS deepest
+                FROM steps s JOIN everyone a ON CAST(s.path[s.step] AS BIGINT) = a.taxon)
+            SELECT entity, taxon_id, CAST(coalesce(path[step + 1], path[step]) AS BIGINT) AS branch
+            FROM owners WHERE step = deepest AND entity IN (SELECT entity FROM entities)"""
 
     def _candidate(self, row: dict[str, Any]) -> Candidate:
         config = self.config

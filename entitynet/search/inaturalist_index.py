@@ -174,8 +174,13 @@ def _convert(connection: duckdb.DuckDBPyConnection, name: str, source: Path, fol
     except duckdb.Error as error:
         partial.unlink(missing_ok=True)
         detail = " ".join(str(error).split())[:400]
-        raise EngineError(f"inaturalist: {source}: cannot be read to the end ({detail}); "
-                          "a truncated download? fetch the file again") from None
+        if isinstance(error, duckdb.OutOfMemoryException):
+            hint = "raise search.inaturalist.memory_limit"
+        elif "gzip" in detail.lower():
+            hint = "a truncated download? fetch the file again"
+        else:
+            hint = "a row with a wrong number of fields or a value of the wrong type?"
+        raise EngineError(f"inaturalist: {source}: cannot be read to the end ({detail}); {hint}") from None
     os.replace(partial, target)
     write_text_atomic(stamp_file, stamp)
 
