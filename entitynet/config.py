@@ -345,7 +345,7 @@ class InaturalistConfig:
     seed: int = option(0, "seed of the per-entity draw")
     index: str | None = option(
         None, "folder of the prepared index (parquet made from the .csv.gz once); default RUN/cache/search/inaturalist/index",
-        path=True)
+        path=True, runtime=True)
     memory_limit: str = option("1GB", "DuckDB's memory limit for the join; it spills to disk beyond it", runtime=True)
 
     def __post_init__(self) -> None:
