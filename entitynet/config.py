@@ -331,7 +331,7 @@ INATURALIST_GRADES = ("research", "needs_id", "casual")
 class InaturalistConfig:
     metadata: str | None = option(
         None, "folder or http(s) URL prefix holding taxa, observations, photos and observers .csv.gz "
-        "(iNaturalist's open data: https://inaturalist-open-data.s3.amazonaws.com/metadata/)", path=True)
+        "(iNaturalist's open data: the root of https://inaturalist-open-data.s3.amazonaws.com)", path=True)
     photo_url: str = option(
         "https://inaturalist-open-data.s3.amazonaws.com/photos/{photo_id}/{size}.{extension}",
         "template of a photo's URL: {photo_id}, {size} and {extension} are filled in")

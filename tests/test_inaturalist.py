@@ -262,3 +262,17 @@ def test_the_configuration_is_checked(tmp_path):
         load_config("demo", assignments=[f"search.inaturalist.metadata={tmp_path}", "search.inaturalist.photo_url=http://x/{photo_id}.jpg"])
     url = load_config("demo", assignments=["search.inaturalist.metadata=https://example.org/metadata"])
     assert url.search.inaturalist.metadata == "https://example.org/metadata"  # a URL is not made a path
+
+
+def test_the_inaturalist_preset_is_accepted_by_every_stage_offline(tmp_path):
+    """It cannot run here (QLever, the bucket): it loads, every stage's check passes, and it asks
+    for what the preset promises (iNaturalist, about 200 species x 20 photos, a tiny model)."""
+    from entitynet import pipeline
+    from entitynet.rundir import RunDir
+
+    config = load_config("livingthings-inat")
+    pipeline.preflight(config, RunDir(tmp_path / "run"), pipeline.STAGES)
+    inat = config.search.inaturalist
+    assert config.search.engine == "inaturalist" and inat.metadata == "https://inaturalist-open-data.s3.amazonaws.com"
+    assert inat.licenses == ["CC0", "CC-BY", "CC-BY-SA"] and inat.per_entity == 20 and inat.size == "medium"
+    assert 150 <= config.kg.limit_per_root * len(config.kg.wikidata.roots) <= 300 and config.train.config == "tiny"

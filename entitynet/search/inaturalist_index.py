@@ -125,7 +125,7 @@ def _sources(metadata: str, folder: Path, client: HttpClient | None) -> dict[str
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
         raise EngineError(f"inaturalist: missing metadata file{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
-                          "(download them from https://inaturalist-open-data.s3.amazonaws.com/metadata/)")
+                          "(iNaturalist's open data: https://inaturalist-open-data.s3.amazonaws.com/<name>.csv.gz)")
     return paths
 
 
