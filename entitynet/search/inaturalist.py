@@ -266,8 +266,8 @@ class InaturalistEngine:
             steps AS (SELECT taxon_id, path, unnest(range(1, len(path) + 1)) AS step FROM paths),
             owners AS (
                 SELECT s.taxon_id, a.entity, s.step, s.path, max(s.step) OVER (PARTITION BY s.taxon_id) AS deepest
-                FROM steps s JOIN everyone a ON CAST(s.path[s.step] AS BIGINT) = a.taxon)
-            SELECT entity, taxon_id, CAST(coalesce(path[step + 1], path[step]) AS BIGINT) AS branch
+                FROM steps s JOIN everyone a ON TRY_CAST(s.path[s.step] AS BIGINT) = a.taxon)
+            SELECT entity, taxon_id, TRY_CAST(coalesce(path[step + 1], path[step]) AS BIGINT) AS branch
             FROM owners WHERE step = deepest AND entity IN (SELECT entity FROM entities)"""
 
     def _candidate(self, row: dict[str, Any]) -> Candidate:
