@@ -132,6 +132,13 @@ def test_a_rerun_reuses_parts_and_the_index_and_a_kill_9_resumes(queried_run, ho
     assert json.loads((whole / "stages" / "search.json").read_text())["stats"]["parts_reused"] >= 1
     assert {path.name: path.stat().st_mtime_ns for path in index.glob("*.parquet")} == built  # not indexed again
 
+    shared = tmp_path / "shared"  # another run pointed at the first one's index: nothing is indexed again
+    shutil.copytree(queried_run, shared)
+    assert main(search_args(shared, metadata, host, "--set", "search.queries_per_part=2",
+                            "--set", f"search.inaturalist.index={index}")) == 0
+    assert candidates(shared) == expected and not (shared / "cache" / "search" / "inaturalist" / "index").exists()
+    assert {path.name: path.stat().st_mtime_ns for path in index.glob("*.parquet")} == built
+
     killed = tmp_path / "killed"
     shutil.copytree(queried_run, killed)
     command = [sys.executable, "-m", "entitynet", *search_args(killed, metadata, host, "--set", "search.queries_per_part=1")]
@@ -276,3 +283,17 @@ def test_the_inaturalist_preset_is_accepted_by_every_stage_offline(tmp_path):
     assert config.search.engine == "inaturalist" and inat.metadata == "https://inaturalist-open-data.s3.amazonaws.com"
     assert inat.licenses == ["CC0", "CC-BY", "CC-BY-SA"] and inat.per_entity == 20 and inat.size == "medium"
     assert 150 <= config.kg.limit_per_root * len(config.kg.wikidata.roots) <= 300 and config.train.config == "tiny"
+
+
+def test_an_index_killed_midway_is_completed_from_the_file_it_was_on(tmp_path):
+    config = InaturalistConfig(metadata=str(write_metadata(tmp_path / "metadata")))
+    index = tmp_path / "index"
+    prepare(config, index, None)
+    kept = (index / "taxa.parquet").stat().st_mtime_ns
+    (index / "photos.parquet").unlink()  # killed while converting the photos: only a partial file there
+    (index / ".photos.parquet.tmp").write_bytes(b"PAR1 half a parquet file")
+    again = prepare(config, index, None)
+    assert (index / "taxa.parquet").stat().st_mtime_ns == kept and not (index / ".photos.parquet.tmp").exists()
+    assert sum(again.licenses.values()) == len(PHOTOS)
+    write_metadata(tmp_path / "metadata", photos={**PHOTOS, 199: ("0b1e-lion-1", "CC0", 2, "jpg")})  # next month's files
+    assert sum(prepare(config, index, None).licenses.values()) == len(PHOTOS) + 1
