@@ -166,17 +166,25 @@ def engine_for(tmp_path: Path, **settings) -> InaturalistEngine:
     return InaturalistEngine(config, prepare(config, tmp_path / "index", None), tmp_path / "spill")
 
 
+def drawn(engine: InaturalistEngine, folder: Path) -> list:
+    """The engine's candidates for every entity it matched (a fresh selection in ``folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    selection = folder / f"selection-{len(list(folder.iterdir()))}.parquet"
+    engine.select(selection)
+    return engine.part(selection, 0, len(engine.matched))
+
+
 def wanted(entity: str, inat: str | None = None, name: str | None = None, rank: str | None = None) -> Wanted:
     return Wanted(entity, f"q-{entity}", entity.lower(), inat, name, rank)
 
 
 def test_the_draw_caps_each_entity_balances_children_and_prefers_distinct_observers_and_first_photos(tmp_path):
     engine = engine_for(tmp_path, per_entity=2, licenses=["CC0", "CC-BY", "CC-BY-NC"])
-    genus, lion = engine.match([wanted("PANTHERA", name="Panthera", rank="Q34740"), wanted("LION", inat="41964")])
+    engine.match([wanted("PANTHERA", name="Panthera", rank="Q34740"), wanted("LION", inat="41964")])
     draws = []
     for seed in range(4):
         engine.config.seed = seed
-        found = engine.candidates([genus, lion])
+        found = drawn(engine, tmp_path / "drawn")
         per = {key: [c for c in found if c.query_id == f"q-{key}"] for key in ("PANTHERA", "LION")}
         assert len({c.taxon_id for c in per["PANTHERA"]}) == 2  # two species, not two of one
         assert "41964" not in {c.taxon_id for c in per["PANTHERA"]}  # lions go to the lion entity
@@ -185,10 +193,12 @@ def test_the_draw_caps_each_entity_balances_children_and_prefers_distinct_observ
         assert [c.rank for c in found] == [0, 1, 0, 1]
         draws.append([c.url for c in found])
     again = engine_for(tmp_path / "again", per_entity=2, seed=3, licenses=["CC0", "CC-BY", "CC-BY-NC"])
-    assert [c.url for c in again.candidates(again.match([genus.wanted, lion.wanted]))] == draws[3]  # the seed decides
+    again.match([wanted("PANTHERA", name="Panthera", rank="Q34740"), wanted("LION", inat="41964")])
+    assert [c.url for c in drawn(again, tmp_path / "again-drawn")] == draws[3]  # the seed decides
 
     alone = engine_for(tmp_path / "alone", descendants=False)
-    assert alone.candidates(alone.match([wanted("PANTHERA", name="Panthera", rank="Q34740")])) == []  # no genus-level observations
+    alone.match([wanted("PANTHERA", name="Panthera", rank="Q34740")])
+    assert drawn(alone, tmp_path / "alone-drawn") == []  # no genus-level observations
 
 
 def test_entities_are_joined_by_id_then_by_name_and_rank_and_never_guessed(tmp_path):

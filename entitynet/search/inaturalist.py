@@ -15,15 +15,18 @@ observation's page, the photo's size at the fetched size, the taxon and the obse
 its text is the entity's query (observations have no caption), and its query is the entity's
 noun query named like the entity (else its first selected query).
 
-The join runs in DuckDB over the parquet index (inaturalist_index.py), ``queries_per_part``
-entities at a time, each batch written as one candidate part when done: memory holds one batch's
-kept rows, DuckDB spills beyond its limit, and a rerun after kill -9 starts at the first missing part.
+The join runs in DuckDB over the parquet index (inaturalist_index.py) once for all matched
+entities, under DuckDB's memory limit (it spills to disk beyond it), and writes the kept rows (at
+most ``per_entity`` per entity) as a selection file in the candidates folder; candidate parts of
+``queries_per_part`` entities are then cut from it. A run killed during the join does it again;
+killed while writing parts, it keeps the selection and starts at the first missing part.
 """
 
 from __future__ import annotations
 
-import itertools
+import json
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,7 +43,7 @@ from entitynet.config import InaturalistConfig
 from entitynet.http import HttpClient
 from entitynet.queries import normalise
 from entitynet.records import Candidate, Query
-from entitynet.rundir import RunDir
+from entitynet.rundir import RunDir, write_text_atomic
 from entitynet.search.base import EngineError
 from entitynet.search.inaturalist_index import ENGINE, Index, connect, prepare
 from entitynet.tables import CANDIDATE_SCHEMA, RecordWriter, candidate_to_row
@@ -69,6 +72,7 @@ LICENSE_URLS = {
 SIZES = {"large": 1024, "medium": 500, "small": 240, "thumb": 100}
 MIME = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp"}
 PAGE_URL = "https://www.inaturalist.org/observations/{observation_uuid}"
+SELECTION = "_inaturalist-selection.parquet"  # in RUN/candidates/, beside the parts (not a part: PART_GLOB skips it)
 EXAMPLES = 5  # entity ids logged per unmatched reason
 
 
@@ -130,7 +134,7 @@ class InaturalistEngine:
         self.spill = spill
         self.drops: Counter[str] = Counter()
         self.entities: Counter[str] = Counter()
-        self.matched: list[Matched] = []  # every entity joined, for the ownership of descendant taxa
+        self.matched: list[Matched] = []  # every entity joined, in order: ``place`` in the selection
 
     def match(self, wanted: list[Wanted]) -> list[Matched]:
         """Each entity's taxon, by id then by name and rank; the others counted and logged by reason."""
@@ -182,49 +186,48 @@ class InaturalistEngine:
             return found[0], "matched_by_name"
         return None, "no_taxon_by_name" if not found else "several_taxa_by_name"
 
-    def batches(self, matched: list[Matched], size: int) -> Iterator[list[Matched]]:
-        items = iter(matched)
-        while batch := list(itertools.islice(items, size)):
-            yield batch
-
-    def candidates(self, batch: list[Matched]) -> list[Candidate]:
-        """The kept photos of one batch of matched entities, entity by entity, best first."""
-        if not batch:
-            return []
+    def select(self, target: Path) -> None:
+        """Every matched entity's kept photos, ranked, into ``target`` (parquet, one row per photo and
+        entity, ``place`` = the entity's position in ``matched``), in one pass over the index; the
+        photos left out are counted into ``drops`` and saved beside it. A selection already there
+        (a run killed while writing parts) is taken as it is."""
+        counts = target.with_suffix(".json")
+        if target.exists() and counts.exists():
+            self.drops.update(json.loads(counts.read_text()))
+            return
         config = self.config
         entities = pa.table({
-            "entity": pa.array([m.wanted.entity_id for m in batch]),
-            "query_id": pa.array([m.wanted.query_id for m in batch]),
-            "text": pa.array([m.wanted.text for m in batch]),
-            "taxon": pa.array([m.taxon_id for m in batch], pa.int64()),
-            "place": pa.array(range(len(batch)), pa.int32()),
+            "entity": pa.array([m.wanted.entity_id for m in self.matched], pa.string()),
+            "query_id": pa.array([m.wanted.query_id for m in self.matched], pa.string()),
+            "text": pa.array([m.wanted.text for m in self.matched], pa.string()),
+            "taxon": pa.array([m.taxon_id for m in self.matched], pa.int64()),
+            "place": pa.array(range(len(self.matched)), pa.int32()),
         })
-        everyone = pa.table({"entity": pa.array([m.wanted.entity_id for m in self.matched]),
-                             "taxon": pa.array([m.taxon_id for m in self.matched], pa.int64())})
+        tables = {name: self.index.table(name) for name in ("taxa", "observations", "photos", "observers")}
+        grades, licences = list(config.quality_grades), list(config.licenses)
+        partial = target.with_name(f".{target.name}.tmp")
         connection = connect(config, self.spill)
         try:
             connection.register("entities", entities)
-            connection.register("everyone", everyone)
-            tables = {name: self.index.table(name) for name in ("taxa", "observations", "photos", "observers")}
-            targets = self._targets_sql(tables["taxa"])
             connection.execute(f"""
                 CREATE TEMP TABLE matched AS
                 SELECT t.entity, t.branch, o.observation_uuid, o.observer_id, o.taxon_id, o.quality_grade, o.observed_on,
                        p.photo_id, p.extension, p.license, p.width, p.height, p.position
-                FROM ({targets}) t
+                FROM ({self._targets_sql(tables['taxa'])}) t
                 JOIN read_parquet('{_q(tables['observations'])}') o ON o.taxon_id = t.taxon_id
                 JOIN read_parquet('{_q(tables['photos'])}') p ON p.observation_uuid = o.observation_uuid""")
-            grades, licences = list(config.quality_grades), list(config.licenses)
+            dropped: Counter[str] = Counter()
             for grade_ok, licence_ok, count in connection.execute(
                 "SELECT list_contains(?, quality_grade), list_contains(?, license), count(*) FROM matched GROUP BY 1, 2",
                 [grades, licences]).fetchall():
                 if not grade_ok:
-                    self.drops["quality_grade"] += count
+                    dropped["quality_grade"] += count
                 elif not licence_ok:
-                    self.drops["license"] += count
-            result = connection.execute(f"""
+                    dropped["license"] += count
+            connection.execute(f"""
+                COPY (
                 WITH allowed AS (
-                    SELECT *, hash(?, entity, photo_id) AS draw FROM matched
+                    SELECT *, hash({int(config.seed)}, entity, photo_id) AS draw FROM matched
                     WHERE list_contains(?, quality_grade) AND list_contains(?, license)),
                 by_observer AS (
                     SELECT *, row_number() OVER (PARTITION BY entity, observer_id ORDER BY position <> 0, draw) AS nth_of_observer
@@ -234,7 +237,7 @@ class InaturalistEngine:
                                                  ORDER BY nth_of_observer, position <> 0, draw) AS round
                     FROM by_observer),
                 ranked AS (
-                    SELECT *, row_number() OVER (PARTITION BY entity ORDER BY round, hash(?, branch), draw) - 1 AS rank
+                    SELECT *, row_number() OVER (PARTITION BY entity ORDER BY round, hash({int(config.seed)}, branch), draw) - 1 AS rank
                     FROM by_branch)
                 SELECT e.place, e.query_id, e.text, r.rank, r.observation_uuid, r.photo_id, r.extension, r.license,
                        r.width, r.height, r.taxon_id, x.name AS taxon_name, r.observed_on, u.name AS observer_name, u.login
@@ -242,13 +245,20 @@ class InaturalistEngine:
                 JOIN entities e ON e.entity = r.entity
                 LEFT JOIN read_parquet('{_q(tables['taxa'])}') x ON x.taxon_id = r.taxon_id
                 LEFT JOIN read_parquet('{_q(tables['observers'])}') u ON u.observer_id = r.observer_id
-                WHERE r.rank < ?
-                ORDER BY e.place, r.rank""", [config.seed, grades, licences, config.seed, config.per_entity])
-            names = [column[0] for column in result.description]
-            rows = [dict(zip(names, values)) for values in result.fetchall()]  # one batch: per_entity rows per entity at most
+                WHERE r.rank < {int(config.per_entity)}
+                ORDER BY e.place, r.rank
+                ) TO '{_q(str(partial))}' (FORMAT parquet)""", [grades, licences])
         finally:
             connection.close()
-        return [self._candidate(row) for row in rows]
+        os.replace(partial, target)
+        write_text_atomic(counts, json.dumps(dict(dropped)))
+        self.drops.update(dropped)
+
+    def part(self, selection: Path, start: int, stop: int) -> list[Candidate]:
+        """The candidates of the matched entities ``start`` to ``stop`` (their places), best first."""
+        table = pq.read_table(selection, filters=[("place", ">=", start), ("place", "<", stop)])
+        table = table.sort_by([("place", "ascending"), ("rank", "ascending")])
+        return [self._candidate(row) for row in table.to_pylist()]
 
     def _targets_sql(self, taxa: str) -> str:
         """(entity, taxon_id, branch) of every taxon whose observations an entity of the batch takes:
@@ -258,6 +268,7 @@ class InaturalistEngine:
         the child of the entity's taxon the taxon lies under, the unit of balance."""
         if not self.config.descendants:
             return "SELECT entity, taxon AS taxon_id, taxon AS branch FROM entities"
+        # ``entities`` is every matched entity, so a deeper one's taxa are known to be owned
         return f"""
             WITH paths AS (
                 SELECT taxon_id, CASE WHEN coalesce(ancestry, '') = '' THEN [] ELSE string_split(ancestry, '/') END
@@ -266,9 +277,9 @@ class InaturalistEngine:
             steps AS (SELECT taxon_id, path, unnest(range(1, len(path) + 1)) AS step FROM paths),
             owners AS (
                 SELECT s.taxon_id, a.entity, s.step, s.path, max(s.step) OVER (PARTITION BY s.taxon_id) AS deepest
-                FROM steps s JOIN everyone a ON TRY_CAST(s.path[s.step] AS BIGINT) = a.taxon)
+                FROM steps s JOIN entities a ON TRY_CAST(s.path[s.step] AS BIGINT) = a.taxon)
             SELECT entity, taxon_id, TRY_CAST(coalesce(path[step + 1], path[step]) AS BIGINT) AS branch
-            FROM owners WHERE step = deepest AND entity IN (SELECT entity FROM entities)"""
+            FROM owners WHERE step = deepest"""
 
     def _candidate(self, row: dict[str, Any]) -> Candidate:
         config = self.config
@@ -319,22 +330,27 @@ def _q(text: str) -> str:
 
 def search(config: InaturalistConfig, kinds: set[str], queries: Iterator[Query], run_dir: RunDir, folder: Path,
            queries_per_part: int, client: HttpClient) -> tuple[InaturalistEngine, dict[str, Any]]:
-    """The search stage's work for this engine: index, match, then one part per batch of entities."""
+    """The search stage's work for this engine: index, match, select in one pass, then one part per
+    ``queries_per_part`` entities. The selection lives in the candidates folder, whose fingerprint
+    clears it with the parts when the settings change."""
     cache = run_dir.cache_dir("search") / ENGINE
     index = prepare(config, Path(config.index) if config.index else cache / "index", client)
     engine = InaturalistEngine(config, index, cache / "spill")
     matched = engine.match(wanted_entities(queries, run_dir.path(layout.ENTITIES), kinds))
+    selection = folder / SELECTION
+    engine.select(selection)
     counts: Counter[str] = Counter()
     with tqdm(desc="search inaturalist", unit="entity", total=len(matched), disable=None, leave=False) as progress:
-        for number, batch in enumerate(engine.batches(matched, queries_per_part)):
+        for number, start in enumerate(range(0, len(matched), queries_per_part)):
+            stop = min(start + queries_per_part, len(matched))
             target = folder / layout.part(number)
             if target.exists():
                 counts["parts_reused"] += 1
             else:
-                found = engine.candidates(batch)
-                counts["entities_without_candidates"] += len({m.wanted.query_id for m in batch}) - len({c.query_id for c in found})
+                found = engine.part(selection, start, stop)
+                counts["entities_without_candidates"] += (stop - start) - len({c.query_id for c in found})
                 with RecordWriter[Candidate](target, CANDIDATE_SCHEMA, candidate_to_row) as writer:
                     writer.write_all(found)
                 counts["parts_written"] += 1
-            progress.update(len(batch))
+            progress.update(stop - start)
     return engine, {"entities": dict(sorted(engine.entities.items())), **counts}
