@@ -113,6 +113,7 @@ def test_kg_to_dataset_with_licensed_attributed_photos(queried_run, host, tmp_pa
     assert "https://www.inaturalist.org/observations/0b1e-lion-1" in rows_out[101]["page_urls"]
     card = (run / "dataset" / "README.md").read_text()
     assert "CC-BY" in card and "CC0" in card
+    assert "iNaturalist open data, joined by taxon; at most 100 photos per entity; licences CC0, CC-BY, CC-BY-SA" in card
 
 
 def test_a_rerun_reuses_parts_and_the_index_and_a_kill_9_resumes(queried_run, host, tmp_path):

@@ -175,6 +175,12 @@ def _harvest_provenance(enrich: dict[str, Any], queries: dict[str, Any], search:
         lines += [("natural types", unknown("enrich")), ("visual attributes", unknown("enrich"))]
     lines.append(("queries", ", ".join(queries.get("kinds", [])) if queries else unknown("queries")))
     engine = search.get("engine") or stats["search"].get("engine")
+    if search and engine == "inaturalist":  # no search: a join by taxon, capped per entity
+        inat = search.get("inaturalist", {})
+        lines.append(("image search", f"iNaturalist open data, joined by taxon; at most {inat.get('per_entity')} photos per "
+                                      f"entity; licences {', '.join(inat.get('licenses', []))}; "
+                                      f"quality grades {', '.join(inat.get('quality_grades', []))}"))
+        return lines
     lines.append(("image search", f"{engine}, {search['per_query']} per query" if search else
                   f"{engine}; {unknown('search')}" if engine else unknown("search")))
     return lines
