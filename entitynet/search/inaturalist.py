@@ -74,6 +74,9 @@ MIME = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "i
 PAGE_URL = "https://www.inaturalist.org/observations/{observation_uuid}"
 SELECTION = "_inaturalist-selection.parquet"  # in RUN/candidates/, beside the parts (not a part: PART_GLOB skips it)
 EXAMPLES = 5  # entity ids logged per unmatched reason
+# Observations examined per (entity, child taxon), as a multiple of per_entity: beyond it a seeded
+# hash samples them (licences leave out most photos of some taxa, so the margin is wide).
+OVERSAMPLE = 50
 
 
 @dataclass(frozen=True)
@@ -209,26 +212,36 @@ class InaturalistEngine:
         connection = connect(config, self.spill)
         try:
             connection.register("entities", entities)
+            observations, photos = _q(tables["observations"]), _q(tables["photos"])
+            connection.execute(f"CREATE TEMP TABLE targets AS {self._targets_sql(tables['taxa'])}")
+            # Observations of the allowed grades per (entity, branch), so a taxon with millions (a
+            # class, a common species) is sampled down before its photos are joined and ranked.
+            connection.execute(f"""
+                CREATE TEMP TABLE sizes AS
+                SELECT t.entity, t.branch, list_contains(?, o.quality_grade) AS allowed, count(*) AS n
+                FROM targets t JOIN read_parquet('{observations}') o ON o.taxon_id = t.taxon_id
+                GROUP BY ALL""", [grades])
+            dropped: Counter[str] = Counter()
+            dropped["quality_grade"] = int(connection.execute("SELECT coalesce(sum(n), 0) FROM sizes WHERE NOT allowed").fetchone()[0])
+            examined = OVERSAMPLE * config.per_entity
             connection.execute(f"""
                 CREATE TEMP TABLE matched AS
-                SELECT t.entity, t.branch, o.observation_uuid, o.observer_id, o.taxon_id, o.quality_grade, o.observed_on,
+                SELECT t.entity, t.branch, o.observation_uuid, o.observer_id, o.taxon_id, o.observed_on,
                        p.photo_id, p.extension, p.license, p.width, p.height, p.position
-                FROM ({self._targets_sql(tables['taxa'])}) t
-                JOIN read_parquet('{_q(tables['observations'])}') o ON o.taxon_id = t.taxon_id
-                JOIN read_parquet('{_q(tables['photos'])}') p ON p.observation_uuid = o.observation_uuid""")
-            dropped: Counter[str] = Counter()
-            for grade_ok, licence_ok, count in connection.execute(
-                "SELECT list_contains(?, quality_grade), list_contains(?, license), count(*) FROM matched GROUP BY 1, 2",
-                [grades, licences]).fetchall():
-                if not grade_ok:
-                    dropped["quality_grade"] += count
-                elif not licence_ok:
-                    dropped["license"] += count
+                FROM targets t
+                JOIN sizes s ON s.entity = t.entity AND s.branch = t.branch AND s.allowed
+                JOIN read_parquet('{observations}') o ON o.taxon_id = t.taxon_id
+                JOIN read_parquet('{photos}') p ON p.observation_uuid = o.observation_uuid
+                WHERE list_contains(?, o.quality_grade)
+                  AND (s.n <= {examined} OR hash({int(config.seed)}, t.entity, o.observation_uuid) / 18446744073709551616.0
+                                            < {examined} / s.n)""", [grades])
+            dropped["license"] = int(connection.execute(
+                "SELECT count(*) FROM matched WHERE NOT list_contains(?, license)", [licences]).fetchone()[0])
             connection.execute(f"""
                 COPY (
                 WITH allowed AS (
                     SELECT *, hash({int(config.seed)}, entity, photo_id) AS draw FROM matched
-                    WHERE list_contains(?, quality_grade) AND list_contains(?, license)),
+                    WHERE list_contains(?, license)),
                 by_observer AS (
                     SELECT *, row_number() OVER (PARTITION BY entity, observer_id ORDER BY position <> 0, draw) AS nth_of_observer
                     FROM allowed),
@@ -247,7 +260,7 @@ class InaturalistEngine:
                 LEFT JOIN read_parquet('{_q(tables['observers'])}') u ON u.observer_id = r.observer_id
                 WHERE r.rank < {int(config.per_entity)}
                 ORDER BY e.place, r.rank
-                ) TO '{_q(str(partial))}' (FORMAT parquet)""", [grades, licences])
+                ) TO '{_q(str(partial))}' (FORMAT parquet)""", [licences])
         finally:
             connection.close()
         os.replace(partial, target)
