@@ -124,7 +124,7 @@ def test_a_rerun_reuses_parts_and_the_index_and_a_kill_9_resumes(queried_run, ho
     expected = candidates(whole)
     index = whole / "cache" / "search" / "inaturalist" / "index"
     built = {path.name: path.stat().st_mtime_ns for path in index.glob("*.parquet")}
-    assert set(built) == {"taxa.parquet", "observations.parquet", "photos.parquet", "observers.parquet"}
+    assert set(built) == {"taxa.parquet", "observations.parquet", "photos.parquet", "observers.parquet", "taxon_counts.parquet"}
 
     (whole / "stages" / "search.json").unlink()  # as if killed before the end
     (whole / "candidates" / "part-00001.parquet").unlink()
@@ -308,3 +308,16 @@ def test_an_index_killed_midway_is_completed_from_the_file_it_was_on(tmp_path):
     assert sum(again.licenses.values()) == len(PHOTOS)
     write_metadata(tmp_path / "metadata", photos={**PHOTOS, 199: ("0b1e-lion-1", "CC0", 2, "jpg")})  # next month's files
     assert sum(prepare(config, index, None).licenses.values()) == len(PHOTOS) + 1
+
+
+def test_a_taxon_with_many_observations_is_sampled_before_the_join_and_counts_stay_whole(tmp_path, monkeypatch):
+    from entitynet.search import inaturalist
+
+    monkeypatch.setattr(inaturalist, "OVERSAMPLE", 1)  # examine about one observation per child taxon
+    engine = engine_for(tmp_path, per_entity=1)
+    engine.match([wanted("FELIDAE", name="Felidae", rank="Q35409")])
+    found = drawn(engine, tmp_path / "drawn")
+    assert len(found) == 1  # Puma's single observation is always examined, so there is one to keep
+    assert engine.drops["quality_grade"] == 2  # the lion's needs_id and casual observations, counted before sampling
+    # licence drops are of the examined photos: fewer than the 4 (102, 107-109) of all Felidae's research photos
+    assert engine.drops["license"] < 4

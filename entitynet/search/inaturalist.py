@@ -218,8 +218,8 @@ class InaturalistEngine:
             # class, a common species) is sampled down before its photos are joined and ranked.
             connection.execute(f"""
                 CREATE TEMP TABLE sizes AS
-                SELECT t.entity, t.branch, list_contains(?, o.quality_grade) AS allowed, count(*) AS n
-                FROM targets t JOIN read_parquet('{observations}') o ON o.taxon_id = t.taxon_id
+                SELECT t.entity, t.branch, list_contains(?, c.quality_grade) AS allowed, sum(c.n) AS n
+                FROM targets t JOIN read_parquet('{_q(self.index.table("taxon_counts"))}') c ON c.taxon_id = t.taxon_id
                 GROUP BY ALL""", [grades])
             dropped: Counter[str] = Counter()
             dropped["quality_grade"] = int(connection.execute("SELECT coalesce(sum(n), 0) FROM sizes WHERE NOT allowed").fetchone()[0])

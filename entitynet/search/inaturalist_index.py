@@ -77,6 +77,7 @@ def prepare(config: InaturalistConfig, folder: Path, client: HttpClient | None) 
     try:
         for name, path in sources.items():
             _convert(connection, name, path, folder)
+        _count_by_taxon(connection, folder, _stamp(sources["observations"]))
         manifest = folder / "licenses.json"
         stamp = _stamp(sources["photos"])
         known = json.loads(manifest.read_text()) if manifest.exists() else {}
@@ -181,6 +182,20 @@ def _convert(connection: duckdb.DuckDBPyConnection, name: str, source: Path, fol
         else:
             hint = "a row with a wrong number of fields or a value of the wrong type?"
         raise EngineError(f"inaturalist: {source}: cannot be read to the end ({detail}); {hint}") from None
+    os.replace(partial, target)
+    write_text_atomic(stamp_file, stamp)
+
+
+def _count_by_taxon(connection: duckdb.DuckDBPyConnection, folder: Path, stamp: str) -> None:
+    """Observations per (taxon, quality grade): the join sizes each entity's share from this small
+    table instead of scanning the observations once more."""
+    target, stamp_file = folder / "taxon_counts.parquet", folder / "taxon_counts.stamp"
+    if target.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+        return
+    partial = folder / ".taxon_counts.parquet.tmp"
+    connection.execute(f"COPY (SELECT taxon_id, quality_grade, count(*) AS n "
+                       f"FROM read_parquet('{_quoted(str(folder / 'observations.parquet'))}') GROUP BY ALL) "
+                       f"TO '{_quoted(str(partial))}' (FORMAT parquet)")
     os.replace(partial, target)
     write_text_atomic(stamp_file, stamp)
 
