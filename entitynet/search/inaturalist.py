@@ -15,6 +15,10 @@ observation's page, the photo's size at the fetched size, the taxon and the obse
 its text is the entity's query (observations have no caption), and its query is the entity's
 noun query named like the entity (else its first selected query).
 
+An (entity, child taxon) with more than OVERSAMPLE x ``per_entity`` allowed observations is
+sampled by a seeded hash of the observation before the photos are joined (sized from the index's
+observations-per-taxon table), so a class or a very common species costs no more than a rare one.
+
 The join runs in DuckDB over the parquet index (inaturalist_index.py) once for all matched
 entities, under DuckDB's memory limit (it spills to disk beyond it), and writes the kept rows (at
 most ``per_entity`` per entity) as a selection file in the candidates folder; candidate parts of
