@@ -5,8 +5,9 @@ time; a part is written atomically once all its queries are answered, and every 
 cached in RUN/cache/search/<engine>/, so a rerun skips finished parts and re-asks nothing. The
 pool engine scans the pool twice (see pool.py) and writes parts of ``queries_per_part * per_query``
 candidates. The inaturalist engine joins entities to iNaturalist's open data in one pass and cuts
-parts of ``queries_per_part`` entities from its selection (see inaturalist.py). ``RUN/candidates/_fingerprint`` remembers the configuration the parts were made with:
-other settings clear the folder first, so parts of two configurations never mix.
+parts of ``queries_per_part`` entities from its selection (see inaturalist.py).
+``RUN/candidates/_fingerprint`` remembers the configuration the parts were made with: other
+settings clear the folder first, so parts of two configurations never mix.
 """
 
 from __future__ import annotations
