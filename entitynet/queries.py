@@ -5,7 +5,12 @@ Kinds (arXiv 2505.02746, section 3):
 - ``noun``: the entity's name; for living things also its aliases, common names and taxon name;
 - ``wordnet-noun``: the WordNet lemmas of the entity (its own synset or the one merged into it);
 - ``attrnoun``: an attribute's own query ("elephant tusks");
-- ``attr``: the attribute with the natural type in place of the name ("spotted big cat").
+- ``attr``: the attribute and the natural type, "{attribute} {natural type}" ("spotted big cat"),
+  one query per (attribute, natural type) whatever the entity's own attribute query says. As the
+  authors do (``kgraph/living_generate_attribute_queries.py``), it is made per natural type and
+  counted over all entities of that type: each entity with the attribute adds its use, so the
+  number of its ``attr`` uses is the authors' ``count``. The trainer's text mix fills its synonym
+  and replace branches from the natural type, not from the entities (``training/text_mix.py``).
 
 Texts are normalised (Unicode NFKC, one space, lower case) and deduplicated on (text, natural
 type): the natural type travels with the query as the engines' disambiguation hint, so "jaguar"
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
@@ -69,18 +73,10 @@ def uses_of(
         if "attrnoun" in kinds:
             yield "attrnoun", attribute.query, attribute.attribute
         if "attr" in kinds and natural_type:
-            typed = _with_type(attribute.query, [entity.name, *entity.aliases], natural_type)
-            if typed:
-                yield "attr", typed, attribute.attribute
-
-
-def _with_type(query: str, names: list[str], natural_type: str) -> str | None:
-    """The attribute query with the entity's name (or alias) replaced by its natural type."""
-    for name in sorted(names, key=len, reverse=True):
-        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
-        if pattern.search(query):
-            return pattern.sub(lambda _: natural_type, query, count=1)
-    return None
+            # one text per (attribute, natural type): every entity of the type with this attribute
+            # yields the same text, and grouping on (text, natural type) makes them one query
+            spoken = normalise(attribute.attribute)
+            yield "attr", f"{spoken} {natural_type}" if spoken else "", spoken  # no attribute: dropped as empty
 
 
 def _attributes_by_entity(path: Path) -> Iterator[tuple[str, list[Attribute]]]:
@@ -137,15 +133,23 @@ def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path) -> dict[s
         pq.write_table(queries, temporary, compression="zstd")
     spool.unlink()
     per_kind = Counter()
-    for uses in queries.column("uses").to_pylist():
+    attr_counts: list[tuple[int, str, str]] = []  # (entities of the type with the attribute, text, type)
+    for text, hint, uses in zip(queries.column("text").to_pylist(), queries.column("natural_type").to_pylist(),
+                                queries.column("uses").to_pylist()):
         for kind in {use["kind"] for use in uses}:
             per_kind[kind] += 1
+        entities = {use["entity_id"] for use in uses if use["kind"] == "attr"}
+        if entities:
+            attr_counts.append((len(entities), text, hint))
+    attr_counts.sort(key=lambda item: (-item[0], item[1], item[2]))
     return {
         "queries": queries.num_rows,
         "uses": sum(uses_per_kind.values()),
         "uses_per_kind": dict(sorted(uses_per_kind.items())),
         "queries_per_kind": dict(sorted(per_kind.items())),
         "dropped": dict(sorted(dropped.items())),
+        # the authors' count of an attr query: how many entities of its natural type have the attribute
+        "attr_queries_most_entities": [{"text": t, "natural_type": h, "entities": n} for n, t, h in attr_counts[:5]],
     }
 
 
@@ -179,6 +183,9 @@ def run(config: Config, run_dir: RunDir, force: bool = False) -> StageResult:
 def summary(stats: dict[str, Any]) -> str:
     lines = [f"queries: {stats.get('queries', 0)} unique, serving {stats.get('uses', 0)} uses"]
     lines.append("  queries per kind: " + ", ".join(f"{k}: {v}" for k, v in stats.get("queries_per_kind", {}).items()))
+    if stats.get("attr_queries_most_entities"):
+        lines.append("  attr queries with most entities: " + ", ".join(
+            f"{q['text']} ({q['entities']})" for q in stats["attr_queries_most_entities"]))
     if stats.get("dropped"):
         lines.append("  dropped: " + ", ".join(f"{k}: {v}" for k, v in stats["dropped"].items()))
     return "\n".join(lines)
