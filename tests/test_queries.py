@@ -102,8 +102,10 @@ def test_attr_queries_are_made_per_natural_type_and_counted_over_its_entities(tm
     jaguar = Entity(id="Q35694", source="wikidata", name="jaguar", domain="living", root="Q729")
     cheetah = Entity(id="Q35255", source="wikidata", name="cheetah", domain="living", root="Q729")
     tabby = Entity(id="Q1", source="wikidata", name="tabby", domain="living", root="Q729")
-    attributes = [Attribute("Q34706", "pattern", "spotted", "spotted leopard", "llm:m"),
+    attributes = [Attribute("Q34706", "pattern", "spotted", "spotted leopard", "llm:m"),  # entity by entity
+                  Attribute("Q34706", "behavior", "in flight", "leopard in flight", "kg"),
                   Attribute("Q35694", "pattern", "Spotted", "jaguar, spotted", "llm:m"),
+                  Attribute("Q35694", "behavior", "running", "running jaguar", "llm:m"),
                   Attribute("Q35255", "pattern", "spotted", "spotted coat of the fastest cat", "llm:m"),
                   Attribute("Q35255", "behavior", "running", "cheetah running", "llm:m"),
                   Attribute("Q1", "pattern", "spotted", "spotted tabby", "llm:m")]
@@ -112,7 +114,10 @@ def test_attr_queries_are_made_per_natural_type_and_counted_over_its_entities(tm
     assert main(["-q", "queries", "--run", str(run.root), "--config", "demo"]) == 0
     queries = [query_from_row(row) for row in read_rows(run.path("queries.parquet"))]
     attr = {q.text: q for q in queries if any(u.kind == "attr" for u in q.uses)}
-    assert set(attr) == {"spotted big cat", "running big cat", "spotted house cat"}
+    # "cheetah running" and "running jaguar" word it two ways: one query, in the authors' form on a
+    # tie; "leopard in flight" keeps its order ("in flight big cat" would not read as a caption)
+    assert set(attr) == {"spotted big cat", "running big cat", "big cat in flight", "spotted house cat"}
+    assert {u.entity_id for u in attr["running big cat"].uses} == {"Q35255", "Q35694"}
     spotted = attr["spotted big cat"]
     assert spotted.natural_type == "big cat" and spotted.query_id == query_id("spotted big cat", "big cat")
     assert {(u.kind, u.entity_id, u.attribute) for u in spotted.uses} == {
