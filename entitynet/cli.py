@@ -15,7 +15,7 @@ from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from entitynet import __version__, layout, pipeline
+from entitynet import __version__, layout, pipeline, wise_ft_command
 from entitynet.config import (
     DOMAINS,
     SOURCES,
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_demo(commands)
     _add_convert(commands)
+    wise_ft_command.add_parser(commands, _add_verbosity)
     return parser
 
 
