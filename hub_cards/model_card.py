@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from entitynet.builders.entitynet import CITATION
+from entitynet.dataset.lineage import RANK_METRICS
 from entitynet.rundir import package_versions
 
 # CLIP_benchmark's names, as entitynet eval writes them
-CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall")
+CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", *RANK_METRICS)  # acc1_genus, ...: dataset/lineage.py
 RETRIEVAL = tuple(f"{kind}_retrieval_recall@{k}" for kind in ("image", "text") for k in (1, 5, 10))
 
 

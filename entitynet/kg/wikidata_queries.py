@@ -34,6 +34,7 @@ FACT_PATTERNS = {
     "common_name": "?item wdt:P1843 ?value .",
     "taxon_name": "?item wdt:P225 ?value .",
     "image": "?item wdt:P18 ?value .",
+    "rank": "?item wdt:P105 ?value .",  # taxon rank (an item: Q34740 genus, ...), read for ancestors
     # Statements about looks, read by the enrich stage's kg attributes (values are items).
     "P462": "?item wdt:P462 ?value .",  # color
     "P1552": "?item wdt:P1552 ?value .",  # has characteristic
@@ -44,7 +45,7 @@ FACT_PATTERNS = {
 LANGUAGE_FIELDS = frozenset({"label", "alias", "description", "common_name"})
 VISUAL_PROPERTIES = ("P462", "P1552", "P527", "P186")
 ENTITY_FIELDS = ("label", "alias", "description", "common_name", "taxon_name", "image", *VISUAL_PROPERTIES)
-DESCRIBE_FIELDS = ("label", "sitelinks")  # for ancestors and statement values
+DESCRIBE_FIELDS = ("label", "sitelinks", "rank")  # for ancestors and statement values
 
 # First hop may be instance-of (P31), parent taxon (P171) or subclass-of (P279); further hops only
 # climb P171/P279, since the class of a class (metaclasses such as "taxon") names nothing visual.

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from entitynet.rundir import write_text_atomic
+from entitynet.training.evaluation.ranks import RANK_METRICS
 
 METRICS = ("acc1", "acc5", "mean_per_class_recall",
            "image_retrieval_recall@1", "image_retrieval_recall@5", "image_retrieval_recall@10",
-           "text_retrieval_recall@1", "text_retrieval_recall@5", "text_retrieval_recall@10")
+           "text_retrieval_recall@1", "text_retrieval_recall@5", "text_retrieval_recall@10", *RANK_METRICS)
 # chance: acc1's chance level under the scoring rule (an image is right when the top class is any of its own)
 COLUMNS = ("model", "task", "dataset", "split", "templates", "classes", "images", "num_classes", "texts", "acc1",
            "chance") + METRICS[1:]
@@ -87,7 +88,7 @@ def card_results(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             value = record["metrics"].get(name)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
-            classification = name in METRICS[:3]
+            classification = name in METRICS[:3] or name in RANK_METRICS
             results.append({
                 "task_type": "zero-shot-image-classification" if classification else "zero-shot-image-text-retrieval",
                 # the Hub groups results by dataset type, config and split: the task name as the

@@ -64,6 +64,7 @@ class Example:
     captions: tuple[str, ...] = ()
     names: Mapping[str, tuple[str, ...]] | None = None
     fields: Mapping[str, Any] | None = None  # row fields a class name can be formatted from
+    lineages: Mapping[str, Mapping[str, str]] | None = None  # class id -> {rank: ancestor id}, from entities' lineage
 
 
 @dataclass(frozen=True)
@@ -371,7 +372,14 @@ def built_examples(rows: Iterable[Mapping[str, Any]], name_format: str = "{name}
         names = ClassSet.from_entities(entities, name_format, aliases)
         yield Example(row["image"], f"{where} row {n} ({row.get('image_id', '?')})", labels=names.ids,
                       captions=tuple(text for text in row.get("alt_texts") or [] if text and text.strip()),
-                      names=dict(zip(names.ids, names.names)))
+                      names=dict(zip(names.ids, names.names)), lineages=lineages_of(entities))
+
+
+def lineages_of(entities: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Entity id -> {rank: ancestor id} from the entities' ``lineage`` field (built datasets made
+    before the field existed have none: {})."""
+    return {entity["id"]: {item["rank"]: item["id"] for item in entity.get("lineage") or [] if item.get("rank") and item.get("id")}
+            for entity in entities if entity.get("id")}
 
 
 def _load_split(spec: DataSpec) -> tuple[Any, str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from entitynet import layout, pipeline
 from entitynet.config import Config
+from entitynet.dataset.lineage import RANK_METRICS
 from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world, shown, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
         records.append(record)
         # chance as scored: an image of several entities is right when the top class is any of them
         evaluations[key] = {"acc1": metrics["acc1"], "chance": record["chance"], "images": metrics["num_images"],
-                            "classes": metrics["num_classes"], "split": split}
+                            "classes": metrics["num_classes"], "split": split,
+                            "ranks": {name: metrics[name] for name in RANK_METRICS if name in metrics}}
     problems: list[tuple[str, str, str]] = []
     if config.eval.suite:
         suite_records, problems = run_suite(config.eval.suite, str(model_dir), out / "suite", accelerator,

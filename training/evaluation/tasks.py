@@ -127,6 +127,8 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
         scored = classification(features, classes, weights, accelerator.device)
         record.update(templates=templates.name, num_classes=scored["num_classes"], num_images=scored["num_images"],
                       class_names=recorded_names(classes), chance=scored["chance"])
+        if "rank_images" in scored:
+            record["rank_images"] = scored["rank_images"]
         record["metrics"].update(scored["metrics"])
     if find:
         texts, owners = caption_embeddings(clip.model, clip.tokenizer, features, accelerator, settings.text_batch_size)

@@ -1,0 +1,116 @@
+"""acc1 at every rank of a tree (issue 22 item 5): a hand-checked tree with known answers at the
+scoring function, the lineage the dataset carries, and one pass through the evaluation of built
+rows (real CLIPModel, real embeddings, predictions fixed by construction)."""
+
+from __future__ import annotations
+
+import pytest
+
+from entitynet.dataset.lineage import lineage
+from entitynet.records import Ancestor, Entity
+
+# 6 species in 3 genera in 2 families, one order; ids are the taxa
+TREE = {
+    "s1": {"genus": "G1", "family": "F1", "order": "O1"}, "s2": {"genus": "G1", "family": "F1", "order": "O1"},
+    "s3": {"genus": "G2", "family": "F1", "order": "O1"}, "s4": {"genus": "G2", "family": "F1", "order": "O1"},
+    "s5": {"genus": "G3", "family": "F2", "order": "O1"}, "s6": {"genus": "G3", "family": "F2", "order": "O1"},
+}
+CLASSES = list(TREE)
+
+
+def test_a_hand_checked_tree_scores_as_counted():
+    from entitynet.training.evaluation.ranks import rank_accuracies
+
+    # (true, predicted): right species; same genus; same family, other genus; other family; right species
+    pairs = [("s1", "s1"), ("s1", "s2"), ("s3", "s1"), ("s5", "s3"), ("s6", "s6"), ("s4", "s6")]
+    top1 = [CLASSES.index(predicted) for _, predicted in pairs]
+    references = [[CLASSES.index(true)] for true, _ in pairs]
+    scores, counted = rank_accuracies(top1, references, [TREE[c] for c in CLASSES])
+    assert scores == {"acc1_species": 2 / 6, "acc1_genus": 3 / 6, "acc1_family": 4 / 6, "acc1_order": 1.0}
+    assert counted == {"acc1_species": 6, "acc1_genus": 6, "acc1_family": 6, "acc1_order": 6}
+
+
+def test_ranks_a_class_lacks_are_not_scored_and_a_predicted_class_without_the_rank_is_wrong():
+    from entitynet.training.evaluation.ranks import rank_accuracies
+
+    lineages = [{"genus": "G1", "family": "F1"}, {"family": "F1"}, {}, {"hypernym1": "wn:cat.n.01"},
+                {"hypernym1": "wn:cat.n.01", "hypernym2": "wn:feline.n.01"}]
+    # image 0: true 0, predicted 1 (no genus: wrong at genus, same family); image 1: true 2 (no
+    # lineage, predicted 0: counted at species only if taxonomic - it is not); image 2: true 3,
+    # predicted 4 (same hypernym1); image 3: true 4, predicted 4
+    scores, counted = rank_accuracies([1, 0, 4, 4], [[0], [2], [3], [4]], lineages)
+    assert scores == {"acc1_species": 0.0, "acc1_genus": 0.0, "acc1_family": 1.0, "acc1_hypernym1": 1.0,
+                      "acc1_hypernym2": 1.0}
+    assert counted == {"acc1_species": 1, "acc1_genus": 1, "acc1_family": 1, "acc1_hypernym1": 2, "acc1_hypernym2": 1}
+
+
+def test_an_image_of_several_entities_is_right_at_a_rank_when_any_of_them_shares_it():
+    from entitynet.training.evaluation.ranks import rank_accuracies
+
+    lineages = [TREE["s1"], TREE["s3"], TREE["s5"]]
+    scores, _ = rank_accuracies([2], [[0, 1]], lineages)  # s5 for an image of s1 and s3: only the order matches
+    assert scores == {"acc1_species": 0.0, "acc1_genus": 0.0, "acc1_family": 0.0, "acc1_order": 1.0}
+
+
+def test_the_lineage_keeps_ranked_taxa_and_one_hypernym_per_level():
+    entity = Entity("Q140", "wikidata", "lion", "living", "Q729", ancestors=[
+        Ancestor("Q16521", "taxon", 900, 1),  # P31: no rank, left out
+        Ancestor("Q127960", "Panthera", 90, 1, rank="genus"),
+        Ancestor("Q25265", "Felidae", 150, 2, rank="family"),
+        Ancestor("Q25306", "Carnivora", 160, 3, rank="order"),
+        Ancestor("wn:big_cat.n.01", "big cat", None, 1),
+        Ancestor("wn:feline.n.01", "feline", None, 2),
+        Ancestor("wn:other.n.01", "other", None, 2),
+    ])
+    assert lineage(entity) == [
+        {"rank": "genus", "id": "Q127960", "name": "Panthera"}, {"rank": "family", "id": "Q25265", "name": "Felidae"},
+        {"rank": "order", "id": "Q25306", "name": "Carnivora"},
+        {"rank": "hypernym1", "id": "wn:big_cat.n.01", "name": "big cat"},
+        {"rank": "hypernym2", "id": "wn:feline.n.01", "name": "feline"}]
+    two_genera = Entity("Q1", "wikidata", "x", "living", "Q729", ancestors=[
+        Ancestor("Q2", "A", 1, 1, rank="genus"), Ancestor("Q3", "B", 1, 1, rank="genus")])
+    assert lineage(two_genera) == []  # which genus is the right one is not guessed
+
+
+def test_built_rows_are_scored_at_every_rank_through_the_evaluation(tmp_path):
+    """Rows as the builder writes them (entities with their lineage); the model is a real tiny
+    CLIPModel whose image embedding is set to a class's text embedding, so each image predicts the
+    class chosen for it: the same six answers as the hand-checked tree above."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import io
+
+    from PIL import Image
+
+    from eval_data import tiny_clip
+    from entitynet.training.evaluation import evaluate_built_dataset
+    from entitynet.training.evaluation.models import load_model
+
+    clip = load_model(str(tiny_clip(tmp_path / "clip", ["s1 s2 s3 s4 s5 s6"] * 3)))
+    entities = {c: {"id": c, "name": c, "aliases": [], "lineage": [{"rank": r, "id": t, "name": t} for r, t in TREE[c].items()]}
+                for c in CLASSES}
+    # the tree's six answers, and an image of s2 so that s2 is one of the classes (they are the rows' entities)
+    truth_and_prediction = [("s1", "s1"), ("s1", "s2"), ("s3", "s1"), ("s5", "s3"), ("s6", "s6"), ("s4", "s6"), ("s2", "s2")]
+    rows = []
+    for n, (true, _) in enumerate(truth_and_prediction):
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (40 * n, 0, 0)).save(buffer, format="PNG")
+        rows.append({"image": {"bytes": buffer.getvalue(), "path": None}, "image_id": str(n), "alt_texts": [],
+                     "entities": [entities[true]]})
+    # the image tower's output replaced: image n embeds as the text of its predicted class
+    with torch.no_grad():
+        texts = clip.tokenizer(CLASSES, padding=True, return_tensors="pt")
+        class_embeddings = clip.model.get_text_features(**texts)
+        class_embeddings = getattr(class_embeddings, "pooler_output", class_embeddings)
+    targets = torch.stack([class_embeddings[CLASSES.index(p)] for _, p in truth_and_prediction])
+
+    def image_features(pixel_values, **_):  # one batch of every row, in row order
+        return targets[:len(pixel_values)]
+
+    clip.model.get_image_features = image_features
+    metrics = evaluate_built_dataset(clip.model, clip.tokenizer, clip.processor, rows, templates=("{c}",),
+                                     retrieval_over_alt_texts=False, batch_size=len(rows))
+    assert metrics["acc1"] == pytest.approx(3 / 7)
+    assert (metrics["acc1_species"], metrics["acc1_genus"], metrics["acc1_family"], metrics["acc1_order"]) == \
+        pytest.approx((3 / 7, 4 / 7, 5 / 7, 1.0))
+    assert "acc1_class" not in metrics and "acc1_hypernym1" not in metrics  # ranks no class has
