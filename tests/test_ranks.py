@@ -114,3 +114,63 @@ def test_built_rows_are_scored_at_every_rank_through_the_evaluation(tmp_path):
     assert (metrics["acc1_species"], metrics["acc1_genus"], metrics["acc1_family"], metrics["acc1_order"]) == \
         pytest.approx((3 / 7, 4 / 7, 5 / 7, 1.0))
     assert "acc1_class" not in metrics and "acc1_hypernym1" not in metrics  # ranks no class has
+
+
+def test_a_built_dataset_carries_the_lineage_and_its_copy_is_scored_at_every_rank(tmp_path, capsys):
+    """Entities with ranked parent taxa -> entitynet build -> the dataset folder copied away from
+    its run -> entitynet eval reports acc1 at each rank, from the rows alone."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import json
+    import shutil
+
+    import datasets
+
+    from eval_data import tiny_clip
+    from entitynet.cli import main
+    from entitynet.records import NaturalType, Query, QueryUse
+    from entitynet.rundir import RunDir
+    from entitynet.tables import NATURAL_TYPE_SCHEMA, QUERY_SCHEMA, RecordWriter, entity_writer, natural_type_to_row, query_to_row
+    from image_host import picture
+    from test_build import stored, write_images
+
+    run = RunDir(tmp_path / "run")
+    taxa = {"genus": ("Q2", "Q3", "Q4"), "family": ("Q5", "Q5", "Q6")}
+    entities = []
+    for n, species in enumerate(CLASSES):
+        genus, family = taxa["genus"][n // 2], taxa["family"][n // 2]
+        entities.append(Entity(id=f"Q{100 + n}", source="wikidata", name=f"species {species}", domain="living",
+                               root="Q729", sitelinks=10, ancestors=[
+                                   Ancestor("Q16521", "taxon", 900, 1), Ancestor(genus, f"genus {genus}", 5, 1, rank="genus"),
+                                   Ancestor(family, f"family {family}", 5, 2, rank="family")]))
+    with entity_writer(run.path("entities.parquet")) as writer:
+        writer.write_all(entities)
+    with RecordWriter(run.path("natural_types.parquet"), NATURAL_TYPE_SCHEMA, natural_type_to_row) as writer:
+        writer.write_all(NaturalType(e.id, "animal", "test", "kg") for e in entities)
+    with RecordWriter(run.path("queries.parquet"), QUERY_SCHEMA, query_to_row) as writer:
+        writer.write_all([Query(f"q-{e.id}", e.name, None, [QueryUse("noun", e.id)]) for e in entities])
+    rows = [stored(f"https://example.org/{e.id}-{copy}.jpg", picture(96, 64, 2 * n + copy + 1), [f"q-{e.id}"])
+            for n, e in enumerate(entities) for copy in range(2)]
+    write_images(run, rows, {"stored": len(rows), "urls": len(rows), "reasons": {}})
+    assert main(["build", "--run", str(run.root), "--config", "demo", "--set", "build.validation_fraction=0",
+                 "--set", "build.test_fraction=0", "--set", "build.seen_test_fraction=0"]) == 0
+    copy = tmp_path / "hub-copy"
+    shutil.copytree(run.path("dataset"), copy)
+    shutil.rmtree(run.root)
+
+    built = datasets.load_dataset(str(copy), "livingthings", split="train")
+    lion = next(e for row in built for e in row["entities"] if e["id"] == "Q100")
+    assert lion["lineage"] == [{"rank": "genus", "id": "Q2", "name": "genus Q2"},
+                               {"rank": "family", "id": "Q5", "name": "family Q5"}]
+
+    model = tiny_clip(tmp_path / "clip", [e.name for e in entities] * 3)
+    out = tmp_path / "result.json"
+    assert main(["eval", "--model", str(model), "--dataset", str(copy), "--config", "livingthings", "--split", "train",
+                 "--output", str(out), "--cpu", "--no-progress"]) == 0
+    record = json.loads(out.read_text())
+    metrics = record["metrics"]
+    assert metrics["acc1_species"] == metrics["acc1"]  # every class is a ranked taxon's species
+    assert metrics["acc1"] <= metrics["acc1_genus"] <= metrics["acc1_family"] <= 1.0
+    assert "acc1_order" not in metrics
+    assert record["rank_images"] == {"acc1_species": 12, "acc1_genus": 12, "acc1_family": 12}
+    assert "acc1_genus" in capsys.readouterr().out  # the summary table shows the rank columns
