@@ -174,3 +174,13 @@ def test_a_built_dataset_carries_the_lineage_and_its_copy_is_scored_at_every_ran
     assert "acc1_order" not in metrics
     assert record["rank_images"] == {"acc1_species": 12, "acc1_genus": 12, "acc1_family": 12}
     assert "acc1_genus" in capsys.readouterr().out  # the summary table shows the rank columns
+
+
+def test_the_run_summary_shows_acc1_at_each_rank():
+    from entitynet import summary
+
+    found = {"acc1": 0.25, "chance": 0.05, "images": 40, "classes": 20, "split": "test",
+             "ranks": {"acc1_species": 0.25, "acc1_genus": 0.5, "acc1_family": 0.75}, "meaning": "what transfers"}
+    shown = summary.lines({"run": "RUN", "stages": [], "dataset": None, "model": None, "eval_table": None,
+                           "domain": "livingthings", "evaluations": {"unseen_entities": found}})
+    assert "    unseen_entities at each rank: species 0.250, genus 0.500, family 0.750" in shown
