@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 def add_parser(commands: Any, add_verbosity: Callable[..., None]) -> None:
     parser = commands.add_parser(
-        "wise-ft", help="Interpolate a zero-shot CLIPModel with its finetune (WiSE-FT), one model per alpha (needs entitynet[train]).",
+        "wise-ft",
+        help="Interpolate a zero-shot CLIPModel with its finetune (WiSE-FT), one model per alpha (needs entitynet[train]).",
         description="WiSE-FT: write (1 - alpha) * ZERO_SHOT + alpha * FINETUNED, over every floating-point weight, as "
         "one CLIPModel folder per alpha (OUT/alpha-0.5, ... with the tokenizer and image processor: "
         "CLIPModel.from_pretrained and pipeline('zero-shot-image-classification') load each). Models whose weights' "

@@ -378,7 +378,8 @@ def built_examples(rows: Iterable[Mapping[str, Any]], name_format: str = "{name}
 def lineages_of(entities: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
     """Entity id -> {rank: ancestor id} from the entities' ``lineage`` field (built datasets made
     before the field existed have none: {})."""
-    return {entity["id"]: {item["rank"]: item["id"] for item in entity.get("lineage") or [] if item.get("rank") and item.get("id")}
+    return {entity["id"]: {item["rank"]: item["id"] for item in entity.get("lineage") or []
+                           if item.get("rank") and item.get("id")}
             for entity in entities if entity.get("id")}
 
 
