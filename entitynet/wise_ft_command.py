@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         alphas = wise_ft.parse_alphas(args.alphas)
+        if args.batch_size < 1:
+            raise wise_ft.WiseFTError(f"--batch-size {args.batch_size}: must be at least 1")
         if args.suite:
             load_suite(args.suite, args.data)  # a bad suite fails before any model is written
         else:
