@@ -23,7 +23,7 @@ RUN/
   checkpoints/step-NNNNNNNN/            train: save_state checkpoints (the rerun resumes from the newest)
   logs/metrics.jsonl                    train: one line per logged step
   tokenizer/                            train: the BPE trained on the dataset's texts (from scratch only)
-  eval/                                 eval: one JSON per task, summary.md, summary.csv
+  eval/                                 eval: one JSON per task, summary.md, summary.csv, classes.json (per class, confusions)
   report/                               report (and the end of run / demo): index.html, its figures and thumbnails
   summary.json                          entitynet run / demo: what each stage made, where, and the evaluations
   run.json                              the layout version that made this folder
@@ -56,6 +56,7 @@ TRAIN_LOGS = "logs"
 TOKENIZER = "tokenizer"  # train: a BPE trained on the dataset (models from scratch without model.tokenizer)
 TOKENIZER_RECORD = "entitynet_tokenizer.json"  # in TOKENIZER: what it was made from; another run refuses or remakes it
 EVAL = "eval"
+EVAL_CLASSES = "classes.json"  # in EVAL: per task, each class's top-1 recall and the most frequent confusions
 SUMMARY = "summary.json"
 REPORT = "report"  # entitynet report: index.html and what it shows, beside it
 RUN_CONFIG = "run.yaml"  # in CONFIG: the whole configuration of the last `entitynet run` / demo
