@@ -66,7 +66,8 @@ def write(root: Path, seed: int = 0) -> Path:
         "build": build, "decontamination_csv": csv_link, "splits_order": pictures.SPLIT_ORDER,
         "pictures": pictures.splits(run, out, seed), "text_mix": gather.text_settings(run) is not None,
         "training": training, "figures": drawn, "figures_available": figures.available(),
-        "training_columns": [k for k in TRAINING_COLUMNS if any(k in r for r in (training or {}).get("records", []))],
+        "training_columns": [k for k in TRAINING_COLUMNS if any(k in r for r in (training or {}).get("records", []))]
+        + (training or {}).get("evaluation_keys", []),  # the periodic (and final) evaluation scores
         "metrics_log": f"{layout.TRAIN_LOGS}/metrics.jsonl",
         "evaluation": evaluation, "metric_columns": METRIC_COLUMNS,
         "thumbs": pictures.entity_thumbnails(run, out, confused) if confused else {},

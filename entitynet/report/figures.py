@@ -21,6 +21,11 @@ def available() -> bool:
 
 
 def _pyplot() -> Any:
+    import logging
+
+    # its one-time "building the font cache" and font fallbacks are warnings about the machine,
+    # not the run: they would be the only warning of a clean `entitynet demo`
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display, whatever the environment says
@@ -85,8 +90,9 @@ def training_curves(records: list[dict[str, Any]], out: Path) -> str | None:
 
 def evaluation_curves(records: list[dict[str, Any]], keys: list[str], out: Path) -> str | None:
     """The periodic (and final) evaluation scores against the step."""
-    wanted = [key for key in keys if key.endswith(("acc1", "acc5", "mean_per_class_recall"))]
-    if not wanted:
+    wanted = [key for key in keys if key.endswith(("acc1", "acc5", "mean_per_class_recall"))
+              and sum(1 for record in records if record.get(key) is not None) > 1]
+    if not wanted:  # the final evaluation alone is no curve: the Evaluation section has it
         return None
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(5, 3))

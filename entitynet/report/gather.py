@@ -256,19 +256,31 @@ def evaluation(run: RunDir) -> dict[str, Any] | None:
                       "metrics": record["metrics"]})
     classes = folder / layout.EVAL_CLASSES  # per class and confusions, when the eval stage recorded them
     return {"evaluations": ((state or {}).get("stats") or {}).get("evaluations") or {}, "tasks": tasks,
-            "classes": best_and_worst(json.loads(classes.read_text(encoding="utf-8"))) if classes.is_file() else None}
+            "classes": best_and_worst(json.loads(classes.read_text(encoding="utf-8")), entity_names(run))
+            if classes.is_file() else None}
 
 
-def best_and_worst(recorded: dict[str, Any], count: int = 10) -> dict[str, Any]:
-    """Per task: the classes of highest and lowest top-1 recall (more images first among equals,
-    each class in one list only), and the most frequent confusions."""
+def entity_names(run: RunDir) -> dict[str, str]:
+    path = run.path(layout.ENTITIES)
+    return {row["id"]: row["name"] for row in _table(path, ["id", "name"])} if path.is_file() else {}
+
+
+def best_and_worst(recorded: dict[str, Any], names: dict[str, str] | None = None, count: int = 10) -> dict[str, Any]:
+    """Per task: the classes of highest top-1 recall (above 0) and the lowest (each class in one
+    list only; more images first among equals), and the most frequent confusions; classes named
+    by their entity's name where known (the recorded name is the prompt)."""
+    names = names or {}
     out = {}
     for task, found in recorded.items():
-        scored = [{**c, "recall": c["right"] / c["images"]} for c in found.get("classes", []) if c["images"]]
-        best = sorted(scored, key=lambda c: (-c["recall"], -c["images"], c["name"]))[:count]
+        scored = [{**c, "name": names.get(c["id"], c["name"]), "recall": c["right"] / c["images"]}
+                  for c in found.get("classes", []) if c["images"]]
+        best = sorted((c for c in scored if c["recall"] > 0), key=lambda c: (-c["recall"], -c["images"], c["name"]))[:count]
         taken = {c["id"] for c in best}
         worst = [c for c in sorted(scored, key=lambda c: (c["recall"], -c["images"], c["name"])) if c["id"] not in taken][:count]
-        out[task] = {"best": best, "worst": worst, "confusions": found.get("confusions", [])[:count]}
+        confusions = [{**x, "true_name": names.get(x["true"], x["true_name"]),
+                       "predicted_name": names.get(x["predicted"], x["predicted_name"])}
+                      for x in found.get("confusions", [])[:count]]
+        out[task] = {"best": best, "worst": worst, "confusions": confusions}
     return out
 
 
