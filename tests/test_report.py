@@ -194,6 +194,34 @@ def test_a_run_without_training_shows_its_pictures_and_says_training_is_missing(
     assert not (run / "report" / "figures" / "training.png").exists()
 
 
+def test_decontamination_shows_what_it_removed_and_publishes_which_image_matched_which(demo_run, tmp_path):
+    """Two stored images given back as an evaluation set: the build leaves them out and writes
+    dataset/decontamination.csv, which the page counts and links (a copy beside the page)."""
+    import csv
+
+    run = _copy(demo_run, tmp_path / "run")
+    _forget(run, ["build", "train", "eval"], ["dataset", "logs", "eval"])
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    shard = pq.read_table(sorted((run / "images").glob("shard-*[0-9].parquet"))[0], columns=["image", "url"])
+    for name, blob in zip(("a.jpg", "b.jpg"), shard.column("image").to_pylist()[:2]):
+        (evaluation / name).write_bytes(blob)
+    assert main(["-q", "build", "--run", str(run), "--config", str(run / "config" / "run.yaml"),
+                 "--exclude-near", str(evaluation)]) == 0
+    assert main(["-q", "report", "--run", str(run)]) == 0
+
+    removed = json.loads((run / "stages" / "build.json").read_text())["stats"]["excluded_near_evaluation_images"]
+    with (run / "dataset" / "decontamination.csv").open() as handle:
+        matches = list(csv.DictReader(handle))
+    assert {m["evaluation_image"] for m in matches} == {"a.jpg", "b.jpg"}
+    assert set(shard.column("url").to_pylist()[:2]) <= {m["url"] for m in matches}
+    assert removed == len({m["url"] for m in matches}) >= 2
+    page = read_page(run)
+    assert int(page.facts["decontaminated"]) == removed
+    assert (run / "report" / "decontamination.csv").read_bytes() == (run / "dataset" / "decontamination.csv").read_bytes()
+    assert 'href="decontamination.csv"' in (run / "report" / "index.html").read_text()
+
+
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", "--run", str(tmp_path)]) == 1
     assert "is not a run directory" in capsys.readouterr().err
