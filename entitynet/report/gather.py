@@ -55,7 +55,8 @@ def places(run: RunDir) -> dict[str, str | None]:
     return {name: str(run.path(relative)) if run.path(relative).exists() else None for name, relative in found.items()}
 
 
-def _table(path: Path, columns: list[str]) -> list[dict[str, Any]]:
+def read_columns(path: Path, columns: list[str]) -> list[dict[str, Any]]:
+    """Rows of a parquet file as dicts, of those of ``columns`` it has."""
     import pyarrow.parquet as pq
 
     present = [c for c in columns if c in pq.read_schema(path).names]
@@ -67,11 +68,11 @@ def entities(run: RunDir) -> dict[str, Any] | None:
     path = run.path(layout.ENTITIES)
     if not path.is_file():
         return None
-    rows = _table(path, ["id", "domain", "natural_type"])
+    rows = read_columns(path, ["id", "domain", "natural_type"])
     types = {row["id"]: row.get("natural_type") for row in rows}
     if run.path(layout.NATURAL_TYPES).is_file():
         types.update({row["entity_id"]: row["natural_type"]
-                      for row in _table(run.path(layout.NATURAL_TYPES), ["entity_id", "natural_type"])})
+                      for row in read_columns(run.path(layout.NATURAL_TYPES), ["entity_id", "natural_type"])})
     per_type = Counter(kind or "(none)" for kind in types.values())
     return {"total": len(rows), "per_domain": dict(Counter(row["domain"] for row in rows).most_common()),
             "natural_types": len(per_type), "per_natural_type": per_type.most_common(TOP)}
@@ -83,7 +84,7 @@ def _query_entities(run: RunDir) -> dict[str, list[tuple[str, str]]]:
     if not path.is_file():
         return {}
     return {row["query_id"]: [(use["kind"], use["entity_id"]) for use in row["uses"] or []]
-            for row in _table(path, ["query_id", "uses"])}
+            for row in read_columns(path, ["query_id", "uses"])}
 
 
 def dataset_files(run: RunDir) -> dict[str, list[Path]]:
@@ -128,7 +129,7 @@ def images_per_entity(run: RunDir) -> dict[str, Any] | None:
             return None
         source, uses = "stored images (no dataset built)", _query_entities(run)
         for path in shards:
-            for row in _table(path, ["sources"]):
+            for row in read_columns(path, ["sources"]):
                 counts.update({entity for s in row["sources"] or [] for _, entity in uses.get(s["query_id"], [])})
     total = entities(run)
     every = [counts.get(entity, 0) for entity in _entity_ids(run)] if total else list(counts.values())
@@ -138,7 +139,7 @@ def images_per_entity(run: RunDir) -> dict[str, Any] | None:
 
 
 def _entity_ids(run: RunDir) -> list[str]:
-    return [row["id"] for row in _table(run.path(layout.ENTITIES), ["id"])]
+    return [row["id"] for row in read_columns(run.path(layout.ENTITIES), ["id"])]
 
 
 def cap(run: RunDir) -> str:
@@ -161,7 +162,7 @@ def candidates(run: RunDir) -> dict[str, Any] | None:
     table: Counter[tuple[str, str]] = Counter()
     total = 0
     for path in parts:
-        for row in _table(path, ["engine", "query_id"]):
+        for row in read_columns(path, ["engine", "query_id"]):
             total += 1
             for kind in kinds.get(row["query_id"]) or ["(no query kind)"]:
                 table[(row["engine"], kind)] += 1
@@ -175,7 +176,7 @@ def stored(run: RunDir) -> dict[str, Any] | None:
         return None
     licences: Counter[str] = Counter()
     for path in shards:
-        for row in _table(path, ["sources"]):
+        for row in read_columns(path, ["sources"]):
             first = (row["sources"] or [{}])[0]
             licences[first.get("license") or "unknown"] += 1
     return {"images": sum(licences.values()), "licences": licences.most_common()}
@@ -191,7 +192,7 @@ def failures(run: RunDir) -> dict[str, Any] | None:
     per: dict[str, list[str]] = defaultdict(list)
     counts: Counter[str] = Counter()
     for path in paths:
-        for row in _table(path, ["url", "reason"]):
+        for row in read_columns(path, ["url", "reason"]):
             counts[row["reason"]] += 1
             if len(per[row["reason"]]) < FAILURE_EXAMPLES:
                 per[row["reason"]].append(row["url"])
@@ -262,7 +263,7 @@ def evaluation(run: RunDir) -> dict[str, Any] | None:
 
 def entity_names(run: RunDir) -> dict[str, str]:
     path = run.path(layout.ENTITIES)
-    return {row["id"]: row["name"] for row in _table(path, ["id", "name"])} if path.is_file() else {}
+    return {row["id"]: row["name"] for row in read_columns(path, ["id", "name"])} if path.is_file() else {}
 
 
 def best_and_worst(recorded: dict[str, Any], names: dict[str, str] | None = None, count: int = 10) -> dict[str, Any]:

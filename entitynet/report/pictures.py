@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from entitynet.report.gather import _table, dataset_files, first_entity_ids, text_settings
+from entitynet.report.gather import dataset_files, first_entity_ids, read_columns, text_settings
 from entitynet.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def entity_thumbnails(run: RunDir, out: Path, wanted: set[str]) -> dict[str, str
     got: dict[str, str] = {}
     for split in ("test", "test_seen", "validation", "train"):
         for path in files.get(split, []):
-            rows = _table(path, ["image_id", "entities"])
+            rows = read_columns(path, ["image_id", "entities"])
             picks: dict[int, str] = {}
             for index, row in enumerate(rows):
                 for entity in row["entities"] or []:
