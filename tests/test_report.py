@@ -258,6 +258,8 @@ def test_the_report_opens_in_a_real_browser_from_disk(demo_run, tmp_path):
             requests = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
             assert [url for url in requests if not url.startswith("file://")] == []
             assert [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []
+            opened = browser.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd")
+            assert 0 < opened < 2000, f"the page took {opened:.0f} ms to load"  # the bound
             if name == "phone":  # nothing wider than the phone's screen but the scrolling tables
                 assert browser.execute_script("return document.documentElement.scrollWidth") <= width + 1
             assert browser.save_screenshot(str(screens / f"report-{name}.png"))
