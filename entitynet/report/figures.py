@@ -56,7 +56,10 @@ def images_per_entity(counts: list[int], buckets: dict[str, int], out: Path) -> 
         left.annotate(f"{value:,}", (x, value), ha="center", va="bottom", fontsize=8)
     shown = [n for n in counts if n > 0]
     if shown and max(shown) <= 50:  # one bar per count
+        from matplotlib.ticker import MaxNLocator
+
         right.hist(shown, bins=[n - 0.5 for n in range(1, max(shown) + 2)], color="#55a868")
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
     elif shown:  # a long tail: bins growing by half, on a log axis with plain numbers
         from matplotlib.ticker import ScalarFormatter
 
