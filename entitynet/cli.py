@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_convert(commands)
     wise_ft_command.add_parser(commands, _add_verbosity)
+    _add_report(commands)
     return parser
 
 
@@ -404,6 +405,26 @@ def _add_convert(commands: Any) -> None:
     parser.set_defaults(handler=_run_convert)
 
 
+def _add_report(commands: Any) -> None:
+    parser = commands.add_parser("report", help="write RUN/report/index.html: the run's data, pictures, curves and scores",
+                                 description="Write RUN/report/index.html, one static page (opens from disk, no network) "
+                                 "with the run's stages, data, sample pictures, training curves and scores.")
+    parser.add_argument("--run", required=True, help="the run directory")
+    _add_verbosity(parser)
+    parser.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    _write_report(RunDir(args.run))
+    return 0
+
+
+def _write_report(run: RunDir) -> None:
+    from entitynet import report
+
+    print(f"Report: {report.write(run.root)}")
+
+
 def _add_run(commands: Any) -> None:
     parser = _stage_parser(
         commands,
@@ -595,6 +616,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print("\n" + "\n".join(summary.lines(made)))
     if made["evaluations"]:
         print("\n" + EXPLANATION)
+    _write_report(run)
     return 0
 
 
@@ -649,6 +671,7 @@ def _run_all(args: argparse.Namespace) -> int:
     pipeline.run_stages(config, run, pipeline.stages(first=args.first, last=args.until), args.force, report)
     if rank_and_world()[0] == 0:
         print("\n" + "\n".join(summary.lines(summary.write(config, run, results))))
+        _write_report(run)
     return 0
 
 

@@ -87,14 +87,16 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
     trained = train_config(config, run_dir)
     sampling = replace(trained, eval=replace(trained.eval, max_images=config.eval.max_images))
     dataset = display_name(str(run_dir.path(layout.DATASET)))
-    records, evaluations = [], {}
+    records, evaluations, classes = [], {}, {}
     for key, split in SPLITS.items():
         rows = eval_rows(sampling, split)
         if not rows:
             continue
+        details: dict[str, Any] = {}
         metrics = evaluate_built_dataset(clip.model, clip.tokenizer, clip.processor, rows, templates=("{c}",),
                                          name_format=config.eval.template, accelerator=accelerator,
-                                         batch_size=config.eval.batch_size)
+                                         batch_size=config.eval.batch_size, details=details)
+        classes[f"{config.domain}-{split}"] = details[""]  # per class and confusions: what the report shows
         record = {"model": clip.name, "task_name": f"{config.domain}-{split}", "task": "zeroshot_classification",
                   "dataset": dataset, "split": split, "templates": config.eval.template, "language": "en",
                   "num_images": metrics["num_images"], "num_classes": metrics["num_classes"],
@@ -114,6 +116,7 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
         for record in records:
             write_text_atomic(out / f"{record['task_name']}.json", json.dumps(record, indent=2) + "\n")
         report.write(records, out / "summary.md", out / "summary.csv", problems)
+        write_text_atomic(out / layout.EVAL_CLASSES, json.dumps(classes, indent=2) + "\n")
         if records:
             add_eval_results(model_dir, report.card_results(records))
     accelerator.wait_for_everyone()
