@@ -130,19 +130,22 @@ def test_a_local_dataset_without_a_hub_id_stays_out_of_the_model_index_unless_na
     assert evaluate(model, dataset, "--split", "test", "--dataset-id", str(dataset)) == 2  # a path is no id
 
 
-def test_a_model_pushed_after_its_dataset_names_it(demo_run, tmp_path, monkeypatch):
+def test_a_model_pushed_after_its_dataset_names_it(demo_run, tmp_path):
     """The push of the dataset records where it went (``record_id``, what ``publish.push`` calls once
-    the upload is done; the Hub itself is not reachable here); ``entitynet push model`` then links
-    the card before uploading, so the card is linked even though this upload fails."""
-    from entitynet.hub_cards.model_card import record_id
+    the upload is done; the Hub is not reachable here, HF_HUB_OFFLINE); ``entitynet push model``
+    then links the card before uploading, so the card is linked even though this upload fails."""
+    from entitynet.hub_cards.model_card import record_id, recorded_id
 
     run = tmp_path / "run"
     for part in ("dataset", "model"):
         shutil.copytree(demo_run / part, run / part)
     shutil.copy(demo_run / "run.json", run / "run.json")  # a run directory: its model was trained on its dataset
+    # a push that failed records nothing, and a model pushed then is not linked to it
+    assert main(["push", "dataset", str(run / "dataset"), "--repo", "someone/livingthings", "-q"]) == 1
+    assert recorded_id(run / "dataset") == {"repo_id": DEMO_ID, "pushed": False, "names": [DEMO_ID]}
+    assert main(["push", "model", str(run / "model"), "--repo", "someone/clip", "-q"]) == 1
+    assert ModelCard.load(run / "model" / "README.md").data.datasets is None
     record_id(run / "dataset", "someone/livingthings", pushed=True)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: the upload fails
-    monkeypatch.chdir(tmp_path)
     assert main(["push", "model", str(run / "model"), "--repo", "someone/clip", "-q"]) == 1
     card = ModelCard.load(run / "model" / "README.md")
     assert card.data.datasets == ["someone/livingthings"]
