@@ -312,6 +312,9 @@ def _add_eval(commands: Any) -> None:
     data = parser.add_argument_group("the dataset (with --dataset)")
     data.add_argument("--split", help="split to evaluate (default test, or the only split)")
     data.add_argument("--config", metavar="NAME", help="dataset configuration (e.g. livingthings)")
+    data.add_argument("--dataset-id", metavar="ORG/NAME", help="the Hub id --update-card files the results under, "
+                      "for a local folder (default: the id it was loaded by, or the one its folder records: "
+                      "pushed there, or named by its build)")
     data.add_argument("--format", default="auto", choices=["auto", "imagefolder", "hf", "wds", "entitynet"],
                       help="how to read DATASET, instead of by its files (default auto)")
     data.add_argument("--image-column", metavar="COLUMN", help="image column (default: the first Image column)")
@@ -597,6 +600,8 @@ def _run_push(args: argparse.Namespace) -> int:
         print(f"entitynet push: error: {publish.redacted(error)}", file=sys.stderr)
         return 1
     print(f"pushed {result['files']} files ({result['bytes']:,} bytes) to {publish.hub_url(result['repo'], args.what)}")
+    if result.get("dataset"):
+        print(f"its card names the dataset it was trained on: {publish.hub_url(result['dataset'], 'dataset')}")
     return 0
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from entitynet.hub_cards.model_card import is_hub_id
 from entitynet.training.evaluation.classes import ClassSet, ClassSetError
 from entitynet.training.evaluation.webdataset import (WebDataset, WebDatasetError, hub_offline, local_or_hub,
                                                        looks_like_webdataset)
@@ -82,10 +83,13 @@ class DataSpec:
     name_format: str | None = None  # built datasets: class names from entity fields, "{name}, a type of {natural_type}"
     max_images: int | None = None  # None: every image
     max_captions: int | None = None  # the first N captions of each image; None: all (COCO: the paper keeps 5)
+    dataset_id: str | None = None  # the Hub id a model card files results under, for a local copy (--dataset-id)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise SourceError(f"unknown format {self.format!r}: one of {', '.join(FORMATS)}")
+        if self.dataset_id is not None and not is_hub_id(self.dataset_id):
+            raise SourceError(f"{self.dataset}: dataset id {self.dataset_id!r} is no Hub dataset id (ORG/NAME)")
         for name in ("max_images", "max_captions"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

@@ -68,7 +68,7 @@ def discard(config: Config, run_dir: RunDir) -> None:
 
 
 def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
-    from entitynet.hub_cards.model_card import add_eval_results
+    from entitynet.hub_cards.model_card import add_eval_results, dataset_id, pretty_name
     from entitynet.training.evaluation import report
     from entitynet.training.evaluation.api import evaluate_built_dataset
     from entitynet.training.evaluation.features import default_accelerator
@@ -87,6 +87,10 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
     trained = train_config(config, run_dir)
     sampling = replace(trained, eval=replace(trained.eval, max_images=config.eval.max_images))
     dataset = display_name(str(run_dir.path(layout.DATASET)))
+    # the card's model-index files results under the dataset's Hub id: where the push stage will
+    # put it, else the id its folder records (its build's build.repo_id)
+    card_names = {"format": "entitynet", "config": config.domain, "dataset_name": pretty_name(run_dir.path(layout.DATASET)),
+                  "dataset_id": dataset_id(str(run_dir.path(layout.DATASET)), config.push.dataset_repo)}
     records, evaluations, classes = [], {}, {}
     for key, split in SPLITS.items():
         rows = eval_rows(sampling, split)
@@ -101,7 +105,7 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
                   "dataset": dataset, "split": split, "templates": config.eval.template, "language": "en",
                   "num_images": metrics["num_images"], "num_classes": metrics["num_classes"],
                   "num_texts": metrics.get("num_texts"), "chance": metrics["chance"],
-                  "metrics": {name: value for name, value in metrics.items() if name in report.METRICS}}
+                  "metrics": {name: value for name, value in metrics.items() if name in report.METRICS}, **card_names}
         records.append(record)
         # chance as scored: an image of several entities is right when the top class is any of them
         evaluations[key] = {"acc1": metrics["acc1"], "chance": record["chance"], "images": metrics["num_images"],
@@ -118,7 +122,7 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
         report.write(records, out / "summary.md", out / "summary.csv", problems)
         write_text_atomic(out / layout.EVAL_CLASSES, json.dumps(classes, indent=2) + "\n")
         if records:
-            add_eval_results(model_dir, report.card_results(records))
+            add_eval_results(model_dir, records)
     accelerator.wait_for_everyone()
     return {"evaluations": evaluations, "tasks": len(records), "problems": len(problems),
             "table": f"{layout.EVAL}/summary.md"}  # relative: the run directory may move
