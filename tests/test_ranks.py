@@ -210,13 +210,15 @@ def test_entities_written_before_ranks_were_kept_still_read(tmp_path):
 
 def test_rank_scores_are_columns_of_the_table_and_classification_results_of_the_card():
     pytest.importorskip("torch")
+    from entitynet.hub_cards.model_card import card_results
     from entitynet.training.evaluation import report
 
-    record = {"model": "m", "task_name": "living-test", "dataset": "d", "split": "test", "num_images": 12,
+    record = {"model": "m", "task_name": "living-test", "dataset": "d", "dataset_id": "org/living", "split": "test",
+              "num_images": 12,
               "metrics": {"acc1": 0.25, "acc1_species": 0.25, "acc1_genus": 0.5, "acc1_hypernym1": 0.75}}
     table = report.markdown([record])
     assert "| acc1_species | acc1_genus | acc1_hypernym1 |" in table and "| 0.5000 |" in table
     assert "acc1_family" not in table
-    card = {entry["metric_name"]: entry["task_type"] for entry in report.card_results([record])}
+    card = {entry["metric_name"]: entry["task_type"] for entry in card_results([record])}
     assert card == {name: "zero-shot-image-classification"
                     for name in ("acc1", "acc1_species", "acc1_genus", "acc1_hypernym1")}
