@@ -63,7 +63,7 @@ def demo_made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     is complete). The fixture checks at the end of the session that no file of it changed."""
     out = tmp_path_factory.mktemp("demo") / "run"
     done = subprocess.run([sys.executable, "-m", "entitynet", "demo", "--size", "small", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     before = fingerprint(out)
     yield out, done
