@@ -56,7 +56,8 @@ def fingerprint(root: Path) -> dict[str, tuple[int, int]]:
 def demo_made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
     """``entitynet demo --size small`` (README's main job, smaller), run once per session as a
     newcomer runs it, in a fresh interpreter under this process's environment and umask: the finished
-    run and what the command printed. The only demo run of a session that is not killed on purpose.
+    run and what the command printed. The session's one demo made from scratch and left to finish: the
+    other demo commands of the tests rerun copies of it, or start runs only to kill them (slow).
 
     Shared by every test that needs a finished run, so none may change it: a test that reruns or
     retrains works on a copy (``shutil.copytree``; a run's recorded paths are relative, so a copy
