@@ -92,6 +92,7 @@ def test_a_second_demo_run_redoes_nothing_and_stops_its_server(demo_run, tmp_pat
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+@pytest.mark.slow  # two trainings and evaluations: as long as the whole demo
 def test_another_seed_trains_and_evaluates_again_on_the_same_dataset(demo_run, tmp_path, capsys):
     """--seed 1 retrains on the same dataset; --seed 0 again gives back the first model exactly."""
     demo_run = copy_of(demo_run, tmp_path)
