@@ -272,6 +272,7 @@ def test_shipped_suites_load_and_name_only_known_subsets_and_templates():
     assert json.dumps([t.data.dataset for t in paper.tasks if t.data.dataset.startswith("clip-benchmark")]).count("wds_") == 8
 
 
+@pytest.mark.slow
 def test_two_processes_evaluate_like_one(demo_run, demo_model, tmp_path):
     """Under Accelerate each process embeds every other image; gathered back in input order, the
     metrics are those of one process, and every process has them."""

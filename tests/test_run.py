@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import accelerate_launch
+from helpers import accelerate_launch
 
 from entitynet import pipeline
 from entitynet.cli import main
