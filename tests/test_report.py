@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from entitynet.cli import main
-from conftest import skip_or_fail
+from helpers import skip_or_fail
 
 # what a copied run leaves behind: big and not read by the report
 NOT_COPIED = shutil.ignore_patterns("checkpoints", "cache", "model", "tokenizer", "demo-pool")
