@@ -41,6 +41,7 @@ ANCESTOR_TYPE = pa.struct(
         pa.field("label", pa.string()),
         pa.field("sitelinks", pa.int32()),
         pa.field("hops", pa.int8(), nullable=False),
+        pa.field("rank", pa.string()),
     ]
 )
 
@@ -227,7 +228,7 @@ def candidate_to_row(record: Candidate) -> dict[str, Any]:
 
 
 def _ancestor_rows(ancestors: list[Ancestor]) -> list[dict[str, Any]]:
-    return [{"id": a.id, "label": a.label, "sitelinks": a.sitelinks, "hops": a.hops} for a in ancestors]
+    return [{"id": a.id, "label": a.label, "sitelinks": a.sitelinks, "hops": a.hops, "rank": a.rank} for a in ancestors]
 
 
 def natural_type_to_row(record: NaturalType) -> dict[str, Any]:

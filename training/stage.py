@@ -30,6 +30,8 @@ def train_config(config: Config, run_dir: RunDir) -> Any:
 
     assignments = [*config.train.set, f"dataset={run_dir.path(layout.DATASET)}", f"dataset_config={config.domain}",
                    f"output_dir={run_dir.root}"]
+    if config.push.dataset_repo:  # where the push stage will put the dataset: the model card files results there
+        assignments.append(f"dataset_id={config.push.dataset_repo}")
     try:
         return load_train_config(config.train.config, assignments)
     except ConfigError as error:  # name the run's key, not only the trainer's

@@ -611,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
     parser.add_argument("--init-from", help="finetune this CLIPModel id or folder (model.init_from)")
     parser.add_argument("--repo", help="the Hub repository the model card names (repo_id)")
+    parser.add_argument("--dataset-id", help="the dataset's Hub id the model card files results under, for a "
+                        "local dataset folder (dataset_id)")
     parser.add_argument("--report-to", type=lambda text: [name for name in text.split(",") if name],
                         metavar="TRACKERS", help="comma-separated Accelerate trackers, e.g. tensorboard (report_to)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -625,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("accelerate").setLevel(logging.WARNING)
     flags = {"--dataset": ("dataset", args.dataset), "--output-dir": ("output_dir", args.output_dir),
              "--max-steps": ("max_steps", args.max_steps), "--init-from": ("model.init_from", args.init_from),
-             "--repo": ("repo_id", args.repo), "--report-to": ("report_to", args.report_to)}
+             "--repo": ("repo_id", args.repo), "--dataset-id": ("dataset_id", args.dataset_id), "--report-to": ("report_to", args.report_to)}
     try:
         config = load_train_config(args.config, args.set, flags)
         result = train(config)
