@@ -14,28 +14,13 @@ from typing import Any
 from entitynet import layout, pipeline
 from entitynet.config import Config
 from entitynet.rundir import RunDir, StageError, StageResult, rank_and_world, shown
-from entitynet.typed_config import ConfigError
+from entitynet.training.run_config import train_config
 
 STAGE = "train"
 
 
 class TrainingFailed(StageError):
     """The dataset cannot feed training, or the checkpoints belong to another experiment."""
-
-
-def train_config(config: Config, run_dir: RunDir) -> Any:
-    """The trainer's configuration for this run: ``train.config`` + ``train.set``, with the run's
-    dataset, its domain's configuration and the run directory as output."""
-    from entitynet.training.config import load_train_config
-
-    assignments = [*config.train.set, f"dataset={run_dir.path(layout.DATASET)}", f"dataset_config={config.domain}",
-                   f"output_dir={run_dir.root}"]
-    if config.push.dataset_repo:  # where the push stage will put the dataset: the model card files results there
-        assignments.append(f"dataset_id={config.push.dataset_repo}")
-    try:
-        return load_train_config(config.train.config, assignments)
-    except ConfigError as error:  # name the run's key, not only the trainer's
-        raise ConfigError(f"train.config/train.set: {error}") from None
 
 
 def check(config: Config, run_dir: RunDir) -> None:

@@ -74,8 +74,8 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
     from entitynet.training.evaluation.features import default_accelerator
     from entitynet.training.evaluation.models import ModelError, load_model
     from entitynet.training.evaluation.sources import display_name
-    from entitynet.training.stage import train_config
-    from entitynet.training.train import eval_rows
+    from entitynet.training.run_config import train_config
+    from entitynet.training.splits import eval_rows
 
     model_dir, out = run_dir.path(layout.MODEL), run_dir.path(layout.EVAL)
     try:
