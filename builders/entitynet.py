@@ -56,6 +56,9 @@ FEATURES = datasets.Features({
         # other names and the description of the natural type, for the trainer's text mix
         "natural_type_aliases": datasets.List(datasets.Value("string")),
         "natural_type_description": datasets.Value("string"),
+        # ancestors the evaluation scores at (acc1_genus, acc1_hypernym1, ...): entitynet/dataset/lineage.py
+        "lineage": datasets.List({"rank": datasets.Value("string"), "id": datasets.Value("string"),
+                                  "name": datasets.Value("string")}),
     }),
     "urls": datasets.List(datasets.Value("string")),
     "page_urls": datasets.List(datasets.Value("string")),

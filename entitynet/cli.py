@@ -16,7 +16,7 @@ from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from entitynet import __version__, layout, pipeline
+from entitynet import __version__, layout, pipeline, wise_ft_command
 from entitynet.config import DOMAINS, Config, load_config, preset_names
 from entitynet.rundir import MissingInput, RunDir, StageError, StageResult, rank_and_world
 from entitynet.typed_config import ConfigError, Flag, describe_text, flags
@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_demo(commands)
     _add_convert(commands)
+    wise_ft_command.add_parser(commands, _add_verbosity)
+    _add_report(commands)
     return parser
 
 
@@ -288,6 +290,9 @@ def _add_eval(commands: Any) -> None:
     data = parser.add_argument_group("the dataset (with --dataset)")
     data.add_argument("--split", help="split to evaluate (default test, or the only split)")
     data.add_argument("--config", metavar="NAME", help="dataset configuration (e.g. livingthings)")
+    data.add_argument("--dataset-id", metavar="ORG/NAME", help="the Hub id --update-card files the results under, "
+                      "for a local folder (default: the id it was loaded by, or the one its folder records: "
+                      "pushed there, or named by its build)")
     data.add_argument("--format", default="auto", choices=["auto", "imagefolder", "hf", "wds", "entitynet"],
                       help="how to read DATASET, instead of by its files (default auto)")
     data.add_argument("--image-column", metavar="COLUMN", help="image column (default: the first Image column)")
@@ -379,6 +384,26 @@ def _add_convert(commands: Any) -> None:
                          "conversion writes (an OUT that is, holds or lies inside the input is always refused)")
         _add_verbosity(sub, default=argparse.SUPPRESS)
     parser.set_defaults(handler=_run_convert)
+
+
+def _add_report(commands: Any) -> None:
+    parser = commands.add_parser("report", help="write RUN/report/index.html: the run's data, pictures, curves and scores",
+                                 description="Write RUN/report/index.html, one static page (opens from disk, no network) "
+                                 "with the run's stages, data, sample pictures, training curves and scores.")
+    parser.add_argument("--run", required=True, help="the run directory")
+    _add_verbosity(parser)
+    parser.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    _write_report(RunDir(args.run))
+    return 0
+
+
+def _write_report(run: RunDir) -> None:
+    from entitynet import report
+
+    print(f"Report: {report.write(run.root)}")
 
 
 def _add_run(commands: Any) -> None:
@@ -497,6 +522,8 @@ def _run_push(args: argparse.Namespace) -> int:
         print(f"entitynet push: error: {publish.redacted(error)}", file=sys.stderr)
         return 1
     print(f"pushed {result['files']} files ({result['bytes']:,} bytes) to {publish.hub_url(result['repo'], args.what)}")
+    if result.get("dataset"):
+        print(f"its card names the dataset it was trained on: {publish.hub_url(result['dataset'], 'dataset')}")
     return 0
 
 
@@ -516,6 +543,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print("\n" + "\n".join(summary.lines(made)))
     if made["evaluations"]:
         print("\n" + EXPLANATION)
+    _write_report(run)
     return 0
 
 
@@ -568,6 +596,7 @@ def _run_all(args: argparse.Namespace) -> int:
     pipeline.run_stages(config, run, pipeline.stages(first=args.first, last=args.until), args.force, report)
     if rank_and_world()[0] == 0:
         print("\n" + "\n".join(summary.lines(summary.write(config, run, results))))
+        _write_report(run)
     return 0
 
 

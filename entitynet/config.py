@@ -330,9 +330,47 @@ class PoolConfig:
         require(self.max_per_entity >= 1, "max_per_entity", "must be at least 1")
 
 
+INATURALIST_LICENSES = ("CC0", "CC-BY", "CC-BY-NC", "CC-BY-SA", "CC-BY-ND", "CC-BY-NC-SA", "CC-BY-NC-ND")
+INATURALIST_SIZES = ("original", "large", "medium", "small", "thumb", "square")
+INATURALIST_GRADES = ("research", "needs_id", "casual")
+
+
+@dataclass
+class InaturalistConfig:
+    metadata: str | None = option(
+        None, "folder or http(s) URL prefix holding taxa, observations, photos and observers .csv.gz "
+        "(iNaturalist's open data: the root of https://inaturalist-open-data.s3.amazonaws.com)", path=True)
+    photo_url: str = option(
+        "https://inaturalist-open-data.s3.amazonaws.com/photos/{photo_id}/{size}.{extension}",
+        "template of a photo's URL: {photo_id}, {size} and {extension} are filled in")
+    size: Literal["original", "large", "medium", "small", "thumb", "square"] = option(
+        "medium", "photo size fetched: original, large (1024 px), medium (500 px), small, thumb, square")
+    licenses: list[str] = option(
+        ["CC0", "CC-BY", "CC-BY-SA"], "licences kept (commercial use allowed by default; add NC ones only when asked)")
+    quality_grades: list[str] = option(["research"], "observation quality grades kept: research, needs_id, casual")
+    per_entity: int = option(100, "at most this many photos per entity, drawn with the seed, distinct observers first")
+    descendants: bool = option(True, "a genus or family entity takes its descendants' observations, balanced across its children")
+    seed: int = option(0, "seed of the per-entity draw")
+    index: str | None = option(
+        None, "folder of the prepared index (parquet made from the .csv.gz once); default RUN/cache/search/inaturalist/index",
+        path=True, runtime=True)
+    memory_limit: str = option("1GB", "DuckDB's memory limit for the join; it spills to disk beyond it", runtime=True)
+
+    def __post_init__(self) -> None:
+        for name in ("{photo_id}", "{size}", "{extension}"):
+            require(name in self.photo_url, "photo_url", f"must contain {name}")
+        unknown = [value for value in self.licenses if value not in INATURALIST_LICENSES]
+        require(not unknown, "licenses", f"unknown licence {unknown}; iNaturalist's are {', '.join(INATURALIST_LICENSES)}")
+        require(bool(self.licenses), "licenses", "needs at least one licence")
+        grades = [value for value in self.quality_grades if value not in INATURALIST_GRADES]
+        require(not grades, "quality_grades", f"unknown grade {grades}; one of {', '.join(INATURALIST_GRADES)}")
+        require(bool(self.quality_grades), "quality_grades", "needs at least one grade")
+        require(self.per_entity >= 1, "per_entity", "must be at least 1")
+
+
 @dataclass
 class SearchConfig(RetryConfig):
-    engine: Literal["commons", "google", "brave", "pool"] = option("commons", "where candidates come from", flag="--engine")
+    engine: Literal["commons", "google", "brave", "pool", "inaturalist"] = option("commons", "where candidates come from", flag="--engine")
     per_query: int = option(50, "candidates asked per query", flag="--per-query", metavar="N")
     kinds: list[Literal["noun", "attr", "attrnoun", "wordnet-noun"]] = option(
         ["noun", "attr", "attrnoun", "wordnet-noun"], "query kinds to search"
@@ -345,6 +383,7 @@ class SearchConfig(RetryConfig):
     google: GoogleConfig = option(GoogleConfig, "the google engine")
     brave: BraveConfig = option(BraveConfig, "the brave engine")
     pool: PoolConfig = option(PoolConfig, "the pool engine")
+    inaturalist: InaturalistConfig = option(InaturalistConfig, "the inaturalist engine: iNaturalist's open data joined by taxon")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -354,6 +393,8 @@ class SearchConfig(RetryConfig):
         require(self.queries_per_part >= 1, "queries_per_part", "must be at least 1")
         require(self.timeout > 0, "timeout", "must be positive")
         require(self.engine != "pool" or self.pool.path is not None, "pool.path", "the pool engine needs a pool")
+        require(self.engine != "inaturalist" or self.inaturalist.metadata is not None, "inaturalist.metadata",
+                "the inaturalist engine needs the folder or URL prefix of iNaturalist's metadata files")
 
 
 @dataclass

@@ -17,12 +17,14 @@ RUN/
   images/shard-NNNNN.json               download: the shard's counts, written last (its completion mark)
   images/failures.parquet               download: all shards' failures
   images/duplicates.parquet             download: identical and near-identical images -> their canonical one
-  dataset/                              build: README.md (the card), data/{living,other}/*.parquet, images/
+  dataset/                              build: README.md (the card), data/{living,other}/*.parquet, images/,
+                                          decontamination.csv (with build.exclude_near: evaluation image -> stored image)
   model/                                train: the CLIPModel folder (weights, tokenizer, image processor, card)
   checkpoints/step-NNNNNNNN/            train: save_state checkpoints (the rerun resumes from the newest)
   logs/metrics.jsonl                    train: one line per logged step
   tokenizer/                            train: the BPE trained on the dataset's texts (from scratch only)
-  eval/                                 eval: one JSON per task, summary.md, summary.csv
+  eval/                                 eval: one JSON per task, summary.md, summary.csv, classes.json (per class, confusions)
+  report/                               report (and the end of run / demo): index.html, its figures and thumbnails
   summary.json                          entitynet run / demo: what each stage made, where, and the evaluations
   run.json                              the layout version that made this folder
   export/webdataset/                    export (default place)
@@ -45,6 +47,7 @@ CANDIDATES = "candidates"
 IMAGES = "images"
 DATASET = "dataset"
 DATASET_STAGING = ".dataset.building"  # assembled here, then renamed to DATASET
+DECONTAMINATION = "decontamination.csv"  # in DATASET: evaluation image -> the stored image it matched (left out)
 EXPORT = "export"
 # train: the trainer's output_dir is RUN itself, so the trainer's OUTPUT/ names are these (training/train.py uses them)
 MODEL = "model"
@@ -53,7 +56,9 @@ TRAIN_LOGS = "logs"
 TOKENIZER = "tokenizer"  # train: a BPE trained on the dataset (models from scratch without model.tokenizer)
 TOKENIZER_RECORD = "entitynet_tokenizer.json"  # in TOKENIZER: what it was made from; another run refuses or remakes it
 EVAL = "eval"
+EVAL_CLASSES = "classes.json"  # in EVAL: per task, each class's top-1 recall and the most frequent confusions
 SUMMARY = "summary.json"
+REPORT = "report"  # entitynet report: index.html and what it shows, beside it
 RUN_CONFIG = "run.yaml"  # in CONFIG: the whole configuration of the last `entitynet run` / demo
 # The run directory's own version: a folder made by an incompatible layout is refused, not mixed.
 RUN_MARKER = "run.json"

@@ -3,7 +3,8 @@
 ``huggingface_hub``'s resumable large-folder upload sends the folder as it is: for a dataset its
 README.md (the card with both configs) and ``data/**.parquet``, so the Hub repo and the local
 folder load the same way; for a model what ``save_pretrained`` wrote, the card and the eval
-results. The token comes from HF_TOKEN or the saved login (``hf auth login``) and is never
+results. A pushed dataset folder records its Hub id (``.hub-id.json``, not uploaded), and a model
+whose dataset was pushed first names it in its card. The token comes from HF_TOKEN or the saved login (``hf auth login``) and is never
 printed or written; ``--dry-run`` lists what would be uploaded without any network.
 """
 
@@ -40,15 +41,28 @@ def hub_url(repo_id: str, kind: Kind) -> str:
     return f"https://huggingface.co/{'datasets/' if kind == 'dataset' else ''}{repo_id}"
 
 
-def push(folder: Path, repo_id: str, kind: Kind = "dataset", private: bool = False) -> dict[str, Any]:
+def push(folder: Path, repo_id: str, kind: Kind = "dataset", private: bool = False,
+         dataset: Path | None = None) -> dict[str, Any]:
+    """Upload ``folder``. A dataset folder then records ``repo_id`` as its Hub id; a model folder's
+    card first links the dataset it was trained on (``dataset``, else the folder its
+    training_config.json names) when that was pushed: ``datasets:`` and its results' dataset id."""
     from huggingface_hub import HfApi
 
+    from entitynet.hub_cards.model_card import link_dataset, record_id, trained_on
+
+    plan(folder, kind)
+    linked = None
+    if kind == "model":
+        source = dataset or trained_on(folder)
+        linked = link_dataset(folder, source) if source is not None else None
     files = plan(folder, kind)
     api = HfApi()  # token: HF_TOKEN, else the saved login; never passed through our code
     api.create_repo(repo_id, repo_type=kind, private=private, exist_ok=True)
     api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type=kind, private=private,
                             ignore_patterns=[".*"])
-    return {"repo": repo_id, "files": len(files), "bytes": sum(size for _, size in files)}
+    if kind == "dataset":
+        record_id(folder, repo_id, pushed=True)
+    return {"repo": repo_id, "files": len(files), "bytes": sum(size for _, size in files), "dataset": linked}
 
 
 class PushFailed(StageError):
@@ -76,7 +90,8 @@ def make(config: Config, context: Context) -> dict[str, Any]:
         if not repo:
             continue
         try:
-            result = push(folder, repo, kind, config.push.private)  # type: ignore[arg-type]
+            result = push(folder, repo, kind, config.push.private,  # type: ignore[arg-type]
+                          dataset=context.path(layout.DATASET))
         except Exception as error:  # huggingface_hub raises many kinds; none may carry the token out
             raise PushFailed(f"push {kind} to {repo}: {redacted(error)}") from None
         pushed.append({**result, "url": hub_url(repo, kind)})  # type: ignore[arg-type]

@@ -5,7 +5,15 @@ Kinds (arXiv 2505.02746, section 3):
 - ``noun``: the entity's name; for living things also its aliases, common names and taxon name;
 - ``wordnet-noun``: the WordNet lemmas of the entity (its own synset or the one merged into it);
 - ``attrnoun``: an attribute's own query ("elephant tusks");
-- ``attr``: the attribute with the natural type in place of the name ("spotted big cat").
+- ``attr``: the attribute and the natural type, "{attribute} {natural type}" ("spotted big cat"),
+  one query per (attribute, natural type). As the authors do
+  (``kgraph/living_generate_attribute_queries.py``), it is made per natural type and counted over
+  all entities of that type: each entity with the attribute adds its use, so the number of its
+  ``attr`` uses is the authors' ``count``. Where an entity's own attribute query is just the
+  attribute and its name in another order ("osprey in flight"), that order is kept ("bird in
+  flight"); the wording most of the type's entities give is the query's. The trainer's text mix
+  fills its synonym and replace branches from the natural type, not from the entities
+  (``training/text_mix.py``).
 
 Texts are normalised (Unicode NFKC, one space, lower case) and deduplicated on (text, natural
 type): the natural type travels with the query as the engines' disambiguation hint, so "jaguar"
@@ -20,7 +28,7 @@ import hashlib
 import logging
 import re
 import unicodedata
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,18 +76,34 @@ def uses_of(
         if "attrnoun" in kinds:
             yield "attrnoun", attribute.query, attribute.attribute
         if "attr" in kinds and natural_type:
-            typed = _with_type(attribute.query, [entity.name, *entity.aliases], natural_type)
-            if typed:
-                yield "attr", typed, attribute.attribute
+            # the entity's wording of "{attribute} {natural type}"; make_queries then gives every
+            # entity of the type with this attribute one wording, so they share one query
+            spoken = normalise(attribute.attribute)
+            yield "attr", worded(spoken, attribute.query, [entity.name, *entity.aliases], natural_type), spoken
 
 
-def _with_type(query: str, names: list[str], natural_type: str) -> str | None:
-    """The attribute query with the entity's name (or alias) replaced by its natural type."""
-    for name in sorted(names, key=len, reverse=True):
-        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
-        if pattern.search(query):
-            return pattern.sub(lambda _: natural_type, query, count=1)
-    return None
+def worded(attribute: str, query: str, names: list[str], natural_type: str) -> str:
+    """"{attribute} {natural type}" (the authors' form), or, when the entity's own attribute query
+    is just the attribute and one of its names in another order ("{} in flight", "school of {}"),
+    that order with the type in the name's place: "bird in flight" reads as a caption, "in flight
+    bird" does not. Empty when there is no attribute (the stage drops it as empty)."""
+    if not attribute:
+        return ""
+    said = normalise(query)
+    for name in sorted((normalise(n) for n in names if n.strip()), key=len, reverse=True):
+        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)")
+        if pattern.search(said) and normalise(pattern.sub(" ", said, count=1)) == attribute:
+            return normalise(pattern.sub(lambda _: natural_type, said, count=1))
+    return f"{attribute} {natural_type}"
+
+
+def _one_wording(uses: list[tuple[str, str]], authors: str) -> str:
+    """The wording most entities of the type gave (ties: the authors' form, then the first in
+    order of text), so the attribute is one query of its natural type, counted over all of them."""
+    entities: defaultdict[str, set[str]] = defaultdict(set)
+    for text, entity_id in uses:
+        entities[text].add(entity_id)
+    return min(entities, key=lambda text: (-len(entities[text]), text != authors, text))
 
 
 def _attributes_by_entity(path: Path) -> Iterator[tuple[str, list[Attribute]]]:
@@ -104,8 +128,23 @@ def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path, cache: Pa
     dropped: Counter[str] = Counter()
     uses_per_kind: Counter[str] = Counter()
     spool = cache / "uses.parquet"
+    # (attribute, natural type) -> (wording, entity) of each entity's attr use: held until every
+    # entity is read, then given one wording (attributes exist for the top K entities per root only)
+    attr_uses: defaultdict[tuple[str, str | None], list[tuple[str, str]]] = defaultdict(list)
     with pq.ParquetWriter(spool, _FLAT) as writer:
         rows: list[dict[str, Any]] = []
+
+        def add(kind: str, raw: str, entity_id: str, attribute: str | None, hint: str | None) -> None:
+            text = normalise(raw)
+            if not text:
+                dropped["empty"] += 1
+            elif len(text.split()) > config.max_words:
+                dropped["too_long"] += 1
+            else:
+                uses_per_kind[kind] += 1
+                rows.append({"query_id": query_id(text, hint), "text": text, "natural_type": hint,
+                             "kind": kind, "entity_id": entity_id, "attribute": attribute})
+
         for entity in read_entities(run_dir.path(layout.ENTITIES)):
             own: list[Attribute] = []
             if pending is not None and pending[0] == entity.id:
@@ -117,34 +156,40 @@ def make_queries(config: QueriesConfig, run_dir: RunDir, output: Path, cache: Pa
                 continue
             hint = normalise(natural_type) if natural_type else None
             for kind, raw, attribute in uses_of(entity, natural_type, own, kinds):
-                text = normalise(raw)
-                if not text:
-                    dropped["empty"] += 1
-                    continue
-                if len(text.split()) > config.max_words:
-                    dropped["too_long"] += 1
-                    continue
-                uses_per_kind[kind] += 1
-                rows.append({"query_id": query_id(text, hint), "text": text, "natural_type": hint,
-                             "kind": kind, "entity_id": entity.id, "attribute": attribute})
+                if kind == "attr":
+                    attr_uses[(attribute or "", hint)].append((normalise(raw), entity.id))
+                else:
+                    add(kind, raw, entity.id, attribute, hint)
             if len(rows) >= 50_000:
                 writer.write_table(pa.Table.from_pylist(rows, schema=_FLAT))
                 rows = []
+        for (attribute, hint), uses in sorted(attr_uses.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+            text = _one_wording(uses, f"{attribute} {hint}")
+            for _, entity_id in uses:
+                add("attr", text, entity_id, attribute, hint)
         writer.write_table(pa.Table.from_pylist(rows, schema=_FLAT))
     queries = _group(pq.read_table(spool))
     with atomic_path(output) as temporary:
         pq.write_table(queries, temporary, compression="zstd")
     spool.unlink()
     per_kind = Counter()
-    for uses in queries.column("uses").to_pylist():
+    attr_counts: list[tuple[int, str, str]] = []  # (entities of the type with the attribute, text, type)
+    for text, hint, uses in zip(queries.column("text").to_pylist(), queries.column("natural_type").to_pylist(),
+                                queries.column("uses").to_pylist()):
         for kind in {use["kind"] for use in uses}:
             per_kind[kind] += 1
+        entities = {use["entity_id"] for use in uses if use["kind"] == "attr"}
+        if entities:
+            attr_counts.append((len(entities), text, hint))
+    attr_counts.sort(key=lambda item: (-item[0], item[1], item[2]))
     return {
         "queries": queries.num_rows,
         "uses": sum(uses_per_kind.values()),
         "uses_per_kind": dict(sorted(uses_per_kind.items())),
         "queries_per_kind": dict(sorted(per_kind.items())),
         "dropped": dict(sorted(dropped.items())),
+        # the authors' count of an attr query: how many entities of its natural type have the attribute
+        "attr_queries_most_entities": [{"text": t, "natural_type": h, "entities": n} for n, t, h in attr_counts[:5]],
     }
 
 
@@ -179,6 +224,9 @@ def make(config: Config, context: Context) -> dict[str, Any]:
 def summary(stats: dict[str, Any]) -> str:
     lines = [f"queries: {stats.get('queries', 0)} unique, serving {stats.get('uses', 0)} uses"]
     lines.append("  queries per kind: " + ", ".join(f"{k}: {v}" for k, v in stats.get("queries_per_kind", {}).items()))
+    if stats.get("attr_queries_most_entities"):
+        lines.append("  attr queries with most entities: " + ", ".join(
+            f"{q['text']} ({q['entities']})" for q in stats["attr_queries_most_entities"]))
     if stats.get("dropped"):
         lines.append("  dropped: " + ", ".join(f"{k}: {v}" for k, v in stats["dropped"].items()))
     return "\n".join(lines)

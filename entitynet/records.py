@@ -20,6 +20,9 @@ class Ancestor:
     label: str | None
     sitelinks: int | None  # None where the source has no popularity (WordNet)
     hops: int  # 1 = direct parent
+    # a parent taxon's rank (Wikidata P105) as a name: "genus", "family", ... (kg.wikidata.TAXON_RANKS);
+    # None for classes, WordNet hypernyms, unlisted ranks and tables written before ranks were kept
+    rank: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -45,7 +48,9 @@ class Entity:
     description: str | None = None
     natural_type: str | None = None  # chosen by the enrich stage
     sitelinks: int | None = None
-    taxon_name: str | None = None
+    taxon_name: str | None = None  # P225, the scientific name
+    taxon_rank: str | None = None  # P105 as an item id ("Q7432": species)
+    inaturalist_id: str | None = None  # P3151, iNaturalist's taxon id ("41964")
     common_names: list[str] = field(default_factory=list)
     image: str | None = None  # P18 as a Commons Special:FilePath URL
     ancestors: list[Ancestor] = field(default_factory=list)
@@ -108,7 +113,7 @@ class Candidate:
 
     url: str  # what the downloader fetches (a thumbnail at the configured size where the engine has one)
     query_id: str
-    engine: str  # commons | google | brave | pool
+    engine: str  # commons | google | brave | pool | inaturalist | import
     rank: int  # 0-based position in the engine's answer
     page_url: str | None = None  # the page that shows the image (for attribution and the viewer)
     text: str | None = None  # alt text, title or caption
@@ -118,6 +123,11 @@ class Candidate:
     license: str | None = None  # short name: "CC BY-SA 4.0", "Public domain"
     license_url: str | None = None
     attribution: str | None = None  # who to credit, as plain text
+    # Set by engines whose source identifies what is shown (inaturalist): the taxon the observation
+    # is identified as (a descendant of the entity's taxon where search.inaturalist.descendants) and its date.
+    taxon_id: str | None = None
+    taxon_name: str | None = None
+    observed_on: str | None = None  # ISO date
     # Set by `entitynet import` only (a search engine leaves them empty):
     alternatives: tuple[str, ...] = ()  # further URLs of the same picture, tried in order when ``url`` fails
     split: str | None = None  # the split a release put the image in (train, validation, test): kept, not redrawn

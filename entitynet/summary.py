@@ -117,4 +117,7 @@ def lines(summary: dict[str, Any]) -> list[str]:
         against = f"chance {chance:.3f}, {found['acc1'] / chance:.0f}x chance" if chance else "chance not recorded"
         out.append(f"  {key}: top-1 {found['acc1']:.3f} ({against}) over {found['images']} images of {found['classes']} "
                    f"entities{' [outdated]' if found.get('outdated') else ''}: {found['meaning']}")
+        if found.get("ranks"):  # acc1 at each rank of the entities' lineage (training/evaluation/ranks.py)
+            out.append(f"    {key} at each rank: " + ", ".join(f"{name.removeprefix('acc1_')} {value:.3f}"
+                                                           for name, value in found["ranks"].items()))
     return out

@@ -41,6 +41,7 @@ ANCESTOR_TYPE = pa.struct(
         pa.field("label", pa.string()),
         pa.field("sitelinks", pa.int32()),
         pa.field("hops", pa.int8(), nullable=False),
+        pa.field("rank", pa.string()),
     ]
 )
 
@@ -64,6 +65,8 @@ ENTITY_SCHEMA = pa.schema(
         pa.field("natural_type", pa.string()),
         pa.field("sitelinks", pa.int32()),
         pa.field("taxon_name", pa.string()),
+        pa.field("taxon_rank", pa.string()),
+        pa.field("inaturalist_id", pa.string()),
         pa.field("common_names", pa.list_(pa.string())),
         pa.field("image", pa.string()),
         pa.field("ancestors", pa.list_(ANCESTOR_TYPE)),
@@ -208,6 +211,9 @@ CANDIDATE_SCHEMA = pa.schema(
         pa.field("license", pa.string()),
         pa.field("license_url", pa.string()),
         pa.field("attribution", pa.string()),
+        pa.field("taxon_id", pa.string()),
+        pa.field("taxon_name", pa.string()),
+        pa.field("observed_on", pa.string()),
         pa.field("alternatives", pa.list_(pa.string())),
         pa.field("split", pa.string()),
     ],
@@ -222,7 +228,7 @@ def candidate_to_row(record: Candidate) -> dict[str, Any]:
 
 
 def _ancestor_rows(ancestors: list[Ancestor]) -> list[dict[str, Any]]:
-    return [{"id": a.id, "label": a.label, "sitelinks": a.sitelinks, "hops": a.hops} for a in ancestors]
+    return [{"id": a.id, "label": a.label, "sitelinks": a.sitelinks, "hops": a.hops, "rank": a.rank} for a in ancestors]
 
 
 def natural_type_to_row(record: NaturalType) -> dict[str, Any]:

@@ -182,6 +182,10 @@ class TrainConfig:
         60, "minutes a process waits for the others at a collective (NCCL's default of 10 is shorter than a "
         "first epoch's set-up on large data)", runtime=True)
     repo_id: str = option("ORG/NAME", "the Hub repository the model card's examples name (push with `entitynet push model`)")
+    # runtime: it names the dataset in the card and changes nothing trained
+    dataset_id: str | None = option(
+        None, "the dataset's Hub id the model card files results under (default: the id `dataset` was loaded by, "
+        "or the one its folder records: pushed there, or its build's build.repo_id)", runtime=True)
 
     def __post_init__(self) -> None:
         require(bool(self.dataset), "dataset", "name a dataset folder or Hub id")
@@ -198,6 +202,8 @@ class TrainConfig:
         unknown = [name for name in self.report_to if name not in TRACKERS]
         require(not unknown, "report_to", f"unknown tracker {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
         require(re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id) is not None, "repo_id", "must look like ORG/NAME")
+        require(self.dataset_id is None or re.fullmatch(r"[\w.-]+/[\w.-]+", self.dataset_id) is not None, "dataset_id",
+                "must look like ORG/NAME")
 
 
 def shipped(name: str) -> Path | None:
@@ -262,6 +268,8 @@ def run_train_config(config: Any, run_dir: Any) -> TrainConfig:
 
     values = {item.name: getattr(config.train, item.name) for item in fields(TrainConfig)}
     values.update(dataset=str(run_dir.path(layout.DATASET)), dataset_config=config.domain, output_dir=str(run_dir.root))
+    if config.push.dataset_repo and not values.get("dataset_id"):  # where the push stage will put the dataset:
+        values["dataset_id"] = config.push.dataset_repo  # the model card files results there
     return TrainConfig(**values)
 
 

@@ -54,7 +54,8 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, path: bool = F
     declared on several fields (``--contact``) sets them all where a command takes them all.
 
     ``path=True`` marks a filesystem path: a relative value in a YAML file is read relative
-    to that file's folder, one given on the command line relative to the working directory.
+    to that file's folder, one given on the command line relative to the working directory
+    (a value holding ``://`` is a URL and stays as written).
     ``runtime=True`` marks a setting of how a stage runs (processes, threads, concurrency) that
     cannot change what it makes: it is left out of the stage's fingerprint (``identity``), so
     changing it never makes a finished or half-done stage start over.
@@ -326,7 +327,7 @@ def _resolve_paths(schema: Any, data: Mapping, base_dir: Path, origin: str, pref
         item = fields.get(key)
         if item is not None and _is_dataclass_type(hints[key]) and isinstance(value, Mapping):
             value = _resolve_paths(hints[key], value, base_dir, origin, f"{prefix}{key}.")
-        elif item is not None and item.metadata.get("path") and isinstance(value, str) and value:
+        elif item is not None and item.metadata.get("path") and isinstance(value, str) and value and "://" not in value:
             value = str((base_dir / Path(value).expanduser()).resolve())
         resolved[key] = value
     return resolved

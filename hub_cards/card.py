@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from entitynet.builders.entitynet import CITATION, FEATURES
 from entitynet.dataset.rows import SPLITS
 from entitynet.hub_cards import figures
+from entitynet.hub_cards.model_card import record_id
 
 
 def size_category(rows: int) -> str:
@@ -128,5 +129,6 @@ def write_card(folder: Path, context: dict[str, Any], *, pretty_name: str, repo_
         **context,
     )
     card.save(folder / "README.md")
+    record_id(folder, repo_id, pushed=False)  # model cards file results under it until a push says where it went
     return {"rows": total, "entities": len(stats["per_entity"]),
             "rows_per_config": {k: dict(v) for k, v in stats["rows_per_config"].items() if k in names}}

@@ -3,6 +3,7 @@ webdataset export, and publishing's dry run."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import json
@@ -388,6 +389,11 @@ def test_decontamination_hashes_evaluation_images_as_downloads_and_counts_unread
     assert stats["excluded_near_evaluation_images"] == 1
     assert {key: value for key, value in stats.items() if "unreadable" in key} == {"evaluation_images_unreadable": 1}
     assert load(run, "entitynet")["train"]["urls"] == [["https://example.org/Q2.jpg"]]
+    # which evaluation image matched which stored one, published beside the dataset
+    with (run.path("dataset") / "decontamination.csv").open() as handle:
+        matches = list(csv.DictReader(handle))
+    assert [(m["evaluation_image"], m["url"]) for m in matches] == [("rotated.jpg", "https://example.org/Q1.jpg")]
+    assert int(matches[0]["distance"]) <= 4
     card = DatasetCard.load(run.path("dataset") / "README.md").text
     assert "1 evaluation image could not be read" in card
 

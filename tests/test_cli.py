@@ -76,7 +76,7 @@ def test_configuration_errors_exit_2_and_name_the_key(tmp_path, capsys):
 
 
 def test_unreachable_endpoint_fails_with_exit_1_and_no_artifact(tmp_path, capsys):
-    from conftest import free_port
+    from helpers import free_port
 
     run = tmp_path / "run"
     code = main([

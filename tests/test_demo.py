@@ -1,13 +1,12 @@
-"""``entitynet demo``: README's main job, run here through the same code path at its small size
-(the ``demo_run`` fixture in conftest.py runs it in-process; ``fresh_demo`` runs the command as a
-newcomer does and reads what it prints), and kill -9 at several points of it."""
+"""``entitynet demo``: README's main job, at its small size. The session's one demo run
+(``demo_made`` in conftest.py) runs the command as a newcomer does; these tests read the run and
+what it printed, rerun copies of it, and kill -9 fresh runs at several points."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,12 +14,17 @@ import datasets
 import pytest
 import yaml
 
-from conftest import kill_when
+from helpers import kill_when
 
 from entitynet.cli import main
 from entitynet.demo import draw
 
 DEMO = [sys.executable, "-m", "entitynet", "demo", "--size", "small", "--out"]
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    """A copy of the session's demo run, to rerun or retrain without changing what other tests read."""
+    return Path(shutil.copytree(run, tmp_path / "demo"))
 
 
 def test_the_demo_makes_a_dataset_that_load_dataset_reads(demo_run):
@@ -74,7 +78,8 @@ def test_the_summary_says_what_each_stage_made_and_what_the_model_learnt(demo_ru
     assert seen["acc1"] >= 3 * seen["chance"], seen
 
 
-def test_a_second_demo_run_redoes_nothing_and_stops_its_server(demo_run, capsys):
+def test_a_second_demo_run_redoes_nothing_and_stops_its_server(demo_run, tmp_path, capsys):
+    demo_run = copy_of(demo_run, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in (demo_run / "images").glob("shard-*.parquet")}
     weights = (demo_run / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["demo", "--out", str(demo_run), "--size", "small"]) == 0
@@ -87,19 +92,19 @@ def test_a_second_demo_run_redoes_nothing_and_stops_its_server(demo_run, capsys)
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_another_seed_trains_and_evaluates_again_on_the_same_dataset(demo_run, capsys):
+@pytest.mark.slow  # two trainings and evaluations: as long as the whole demo
+def test_another_seed_trains_and_evaluates_again_on_the_same_dataset(demo_run, tmp_path, capsys):
     """--seed 1 retrains on the same dataset; --seed 0 again gives back the first model exactly."""
+    demo_run = copy_of(demo_run, tmp_path)
     dataset = (demo_run / "stages" / "build.json").read_text()
     weights = (demo_run / "model" / "model.safetensors").read_bytes()
-    try:
-        assert main(["demo", "--out", str(demo_run), "--size", "small", "--seed", "1"]) == 0
-        printed = capsys.readouterr().out
-        assert "build: already complete" in printed and "train: done" in printed and "eval: done" in printed
-        assert (demo_run / "stages" / "build.json").read_text() == dataset
-        assert (demo_run / "model" / "model.safetensors").read_bytes() != weights
-        assert yaml.safe_load((demo_run / "config" / "run.yaml").read_text())["train"]["seed"] == 1
-    finally:  # the session's demo is put back as it was, for the tests after this one
-        assert main(["demo", "--out", str(demo_run), "--size", "small"]) == 0
+    assert main(["demo", "--out", str(demo_run), "--size", "small", "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "build: already complete" in printed and "train: done" in printed and "eval: done" in printed
+    assert (demo_run / "stages" / "build.json").read_text() == dataset
+    assert (demo_run / "model" / "model.safetensors").read_bytes() != weights
+    assert yaml.safe_load((demo_run / "config" / "run.yaml").read_text())["train"]["seed"] == 1
+    assert main(["demo", "--out", str(demo_run), "--size", "small"]) == 0
     assert (demo_run / "model" / "model.safetensors").read_bytes() == weights
 
 
@@ -148,20 +153,8 @@ def test_without_the_train_extra_the_demo_says_so_and_stops_after_the_dataset(de
 
 
 # --- the command as a newcomer runs it, and killed on the way ----------------------------------
-def run_demo(out: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run([*DEMO, str(out)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return done
-
-
-@pytest.fixture(scope="module")
-def fresh_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    out = tmp_path_factory.mktemp("fresh") / "demo"
-    return out, run_demo(out)
-
-
-def test_what_a_newcomer_reads_is_stage_lines_and_the_summary(fresh_demo):
-    _, done = fresh_demo
+def test_what_a_newcomer_reads_is_stage_lines_and_the_summary(demo_made):
+    _, done = demo_made
     printed = done.stdout + done.stderr
     for noise in ("it/s", "Generating", "[transformers]", "torchvision", "Warning", "WARNING", "Traceback", " INFO "):
         assert noise not in printed, f"{noise!r} in the demo's output:\n{printed[-3000:]}"
@@ -184,15 +177,15 @@ def weights(out: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["images/shard-00000.json", "checkpoints/step-00000100", "stages/train.json"])
-def test_kill_9_at_any_point_then_the_same_command_ends_as_an_uninterrupted_run(fresh_demo, tmp_path, point):
+def test_kill_9_at_any_point_then_the_same_command_ends_as_an_uninterrupted_run(demo_run, tmp_path, point):
     """kill -9 while downloading, mid-training (after a checkpoint) and at the evaluation: the rerun
-    of the same command ends with the same image ids per split and the same model weights."""
+    of the same command (in this process: the CLI's own entry point) ends with the same image ids per
+    split and the same model weights as the session's uninterrupted run."""
     torch = pytest.importorskip("torch")
-    reference, _ = fresh_demo
     out = tmp_path / "demo"
     kill_when([*DEMO, str(out)], out / point, seconds=300)
     assert not (out / "summary.json").exists(), "the demo finished before it could be killed"
-    run_demo(out)
-    assert split_ids(out) == split_ids(reference)
-    a, b = weights(reference), weights(out)
+    assert main([*DEMO[3:], str(out)]) == 0
+    assert split_ids(out) == split_ids(demo_run)
+    a, b = weights(demo_run), weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)

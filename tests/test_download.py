@@ -348,7 +348,7 @@ def test_two_ranks_take_alternate_shards_and_rank_0_merges(host, tmp_path):
 
 @pytest.mark.slow
 def test_accelerate_launch_splits_the_shards_across_two_ranks(host, tmp_path):
-    from conftest import accelerate_launch
+    from helpers import accelerate_launch
 
     server = host()
     urls = [f"{server.base}/gen/{240 + i}x180/{i}.jpg" for i in range(20)]

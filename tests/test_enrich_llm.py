@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import skip_or_fail
+from helpers import skip_or_fail
 from entitynet.cli import main
 from entitynet.records import Ancestor, Entity
 from entitynet.rundir import RunDir

@@ -205,6 +205,7 @@ def test_an_unreadable_image_names_its_file_and_the_option_that_skips_it(layout,
     assert "skipped 1 unreadable image" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_two_processes_skip_the_same_images_as_one(model_dir, photos, realdata, tmp_path):
     """Each process skips the unreadable images it meets; gathered, every process has the one-process
     embeddings, labels and skipped images."""

@@ -18,6 +18,7 @@ def test_the_schema_marks_what_only_changes_how_a_stage_runs():
     assert runtime_keys(Config) == {
         "enrich.llm.concurrency", "search.commons.min_interval", "download.processes", "download.threads",
         "download.per_host", "build.num_proc", "eval.batch_size",
+        "search.inaturalist.memory_limit", "search.inaturalist.index",  # where and how the join runs
         "kg.sparql.contact", "search.contact", "download.contact",  # who asks, not what is made
         # the trainer's (train: is its configuration): how it runs and reports, not what it learns
         "train.model.gradient_checkpointing", "train.model.compile", "train.num_workers", "train.checkpoint_every",

@@ -26,6 +26,7 @@ def check_phase(phase: dict, batch: int) -> None:
     assert 1e6 < phase["peak_memory_bytes"] < 64e9  # bytes: more than a MB, less than this machine has
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_on_a_cpu_with_tiny_shapes(demo_run, tmp_path):
     out = tmp_path / "gpu.json"
     command = [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--preset", "tiny", "--batch", "8", "--steps", "2",

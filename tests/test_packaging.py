@@ -54,10 +54,14 @@ def test_stages_learn_file_names_from_the_layout_not_from_each_other(tmp_path):
         "importlib.import_module(sys.argv[1])\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('entitynet'))))\n"
     )
-    for module, owner in [("entitynet.cli", None)] + [(entry.module, entry.name) for entry in pipeline.STAGES]:
-        done = subprocess.run([sys.executable, "-c", probe, module], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        loaded = set(done.stdout.split())
+    modules = [("entitynet.cli", None)] + [(entry.module, entry.name) for entry in pipeline.STAGES]
+    # one fresh interpreter per module (what it loads is the point), all started at once
+    probes = [subprocess.Popen([sys.executable, "-c", probe, module], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for module, _ in modules]
+    for (module, owner), child in zip(modules, probes):
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        loaded = set(out.split())
         others = {entry.module for entry in pipeline.STAGES if entry.name != owner}
         assert not loaded & others, (module, loaded & others)
         assert not {name for name, stage in clients.items() if stage != owner} & loaded, (module, loaded)

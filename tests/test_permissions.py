@@ -54,7 +54,7 @@ def test_an_import_and_its_export_follow_the_umask(tmp_path, umask):
 
 def test_a_finished_demo_run_is_readable_by_others_under_umask_022(demo_run):
     """Every stage, the trainer's checkpoints and model, the evaluation and the summary: the demo
-    fixture ran in this process, under its umask."""
+    fixture ran it in a child of this process, which has its umask."""
     if process_umask() != 0o022:
         pytest.skip(f"this test process runs under umask {oct(process_umask())}, not 022")
     wrong = wrong_modes(demo_run, 0o022)

@@ -22,7 +22,7 @@ def test_kinds_for_a_living_entity():
     assert ("noun", "Panthera leo", None) in uses and ("noun", "African lion", None) in uses
     assert ("wordnet-noun", "king of beasts", None) in uses
     assert ("attrnoun", "spotted African lion", "spotted") in uses
-    assert ("attr", "spotted big cat", "spotted") in uses  # the alias, not just the name, is replaced
+    assert ("attr", "spotted big cat", "spotted") in uses  # "{attribute} {natural type}", the authors' form
     assert list(uses_of(lion, "big cat", [spotted], {"noun"})) == [(k, t, a) for k, t, a in uses if k == "noun"]
 
 
@@ -91,3 +91,37 @@ def test_rerun_from_scratch_gives_identical_queries(queried_run, tmp_path):
     first = pq.read_table(queried_run / "queries.parquet")
     assert main(["-q", "queries", "--run", str(queried_run), "--config", "demo", "--force"]) == 0
     assert pq.read_table(queried_run / "queries.parquet").equals(first)
+
+
+def test_attr_queries_are_made_per_natural_type_and_counted_over_its_entities(tmp_path):
+    # the authors' kgraph/living_generate_attribute_queries.py: one query "{attribute} {type name}"
+    # per (attribute, natural type), counted over all entities of the type; the old stage rewrote
+    # each entity's own attribute query, so "jaguar, spotted" and a query without the name gave
+    # other texts or none, and "spotted big cat" served one entity of the three
+    leopard = Entity(id="Q34706", source="wikidata", name="leopard", domain="living", root="Q729")
+    jaguar = Entity(id="Q35694", source="wikidata", name="jaguar", domain="living", root="Q729")
+    cheetah = Entity(id="Q35255", source="wikidata", name="cheetah", domain="living", root="Q729")
+    tabby = Entity(id="Q1", source="wikidata", name="tabby", domain="living", root="Q729")
+    attributes = [Attribute("Q34706", "pattern", "spotted", "spotted leopard", "llm:m"),  # entity by entity
+                  Attribute("Q34706", "behavior", "in flight", "leopard in flight", "kg"),
+                  Attribute("Q35694", "pattern", "Spotted", "jaguar, spotted", "llm:m"),
+                  Attribute("Q35694", "behavior", "running", "running jaguar", "llm:m"),
+                  Attribute("Q35255", "pattern", "spotted", "spotted coat of the fastest cat", "llm:m"),
+                  Attribute("Q35255", "behavior", "running", "cheetah running", "llm:m"),
+                  Attribute("Q1", "pattern", "spotted", "spotted tabby", "llm:m")]
+    types = {"Q34706": "big cat", "Q35694": "big cat", "Q35255": "big cat", "Q1": "house cat"}
+    run = _write_run(tmp_path, [leopard, jaguar, cheetah, tabby], types, attributes)
+    assert main(["-q", "queries", "--run", str(run.root), "--config", "demo"]) == 0
+    queries = [query_from_row(row) for row in read_rows(run.path("queries.parquet"))]
+    attr = {q.text: q for q in queries if any(u.kind == "attr" for u in q.uses)}
+    # "cheetah running" and "running jaguar" word it two ways: one query, in the authors' form on a
+    # tie; "leopard in flight" keeps its order ("in flight big cat" would not read as a caption)
+    assert set(attr) == {"spotted big cat", "running big cat", "big cat in flight", "spotted house cat"}
+    assert {u.entity_id for u in attr["running big cat"].uses} == {"Q35255", "Q35694"}
+    spotted = attr["spotted big cat"]
+    assert spotted.natural_type == "big cat" and spotted.query_id == query_id("spotted big cat", "big cat")
+    assert {(u.kind, u.entity_id, u.attribute) for u in spotted.uses} == {
+        ("attr", "Q34706", "spotted"), ("attr", "Q35694", "spotted"), ("attr", "Q35255", "spotted")}
+    assert {u.entity_id for u in attr["spotted house cat"].uses} == {"Q1"}
+    stats = json.loads(run.marker("queries").read_text())["stats"]
+    assert stats["attr_queries_most_entities"][0] == {"text": "spotted big cat", "natural_type": "big cat", "entities": 3}

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from conftest import accelerate_launch  # noqa: E402
+from helpers import accelerate_launch  # noqa: E402
 from test_streaming import hub_layout  # noqa: E402,F401  (a module fixture: 120 rows in 3 parquet shards)
 
 from entitynet.training import train as trainer  # noqa: E402
@@ -54,6 +54,7 @@ def checkpoints(out: Path) -> list[str]:
 
 
 # --- item 6: another number of processes or workers ------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("streaming", ["false", "true"])
 def test_two_processes_resume_exactly_from_their_checkpoint(hub_layout, tmp_path, streaming):  # noqa: F811
     """Stopped after the step-3 checkpoint and resumed on two processes again: the weights of an
@@ -67,6 +68,7 @@ def test_two_processes_resume_exactly_from_their_checkpoint(hub_layout, tmp_path
     assert same_weights(tmp_path / "straight", tmp_path / "resumed")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_two_processes_is_not_resumed_on_one(hub_layout, tmp_path, capsys):  # noqa: F811
     """2 processes x 4 images made the checkpoint (a global batch of 8); one process would take
     steps of 4 from a position counted in steps of 8. Refused, with both batches and the way on,
@@ -82,6 +84,7 @@ def test_a_checkpoint_of_two_processes_is_not_resumed_on_one(hub_layout, tmp_pat
     assert checkpoints(out) == before and not (out / "model").exists()
 
 
+@pytest.mark.slow
 def test_a_real_launch_on_two_processes_refuses_a_one_process_checkpoint(hub_layout, tmp_path):  # noqa: F811
     out = tmp_path / "out"
     trainer.train(tiny(hub_layout, out, "max_steps=2", "checkpoint_every=2"))

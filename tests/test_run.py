@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import accelerate_launch
+from helpers import accelerate_launch
 
 from entitynet import pipeline
 from entitynet.cli import main
@@ -221,3 +221,4 @@ def test_entitynet_run_under_accelerate_launch_trains_and_evaluates_on_two_proce
     assert done.stderr.count("step 20/20") == 1  # one process group of two: the main process logs
     assert (copy / "model" / "model.safetensors").is_file() and summary["evaluations"]["seen_entities"]["images"] > 0
     assert done.stdout.count("Summary (also in") == 1  # the main process reports, once
+    assert done.stdout.count(f"Report: {copy / 'report' / 'index.html'}") == 1 and (copy / "report" / "index.html").is_file()

@@ -95,7 +95,7 @@ def test_a_retry_after_longer_than_the_bound_fails_at_once(fault_proxy):
 
 
 def test_a_refused_connection_is_retried_then_reported(tmp_path):
-    from conftest import free_port
+    from helpers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/query"
     with pytest.raises(SparqlError, match="connection failed") as failure:
@@ -111,7 +111,7 @@ def test_a_bad_query_is_not_retried(oxigraph):
 
 
 def test_credentials_in_the_endpoint_url_never_reach_messages(tmp_path):
-    from conftest import free_port
+    from helpers import free_port
     from entitynet.typed_config import InvalidValue
 
     url = f"http://127.0.0.1:{free_port()}/query?key=hidden"

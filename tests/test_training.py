@@ -96,10 +96,11 @@ def test_an_accumulated_step_has_the_gradient_of_the_whole_batch():
             assert torch.allclose(reference[name], other[name], atol=1e-5, rtol=1e-4), name
 
 
-def test_kill_9_during_training_loses_nothing(demo_run, tmp_path):
+@pytest.mark.slow
+def test_kill_9_during_training_loses_nothing(demo_run, tmp_path, caplog):
     """A real training process killed with SIGKILL (possibly mid-checkpoint) and run again ends
     with the weights of an uninterrupted run."""
-    from conftest import kill_when
+    from helpers import kill_when
 
     arguments = ["--config", "tiny", "--dataset", str(demo_run / "dataset"), "--max-steps", "30",
                  "--set", "checkpoint_every=3", "--set", "log_every=30"]
@@ -107,9 +108,9 @@ def test_kill_9_during_training_loses_nothing(demo_run, tmp_path):
     command = [sys.executable, "-m", "entitynet.training.train", *arguments, "--output-dir", str(killed)]
     kill_when(command, killed / "checkpoints" / "step-00000006", seconds=120)
     assert not (killed / "model").exists(), "the run finished before it could be killed"
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming from" in rerun.stderr
+    with caplog.at_level("INFO", logger="entitynet.training.train"):  # the same command, rerun in this process
+        assert trainer.main([*arguments, "--output-dir", str(killed)]) == 0
+    assert "resuming from" in caplog.text
     trainer.train(tiny(demo_run, tmp_path / "straight", "max_steps=30", "checkpoint_every=3"))
     a, b = weights(tmp_path / "straight" / "model"), weights(killed / "model")
     assert all(torch.equal(a[name], b[name]) for name in a)
@@ -125,6 +126,7 @@ def in_two_processes(case: str, *args: str) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
 
+@pytest.mark.slow
 def test_the_loss_over_two_processes_gives_the_full_batch_gradient():
     in_two_processes("loss")
 
@@ -266,6 +268,7 @@ def assert_same_weights(a: dict, b: dict, tolerance: float) -> None:
         assert difference < tolerance, f"{name}: weights differ by {difference:.2e}"
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_step_of_one_with_the_global_batch(demo_run, tmp_path):
     """2 processes x batch 4 and 1 process x batch 8, clipping active: the same gradient norm at
     every step and the same weights after a few steps (the loss gathers features with their
@@ -293,10 +296,11 @@ def test_accumulation_keeps_the_contrastive_batch_whole(demo_run, tmp_path):
     assert_same_weights(weights(tmp_path / "once" / "model"), weights(tmp_path / "accumulated" / "model"), 1e-5)
 
 
+@pytest.mark.slow
 def test_a_real_accelerate_launch_logs_the_grad_norm_of_one_process(demo_run, tmp_path):
     """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2`, batch 4, against one
     process with batch 8: step 1's gradient norm (before clipping, clipping active) agrees."""
-    from conftest import accelerate_launch
+    from helpers import accelerate_launch
 
     common = ["-m", "entitynet.training.train", "--config", "tiny", "--dataset", str(demo_run / "dataset"),
               "--max-steps", "1", "--set", "log_every=1"]

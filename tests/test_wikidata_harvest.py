@@ -218,3 +218,24 @@ def test_compressed_dumps_load_and_unknown_formats_are_refused(sample_ttl, tmp_p
     broken.write_text("wd:Q1 this is not turtle")
     with pytest.raises(SparqlError, match="not valid ttl"):
         open_dump(broken, tmp_path / "d")
+
+
+def test_parent_taxa_keep_their_rank_and_a_taxon_of_two_ranks_gets_none(tmp_path):
+    graph = tmp_path / "ranks.ttl"
+    graph.write_text("\n".join([
+        "@prefix wd: <http://www.wikidata.org/entity/> .",
+        "@prefix wdt: <http://www.wikidata.org/prop/direct/> .",
+        "@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .",
+        'wd:Q25306 wdt:P171 wd:Q764 ; wdt:P105 wd:Q36602 ; rdfs:label "Carnivora"@en .',  # order
+        'wd:Q25265 wdt:P171 wd:Q25306 ; wdt:P105 wd:Q35409 ; rdfs:label "Felidae"@en .',  # family
+        'wd:Q127960 wdt:P171 wd:Q25265 ; wdt:P105 wd:Q34740 ; rdfs:label "Panthera"@en .',  # genus
+        'wd:Q140 wdt:P171 wd:Q127960 ; wdt:P31 wd:Q16521 ; wdt:P105 wd:Q7432 ; rdfs:label "lion"@en .',
+        'wd:Q16521 rdfs:label "taxon"@en .',
+        'wd:Q2 wdt:P171 wd:Q3 ; rdfs:label "odd"@en .',
+        'wd:Q3 wdt:P171 wd:Q764 ; wdt:P105 wd:Q34740, wd:Q35409 ; rdfs:label "two ranks"@en .',
+    ]), encoding="utf-8")
+    client = SparqlClient(open_dump(graph, tmp_path / "cache"), None)
+    entities = by_id(list(WikidataHarvester(client, kg_config(roots=["Q764"], require_image=False)).entities()))
+    ranks = {a.id: (a.rank, a.hops) for a in entities["Q140"].ancestors}
+    assert ranks == {"Q127960": ("genus", 1), "Q16521": (None, 1), "Q25265": ("family", 2), "Q25306": ("order", 3)}
+    assert [a.rank for a in entities["Q2"].ancestors if a.id == "Q3"] == [None]

@@ -1,4 +1,5 @@
-"""One contrastive step's forward and backward passes, with or without accumulation.
+"""One contrastive step, with or without accumulation: its forward and backward passes
+(``contrastive_backward``) and the optimizer's update (``contrastive_step``).
 
 With ``accumulation_steps`` > 1 the step is open_clip's ``--accum-freq``: the embeddings of every
 micro-batch are computed once without gradient and cached, then each micro-batch is recomputed
@@ -12,16 +13,21 @@ embeddings' size and which the second pass recomputes anyway.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import torch
 
 from entitynet.training.images import normalize
 from entitynet.training.loss import ClipLoss
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 Batch = dict[str, torch.Tensor]
 Embeddings = tuple[torch.Tensor, torch.Tensor]  # (image_embeds, text_embeds)
+MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp: the temperature's exp never passes 100
 
 
 def clip_embeddings(model: Any, batch: Batch, mean: tuple[float, ...], std: tuple[float, ...]) -> Embeddings:
@@ -61,3 +67,23 @@ def contrastive_backward(forward: Callable[[Batch], Embeddings], group: Sequence
             backward(loss)
             del images, texts  # this micro-batch's graph is freed by backward; let go of its outputs too
     return loss.detach()
+
+
+def contrastive_step(model: Any, group: Sequence[Batch], *, loss_fn: ClipLoss, logit_scale: torch.nn.Parameter,
+                     accelerator: Accelerator, optimizer: torch.optim.Optimizer, lr: float,
+                     max_grad_norm: float | None, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, float]:
+    """One optimizer step over the whole contrastive batch of ``group`` (every micro-batch of the
+    step, on this process): the accumulated gradient (``contrastive_backward``), clipped to
+    ``max_grad_norm`` (0 or None: measured, not clipped), the update at rate ``lr`` and the
+    temperature clamped. ``model`` is the prepared model and ``logit_scale`` the unwrapped model's
+    parameter. Returns the batch's loss and the gradient norm before clipping."""
+    loss = contrastive_backward(lambda batch: clip_embeddings(model, batch, mean, std), group, loss_fn,
+                                logit_scale, accelerator.backward, lambda: accelerator.no_sync(model))
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
+    for parameters in optimizer.param_groups:
+        parameters["lr"] = lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    return loss, float(grad_norm)

@@ -4,11 +4,20 @@ After arXiv 2505.02746 and the authors' text loader (lmb-freiburg/entitynet,
 ``entitynet_textloader.py``), written anew over our rows:
 
 - with chance ``alt_text`` one of the image's alt texts, when it has any;
-- otherwise one of the queries that found it, uniformly, then one text of that query's options.
+- otherwise one of the queries that found it, uniformly (each query once, however many entities
+  it serves; then one of its uses), then one text of that query's options.
 
 A query's options are branches with weights (``TextConfig.noun`` / ``attr`` / ``attrnoun``).
-Synonyms and definitions come from the entity, or, with the hierarchy chance (lower for living
-things), from its natural type. Branches a row cannot serve (no description, no alias, no
+Synonyms and definitions come from what the query names, or, with the hierarchy chance (lower for
+living things), from the level above it: for noun and attrnoun queries the entity and its natural
+type. An attr query ("spotted big cat") is made per natural type (``entitynet.queries``) and
+serves every entity of that type, so, as in the authors' ``compute_chances_for_query`` where such
+a query's entity is the type, its names come from the natural type, and the level above (the
+type's own type) is not in our rows: those branches drop out. Only an attr query that names its
+entity's own name (an import whose use points at the type itself) is taken at the entity's level.
+The replace branch cuts a name of the level the query names and fills in names of that level and
+the one above; a query that names neither gets no replacement (so "cat food" never becomes
+"leopard food"). Branches a row cannot serve (no description, no alias, no
 attribute) drop out and the rest are renormalised; a branch's weight is shared by its texts;
 a text reachable through several branches counts once, with its heaviest weight (as the
 authors do).
@@ -67,9 +76,7 @@ def query_options(query: dict[str, Any], entity: dict[str, Any] | None, text: Te
     entity = entity or {}
     hierarchy = text.hierarchy_living if entity.get("domain") == "living" else text.hierarchy
     own, kin = 1.0 - hierarchy, hierarchy
-    names, types = entity_names(entity), natural_type_names(entity)
-    definitions = _unique([entity.get("description")])
-    type_definitions = _unique([entity.get("natural_type_description")])
+    names, types, definitions, type_definitions = _levels(query, entity)
     said = query["text"]
     if query.get("kind") in NOUN_KINDS:
         weights = text.noun
@@ -95,14 +102,27 @@ def query_options(query: dict[str, Any], entity: dict[str, Any] | None, text: Te
     return [(option, weight / total, branch) for option, weight, branch in kept.values()]
 
 
+def _levels(query: dict[str, Any], entity: dict[str, Any]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(names, names of the level above, definitions, definitions of the level above) of what the
+    query names: the entity, or for a type-level attr query its natural type."""
+    names, types = entity_names(entity), natural_type_names(entity)
+    definitions, type_definitions = _unique([entity.get("description")]), _unique([entity.get("natural_type_description")])
+    if query.get("kind") == "attr" and _replace_name(query["text"], names) is None:
+        # "spotted big cat" serves leopard, jaguar and cheetah alike: naming one of them would
+        # spread their names over every image of the query. The type's own type is not in the row.
+        return types, [], type_definitions, []
+    return names, types, definitions, type_definitions
+
+
 def _attribute_branches(said: str, attribute: str, names: list[str], types: list[str], definitions: list[str],
                         type_definitions: list[str], weights: AttributeTextConfig, own: float,
                         kin: float) -> list[tuple[str, float, list[str]]]:
     def pseudo(nouns: list[str]) -> list[str]:
         return [form for noun in nouns for form in (f"{attribute} {noun}", f"{noun} {attribute}")] if attribute else []
 
-    # attrnoun queries name the entity ("spotted leopard"), attr queries its natural type ("spotted big cat")
-    template = _replace_name(said, names + types)
+    # only a name of the level the query names is cut out (as the authors do): cutting the type's
+    # name and filling in the entity's turned "cat food" into "leopard food"
+    template = _replace_name(said, names)
     return [
         ("keep", weights.keep, [said]),
         ("synonym", weights.synonym * own, names),
@@ -129,7 +149,13 @@ def sample_text(row: dict[str, Any], text: TextConfig, seed: int, epoch: int) ->
         return rng.choice(alts)
     if not queries:
         raise ValueError(f"image {row['image_id']} has neither an alt text nor a query to be paired with")
-    query = rng.choice(queries)
+    # each query once, as the authors pick among an image's query hashes: a row lists a query once
+    # per use, and an attr query has a use for every entity of its natural type with the attribute
+    by_query: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for use in queries:
+        by_query.setdefault((use["text"], use.get("kind") or ""), []).append(use)
+    uses = rng.choice(list(by_query.values()))
+    query = uses[0] if len(uses) == 1 else rng.choice(uses)
     entity = next((e for e in row.get("entities") or [] if e.get("id") == query.get("entity_id")), None)
     options = query_options(query, entity, text)
     return rng.choices([option for option, _, _ in options], weights=[weight for _, weight, _ in options])[0]

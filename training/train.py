@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import random
 import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -49,15 +49,16 @@ from entitynet.training.model import (PRESETS, enable_checkpointing, image_proce
 from entitynet.training.model_files import MissingTokenizer, require_vocabulary
 from entitynet.training.schedule import Schedule
 from entitynet.training.sources import DatasetProblem, Source, resolve
-from entitynet.training.step import clip_embeddings, contrastive_backward
-from entitynet.training.stream import StreamedRows, sample_rows
+# re-exported: the splits' rows and the step's clamp were the trainer's names before they moved
+from entitynet.training.splits import STREAMING_ABOVE_BYTES, eval_rows, load_split, map_style_rows, wants_streaming  # noqa: F401
+from entitynet.training.step import MAX_LOGIT_SCALE, contrastive_step  # noqa: F401
+from entitynet.training.stream import StreamedRows
 from entitynet.training.text_mix import training_texts
 from entitynet.typed_config import ConfigError, describe_text, runtime_keys, to_dict
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.jsonl"
-MAX_LOGIT_SCALE = math.log(100)
 # keys a resumed run may change: how it runs (the schema's runtime keys), how long, what is
 # evaluated and where results go; anything else would continue a different experiment from these weights
 RESUMABLE_CHANGES = (*sorted(runtime_keys(TrainConfig)), "max_steps", "eval", "repo_id", "output_dir")
@@ -71,11 +72,6 @@ class ResumeMismatch(ValueError):
 
 class DataError(ValueError):
     """The dataset cannot feed training (too few rows, an unreadable image)."""
-
-
-# below this, a local dataset is read map-style: datasets' Arrow copy takes seconds and the
-# sampler shuffles the whole split; above it, the copy costs minutes and its size again on disk
-STREAMING_ABOVE_BYTES = 2 * 1024**3
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -186,24 +182,6 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
         exempt = parameter.ndim < 2 or "logit_scale" in name or name.endswith(".bias")
         (no_decay if exempt else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def load_split(config: TrainConfig, split: str) -> datasets.Dataset:
-    return datasets.load_dataset(config.dataset, config.dataset_config, split=split)
-
-
-def wants_streaming(config: TrainConfig, source: Source) -> bool:
-    if source.kind == "webdataset":
-        return True
-    if config.streaming is not None:
-        return config.streaming
-    return not Path(config.dataset).exists() or source.size_bytes > STREAMING_ABOVE_BYTES
-
-
-def map_style_rows(config: TrainConfig) -> datasets.Dataset:
-    """The train split with only what training reads, images left as bytes (decoded in the workers)."""
-    rows = load_split(config, "train")
-    return rows.select_columns(list(TRAIN_COLUMNS)).cast_column("image", datasets.Image(decode=False))
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
@@ -387,9 +365,52 @@ def check_not_extending_a_finished_schedule(saved: Schedule, step: int, max_step
             f"run with more steps from scratch (entitynet run: --from train --force)")
 
 
+@dataclass
+class Training:
+    """What ``setup`` makes for the loop and its hooks: the prepared model, optimizer and data, and
+    the run's position, schedule and log records (which ``resume`` sets from a checkpoint)."""
+
+    config: TrainConfig
+    accelerator: Accelerator
+    model: Any  # prepared: wrapped for data parallelism on several processes
+    unwrapped: Any  # the CLIPModel itself: its temperature, evaluation and saving
+    tokenizer: Any
+    processor: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    optimizer: torch.optim.Optimizer
+    data: MapStyleData | StreamedData
+    loss_fn: ClipLoss
+    plan: dict[str, Any]  # the data plan a checkpoint records (data_plan)
+    schedule: Schedule
+    state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "epoch": 0, "batch_in_epoch": 0})
+    last_record: dict[str, Any] = field(default_factory=dict)  # the last step's line, written after the final evaluation
+    metrics_log: MetricsLog | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    evaluated: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)
+
+    def log(self, record: dict[str, Any], replace_step: bool = False) -> None:
+        """A record into OUTPUT/logs/metrics.jsonl and Accelerate's trackers."""
+        assert self.metrics_log is not None  # start_logs runs before the first step
+        self.metrics_log.write(record, replace_step=replace_step)
+        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
-    output = Path(config.output_dir)
-    checkpoints = output / layout.CHECKPOINTS
+    """Train (or resume) ``config``'s experiment to ``max_steps``, evaluate and save OUTPUT/model.
+    Returns the step reached, the final metrics, the logged history, whether this is the main
+    process and the number of processes."""
+    training, checkpoint, recorded = setup(config)
+    if checkpoint and recorded:
+        resume(training, checkpoint, recorded)
+    start_logs(training)
+    loop(training)
+    return conclude(training)
+
+
+def setup(config: TrainConfig) -> tuple[Training, Path | None, dict[str, Any] | None]:
+    """Everything before the first step, and the checkpoint to resume from with its recorded state
+    (its experiment already checked, before the tokenizer or the model is made)."""
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     try:
@@ -397,11 +418,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     except DatasetProblem as error:
         raise DataError(str(error)) from None
     streaming = wants_streaming(config, source)
-    resume_from = latest_checkpoint(checkpoints)
-    recorded = json.loads((resume_from / STATE_FILE).read_text()) if resume_from else None
-    if resume_from and recorded:
-        # before the tokenizer or the model is made: the experiment's own keys name what changed
-        check_resumable(recorded["experiment"], config, resume_from)
+    checkpoint = latest_checkpoint(Path(config.output_dir) / layout.CHECKPOINTS)
+    recorded = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else None
+    if checkpoint and recorded:  # the experiment's own keys name what changed
+        check_resumable(recorded["experiment"], config, checkpoint)
     rows = None if streaming else map_style_rows(config)
     model, tokenizer, processor, context_length = build_model(config, accelerator, source, rows)
     image_size, mean, std = input_geometry(processor)
@@ -409,7 +429,26 @@ def train(config: TrainConfig) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(parameter_groups(model, config.optimizer.weight_decay),
                                   lr=config.optimizer.learning_rate, betas=tuple(config.optimizer.betas),
                                   eps=config.optimizer.eps)
-    if streaming:
+    model, optimizer, data = prepare_data(config, accelerator, source, rows, collator, model, optimizer)
+    schedule = Schedule(config.optimizer.warmup_steps, config.max_steps)
+    if config.max_steps <= config.optimizer.warmup_steps:
+        logger.warning("max_steps (%d) ends inside the warm-up (optimizer.warmup_steps %d): the learning rate only "
+                       "rises, the run ends at %.0f%% of the peak rate and never decays; lower warmup_steps or raise "
+                       "max_steps", config.max_steps, config.optimizer.warmup_steps,
+                       100 * schedule.factor(config.max_steps - 1))
+    training = Training(config=config, accelerator=accelerator, model=model, unwrapped=accelerator.unwrap_model(model),
+                        tokenizer=tokenizer, processor=processor, mean=mean, std=std, optimizer=optimizer, data=data,
+                        loss_fn=ClipLoss(accelerator.process_index, accelerator.num_processes),
+                        plan=data_plan(config, accelerator.num_processes, streaming), schedule=schedule)
+    return training, checkpoint, recorded
+
+
+def prepare_data(config: TrainConfig, accelerator: Accelerator, source: Source, rows: datasets.Dataset | None,
+                 collator: Collator, model: Any, optimizer: torch.optim.Optimizer
+                 ) -> tuple[Any, torch.optim.Optimizer, MapStyleData | StreamedData]:
+    """The model and optimizer prepared by Accelerate, with the batches of the train split: streamed
+    (``rows`` None) or map-style; refused when one step needs more rows than an epoch has."""
+    if rows is None:
         stream = StreamedRows(source, TRAIN_COLUMNS, config.batch_size, config.seed, accelerator.process_index,
                               accelerator.num_processes, config.num_workers, config.shuffle_buffer)
         loader = DataLoader(stream, batch_size=config.batch_size, collate_fn=collator, num_workers=config.num_workers,
@@ -423,112 +462,132 @@ def train(config: TrainConfig) -> dict[str, Any]:
                             num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
         data = MapStyleData(rows, loader, collator, accelerator)
-    per_step = config.accumulation_steps
-    if data.batches_per_epoch() < per_step:
+    if data.batches_per_epoch() < config.accumulation_steps:
         raise DataError(
             f"{config.dataset}: the train split has {source.rows} rows, fewer than one step of {config.batch_size} x "
-            f"{per_step} accumulation steps x {accelerator.num_processes} processes; lower batch_size")
+            f"{config.accumulation_steps} accumulation steps x {accelerator.num_processes} processes; lower batch_size")
+    return model, optimizer, data
 
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
-    plan = data_plan(config, accelerator.num_processes, streaming)
-    last_record: dict[str, Any] = {}
-    schedule = Schedule(config.optimizer.warmup_steps, config.max_steps)
-    if config.max_steps <= config.optimizer.warmup_steps:
-        logger.warning("max_steps (%d) ends inside the warm-up (optimizer.warmup_steps %d): the learning rate only "
-                       "rises, the run ends at %.0f%% of the peak rate and never decays; lower warmup_steps or raise "
-                       "max_steps", config.max_steps, config.optimizer.warmup_steps,
-                       100 * schedule.factor(config.max_steps - 1))
-    if resume_from and recorded:
-        state = resumed_position(recorded, plan, resume_from)  # refuses another global batch or plan first
-        saved = Schedule(**recorded["schedule"])
-        check_not_extending_a_finished_schedule(saved, state["step"], config.max_steps, resume_from, output)
-        accelerator.load_state(str(resume_from))
-        last_record = recorded.get("log", {})
-        schedule = saved.extended(state["step"], config.max_steps)
-        logger.info("resuming from %s (step %d)", resume_from, state["step"])
+
+def resume(training: Training, checkpoint: Path, recorded: dict[str, Any]) -> None:
+    """Continue from ``checkpoint``: its position (refused first for another global batch or data
+    plan, or a finished schedule), the prepared objects' and RNGs' states, its schedule extended
+    to ``max_steps`` and the last step's log line it kept."""
+    config = training.config
+    training.state = resumed_position(recorded, training.plan, checkpoint)
+    saved = Schedule(**recorded["schedule"])
+    check_not_extending_a_finished_schedule(saved, training.state["step"], config.max_steps, checkpoint,
+                                            Path(config.output_dir))
+    training.accelerator.load_state(str(checkpoint))
+    training.last_record = recorded.get("log", {})
+    training.schedule = saved.extended(training.state["step"], config.max_steps)
+    logger.info("resuming from %s (step %d)", checkpoint, training.state["step"])
+
+
+def start_logs(training: Training) -> None:
+    """Accelerate's trackers and OUTPUT/logs/metrics.jsonl, cut back to the resumed step."""
+    config, accelerator = training.config, training.accelerator
     if config.report_to:
         accelerator.init_trackers("entitynet-clip", config={k: v for k, v in _flatten(to_dict(config)).items()
                                                            if isinstance(v, (int, float, str, bool))})
-    metrics_log = MetricsLog(output / layout.TRAIN_LOGS / METRICS_FILE, accelerator.is_main_process, state["step"])
-    unwrapped = accelerator.unwrap_model(model)
-    loss_fn = ClipLoss(accelerator.process_index, accelerator.num_processes)
-    history: list[dict[str, float]] = []
-    evaluated: dict[tuple[int, str], dict[str, float]] = {}
+    training.metrics_log = MetricsLog(Path(config.output_dir) / layout.TRAIN_LOGS / METRICS_FILE,
+                                      accelerator.is_main_process, training.state["step"])
 
-    def log_record(record: dict[str, Any]) -> None:
-        metrics_log.write(record)
-        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
-    def optimizer_step(group: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, float]:
-        """One step over the whole contrastive batch of ``group`` (``training.step``)."""
-        loss = contrastive_backward(lambda batch: clip_embeddings(model, batch, mean, std), group, loss_fn,
-                                    unwrapped.logit_scale, accelerator.backward, lambda: accelerator.no_sync(model))
-        max_norm = config.optimizer.max_grad_norm or float("inf")
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-        for group_ in optimizer.param_groups:
-            group_["lr"] = config.optimizer.learning_rate * schedule.factor(state["step"])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            unwrapped.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        return loss, float(grad_norm)
-
+def loop(training: Training) -> None:
+    """Steps until ``max_steps``, epoch after epoch, each followed by its hooks (``after_step``)."""
+    config, state, per_step = training.config, training.state, training.config.accumulation_steps
     clock = Throughput()
-    model.train()
+    training.model.train()
     while state["step"] < config.max_steps:
-        iterator = data.batches(state["epoch"], state["batch_in_epoch"])
+        iterator = training.data.batches(state["epoch"], state["batch_in_epoch"])
         while state["step"] < config.max_steps:
             group = _take(iterator, per_step, clock)
             if len(group) < per_step:  # the epoch's end; an incomplete accumulation is left out like drop_last
                 break
-            lr = config.optimizer.learning_rate * schedule.factor(state["step"])
-            loss, grad_norm = optimizer_step(group)
+            lr = config.optimizer.learning_rate * training.schedule.factor(state["step"])
+            loss, grad_norm = contrastive_step(
+                training.model, group, loss_fn=training.loss_fn, logit_scale=training.unwrapped.logit_scale,
+                accelerator=training.accelerator, optimizer=training.optimizer, lr=lr,
+                max_grad_norm=config.optimizer.max_grad_norm, mean=training.mean, std=training.std)
             state["step"] += 1
             state["batch_in_epoch"] += per_step
-            clock.images += config.batch_size * per_step * accelerator.num_processes
-            step = state["step"]
-            record: dict[str, Any] = {}
-            if step % config.log_every == 0 or step == config.max_steps:
-                mean_loss = accelerator.reduce(loss, reduction="mean").item()
-                record = {"step": step, "epoch": state["epoch"], "loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
-                          "logit_scale": unwrapped.logit_scale.exp().item(), **clock.read()}
-                history.append({"step": step, "loss": mean_loss, "lr": lr})
-                if accelerator.is_main_process:
-                    logger.info("step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.1f images/s  data wait %.0f%%",
-                                step, config.max_steps, mean_loss, lr, grad_norm, record["images_per_s"],
-                                100 * record["data_wait_share"])
-            if config.eval.every and step % config.eval.every == 0:
-                results = run_eval(accelerator, unwrapped, tokenizer, processor, config, step, config.eval.periodic_split)
-                evaluated[(step, config.eval.periodic_split)] = results
-                record = {"step": step, **record, **{f"{config.eval.periodic_split}/{k}": v for k, v in results.items()}}
-            # logged before the checkpoint: a kill in between redoes these steps, whose lines are then dropped
-            if record and step < config.max_steps:
-                log_record(record)
-            elif record:  # the last step's line waits for the final evaluation; the checkpoint keeps it meanwhile
-                last_record = record
-            if step % config.checkpoint_every == 0 or step == config.max_steps:
-                # the position in global rows, with what they mean (data_plan): a resume reads it back per process
-                position = {"step": step, "epoch": state["epoch"],
-                            "rows_in_epoch": state["batch_in_epoch"] * config.batch_size * accelerator.num_processes}
-                save_checkpoint(accelerator, checkpoints, {**position, "data": plan, "schedule": schedule.state(),
-                                                           "log": last_record, "experiment": experiment(config)},
-                                config.keep_checkpoints)
+            clock.images += config.batch_size * per_step * training.accelerator.num_processes
+            after_step(training, loss, lr, grad_norm, clock)
         if state["step"] < config.max_steps:  # the epoch ran out first
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
 
-    final_key = (state["step"], config.eval.split)
-    metrics = evaluated.get(final_key) or run_eval(accelerator, unwrapped, tokenizer, processor, config,
-                                                   state["step"], config.eval.split)
-    final = {"step": state["step"], **last_record, **{f"{config.eval.split}/{k}": v for k, v in metrics.items()}}
-    metrics_log.write(final, replace_step=True)  # a rerun after a kill here must not log the last step twice
-    accelerator.log({k: v for k, v in final.items() if k != "step"}, step=final["step"])
+
+def after_step(training: Training, loss: torch.Tensor, lr: float, grad_norm: float, clock: Throughput) -> None:
+    """The hooks of a step, in this order: its log line, the periodic evaluation, then the checkpoint."""
+    config, step = training.config, training.state["step"]
+    record = log_hook(training, loss, lr, grad_norm, clock)
+    record = eval_hook(training, record)
+    # logged before the checkpoint: a kill in between redoes these steps, whose lines are then dropped
+    if record and step < config.max_steps:
+        training.log(record)
+    elif record:  # the last step's line waits for the final evaluation; the checkpoint keeps it meanwhile
+        training.last_record = record
+    if step % config.checkpoint_every == 0 or step == config.max_steps:
+        checkpoint_hook(training)
+
+
+def log_hook(training: Training, loss: torch.Tensor, lr: float, grad_norm: float, clock: Throughput) -> dict[str, Any]:
+    """Every ``log_every`` steps and at the last: the step's record (the loss averaged over the
+    processes), kept in the history and shown by the main process; otherwise nothing."""
+    config, accelerator, step = training.config, training.accelerator, training.state["step"]
+    if not (step % config.log_every == 0 or step == config.max_steps):
+        return {}
+    mean_loss = accelerator.reduce(loss, reduction="mean").item()
+    record = {"step": step, "epoch": training.state["epoch"], "loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
+              "logit_scale": training.unwrapped.logit_scale.exp().item(), **clock.read()}
+    training.history.append({"step": step, "loss": mean_loss, "lr": lr})
     if accelerator.is_main_process:
-        finish(output / layout.MODEL, unwrapped, tokenizer, processor, config, metrics, history)
+        logger.info("step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.1f images/s  data wait %.0f%%",
+                    step, config.max_steps, mean_loss, lr, grad_norm, record["images_per_s"],
+                    100 * record["data_wait_share"])
+    return record
+
+
+def eval_hook(training: Training, record: dict[str, Any]) -> dict[str, Any]:
+    """Every ``eval.every`` steps: ``record`` with the evaluation on ``eval.periodic_split`` added."""
+    config, step = training.config, training.state["step"]
+    if not (config.eval.every and step % config.eval.every == 0):
+        return record
+    split = config.eval.periodic_split
+    results = run_eval(training.accelerator, training.unwrapped, training.tokenizer, training.processor, config,
+                       step, split)
+    training.evaluated[(step, split)] = results
+    return {"step": step, **record, **{f"{split}/{k}": v for k, v in results.items()}}
+
+
+def checkpoint_hook(training: Training) -> None:
+    """A checkpoint of this step: the position in global rows, with what they mean (data_plan),
+    which a resume reads back per process, and what else a resume needs."""
+    config, state, accelerator = training.config, training.state, training.accelerator
+    position = {"step": state["step"], "epoch": state["epoch"],
+                "rows_in_epoch": state["batch_in_epoch"] * config.batch_size * accelerator.num_processes}
+    save_checkpoint(accelerator, Path(config.output_dir) / layout.CHECKPOINTS,
+                    {**position, "data": training.plan, "schedule": training.schedule.state(),
+                     "log": training.last_record, "experiment": experiment(config)}, config.keep_checkpoints)
+
+
+def conclude(training: Training) -> dict[str, Any]:
+    """The final evaluation on ``eval.split`` (unless this step just had it), the last log line,
+    OUTPUT/model with its card (main process), the trackers closed; ``train``'s result."""
+    config, accelerator, step = training.config, training.accelerator, training.state["step"]
+    metrics = training.evaluated.get((step, config.eval.split)) or run_eval(
+        accelerator, training.unwrapped, training.tokenizer, training.processor, config, step, config.eval.split)
+    final = {"step": step, **training.last_record, **{f"{config.eval.split}/{k}": v for k, v in metrics.items()}}
+    training.log(final, replace_step=True)  # a rerun after a kill here must not log the last step twice
+    if accelerator.is_main_process:
+        finish(Path(config.output_dir) / layout.MODEL, training.unwrapped, training.tokenizer, training.processor,
+               config, metrics, training.history)
     accelerator.wait_for_everyone()
     for tracker in accelerator.trackers:  # not end_training(): the process group outlives train() (`entitynet run` evaluates next)
         tracker.finish()
-    return {"step": state["step"], "metrics": metrics, "history": history, "main": accelerator.is_main_process,
+    return {"step": step, "metrics": metrics, "history": training.history, "main": accelerator.is_main_process,
             "processes": accelerator.num_processes}
 
 
@@ -550,22 +609,6 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any
         for old in sorted(p for p in folder.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-
-
-def eval_rows(config: TrainConfig, split: str) -> list[dict[str, Any]] | None:
-    """A seeded sample of at most ``eval.max_images`` rows of ``split`` across its entities (the
-    files are grouped by entity, so the first rows would be a few entities only); streamed
-    datasets are sampled without reading the whole split. The same rows on every process."""
-    try:
-        source = resolve(config.dataset, config.dataset_config, split)
-    except DatasetProblem as error:  # most often: the dataset has no such split
-        logger.warning("no evaluation on %s: %s", split, error)
-        return None
-    if wants_streaming(config, source):
-        return sample_rows(source, config.eval.max_images, config.seed, ("image", "image_id", "alt_texts", "entities"))
-    table = load_split(config, split).select_columns(["image", "image_id", "alt_texts", "entities"])
-    count = min(len(table), config.eval.max_images)
-    return list(table.select(sorted(random.Random(config.seed).sample(range(len(table)), count))))
 
 
 def run_eval(accelerator: Accelerator, model: Any, tokenizer: Any, processor: Any, config: TrainConfig,
@@ -611,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
     parser.add_argument("--init-from", help="finetune this CLIPModel id or folder (model.init_from)")
     parser.add_argument("--repo", help="the Hub repository the model card names (repo_id)")
+    parser.add_argument("--dataset-id", help="the dataset's Hub id the model card files results under, for a "
+                        "local dataset folder (dataset_id)")
     parser.add_argument("--report-to", type=lambda text: [name for name in text.split(",") if name],
                         metavar="TRACKERS", help="comma-separated Accelerate trackers, e.g. tensorboard (report_to)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -625,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("accelerate").setLevel(logging.WARNING)
     flags = {"--dataset": ("dataset", args.dataset), "--output-dir": ("output_dir", args.output_dir),
              "--max-steps": ("max_steps", args.max_steps), "--init-from": ("model.init_from", args.init_from),
-             "--repo": ("repo_id", args.repo), "--report-to": ("report_to", args.report_to)}
+             "--repo": ("repo_id", args.repo), "--dataset-id": ("dataset_id", args.dataset_id), "--report-to": ("report_to", args.report_to)}
     try:
         config = load_train_config(args.config, args.set, flags)
         result = train(config)

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from entitynet import layout
+from entitynet.dataset.lineage import lineage
 from entitynet.records import Entity, NaturalType, Query, Source, StoredImage
 from entitynet.tables import (
     SOURCE_TYPE,
@@ -91,7 +92,7 @@ def prepare(
                                "description": entity.description, "natural_type": typed.natural_type if typed else None,
                                "domain": entity.domain, "common_names": entity.common_names,
                                "taxon_name": entity.taxon_name, "natural_type_aliases": type_aliases,
-                               "natural_type_description": type_description}
+                               "natural_type_description": type_description, "lineage": lineage(entity)}
     queries: dict[str, Query] = {query.query_id: query for query in read_queries(run_root / layout.QUERIES)}
     images_dir = run_root / layout.IMAGES
     duplicate_of = {duplicate.url: duplicate.canonical_url for duplicate in read_duplicates(images_dir / layout.DUPLICATES)}
@@ -206,7 +207,8 @@ _ASSIGNED = pa.schema([("shard", pa.string()), ("row", pa.int64()), ("domain", p
 _ENTITY = pa.schema([("id", pa.string()), ("name", pa.string()), ("aliases", pa.list_(pa.string())),
                      ("description", pa.string()), ("natural_type", pa.string()), ("domain", pa.string()),
                      ("common_names", pa.list_(pa.string())), ("taxon_name", pa.string()),
-                     ("natural_type_aliases", pa.list_(pa.string())), ("natural_type_description", pa.string())])
+                     ("natural_type_aliases", pa.list_(pa.string())), ("natural_type_description", pa.string()),
+                     ("lineage", pa.list_(pa.struct([("rank", pa.string()), ("id", pa.string()), ("name", pa.string())])))])
 _USE = pa.struct([("kind", pa.string()), ("entity_id", pa.string()), ("attribute", pa.string())])
 _QUERY = pa.schema([("query_id", pa.string()), ("text", pa.string()), ("uses", pa.list_(_USE))])
 _EXTRA = pa.schema([("canonical_url", pa.string()), ("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE)),

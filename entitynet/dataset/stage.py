@@ -13,6 +13,7 @@ always a complete dataset or absent.
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 import shutil
@@ -34,44 +35,63 @@ _SHARD = re.compile(rf"-({'|'.join(SPLITS)})(?:-(\d+)-of-(\d+))?\.parquet$")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
-def evaluation_images(source: Path) -> Iterator[bytes | None]:
-    """The images of an evaluation set, one at a time: a folder of image files and/or parquet files
-    with an image column (None for a row without bytes)."""
+def evaluation_images(source: Path) -> Iterator[tuple[str, bytes | None]]:
+    """The images of an evaluation set, one at a time, each with its name (its file relative to
+    ``source``, ``FILE.parquet#ROW`` for a parquet row): a folder of image files and/or parquet
+    files with an image column (None for a row without bytes)."""
     import pyarrow.parquet as pq
 
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     for path in files:
+        name = path.name if path == source else path.relative_to(source).as_posix()
         if path.suffix == ".parquet":
             parquet = pq.ParquetFile(path)
             column = next((c for c in ("image", "jpg", "png") if c in parquet.schema_arrow.names), None)
+            row = 0
             for batch in parquet.iter_batches(batch_size=256, columns=[column]) if column else ():
                 for value in batch.column(0).to_pylist():
-                    yield value.get("bytes") if isinstance(value, dict) else value
+                    yield f"{name}#{row}", value.get("bytes") if isinstance(value, dict) else value
+                    row += 1
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            yield path.read_bytes()
+            yield name, path.read_bytes()
 
 
-def near_evaluation(images_dir: Path, source: Path, distance: int, download: DownloadConfig) -> tuple[set[str], Counter[str]]:
-    """URLs of our stored images within ``distance`` bits of an evaluation image, and how many
-    evaluation images were checked and could not be read. Evaluation images are hashed exactly
-    as downloads are (``dhash_as_stored``: EXIF orientation, first frame, RGB, shrink)."""
+def near_evaluation(images_dir: Path, source: Path, distance: int, download: DownloadConfig
+                    ) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Our stored images within ``distance`` bits of an evaluation image (one match per pair:
+    evaluation image, url, image_id, distance), and how many evaluation images were checked and
+    could not be read. Evaluation images are hashed exactly as downloads are (``dhash_as_stored``:
+    EXIF orientation, first frame, RGB, shrink)."""
     from entitynet.download.dedup import NearIndex, image_keys
-    from entitynet.download.images import dhash_as_stored
+    from entitynet.download.images import dhash_as_stored, hamming
 
     index = NearIndex(distance)
     seen: Counter[str] = Counter()
-    for blob in evaluation_images(source):
+    names: list[str] = []  # by the index's keys
+    for name, blob in evaluation_images(source):
         value = dhash_as_stored(blob, download) if blob else None
         if value is None:
             seen["evaluation_images_unreadable"] += 1
         else:
             seen["evaluation_images"] += 1
             index.add(value)
+            names.append(name)
     if seen["evaluation_images_unreadable"]:
         logger.warning("build: %d evaluation images in %s could not be read and were not checked",
                        seen["evaluation_images_unreadable"], source)
-    near = {url for _, url, value in image_keys(images_dir) if index.near(value)}
-    return near, seen
+    matches = [{"evaluation_image": names[key], "url": url, "image_id": image_id,
+                "distance": hamming(index.hashes[key], value)}
+               for image_id, url, value in image_keys(images_dir) for key in sorted(index.near(value))]
+    return matches, seen
+
+
+def write_matches(matches: list[dict[str, Any]], path: Path) -> None:
+    """DECONTAMINATION: which evaluation image matched which downloaded image (and was left out)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["evaluation_image", "url", "image_id", "distance"])
+        writer.writeheader()
+        writer.writerows(matches)
 
 
 def build(config: Config, run_dir: RunDir, cache: Path, upstream: tuple[str, ...]) -> dict[str, Any]:
@@ -83,11 +103,12 @@ def build(config: Config, run_dir: RunDir, cache: Path, upstream: tuple[str, ...
     settings = config.build
     rows_dir = cache / "rows"
     shutil.rmtree(rows_dir, ignore_errors=True)
-    excluded: set[str] = set()
+    matches: list[dict[str, Any]] = []
     evaluation: Counter[str] = Counter()
     if settings.exclude_near:
-        excluded, evaluation = near_evaluation(run_dir.path(layout.IMAGES), Path(settings.exclude_near),
-                                               settings.exclude_distance, config.download)
+        matches, evaluation = near_evaluation(run_dir.path(layout.IMAGES), Path(settings.exclude_near),
+                                              settings.exclude_distance, config.download)
+    excluded = {match["url"] for match in matches}
     counts = prepare(run_dir.root, rows_dir, settings.validation_fraction, settings.test_fraction, settings.seed, excluded,
                      settings.seen_test_fraction)
     if not counts.get("rows") and (run_dir.recorded_config("import").get("import") or {}).get("kind") == "url-list":
@@ -112,6 +133,8 @@ def build(config: Config, run_dir: RunDir, cache: Path, upstream: tuple[str, ...
             num_proc=settings.num_proc if settings.num_proc > 1 else None,
         )
         _lay_out(output, staging / "data" / domain)
+    if settings.exclude_near:  # published with the dataset: what decontamination removed, and why
+        write_matches(matches, staging / layout.DECONTAMINATION)
     pretty = settings.pretty_name or ("LivingThings" if config.domain == "livingthings" else "EntityNet")
     card = write_card(staging, _context(config, run_dir, counts, evaluation, upstream), pretty_name=pretty,
                       repo_id=settings.repo_id, sample_count=settings.sample_images)
@@ -175,6 +198,12 @@ def _harvest_provenance(enrich: dict[str, Any], queries: dict[str, Any], search:
         lines += [("natural types", unknown("enrich")), ("visual attributes", unknown("enrich"))]
     lines.append(("queries", ", ".join(queries.get("kinds", [])) if queries else unknown("queries")))
     engine = search.get("engine") or stats["search"].get("engine")
+    if search and engine == "inaturalist":  # no search: a join by taxon, capped per entity
+        inat = search.get("inaturalist", {})
+        lines.append(("image search", f"iNaturalist open data, joined by taxon; at most {inat.get('per_entity')} photos per "
+                                      f"entity; licences {', '.join(inat.get('licenses', []))}; "
+                                      f"quality grades {', '.join(inat.get('quality_grades', []))}"))
+        return lines
     lines.append(("image search", f"{engine}, {search['per_query']} per query" if search else
                   f"{engine}; {unknown('search')}" if engine else unknown("search")))
     return lines

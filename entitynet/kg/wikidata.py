@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 # Ancestors and statement values repeat across a harvest (every lion relative has Panthera
 # above it). Remember this many labels; beyond it the cache starts over, so memory stays flat.
 LABEL_CACHE_SIZE = 100_000
+# Taxon ranks (P105 values) an ancestor keeps, by name: the ranks the evaluation scores at
+# (acc1_genus, ...; training/evaluation/ranks.py) and the ones between them. Others are left out.
+TAXON_RANKS = {"Q7432": "species", "Q34740": "genus", "Q3238261": "subgenus", "Q164280": "subfamily",
+               "Q227936": "tribe", "Q35409": "family", "Q2136103": "superfamily", "Q36602": "order",
+               "Q5867959": "suborder", "Q37517": "class", "Q5867051": "subclass", "Q38348": "phylum",
+               "Q36732": "kingdom"}
 
 
 @dataclass
@@ -82,7 +88,7 @@ class WikidataHarvester:
         self.batch_size = config.sparql.batch_size
         self.limit = config.limit_per_root
         self.stats = WikidataStats()
-        self._described: dict[str, tuple[str | None, int]] = {}  # item -> (label, sitelinks)
+        self._described: dict[str, tuple[str | None, int, str | None]] = {}  # item -> (label, sitelinks, taxon rank)
 
     def entities(self) -> Iterator[Entity]:
         seen: set[str] = set()  # an item under two roots belongs to the first
@@ -170,6 +176,8 @@ class WikidataHarvester:
                 description=descriptions[0] if descriptions else None,
                 sitelinks=sitelinks,
                 taxon_name=taxon_name,
+                taxon_rank=qid_from_iri(str(item.first("taxon_rank") or "")),
+                inaturalist_id=_text_or_none(item.first("inaturalist_id")),
                 common_names=common_names,
                 image=images[0] if images else None,
                 ancestors=fetched.ancestors.get(qid, []),
@@ -202,7 +210,8 @@ class WikidataHarvester:
         self._describe({a for found in nearest.values() for a in found})
         result = {}
         for qid, found in nearest.items():
-            parents = [Ancestor(a, *self._described.get(a, (None, 0)), hops=h) for a, h in found.items()]
+            parents = [Ancestor(a, *self._described.get(a, (None, 0, None))[:2], hops=h,
+                                rank=self._described.get(a, (None, 0, None))[2]) for a, h in found.items()]
             parents.sort(key=lambda p: (p.hops, -(p.sitelinks or 0), p.id))
             result[qid] = parents
         return result
@@ -220,12 +229,20 @@ class WikidataHarvester:
                 item = facts.get(qid, _Facts())
                 labels = item.texts("label", languages)
                 sitelinks = item.all("sitelinks")
-                self._described[qid] = (labels[0] if labels else None, max(sitelinks) if sitelinks else 0)
+                ranks = sorted({TAXON_RANKS[r] for r in map(qid_from_iri, item.all("taxon_rank")) if r in TAXON_RANKS})
+                # a taxon of two listed ranks (a data error) gets none: the rank scores must not guess
+                self._described[qid] = (labels[0] if labels else None, max(sitelinks) if sitelinks else 0,
+                                        ranks[0] if len(ranks) == 1 else None)
 
 
 def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
     while batch := list(itertools.islice(items, size)):
         yield batch
+
+
+def _text_or_none(value: Any) -> str | None:
+    """An external id as text: endpoints type P3151 as a string, but a dump may give an integer."""
+    return (str(value).strip() or None) if value is not None else None
 
 
 def _unique(values: Iterable[str]) -> list[str]:

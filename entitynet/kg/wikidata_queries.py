@@ -33,6 +33,8 @@ FACT_PATTERNS = {
     "description": "?item schema:description ?value .",
     "common_name": "?item wdt:P1843 ?value .",
     "taxon_name": "?item wdt:P225 ?value .",
+    "taxon_rank": "?item wdt:P105 ?value .",  # an item: species Q7432, genus Q34740, ... (entities and ancestors)
+    "inaturalist_id": "?item wdt:P3151 ?value .",  # iNaturalist taxon ID, the search stage's first join key
     "image": "?item wdt:P18 ?value .",
     # Statements about looks, read by the enrich stage's kg attributes (values are items).
     "P462": "?item wdt:P462 ?value .",  # color
@@ -43,8 +45,9 @@ FACT_PATTERNS = {
 }
 LANGUAGE_FIELDS = frozenset({"label", "alias", "description", "common_name"})
 VISUAL_PROPERTIES = ("P462", "P1552", "P527", "P186")
-ENTITY_FIELDS = ("label", "alias", "description", "common_name", "taxon_name", "image", *VISUAL_PROPERTIES)
-DESCRIBE_FIELDS = ("label", "sitelinks")  # for ancestors and statement values
+ENTITY_FIELDS = ("label", "alias", "description", "common_name", "taxon_name", "taxon_rank", "inaturalist_id", "image",
+                 *VISUAL_PROPERTIES)
+DESCRIBE_FIELDS = ("label", "sitelinks", "taxon_rank")  # for ancestors (their rank) and statement values
 
 # First hop may be instance-of (P31), parent taxon (P171) or subclass-of (P279); further hops only
 # climb P171/P279, since the class of a class (metaclasses such as "taxon") names nothing visual.

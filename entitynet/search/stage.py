@@ -4,8 +4,10 @@ Web engines (commons, google, brave) go through the queries in order, ``queries_
 time; a part is written atomically once all its queries are answered, and every raw answer is
 cached in RUN/cache/search/<engine>/, so a rerun skips finished parts and re-asks nothing. The
 pool engine scans the pool twice (see pool.py) and writes parts of ``queries_per_part * per_query``
-candidates. ``RUN/candidates/_fingerprint`` remembers the configuration the parts were made with:
-other settings clear the folder first, so parts of two configurations never mix.
+candidates. The inaturalist engine joins entities to iNaturalist's open data in one pass and cuts
+parts of ``queries_per_part`` entities from its selection (see inaturalist.py).
+``RUN/candidates/_fingerprint`` remembers the configuration the parts were made with: other
+settings clear the folder first, so parts of two configurations never mix.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def search(config: SearchConfig, run_dir: RunDir, cache: Path, key: str) -> dict
     write_text_atomic(stamp, key)
     if config.engine == "pool":
         return _search_pool(config, run_dir, folder)
+    if config.engine == "inaturalist":
+        return _search_inaturalist(config, run_dir, folder)
     return _search_web(config, run_dir, folder, cache)
 
 
@@ -125,6 +129,17 @@ def _search_pool(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[st
     return stats
 
 
+def _search_inaturalist(config: SearchConfig, run_dir: RunDir, folder: Path) -> dict[str, Any]:
+    from entitynet.search import inaturalist  # imports DuckDB, an optional dependency (the inaturalist extra)
+
+    client = make_client(config)
+    queries = selected_queries(config, run_dir.path(layout.QUERIES))
+    engine, counts = inaturalist.search(config.inaturalist, set(config.kinds), queries, run_dir, folder,
+                                        config.queries_per_part, client)
+    entities = counts.pop("entities")
+    return {**_summarise(folder, engine, Counter(counts)), "entities": entities}
+
+
 def _summarise(folder: Path, engine: Any, counts: Counter[str]) -> dict[str, Any]:
     candidates, queries, licences = 0, set(), Counter()
     for part in sorted(folder.glob(layout.PART_GLOB)):
@@ -152,6 +167,14 @@ def check(config: Config, run_dir: RunDir) -> None:
                           f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} (keys are read from there only)")
     if search.engine == "pool" and search.pool.path and not Path(search.pool.path).exists():
         raise EngineError(f"search: the pool {search.pool.path} does not exist (search.pool.path)")
+    if search.engine == "inaturalist":
+        try:
+            import duckdb  # noqa: F401
+        except ImportError:
+            raise EngineError("search: the inaturalist engine needs DuckDB: pip install 'entitynet[inaturalist]'") from None
+        metadata = search.inaturalist.metadata or ""
+        if "://" not in metadata and not Path(metadata).is_dir():
+            raise EngineError(f"search: {metadata} is not a folder (search.inaturalist.metadata)")
 
 
 def settings(config: Config, context: Context) -> dict[str, Any]:
@@ -169,6 +192,8 @@ def summary(stats: dict[str, Any]) -> str:
     ]
     if stats.get("dropped"):
         lines.append("  dropped: " + ", ".join(f"{k}: {v}" for k, v in stats["dropped"].items()))
+    if stats.get("entities"):
+        lines.append("  entities: " + ", ".join(f"{k}: {v}" for k, v in stats["entities"].items()))
     if stats.get("licenses"):
         lines.append("  licences: " + ", ".join(f"{k}: {v}" for k, v in list(stats["licenses"].items())[:8]))
     if "http" in stats:

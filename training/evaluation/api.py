@@ -36,6 +36,7 @@ def evaluate_built_dataset(
     retrieval_over_alt_texts: bool = True,
     name_format: str = "{name}",
     progress: bool = False,
+    details: dict[str, Any] | None = None,
 ) -> Metrics:
     """Zero-shot classification among ``classes`` and retrieval over alt texts, as one flat dict.
 
@@ -46,7 +47,9 @@ def evaluate_built_dataset(
     With ``classes={"seen": a, "unseen": b}`` the classification keys are prefixed ``seen/``,
     ``unseen/``. ``model`` is the unwrapped CLIPModel; with an ``accelerator`` of several processes
     every process must call this with the same rows, each embeds every N-th image, and all get
-    the same result. The model's train/eval mode is restored afterwards.
+    the same result. The model's train/eval mode is restored afterwards. A ``details`` dict is
+    filled with each class set's per-class recall and most frequent confusions (``scoring.per_class``),
+    under its prefix ("" without one).
     """
     if max_images is not None and max_images < 1:  # 0 would score nothing, not everything
         raise ValueError(f"max_images must be at least 1 (None for every row), got {max_images}")
@@ -65,6 +68,8 @@ def evaluate_built_dataset(
     for prefix, class_set in named:
         weights = zero_shot_classifier(model, tokenizer, class_set, prompts, accelerator)
         scored = classification(features, class_set, weights, accelerator.device)
+        if details is not None:
+            details[prefix or ""] = {"classes": scored["classes"], "confusions": scored["confusions"]}
         found = {**scored["metrics"], "chance": scored["chance"], "num_classes": scored["num_classes"],
                  "num_images": scored["num_images"]}
         metrics.update({f"{prefix}/{key}" if prefix else key: value for key, value in found.items()})

@@ -107,12 +107,14 @@ def _report(table: list[dict], records: list[dict], problems: list[tuple[str, st
     if card and records:
         from entitynet.hub_cards.model_card import add_eval_results
 
-        total = add_eval_results(Path(card), report.card_results(records))
+        total = add_eval_results(Path(card), records)
         print(f"model card: {Path(card) / 'README.md'} now lists {total} results")
 
 
 def _tasks(args: argparse.Namespace) -> Suite:
     if args.suite:
+        if args.dataset_id:
+            raise SuiteError("--dataset-id names --dataset's Hub id; a suite's data takes --data KEY.dataset_id=ORG/NAME")
         suite = load_suite(args.suite, args.data)
         if args.tasks:
             wanted = set(args.tasks.split(","))
@@ -125,7 +127,8 @@ def _tasks(args: argparse.Namespace) -> Suite:
     if args.data:
         raise SuiteError("--data sets a suite's data; with --dataset use --split, --config, ...")
     data = DataSpec(args.dataset, args.split, args.config, args.format, args.image_column, args.label_column,
-                    args.caption_column, args.class_names, args.name_format, args.max_images)
+                    args.caption_column, args.class_names, args.name_format, args.max_images,
+                    dataset_id=args.dataset_id)
     name = args.name or "-".join(filter(None, [display_name(args.dataset).replace("/", "_"), args.split,
                                                args.classes and Path(args.classes).stem, args.templates and Path(args.templates).stem]))
     spec = TaskSpec(name, data, args.task, args.templates, args.classes, args.name_format)

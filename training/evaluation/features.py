@@ -44,6 +44,7 @@ class ImageFeatures:
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # class id -> names carried by rows
     fields: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # class id -> the first row's fields
     skipped: list[str] = field(default_factory=list)  # why each unreadable image was left out, in input order
+    lineages: dict[str, Mapping[str, str]] = field(default_factory=dict)  # class id -> {rank: ancestor id} (ranks.py)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -76,6 +77,7 @@ def embed_images(model: Any, processor: Any, examples: Iterable[Example], accele
     captions: list[tuple[str, ...]] = []
     names: dict[str, tuple[str, ...]] = {}
     fields: dict[str, Mapping[str, Any]] = {}
+    lineages: dict[str, Mapping[str, str]] = {}
     skipped: list[tuple[int, str]] = []
     was_training = model.training
     model.eval()
@@ -101,6 +103,8 @@ def embed_images(model: Any, processor: Any, examples: Iterable[Example], accele
                             names.setdefault(label, example.names[label])
                         if example.fields is not None:
                             fields.setdefault(label, example.fields)
+                        if example.lineages and label in example.lineages:
+                            lineages.setdefault(label, example.lineages[label])
     finally:
         bar.close()
         model.train(was_training)
@@ -108,9 +112,10 @@ def embed_images(model: Any, processor: Any, examples: Iterable[Example], accele
     if world > 1:
         indices, stacked, labels, captions, names, fields, skipped = _gather(accelerator, indices, stacked, labels,
                                                                              captions, names, fields, skipped)
+        lineages = _merged(accelerator, lineages)
     for _, why in skipped if accelerator.is_main_process else ():
         logger.warning("skipped %s", why)
-    return ImageFeatures(stacked, labels, captions, names, fields, [why for _, why in sorted(skipped)])
+    return ImageFeatures(stacked, labels, captions, names, fields, [why for _, why in sorted(skipped)], lineages)
 
 
 @torch.no_grad()
@@ -183,6 +188,17 @@ def _threads(device: Any) -> int:
 
 def _projection_dim(model: Any) -> int:
     return int(model.config.projection_dim)
+
+
+def _merged(accelerator: Any, mapping: dict) -> dict:
+    """Every process's ``mapping`` in one (the first process's value of a key kept)."""
+    from accelerate.utils import gather_object
+
+    merged: dict = {}
+    for part in gather_object([mapping]):
+        for key, value in part.items():
+            merged.setdefault(key, value)
+    return merged
 
 
 def _gather(accelerator: Any, indices: list[int], embeddings: torch.Tensor, labels: list, captions: list,

@@ -1,4 +1,4 @@
-"""The summary table of a run (Markdown and CSV) and the model card's results.
+"""The summary table of a run (Markdown and CSV); the model card's results are hub_cards/model_card.py's.
 
 One row per task: model, task, dataset, split, templates, classes, images, and the metrics as
 fractions (CLIP_benchmark's scale), acc1 beside its chance level. Tasks of one ``group`` differ
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from entitynet.rundir import write_text_atomic
+from entitynet.training.evaluation.ranks import RANK_METRICS
 
 METRICS = ("acc1", "acc5", "mean_per_class_recall",
            "image_retrieval_recall@1", "image_retrieval_recall@5", "image_retrieval_recall@10",
-           "text_retrieval_recall@1", "text_retrieval_recall@5", "text_retrieval_recall@10")
+           "text_retrieval_recall@1", "text_retrieval_recall@5", "text_retrieval_recall@10", *RANK_METRICS)
 # chance: acc1's chance level under the scoring rule (an image is right when the top class is any of its own)
 COLUMNS = ("model", "task", "dataset", "split", "templates", "classes", "images", "num_classes", "texts", "acc1",
            "chance") + METRICS[1:]
@@ -77,27 +77,6 @@ def write(records: Sequence[dict[str, Any]], markdown_path: Path, csv_path: Path
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(markdown_path, markdown(records, problems))
     write_text_atomic(csv_path, csv_text(records))
-
-
-def card_results(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``EvalResult`` fields for the model card's model-index, one per metric of each task."""
-    results = []
-    for record in records:
-        for name in METRICS:
-            value = record["metrics"].get(name)
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            classification = name in METRICS[:3]
-            results.append({
-                "task_type": "zero-shot-image-classification" if classification else "zero-shot-image-text-retrieval",
-                # the Hub groups results by dataset type, config and split: the task name as the
-                # config keeps ImageNet-living apart from ImageNet-all (same dataset, split)
-                "dataset_type": record["dataset"], "dataset_name": record["task_name"], "dataset_config": record["task_name"],
-                "dataset_split": record["split"],
-                "metric_type": "accuracy" if name.startswith("acc") else "recall",
-                "metric_name": name, "metric_value": round(float(value), 4),
-            })
-    return results
 
 
 def _md_table(table: list[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from entitynet.training.evaluation.classes import ClassSet
 from entitynet.training.evaluation.features import ImageFeatures, embed_texts
+from entitynet.training.evaluation.ranks import rank_accuracies
 from entitynet.training.evaluation.templates import Templates
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ def rank(queries: torch.Tensor, items: torch.Tensor, k: int, device: Any = "cpu"
 
 def classification(features: ImageFeatures, classes: ClassSet, weights: torch.Tensor, device: Any = "cpu") -> dict[str, Any]:
     """acc1, acc5, mean_per_class_recall over the images that have a class of ``classes``, and
-    the chance level of acc1.
+    the chance level of acc1; where classes carry a lineage (``features.lineages``), acc1 at each
+    rank of it (``acc1_genus``, ...: ``ranks.py``) with the images each rank scored.
 
     An image whose classes are all outside the set is left out (an ImageNet "living" task keeps
     only images of living classes); an image with several classes counts as correct when the
@@ -99,8 +101,36 @@ def classification(features: ImageFeatures, classes: ClassSet, weights: torch.Te
     scores = metric("zeroshot_classification").compute(predictions=ranked.tolist(), references=references,
                                                        num_classes=len(classes))
     chance = sum(len(set(own)) for own in references) / (len(references) * len(classes))  # a label given twice is one class
-    return {"metrics": scores, "num_images": len(keep), "num_classes": len(classes), "chance": chance,
-            "images_without_class": len(features) - len(keep)}
+    result = {"metrics": scores, "num_images": len(keep), "num_classes": len(classes), "chance": chance,
+              "images_without_class": len(features) - len(keep),
+              **per_class(classes, references, ranked[:, 0].tolist())}
+    lineages = [features.lineages.get(class_id, {}) for class_id in classes.ids]
+    if any(lineages):
+        at_ranks, counted = rank_accuracies(ranked[:, 0].tolist(), references, lineages)
+        scores.update(at_ranks)
+        result["rank_images"] = counted
+    return result
+
+
+def per_class(classes: ClassSet, references: Sequence[Sequence[int]], top: Sequence[int], confusions: int = 20
+              ) -> dict[str, Any]:
+    """Top-1 recall of each class (an image counts for each of its classes) and the most frequent
+    confusions (an image's first class -> the class it was taken for), with the classes' names."""
+    right: dict[int, list[int]] = {}
+    wrong: dict[tuple[int, int], int] = {}
+    for own, predicted in zip(references, top):
+        hit = predicted in own
+        for label in set(own):
+            right.setdefault(label, [0, 0])[0] += hit
+            right[label][1] += 1
+        if not hit:
+            wrong[(own[0], predicted)] = wrong.get((own[0], predicted), 0) + 1
+    name = lambda index: classes.names[index][0]  # noqa: E731
+    return {"classes": [{"id": classes.ids[c], "name": name(c), "right": n, "images": total}
+                        for c, (n, total) in sorted(right.items())],
+            "confusions": [{"true": classes.ids[t], "true_name": name(t), "predicted": classes.ids[p],
+                            "predicted_name": name(p), "count": n}
+                           for (t, p), n in sorted(wrong.items(), key=lambda kv: (-kv[1], kv[0]))[:confusions]]}
 
 
 def retrieval(features: ImageFeatures, captions: torch.Tensor, owners: Sequence[int], ks: Sequence[int] = RECALL_KS,

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from entitynet.hub_cards.model_card import is_hub_id
 from entitynet.training.evaluation.classes import ClassSet, ClassSetError
 from entitynet.training.evaluation.webdataset import (WebDataset, WebDatasetError, hub_offline, local_or_hub,
                                                        looks_like_webdataset)
@@ -64,6 +65,7 @@ class Example:
     captions: tuple[str, ...] = ()
     names: Mapping[str, tuple[str, ...]] | None = None
     fields: Mapping[str, Any] | None = None  # row fields a class name can be formatted from
+    lineages: Mapping[str, Mapping[str, str]] | None = None  # class id -> {rank: ancestor id}, from entities' lineage
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,13 @@ class DataSpec:
     name_format: str | None = None  # built datasets: class names from entity fields, "{name}, a type of {natural_type}"
     max_images: int | None = None  # None: every image
     max_captions: int | None = None  # the first N captions of each image; None: all (COCO: the paper keeps 5)
+    dataset_id: str | None = None  # the Hub id a model card files results under, for a local copy (--dataset-id)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise SourceError(f"unknown format {self.format!r}: one of {', '.join(FORMATS)}")
+        if self.dataset_id is not None and not is_hub_id(self.dataset_id):
+            raise SourceError(f"{self.dataset}: dataset id {self.dataset_id!r} is no Hub dataset id (ORG/NAME)")
         for name in ("max_images", "max_captions"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -371,7 +376,15 @@ def built_examples(rows: Iterable[Mapping[str, Any]], name_format: str = "{name}
         names = ClassSet.from_entities(entities, name_format, aliases)
         yield Example(row["image"], f"{where} row {n} ({row.get('image_id', '?')})", labels=names.ids,
                       captions=tuple(text for text in row.get("alt_texts") or [] if text and text.strip()),
-                      names=dict(zip(names.ids, names.names)))
+                      names=dict(zip(names.ids, names.names)), lineages=lineages_of(entities))
+
+
+def lineages_of(entities: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Entity id -> {rank: ancestor id} from the entities' ``lineage`` field (built datasets made
+    before the field existed have none: {})."""
+    return {entity["id"]: {item["rank"]: item["id"] for item in entity.get("lineage") or []
+                           if item.get("rank") and item.get("id")}
+            for entity in entities if entity.get("id")}
 
 
 def _load_split(spec: DataSpec) -> tuple[Any, str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from entitynet import layout
 from entitynet.config import Config
+from entitynet.dataset.lineage import RANK_METRICS
 from entitynet.rundir import Context, RunDir, StageError, shown, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -61,14 +62,14 @@ def discard(config: Config, run_dir: RunDir) -> None:
 
 
 def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
-    from entitynet.hub_cards.model_card import add_eval_results
+    from entitynet.hub_cards.model_card import add_eval_results, dataset_id, pretty_name
     from entitynet.training.evaluation import report
     from entitynet.training.evaluation.api import evaluate_built_dataset
     from entitynet.training.evaluation.features import default_accelerator
     from entitynet.training.evaluation.models import ModelError, load_model
     from entitynet.training.evaluation.sources import display_name
     from entitynet.train_config import run_train_config
-    from entitynet.training.train import eval_rows
+    from entitynet.training.splits import eval_rows
 
     model_dir, out = run_dir.path(layout.MODEL), run_dir.path(layout.EVAL)
     try:
@@ -80,23 +81,30 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
     trained = run_train_config(config, run_dir)
     sampling = replace(trained, eval=replace(trained.eval, max_images=config.eval.max_images))
     dataset = display_name(str(run_dir.path(layout.DATASET)))
-    records, evaluations = [], {}
+    # the card's model-index files results under the dataset's Hub id: where the push stage will
+    # put it, else the id its folder records (its build's build.repo_id)
+    card_names = {"format": "entitynet", "config": config.domain, "dataset_name": pretty_name(run_dir.path(layout.DATASET)),
+                  "dataset_id": dataset_id(str(run_dir.path(layout.DATASET)), config.push.dataset_repo)}
+    records, evaluations, classes = [], {}, {}
     for key, split in SPLITS.items():
         rows = eval_rows(sampling, split)
         if not rows:
             continue
+        details: dict[str, Any] = {}
         metrics = evaluate_built_dataset(clip.model, clip.tokenizer, clip.processor, rows, templates=("{c}",),
                                          name_format=config.eval.template, accelerator=accelerator,
-                                         batch_size=config.eval.batch_size)
+                                         batch_size=config.eval.batch_size, details=details)
+        classes[f"{config.domain}-{split}"] = details[""]  # per class and confusions: what the report shows
         record = {"model": clip.name, "task_name": f"{config.domain}-{split}", "task": "zeroshot_classification",
                   "dataset": dataset, "split": split, "templates": config.eval.template, "language": "en",
                   "num_images": metrics["num_images"], "num_classes": metrics["num_classes"],
                   "num_texts": metrics.get("num_texts"), "chance": metrics["chance"],
-                  "metrics": {name: value for name, value in metrics.items() if name in report.METRICS}}
+                  "metrics": {name: value for name, value in metrics.items() if name in report.METRICS}, **card_names}
         records.append(record)
         # chance as scored: an image of several entities is right when the top class is any of them
         evaluations[key] = {"acc1": metrics["acc1"], "chance": record["chance"], "images": metrics["num_images"],
-                            "classes": metrics["num_classes"], "split": split}
+                            "classes": metrics["num_classes"], "split": split,
+                            "ranks": {name: metrics[name] for name in RANK_METRICS if name in metrics}}
     problems: list[tuple[str, str, str]] = []
     if config.eval.suite:
         suite_records, problems = run_suite(config.eval.suite, str(model_dir), out / "suite", accelerator,
@@ -106,8 +114,9 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
         for record in records:
             write_text_atomic(out / f"{record['task_name']}.json", json.dumps(record, indent=2) + "\n")
         report.write(records, out / "summary.md", out / "summary.csv", problems)
+        write_text_atomic(out / layout.EVAL_CLASSES, json.dumps(classes, indent=2) + "\n")
         if records:
-            add_eval_results(model_dir, report.card_results(records))
+            add_eval_results(model_dir, records)
     accelerator.wait_for_everyone()
     return {"evaluations": evaluations, "tasks": len(records), "problems": len(problems),
             "table": f"{layout.EVAL}/summary.md"}  # relative: the run directory may move

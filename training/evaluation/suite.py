@@ -9,7 +9,8 @@ A suite file names its data once and its tasks by data key::
     tasks:
       - {name: imagenet1k-living-openai, data: imagenet1k, templates: openai, classes: imagenet1k-living, group: imagenet1k-living}
 
-``--data KEY=DATASET`` points a data key elsewhere (a local copy, a mirror), ``--data
+``--data KEY=DATASET`` points a data key elsewhere (a local copy, a mirror: model cards still file
+its results under the suite's Hub id, or ``KEY.dataset_id``), ``--data
 KEY.FIELD=VALUE`` sets another of its fields (``cub.class_names=names.txt``); tasks whose data
 has no dataset are skipped with its hint. Tasks on the same images run one after another and
 share one pass of image features; each result is written as soon as it is known, so with
@@ -28,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from entitynet.hub_cards.model_card import is_hub_id
 from entitynet.rundir import write_text_atomic
 from entitynet.training.evaluation.models import Clip
 from entitynet.training.evaluation.sources import DataSpec, Source, SourceError, open_source
@@ -109,6 +111,9 @@ def _override(data: dict[str, dict[str, Any]], assignment: str) -> None:
     counted = field in ("max_images", "max_captions")
     if counted and not (value.isdigit() and int(value) >= 1):
         raise SuiteError(f"--data {assignment}: {field} must be at least 1 (leave it unset for all)")
+    if field == "dataset" and not data[key].get("dataset_id") and is_hub_id(data[key].get("dataset")):
+        # a local copy or mirror of the suite's dataset: model cards still file results under its Hub id
+        data[key]["dataset_id"] = data[key]["dataset"]
     data[key][field] = int(value) if counted else value
 
 

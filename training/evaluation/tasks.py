@@ -113,6 +113,7 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
         raise TaskError(f"{spec.name}: {source.name} [{source.split}] has no images")
     record: dict[str, Any] = {
         "task_name": spec.name, "dataset": source.name, "split": source.split, "format": source.format,
+        **card_names(spec.data, source.format),
         "task": "+".join(k for k, on in (("zeroshot_classification", classify), ("zeroshot_retrieval", find)) if on),
         "model": clip.name, "templates": None, "classes": spec.classes or "all", "group": spec.group,
         "num_images": len(features), "num_classes": None, "class_names": None, "metrics": {}, "language": "en",
@@ -127,6 +128,8 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
         scored = classification(features, classes, weights, accelerator.device)
         record.update(templates=templates.name, num_classes=scored["num_classes"], num_images=scored["num_images"],
                       class_names=recorded_names(classes), chance=scored["chance"])
+        if "rank_images" in scored:
+            record["rank_images"] = scored["rank_images"]
         record["metrics"].update(scored["metrics"])
     if find:
         texts, owners = caption_embeddings(clip.model, clip.tokenizer, features, accelerator, settings.text_batch_size)
@@ -134,6 +137,18 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
         record["num_texts"] = scored["num_texts"]
         record["metrics"].update(scored["metrics"])
     return record
+
+
+def card_names(data: DataSpec, format: str) -> dict[str, Any]:
+    """How a model card files the result: the dataset's Hub id, its configuration (a built
+    dataset read without one is its default, entitynet) and, for a built folder, its card's title."""
+    from entitynet.hub_cards.model_card import dataset_id, pretty_name
+
+    built = format == "entitynet"
+    local = Path(data.dataset).is_dir()
+    return {"dataset_id": dataset_id(data.dataset, data.dataset_id),
+            "config": data.config or ("entitynet" if built else None),
+            **({"dataset_name": pretty_name(Path(data.dataset))} if built and local else {})}
 
 
 def recorded_names(classes: ClassSet) -> list[str | list[str]]:
