@@ -293,7 +293,7 @@ def test_the_inaturalist_preset_is_accepted_by_every_stage_offline(tmp_path):
     inat = config.search.inaturalist
     assert config.search.engine == "inaturalist" and inat.metadata == "https://inaturalist-open-data.s3.amazonaws.com"
     assert inat.licenses == ["CC0", "CC-BY", "CC-BY-SA"] and inat.per_entity == 20 and inat.size == "medium"
-    assert 150 <= config.kg.limit_per_root * len(config.kg.wikidata.roots) <= 300 and config.train.config == "tiny"
+    assert 150 <= config.kg.limit_per_root * len(config.kg.wikidata.roots) <= 300 and config.train.preset == "tiny"
 
 
 def test_an_index_killed_midway_is_completed_from_the_file_it_was_on(tmp_path):
