@@ -14,7 +14,7 @@ import datasets
 import duckdb
 import pytest
 
-from conftest import kill_when
+from helpers import kill_when
 from entitynet.cli import main
 from entitynet.config import InaturalistConfig, load_config
 from entitynet.search.base import EngineError
