@@ -38,7 +38,7 @@ def test_kg_writes_entities_summary_and_resolved_config(tmp_path, capsys):
     assert "source" in out and "Q729" in out and "living" in out
     entities = list(read_entities(run / "entities.parquet"))
     assert len(entities) >= 150 and len({e.id for e in entities}) == len(entities)
-    assert pq.read_schema(run / "entities.parquet").field("ancestors").type.value_type.num_fields == 4
+    assert pq.read_schema(run / "entities.parquet").field("ancestors").type.value_type.names == ["id", "label", "sitelinks", "hops", "rank"]
     recorded = yaml.safe_load((run / "config" / "kg.yaml").read_text())
     assert recorded["kg"]["sparql"]["contact"] == "me@example.org"
     marker = json.loads((run / "stages" / "kg.json").read_text())

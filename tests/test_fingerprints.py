@@ -23,6 +23,7 @@ def test_the_schema_marks_what_only_changes_how_a_stage_runs():
         # the trainer's (train: is its configuration): how it runs and reports, not what it learns
         "train.model.gradient_checkpointing", "train.model.compile", "train.num_workers", "train.checkpoint_every",
         "train.keep_checkpoints", "train.log_every", "train.report_to", "train.process_group_timeout",
+        "train.dataset_id",  # names the dataset in the model card; changes nothing trained
     }
 
 
