@@ -236,7 +236,7 @@ def main() -> int:
     print(f"photos: {len(photos)} ({', '.join(sorted({label_of(p) for p in photos}))}), prompts: {len(prompts)}")
     print(f"token ids equal: {our_ids == peer_ids}")
     gaps = (pixels - peer_features["pixels"]).abs().flatten(1).max(dim=1).values
-    print(f"pixels, max |ours - open_clip| per photo: "
+    print("pixels, max |ours - open_clip| per photo: "
           + ", ".join(f"{p.stem} {gap:.1e}" for p, gap in zip(photos, gaps.tolist()) if gap > 0) or "none differ")
     print(f"image embeddings, max |ours - open_clip|: {(image.embeddings - peer_features['image']).abs().max():.2e}")
     print(f"text embeddings, max |ours - open_clip|: {(text - peer_features['text']).abs().max():.2e}")

@@ -88,7 +88,7 @@ def vit(folder: Path, words: list[str], patch: int) -> Path:
 class Clock:
     """Wall and CPU seconds (all threads of this process) of a block."""
 
-    def __enter__(self) -> "Clock":
+    def __enter__(self) -> Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 

@@ -46,11 +46,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memory import GB, Vocabulary, largest_batch, make_model, peak_bytes, reset_peak, synthetic_batches  # noqa: E402
+from memory import GB, Vocabulary, largest_batch, make_model, peak_bytes, reset_peak, synthetic_batches
 
-from entitynet.training.loss import ClipLoss  # noqa: E402
-from entitynet.training.model import PRESETS, image_processor, input_geometry  # noqa: E402
-from entitynet.training.step import clip_embeddings, contrastive_backward  # noqa: E402
+from entitynet.training.loss import ClipLoss
+from entitynet.training.model import PRESETS, image_processor, input_geometry
+from entitynet.training.step import clip_embeddings, contrastive_backward
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = Path(__file__).with_name("open_clip_peer.py")
@@ -190,7 +190,7 @@ def real_input(accelerator: Any, preset: str, dataset: str, batch: int, steps: i
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     step = trainer_step(accelerator, model, optimizer, mean, std)
 
-    def batches() -> Any:
+    def batches(loader: Any = loader) -> Any:  # bound now: the names are deleted below to free memory
         while True:  # epochs, as long as needed
             yield from loader
 
@@ -208,7 +208,7 @@ def real_input(accelerator: Any, preset: str, dataset: str, batch: int, steps: i
     read = clock.read()
     result = {"batch": batch, "steps": steps, "num_workers": workers, "train_rows": train_rows, "rows_repeated": repeats, **read,
               "peak_memory_bytes": peak.bytes()}
-    del model, optimizer, loader, iterator, step
+    del model, optimizer, loader, iterator, step, batches
     release(accelerator)
     return result
 

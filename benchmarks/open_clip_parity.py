@@ -170,8 +170,9 @@ def parity(spec: str, peer: str, work: Path, texts: list[str], images: list[Path
 @torch.no_grad()
 def trained_here(peer: str, work: Path, texts: list[str]) -> dict[str, Any]:
     """A model made by our trainer's code (scratch BPE, tiny preset) continues in open_clip."""
-    from entitynet.training import model as scratch
     from transformers import CLIPModel, CLIPProcessor
+
+    from entitynet.training import model as scratch
 
     torch.manual_seed(0)
     tokenizer = scratch.train_tokenizer(texts[:800], vocab_size=2000, context_length=32)

@@ -114,5 +114,4 @@ class EntityNet(datasets.GeneratorBasedBuilder):
 
         lookups = Lookups(Path(self.config.rows))
         for shard in shards:
-            for key, example in lookups.examples(shard, split, self.config.domains):
-                yield key, example
+            yield from lookups.examples(shard, split, self.config.domains)

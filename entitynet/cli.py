@@ -12,8 +12,8 @@ import logging
 import os
 import sys
 import types
-from pathlib import Path
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from entitynet import __version__, layout, pipeline, wise_ft_command

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 

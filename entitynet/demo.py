@@ -14,10 +14,10 @@ saw), each beside chance (when the ``train`` extra is installed). Nothing here i
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import logging
-import importlib
 import random
 import threading
 from collections.abc import Callable

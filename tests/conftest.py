@@ -25,9 +25,9 @@ _SESSION_CACHE = tempfile.mkdtemp(prefix="entitynet-tests-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_CACHE, "datasets")
 
-from entitynet.config import preset_path  # noqa: E402
-
 from helpers import REALDATA, FaultProxy, OxigraphServer, skip_or_fail  # noqa: E402
+
+from entitynet.config import preset_path  # noqa: E402
 
 SAMPLE = Path(str(preset_path("demo"))).parent / "samples" / "kg-sample.ttl"
 

@@ -11,11 +11,12 @@ import tarfile
 
 import datasets
 import pytest
+from image_host import picture
 from PIL import Image
 
 from entitynet.cli import main
-from entitynet.download.dedup import find_duplicates
 from entitynet.config import DownloadConfig
+from entitynet.download.dedup import find_duplicates
 from entitynet.download.images import process
 from entitynet.download.shards import write_shard
 from entitynet.records import Entity, NaturalType, Query, QueryUse, Source, StoredImage
@@ -28,7 +29,6 @@ from entitynet.tables import (
     natural_type_to_row,
     query_to_row,
 )
-from image_host import picture
 
 POLICY = DownloadConfig(min_side=16)
 
@@ -339,8 +339,9 @@ def test_shards_of_the_previous_version_still_build(made_run, tmp_path):
 def test_every_declared_config_loads_when_a_held_out_split_is_empty(tmp_path):
     """An EntityNet-domain run where the few living entities all fall in train: livingthings has no
     validation or test rows, and must load all the same (it raised UnexpectedSplitsError)."""
-    from entitynet.dataset.rows import entity_split
     from huggingface_hub import DatasetCard
+
+    from entitynet.dataset.rows import entity_split
 
     living, other = ["Q1", "Q2"], [f"Q{100 + i}" for i in range(8)]
     seed = next(s for s in range(10_000) if {entity_split(q, 0.3, 0.3, s) for q in living} == {"train"}

@@ -22,7 +22,13 @@ from PIL import Image  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from entitynet.cli import main  # noqa: E402
-from entitynet.training.convert import ConversionError, clip_tokenizer, convert_open_clip, convert_to_open_clip, load_clip  # noqa: E402
+from entitynet.training.convert import (  # noqa: E402
+    ConversionError,
+    clip_tokenizer,
+    convert_open_clip,
+    convert_to_open_clip,
+    load_clip,
+)
 from entitynet.training.convert.keymap import key_table, to_open_clip, to_transformers  # noqa: E402
 
 TINY = {"embed_dim": 24, "quick_gelu": True,

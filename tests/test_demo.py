@@ -13,7 +13,6 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-
 from helpers import kill_when
 
 from entitynet.cli import main

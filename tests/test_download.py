@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from image_host import REALDATA, ImageHost
 from PIL import Image
 
 from entitynet.cli import main
@@ -23,7 +24,6 @@ from entitynet.config import DownloadConfig
 from entitynet.download.fetch import Fetcher
 from entitynet.rundir import RunDir
 from entitynet.tables import CANDIDATE_SCHEMA
-from image_host import REALDATA, ImageHost
 
 REAL_FILES = sorted(
     f"{folder}/{path.name}"

@@ -12,13 +12,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
+from fake_llm import FakeLLM, error
 from helpers import skip_or_fail
+
 from entitynet.cli import main
 from entitynet.records import Ancestor, Entity
 from entitynet.rundir import RunDir
 from entitynet.tables import entity_writer, read_rows
-from fake_llm import FakeLLM, error
 
 ANIMALS = ["zebra", "okapi", "tapir", "quagga", "cheetah", "gnu", "ibex", "eland"]
 
@@ -112,7 +112,7 @@ def test_every_answer_shape_ends_as_a_repair_or_a_counted_drop(tmp_path, served,
     names = {f"Q{i}": name for i, name in enumerate(ANIMALS, start=1)}
     got = {names[q]: n for q, n in by_entity.items()}
     assert got == {"zebra": 3, "okapi": 3, "tapir": 3, "cheetah": 1, "gnu": 11, "ibex": 3, "eland": 3}  # quagga: none
-    assert all(a["backend"] == "llm:loopback-7b@http://127.0.0.1:%d/v1" % server.server_address[1] for a in attributes)
+    assert all(a["backend"] == f"llm:loopback-7b@http://127.0.0.1:{server.server_address[1]}/v1" for a in attributes)
     assert all(names[a["entity_id"]] in a["query"] for a in attributes)
 
     stats = json.loads(run.marker("enrich").read_text())["stats"]
@@ -228,7 +228,7 @@ def _question(request: dict) -> object:
 def tiny_chat_model(folder: Path) -> Path:
     """A randomly initialised causal LM with a byte-level BPE tokenizer and a chat template."""
     try:
-        from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     except ImportError as missing:
         skip_or_fail(f"the train extra is not installed: {missing}")

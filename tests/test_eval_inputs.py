@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from eval_data import class_names, hf_dataset, image_folder, label_of, read_json, tiny_clip, webdataset  # noqa: E402
+
 from entitynet.cli import main  # noqa: E402
 
 TRUNCATED = "african_elephants_truncated_file.jpg"

@@ -14,10 +14,20 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from eval_data import (  # noqa: E402
+    TEMPLATES,
+    captions_of,
+    class_names,
+    hf_dataset,
+    image_folder,
+    label_of,
+    ordered,
+    read_json,
+    tiny_clip,
+    webdataset,
+)
 from PIL import Image, ImageOps  # noqa: E402
 
-from eval_data import (TEMPLATES, captions_of, class_names, hf_dataset, image_folder, label_of, ordered,  # noqa: E402
-                       read_json, tiny_clip, webdataset)
 from entitynet.cli import main  # noqa: E402
 
 

@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import datasets  # noqa: E402
-
 from eval_data import captions_of, hf_dataset, label_of, ordered, read_json, tiny_clip, webdataset  # noqa: E402
+
 from entitynet.cli import main  # noqa: E402
 
 # the camera-trap photos as ImageNet-1k labels (386 African bush elephant ... 979 valley)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 import test_download as dl
+
 from entitynet.config import Config
 from entitynet.rundir import fingerprint
 from entitynet.typed_config import runtime_keys

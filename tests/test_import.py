@@ -16,10 +16,10 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from image_host import ImageHost
 
 from entitynet.cli import main
 from entitynet.rundir import RunDir
-from image_host import ImageHost
 
 LOOPBACK_ONLY = ["--set", "download.allowed_networks=[127.0.0.1/32]", "--set", "download.min_side=16",
                  "--set", "download.read_timeout=2.0", "--set", "download.max_attempts=1"]
@@ -218,7 +218,7 @@ def test_a_row_whose_every_link_fails_is_one_failure_with_each_links_reason(buil
 
 
 def test_a_working_first_link_means_the_alternatives_are_never_fetched(built, host):
-    assert host.hits[f"/gen/200x150/3.jpg"] == 1 and host.hits[f"/gen/200x150/4.jpg"] == 0
+    assert host.hits["/gen/200x150/3.jpg"] == 1 and host.hits["/gen/200x150/4.jpg"] == 0
     assert host.hits["/fault/404/oak"] == 1 and host.hits["/gen/200x150/2.jpg"] == 1
 
 

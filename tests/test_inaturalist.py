@@ -13,8 +13,9 @@ from pathlib import Path
 import datasets
 import duckdb
 import pytest
-
 from helpers import kill_when
+from inaturalist_data import KEPT, OBSERVERS, PHOTOS, TAXA, PhotoHost, write_metadata
+
 from entitynet.cli import main
 from entitynet.config import InaturalistConfig, load_config
 from entitynet.search.base import EngineError
@@ -22,7 +23,6 @@ from entitynet.search.inaturalist import InaturalistEngine, Wanted
 from entitynet.search.inaturalist_index import prepare
 from entitynet.tables import read_rows
 from entitynet.typed_config import ConfigError
-from inaturalist_data import KEPT, OBSERVERS, PHOTOS, TAXA, PhotoHost, write_metadata
 
 LOOPBACK_ONLY = ["--set", "download.allowed_networks=[127.0.0.1/32]", "--set", "download.min_side=16",
                  "--set", "download.read_timeout=2.0", "--set", "download.max_attempts=1"]

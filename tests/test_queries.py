@@ -43,7 +43,13 @@ def _write_run(tmp_path, entities, types, attributes):
     with entity_writer(run.path("entities.parquet")) as writer:
         writer.write_all(entities)
     from entitynet.records import NaturalType
-    from entitynet.tables import ATTRIBUTE_SCHEMA, NATURAL_TYPE_SCHEMA, RecordWriter, attribute_to_row, natural_type_to_row
+    from entitynet.tables import (
+        ATTRIBUTE_SCHEMA,
+        NATURAL_TYPE_SCHEMA,
+        RecordWriter,
+        attribute_to_row,
+        natural_type_to_row,
+    )
 
     with RecordWriter(run.path("natural_types.parquet"), NATURAL_TYPE_SCHEMA, natural_type_to_row) as writer:
         writer.write_all(NaturalType(e, t, "test", "kg") for e, t in types.items())

@@ -80,9 +80,9 @@ def test_built_rows_are_scored_at_every_rank_through_the_evaluation(tmp_path):
     pytest.importorskip("transformers")
     import io
 
+    from eval_data import tiny_clip
     from PIL import Image
 
-    from eval_data import tiny_clip
     from entitynet.training.evaluation import evaluate_built_dataset
     from entitynet.training.evaluation.models import load_model
 
@@ -125,14 +125,21 @@ def test_a_built_dataset_carries_the_lineage_and_its_copy_is_scored_at_every_ran
     import shutil
 
     import datasets
-
     from eval_data import tiny_clip
+    from image_host import picture
+    from test_build import stored, write_images
+
     from entitynet.cli import main
     from entitynet.records import NaturalType, Query, QueryUse
     from entitynet.rundir import RunDir
-    from entitynet.tables import NATURAL_TYPE_SCHEMA, QUERY_SCHEMA, RecordWriter, entity_writer, natural_type_to_row, query_to_row
-    from image_host import picture
-    from test_build import stored, write_images
+    from entitynet.tables import (
+        NATURAL_TYPE_SCHEMA,
+        QUERY_SCHEMA,
+        RecordWriter,
+        entity_writer,
+        natural_type_to_row,
+        query_to_row,
+    )
 
     run = RunDir(tmp_path / "run")
     taxa = {"genus": ("Q2", "Q3", "Q4"), "family": ("Q5", "Q5", "Q6")}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from entitynet.kg.rdf import commons_image, label_or_none, language_of, qid_of, rows, value_of
 from entitynet.http import HttpStats
+from entitynet.kg.rdf import commons_image, label_or_none, language_of, qid_of, rows, value_of
 from entitynet.kg.sparql import SparqlClient, bindings
 
 RESULTS = "sparql_results"

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from entitynet.training.config import load_train_config  # noqa: E402
-from entitynet.training.model import scratch_model, train_tokenizer  # noqa: E402
+from entitynet.training.config import load_train_config
+from entitynet.training.model import scratch_model, train_tokenizer
 
 PAPER_PRESETS = ("livingthings-vit-b-32", "entitynet-vit-b-32")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import skip_or_fail
 
 from entitynet.cli import main
-from helpers import skip_or_fail
 
 # what a copied run leaves behind: big and not read by the report
 NOT_COPIED = shutil.ignore_patterns("checkpoints", "cache", "model", "tokenizer", "demo-pool")

@@ -17,9 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from safetensors.torch import load_file  # noqa: E402
-
 from helpers import accelerate_launch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from test_streaming import hub_layout  # noqa: E402,F401  (a module fixture: 120 rows in 3 parquet shards)
 
 from entitynet.training import train as trainer  # noqa: E402

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import accelerate_launch
 
 from entitynet import pipeline
 from entitynet.cli import main
 from entitynet.config import load_config
 from entitynet.rundir import RunDir
-
 
 # a short retrain: the trainer's keys set on `entitynet run` as any other key of the run
 TRAIN_SHORT = ["--set", "train.max_steps=6", "--set", "train.batch_size=8", "--set", "train.checkpoint_every=3",

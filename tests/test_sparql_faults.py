@@ -112,6 +112,7 @@ def test_a_bad_query_is_not_retried(oxigraph):
 
 def test_credentials_in_the_endpoint_url_never_reach_messages(tmp_path):
     from helpers import free_port
+
     from entitynet.typed_config import InvalidValue
 
     url = f"http://127.0.0.1:{free_port()}/query?key=hidden"

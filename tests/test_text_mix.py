@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from entitynet.training.config import NounTextConfig, TextConfig  # noqa: E402
-from entitynet.training.text_mix import query_options, sample_text, training_texts  # noqa: E402
+from entitynet.training.config import NounTextConfig, TextConfig
+from entitynet.training.text_mix import query_options, sample_text, training_texts
 
 DRAWS = 20_000
 LION = {"id": "Q140", "name": "lion", "aliases": ["Panthera leo"], "common_names": [], "taxon_name": "Panthera leo",

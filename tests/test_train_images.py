@@ -15,8 +15,16 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 from entitynet.training.config import AugmentConfig  # noqa: E402
-from entitynet.training.images import (CLIP_MEAN, CLIP_STD, center_crop_box, crop_to_array, eval_image,  # noqa: E402
-                                       normalize, random_resized_crop_box, train_image)
+from entitynet.training.images import (  # noqa: E402
+    CLIP_MEAN,
+    CLIP_STD,
+    center_crop_box,
+    crop_to_array,
+    eval_image,
+    normalize,
+    random_resized_crop_box,
+    train_image,
+)
 
 
 def photo_like(width: int, height: int, mode: str = "RGB", fmt: str = "JPEG") -> bytes:

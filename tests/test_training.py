@@ -23,6 +23,7 @@ from entitynet.training.config import load_train_config  # noqa: E402
 from entitynet.training.loss import ClipLoss  # noqa: E402
 from entitynet.typed_config import ConfigError  # noqa: E402
 
+
 def test_the_loss_is_clips_own_on_one_process():
     torch.manual_seed(0)
     config = transformers.CLIPConfig(
@@ -84,7 +85,7 @@ def test_an_accumulated_step_has_the_gradient_of_the_whole_batch():
     gradients = []
     for batches, reduce_scatter in ((whole, True), (group, True), (group, False)):
         model = tiny_clip()
-        loss = contrastive_backward(lambda batch: clip_embeddings(model, batch, (0.5,) * 3, (0.25,) * 3), batches,
+        loss = contrastive_backward(lambda batch, model=model: clip_embeddings(model, batch, (0.5,) * 3, (0.25,) * 3), batches,
                                     ClipLoss(reduce_scatter=reduce_scatter), model.logit_scale,
                                     lambda value: value.backward(), contextlib.nullcontext)
         gradients.append((loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from eval_data import tiny_clip  # noqa: E402
+
 from entitynet.cli import main  # noqa: E402
 from entitynet.training.wise_ft import WiseFTError, interpolate, parse_alphas  # noqa: E402
 

@@ -56,7 +56,7 @@ def _reachable_elsewhere(reader, synset_id, blacklisted):
 def test_limit_keeps_the_most_frequent(reader):
     top = list(wordnet.WordNetHarvester(reader, WordnetConfig(), limit_per_root=25).entities())
     assert len(top) == 25
-    counts = [sum(l.count() for l in reader.synset(e.id[3:]).lemmas()) for e in top]
+    counts = [sum(lemma.count() for lemma in reader.synset(e.id[3:]).lemmas()) for e in top]
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
 
 

@@ -14,7 +14,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-
 # backends whose reduce_scatter was found missing (gloo before torch 2.6 or so); they use all_reduce
 _NO_REDUCE_SCATTER: set[str] = set()
 
@@ -43,7 +42,7 @@ class _GatherWithGrad(torch.autograd.Function):
     hands each process the rows of its own tensor (``sum_own_rows``)."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, reduce_scatter: bool) -> torch.Tensor:  # noqa: ANN001 - autograd signature
+    def forward(ctx, tensor: torch.Tensor, reduce_scatter: bool) -> torch.Tensor:
         world, rank = dist.get_world_size(), dist.get_rank()
         ctx.rank, ctx.rows, ctx.reduce_scatter = rank, tensor.shape[0], reduce_scatter
         parts = [torch.empty_like(tensor) for _ in range(world)]
@@ -51,7 +50,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return sum_own_rows(grad.contiguous(), ctx.rank, ctx.rows, ctx.reduce_scatter), None
 
 

@@ -171,7 +171,6 @@ class StreamedRows(IterableDataset):
 def parquet_rows(unit: Unit, columns: list[str], handles: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a parquet row group; ``handles`` keeps the current file open between calls
     (a file's row groups are mostly read one after another)."""
-    import pyarrow.parquet as pq
 
     if unit.file not in handles:
         for old in list(handles):

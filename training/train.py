@@ -44,11 +44,21 @@ from entitynet.training.config import TrainConfig, load_train_config
 from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
 from entitynet.training.evaluation.api import evaluate_built_dataset
 from entitynet.training.loss import ClipLoss
-from entitynet.training.model import (PRESETS, enable_checkpointing, image_processor, input_geometry, load_pretrained,
-                                      load_tokenizer, save, scratch_model, train_tokenizer)
+from entitynet.training.model import (
+    PRESETS,
+    enable_checkpointing,
+    image_processor,
+    input_geometry,
+    load_pretrained,
+    load_tokenizer,
+    save,
+    scratch_model,
+    train_tokenizer,
+)
 from entitynet.training.model_files import MissingTokenizer, require_vocabulary
 from entitynet.training.schedule import Schedule
 from entitynet.training.sources import DatasetProblem, Source, resolve
+
 # re-exported: the splits' rows and the step's clamp were the trainer's names before they moved
 from entitynet.training.splits import STREAMING_ABOVE_BYTES, eval_rows, load_split, map_style_rows, wants_streaming  # noqa: F401
 from entitynet.training.step import MAX_LOGIT_SCALE, contrastive_step  # noqa: F401

@@ -38,9 +38,9 @@ class CommonsEngine:
     def search(self, text: str, natural_type: str | None, query_id: str, limit: int) -> list[Candidate]:
         found: list[Candidate] = []
         resume: dict[str, Any] = {}
-        for page in range(limit // self.page_size + 2):  # bounded even if continuation never ends
+        for _ in range(limit // self.page_size + 2):  # bounded even if continuation never ends
             params = self._params(text, min(self.page_size, limit), resume)
-            answer = self.cache.get_or_fetch({"engine": self.name, "params": params}, lambda: self._fetch(params))
+            answer = self.cache.get_or_fetch({"engine": self.name, "params": params}, lambda params=params: self._fetch(params))
             found.extend(self._candidates(answer, query_id, start=len(found)))
             resume = answer.get("continue") or {}
             if len(found) >= limit or not resume:

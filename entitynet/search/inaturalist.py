@@ -39,7 +39,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from tqdm.auto import tqdm
 
 from entitynet import layout

@@ -52,7 +52,7 @@ class GoogleEngine:
                 params["excludeTerms"] = " ".join(self.exclude_terms)
             if natural_type:
                 params["orTerms"] = natural_type  # disambiguation hint: "jaguar" OR-ed with "big cat"
-            answer = self.cache.get_or_fetch({"engine": self.name, "cx": self.cx, "params": params}, lambda: self._get(params))
+            answer = self.cache.get_or_fetch({"engine": self.name, "cx": self.cx, "params": params}, lambda params=params: self._get(params))
             items = answer.get("items") or []
             for item in items:
                 candidate = self._candidate(item, query_id, len(found))

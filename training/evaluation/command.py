@@ -16,8 +16,15 @@ from entitynet.training.evaluation import report
 from entitynet.training.evaluation.classes import ClassSetError, named_subset
 from entitynet.training.evaluation.models import ModelError, load_model
 from entitynet.training.evaluation.sources import DataSpec, Source, SourceError, display_name
-from entitynet.training.evaluation.suite import (Outcome, Suite, SuiteError, folder_results, load_suite, prepare,
-                                                 run_tasks)
+from entitynet.training.evaluation.suite import (
+    Outcome,
+    Suite,
+    SuiteError,
+    folder_results,
+    load_suite,
+    prepare,
+    run_tasks,
+)
 from entitynet.training.evaluation.tasks import Settings, TaskError, TaskSpec
 from entitynet.training.evaluation.templates import TemplateError, resolve
 
@@ -135,7 +142,7 @@ def _tasks(args: argparse.Namespace) -> Suite:
     return Suite(name, "", [spec], {})
 
 
-def _accelerator(args: argparse.Namespace):  # noqa: ANN202 - accelerate's type, imported late
+def _accelerator(args: argparse.Namespace):
     from accelerate import Accelerator
 
     return Accelerator(mixed_precision=args.precision, cpu=args.cpu)

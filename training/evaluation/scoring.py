@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 RECALL_KS = (1, 5, 10)
 
 
-@lru_cache(maxsize=None)
+@cache
 def metric(name: str) -> Any:
     """One of the shipped metric modules, loaded offline with ``evaluate.load``."""
     import evaluate

@@ -35,8 +35,13 @@ from typing import Any
 
 from entitynet.hub_cards.model_card import is_hub_id
 from entitynet.training.evaluation.classes import ClassSet, ClassSetError
-from entitynet.training.evaluation.webdataset import (WebDataset, WebDatasetError, hub_offline, local_or_hub,
-                                                       looks_like_webdataset)
+from entitynet.training.evaluation.webdataset import (
+    WebDataset,
+    WebDatasetError,
+    hub_offline,
+    local_or_hub,
+    looks_like_webdataset,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -63,12 +63,12 @@ def discard(config: Config, run_dir: RunDir) -> None:
 
 def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
     from entitynet.hub_cards.model_card import add_eval_results, dataset_id, pretty_name
+    from entitynet.train_config import run_train_config
     from entitynet.training.evaluation import report
     from entitynet.training.evaluation.api import evaluate_built_dataset
     from entitynet.training.evaluation.features import default_accelerator
     from entitynet.training.evaluation.models import ModelError, load_model
     from entitynet.training.evaluation.sources import display_name
-    from entitynet.train_config import run_train_config
     from entitynet.training.splits import eval_rows
 
     model_dir, out = run_dir.path(layout.MODEL), run_dir.path(layout.EVAL)

@@ -181,7 +181,7 @@ def run_tasks(clip: Clip, prepared: Sequence[Outcome | tuple[TaskSpec, Source]],
             record = run_task(clip, spec, accelerator, cache, settings, source)
         except (SourceError, TaskError, ValueError) as error:  # bad data, named in the message
             outcomes[spec.name] = Outcome(spec.name, None, "failed", str(error))  # reported with the table
-        except Exception as error:  # noqa: BLE001 - e.g. the Hub's HTTP client mid-stream: one task fails, not the suite
+        except Exception as error:
             logger.debug("%s failed", spec.name, exc_info=True)
             outcomes[spec.name] = Outcome(spec.name, None, "failed", f"{type(error).__name__}: {error} (-v for the traceback)")
         else:
