@@ -1,4 +1,2 @@
-"""The ``datasets`` builder for EntityNet and LivingThings (installed as ``entitynet.builders``).
-
-Empty until the build stage lands; the folder exists so the package layout is fixed from the start.
-"""
+"""The ``datasets`` builder for EntityNet and LivingThings (installed as ``entitynet.builders``):
+its features, splits, configurations and citation (``entitynet.py``)."""

@@ -72,9 +72,7 @@ FINGERPRINT = "_fingerprint"  # in a folder made piece by piece: the settings it
 
 # Inside CANDIDATES and IMAGES.
 PART_GLOB = "part-*.parquet"
-PART_STATS_GLOB = "part-*.json"
 IMAGE_SHARD_GLOB = "shard-*[0-9].parquet"
-SHARD_STATS_GLOB = "shard-*.json"
 FAILURES = "failures.parquet"
 DUPLICATES = "duplicates.parquet"
 PLAN = "plan"  # cache/download/plan/shard-NNNNN.parquet: the URLs of each shard

@@ -331,11 +331,6 @@ def _sources(rows: list[dict[str, Any]] | None) -> list[Source]:
     return [Source(**row) for row in rows or []]
 
 
-def plan_to_row(record: PlannedUrl) -> dict[str, Any]:
-    return {"url": record.url, "sources": _source_rows(record.sources), "alternatives": record.tails[0],
-            "tails": record.tails, "tail_of": record.tail_of}
-
-
 def plan_from_row(row: dict[str, Any]) -> PlannedUrl:
     # plans before imports had no alternatives; plans before per-row chains, one tail for all sources
     tails = row.get("tails") or [row.get("alternatives") or []]

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from entitynet.typed_config import ConfigError, Layers, option, require
 
-PRESET_NAMES = ("tiny", "vit-s-32", "vit-b-32", "vit-b-16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
@@ -280,7 +279,7 @@ def _missing_tokenizer_files(folder: Path) -> list[str]:
 
 
 __all__ = [
-    "PRESET_NAMES", "TRACKERS", "ZeroShotSample", "AttributeTextConfig", "AugmentConfig", "EvalConfig", "ModelConfig", "NounTextConfig",
+    "TRACKERS", "ZeroShotSample", "AttributeTextConfig", "AugmentConfig", "EvalConfig", "ModelConfig", "NounTextConfig",
     "OptimizerConfig", "RunTrainConfig", "TextConfig", "TrainConfig", "load_train_config", "preset_file",
     "run_train_config", "shipped",
 ]
