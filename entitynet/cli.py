@@ -18,6 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from entitynet import __version__, layout, pipeline, wise_ft_command
 from entitynet.config import DOMAINS, Config, load_config, preset_names
+from entitynet.extras import missing_extra
 from entitynet.rundir import MissingInput, RunDir, StageError, StageResult, rank_and_world
 from entitynet.typed_config import ConfigError, Flag, describe_text, flags
 
@@ -553,9 +554,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     except ImportError as error:
         if error.name not in TRAIN_EXTRA:
             raise
-        print(f"entitynet eval: needs the train extra ({error.name} is missing): pip install 'entitynet[train]'",
-              file=sys.stderr)
-        return 2
+        return missing_extra("eval", error)
     return run(args)
 
 
@@ -563,9 +562,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     try:
         from entitynet.training import convert
     except ImportError as missing:
-        print(f"entitynet convert: needs the train extra ({missing.name} is not installed): "
-              "pip install 'entitynet[train]'", file=sys.stderr)
-        return 2
+        return missing_extra("convert", missing)
     try:
         if args.direction == "open-clip":
             done = convert.convert_open_clip(args.source, args.out, args.model_name, args.force)

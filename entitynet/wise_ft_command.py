@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from entitynet.extras import missing_extra
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from entitynet.training import wise_ft
     except ImportError as missing:
-        print(f"entitynet wise-ft: needs the train extra ({missing.name} is not installed): "
-              "pip install 'entitynet[train]'", file=sys.stderr)
-        return 2
+        return missing_extra("wise-ft", missing)
     from entitynet.training.evaluation.suite import SuiteError, load_suite
 
     try:
