@@ -144,6 +144,7 @@ def test_a_rerun_reuses_parts_and_the_index_and_a_kill_9_resumes(queried_run, ho
     shutil.copytree(queried_run, killed)
     command = [sys.executable, "-m", "entitynet", *search_args(killed, metadata, host, "--set", "search.queries_per_part=1")]
     kill_when(command, killed / "candidates" / "part-00001.parquet", seconds=120)
+    assert not (killed / "stages" / "search.json").exists()  # killed midway, not after the end
     assert main(search_args(killed, metadata, host, "--set", "search.queries_per_part=2")) == 0
     assert candidates(killed) == expected
 
