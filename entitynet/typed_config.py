@@ -4,6 +4,10 @@ Every key is checked against the dataclass schema before anything runs: an unkno
 wrong type or an impossible value fails at start with a message that names the key and where
 it was set (a file, ``--set`` or a flag). Fields carry their help text in
 ``metadata["help"]``; ``describe`` turns it into the ``--help`` listing.
+
+A section is a nested dataclass; an optional one (``lora: LoraConfig | None = option(None, ...)``)
+is off until a layer sets any of its keys (``--set model.lora.rank=16`` turns it on with the
+section's defaults for the rest) and off again with ``null`` (``--set model.lora=null``).
 """
 
 from __future__ import annotations
@@ -133,6 +137,11 @@ def describe(schema: type, prefix: str = "") -> Iterator[tuple[str, str, Any, st
         if _is_dataclass_type(kind):
             yield from describe(kind, key + ".")
             continue
+        section = _section(kind)
+        if section is not None:  # an optional section: itself (off by default), then its keys' defaults once on
+            yield key, type_name(kind), None, item.metadata.get("help", "")
+            yield from describe(section, key + ".")
+            continue
         if item.default is not dataclasses.MISSING:
             default = item.default
         elif item.default_factory is not dataclasses.MISSING:
@@ -169,8 +178,8 @@ def flags(schema: type, prefix: str = "") -> Iterator[Flag]:
     hints = get_type_hints(schema)
     for item in dataclasses.fields(schema):
         key = f"{prefix}{item.name}"
-        if _is_dataclass_type(hints[item.name]):
-            yield from flags(hints[item.name], key + ".")
+        if _section(hints[item.name]) is not None:
+            yield from flags(_section(hints[item.name]), key + ".")
         elif item.metadata.get("flag"):
             yield Flag(item.metadata["flag"], key, hints[item.name], item.metadata.get("help", ""),
                        item.metadata.get("metavar"), item.metadata.get("exclusive"))
@@ -187,8 +196,9 @@ def identity(config: Any) -> dict[str, Any]:
         *parents, name = key.split(".")
         node = data
         for parent in parents:
-            node = node[parent]
-        del node[name]
+            node = node[parent] if node is not None else None
+        if node is not None:  # None: an optional section that is off
+            del node[name]
     return data
 
 
@@ -197,14 +207,16 @@ def runtime_keys(schema: type, prefix: str = "") -> set[str]:
     hints = get_type_hints(schema)
     keys = set()
     for item in dataclasses.fields(schema):
-        if _is_dataclass_type(hints[item.name]):
-            keys |= runtime_keys(hints[item.name], f"{prefix}{item.name}.")
+        if _section(hints[item.name]) is not None:
+            keys |= runtime_keys(_section(hints[item.name]), f"{prefix}{item.name}.")
         elif item.metadata.get("runtime"):
             keys.add(f"{prefix}{item.name}")
     return keys
 
 
 def type_name(kind: Any) -> str:
+    if _is_dataclass_type(kind):
+        return "section"
     origin = get_origin(kind)
     if origin is Literal:
         return "|".join(str(arg) for arg in get_args(kind))
@@ -248,6 +260,9 @@ def _coerce(kind: Any, value: Any, key: str, layers: Layers) -> Any:
         options = get_args(kind)
         if value is None and type(None) in options:
             return None
+        section = _section(kind)
+        if section is not None and isinstance(value, Mapping):  # the section's own message, not "expected ..."
+            return _build(section, value, key + ".", layers)
         for option_kind in options:
             if option_kind is type(None):
                 continue
@@ -325,8 +340,8 @@ def _resolve_paths(schema: Any, data: Mapping, base_dir: Path, origin: str, pref
     resolved = {}
     for key, value in data.items():
         item = fields.get(key)
-        if item is not None and _is_dataclass_type(hints[key]) and isinstance(value, Mapping):
-            value = _resolve_paths(hints[key], value, base_dir, origin, f"{prefix}{key}.")
+        if item is not None and _section(hints[key]) is not None and isinstance(value, Mapping):
+            value = _resolve_paths(_section(hints[key]), value, base_dir, origin, f"{prefix}{key}.")
         elif item is not None and item.metadata.get("path") and isinstance(value, str) and value and "://" not in value:
             value = str((base_dir / Path(value).expanduser()).resolve())
         resolved[key] = value
@@ -341,6 +356,17 @@ def _nest(dotted: str, value: Any) -> dict[str, Any]:
 
 def _is_dataclass_type(kind: Any) -> bool:
     return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def _section(kind: Any) -> type | None:
+    """The dataclass of a section, optional (``Section | None``) or not; None for any other type."""
+    if _is_dataclass_type(kind):
+        return kind
+    if get_origin(kind) in (Union, types.UnionType):
+        sections = [arg for arg in get_args(kind) if _is_dataclass_type(arg)]
+        if len(sections) == 1 and set(get_args(kind)) == {sections[0], type(None)}:
+            return sections[0]
+    return None
 
 
 __all__ = [

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from entitynet.config import Config, load_config, preset_names, preset_path
-from entitynet.typed_config import ConfigError, describe
+from entitynet.typed_config import ConfigError, Layers, describe, identity, option, require, runtime_keys
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -172,3 +173,47 @@ def test_a_trainer_value_names_where_it_came_from(tmp_path):
 def test_the_old_spelling_of_the_trainer_is_refused_with_the_new_one(old):
     with pytest.raises(ConfigError, match=r"train\.(config|set): .* train\.preset .* --set train\.optimizer\.learning_rate="):
         load_config("demo", assignments=[old])
+
+
+@dataclass
+class Inner:
+    size: int = option(4, "a size")
+    folder: str = option("", "a folder", path=True)
+    threads: int = option(1, "threads", runtime=True)
+
+    def __post_init__(self) -> None:
+        require(self.size >= 1, "size", "must be at least 1")
+
+
+@dataclass
+class Outer:
+    name: str = option("x", "a name")
+    inner: Inner | None = option(None, "an optional section")
+
+
+def test_an_optional_section_is_off_until_a_key_sets_it_and_keeps_its_own_messages(tmp_path):
+    """``section: Section | None = option(None)``, as the trainer's model.lora: off by default, on
+    with its defaults as soon as one of its keys is set, off again with null; a bad value inside it
+    gets the section's own message (not "expected section or null"); --help lists it and its keys."""
+    def build(*pairs: str, text: str | None = None) -> Outer:
+        layers = Layers(Outer)
+        if text is not None:
+            layers.add_file(Path(write(tmp_path, text)))
+        layers.add_assignments(list(pairs))
+        return layers.build()
+
+    assert build().inner is None
+    assert build("inner.size=8").inner == Inner(size=8)
+    assert build("inner.size=8", "inner=null").inner is None
+    assert build("inner.threads=2", text="inner: null\n").inner == Inner(threads=2)
+    assert build(text="inner:\n  folder: data\n").inner.folder == str(tmp_path / "data")  # paths: as in any section
+    with pytest.raises(ConfigError, match=r"^--set: inner.size: must be at least 1$"):
+        build("inner.size=0")
+    with pytest.raises(ConfigError, match=r"inner.sise.*did you mean 'inner.size'"):
+        build("inner.sise=2")
+    with pytest.raises(ConfigError, match=r"inner: expected section or null, got 3"):
+        build("inner=3")
+    assert runtime_keys(Outer) == {"inner.threads"}
+    assert identity(build()) == {"name": "x", "inner": None}
+    assert identity(build("inner.size=2")) == {"name": "x", "inner": {"size": 2, "folder": ""}}
+    assert [key for key, *_ in describe(Outer)] == ["name", "inner", "inner.size", "inner.folder", "inner.threads"]
