@@ -51,6 +51,7 @@ DECONTAMINATION = "decontamination.csv"  # in DATASET: evaluation image -> the s
 EXPORT = "export"
 # train: the trainer's output_dir is RUN itself, so the trainer's OUTPUT/ names are these (training/train.py uses them)
 MODEL = "model"
+ADAPTER = "adapter"  # train with model.lora.save_adapter: the LoRA adapter alone (PEFT format)
 CHECKPOINTS = "checkpoints"
 TRAIN_LOGS = "logs"
 TOKENIZER = "tokenizer"  # train: a BPE trained on the dataset (models from scratch without model.tokenizer)

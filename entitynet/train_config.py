@@ -14,9 +14,43 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from entitynet.extras import installed, needs
 from entitynet.typed_config import ConfigError, Layers, option, require
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
+
+
+# The layers of transformers' CLIPModel that LoRA can adapt, by module name (the last part of their
+# dotted path; both towers use the same names): attention projections, MLP, the two output
+# projections, the patch convolution and the embeddings. Checked with the configuration so that a
+# typo is named before any model loads; the loaded model is checked again (training/lora.py).
+LORA_LAYERS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "visual_projection", "text_projection",
+               "patch_embedding", "token_embedding", "position_embedding")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (PEFT) on a pretrained model: its weights stay frozen, low-rank updates of the
+    ``targets`` train, and OUTPUT/model is the model with the updates merged in."""
+
+    rank: int = option(16, "rank of each adapter's update (r)")
+    alpha: float = option(32.0, "scale of the update: alpha / rank (PEFT's lora_alpha)")
+    targets: list[str] = option(
+        ["q_proj", "k_proj", "v_proj", "out_proj"],
+        f"layers adapted in both towers, by module name ({', '.join(LORA_LAYERS)}) or a dotted path ending in one "
+        "(vision_model.encoder.layers.11.self_attn.q_proj)")
+    dropout: float = option(0.0, "dropout on the adapters' input (PEFT's lora_dropout)")
+    save_adapter: bool = option(False, "also save the adapter alone in OUTPUT/adapter (PEFT's save_pretrained), "
+                                "loadable onto the base model with PeftModel.from_pretrained")
+
+    def __post_init__(self) -> None:
+        require(self.rank >= 1, "rank", "must be at least 1")
+        require(self.alpha > 0, "alpha", "must be positive")
+        require(bool(self.targets), "targets", "name at least one layer, e.g. [q_proj, v_proj]")
+        unknown = [name for name in self.targets if name.rpartition(".")[2] not in LORA_LAYERS]
+        require(not unknown, "targets", f"{', '.join(unknown)}: not a layer of CLIPModel that LoRA adapts; "
+                f"choose from {', '.join(LORA_LAYERS)}")
+        require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
 
 
 @dataclass
@@ -38,6 +72,9 @@ class ModelConfig:
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, ~30% slower",
                                           runtime=True)
     compile: bool = option(False, "torch.compile the model (through Accelerate's dynamo plugin)", runtime=True)
+    lora: LoraConfig | None = option(
+        None, "finetune with LoRA adapters instead of every weight (needs model.init_from and the lora extra); "
+        "on as soon as one of its keys is set (--set model.lora.rank=16), off with null")
 
     def __post_init__(self) -> None:
         require(256 + 4 <= self.vocab_size <= 1_000_000, "vocab_size", "must be between 260 and 1,000,000")
@@ -49,6 +86,10 @@ class ModelConfig:
         missing = _missing_tokenizer_files(Path(self.init_from)) if local else []
         require(not missing, "init_from", f"{self.init_from} has no tokenizer, missing {', '.join(missing)}; "
                 "copy the tokenizer the model was trained with into it")
+        if self.lora is not None:
+            require(self.init_from is not None, "lora", "LoRA adapts a pretrained model: set model.init_from (a "
+                    "CLIPModel id or folder); from scratch every weight must train (leave model.lora unset)")
+            require(installed("peft"), "lora", needs("lora", "peft"))
 
 
 @dataclass
@@ -279,7 +320,7 @@ def _missing_tokenizer_files(folder: Path) -> list[str]:
 
 
 __all__ = [
-    "TRACKERS", "ZeroShotSample", "AttributeTextConfig", "AugmentConfig", "EvalConfig", "ModelConfig", "NounTextConfig",
+    "LORA_LAYERS", "TRACKERS", "ZeroShotSample", "AttributeTextConfig", "LoraConfig", "AugmentConfig", "EvalConfig", "ModelConfig", "NounTextConfig",
     "OptimizerConfig", "RunTrainConfig", "TextConfig", "TrainConfig", "load_train_config", "preset_file",
     "run_train_config", "shipped",
 ]

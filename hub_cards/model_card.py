@@ -89,8 +89,10 @@ def record_id(folder: Path, repo_id: str, pushed: bool) -> None:
         before.get("pushed", False) and before.get("repo_id") == repo_id), "names": names}) + "\n")
 
 
-def write_model_card(folder: Path, config: Any, metrics: dict[str, float], history: list[dict[str, float]]) -> None:
-    """The trainer's card: the training, and its final evaluation on ``eval.split`` as the first result."""
+def write_model_card(folder: Path, config: Any, metrics: dict[str, float], history: list[dict[str, float]],
+                     lora: dict[str, Any] | None = None) -> None:
+    """The trainer's card: the training, and its final evaluation on ``eval.split`` as the first
+    result; ``lora``: finetuned with LoRA (training/lora.py's summary), merged into the weights."""
     from huggingface_hub import ModelCard, ModelCardData
 
     dataset = config.dataset
@@ -113,8 +115,10 @@ def write_model_card(folder: Path, config: Any, metrics: dict[str, float], histo
     card = ModelCard.from_template(
         card_data, template_path=str(template), model_name=model_name, repo_id=config.repo_id, dataset=shown,
         dataset_id=identity, dataset_on_hub=linked, dataset_config=config.dataset_config, synthetic=synthetic,
-        architecture=config.model.preset if not config.model.init_from else f"finetuned from {config.model.init_from}",
+        architecture=config.model.preset if not config.model.init_from else
+        f"finetuned from {config.model.init_from}{' with LoRA' if lora else ''}",
         start="from scratch" if not config.model.init_from else f"finetuned from `{config.model.init_from}`",
+        lora=lora, lora_adapter=bool(lora) and bool(getattr(config.model.lora, "save_adapter", False)),
         steps=config.max_steps, batch_size=config.batch_size, accumulation_steps=config.accumulation_steps,
         optimizer=config.optimizer, text=config.text, augment=config.augment,
         context_length=config.model.context_length,

@@ -64,8 +64,8 @@ def make(config: Config, context: Context) -> dict[str, Any]:
 
 def discard(config: Config, run_dir: RunDir) -> None:
     """--force trains from scratch: the checkpoints (the trainer would resume from them, or refuse
-    those of another experiment), the metrics log and the trained tokenizer go."""
-    for folder in (layout.CHECKPOINTS, layout.TRAIN_LOGS, layout.TOKENIZER):
+    those of another experiment), the metrics log, the trained tokenizer and a LoRA adapter go."""
+    for folder in (layout.CHECKPOINTS, layout.TRAIN_LOGS, layout.TOKENIZER, layout.ADAPTER):
         shutil.rmtree(run_dir.path(folder), ignore_errors=True)
 
 

@@ -85,6 +85,7 @@ def contrastive_step(model: Any, group: Sequence[Batch], *, loss_fn: ClipLoss, l
         parameters["lr"] = lr
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    if logit_scale.requires_grad:  # a frozen temperature (LoRA) stays the base model's, exactly
+        with torch.no_grad():
+            logit_scale.clamp_(0, MAX_LOGIT_SCALE)
     return loss, float(grad_norm)

@@ -71,7 +71,9 @@ STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.jsonl"
 # keys a resumed run may change: how it runs (the schema's runtime keys), how long, what is
 # evaluated and where results go; anything else would continue a different experiment from these weights
-RESUMABLE_CHANGES = (*sorted(runtime_keys(TrainConfig)), "max_steps", "eval", "repo_id", "output_dir")
+# (model.lora.save_adapter only adds OUTPUT/adapter at the end)
+RESUMABLE_CHANGES = (*sorted(runtime_keys(TrainConfig)), "max_steps", "eval", "repo_id", "output_dir",
+                     "model.lora.save_adapter")
 # the keys of the experiment that may name a local folder: recorded ``located``, not as spelled
 LOCATED = ("dataset", "model.init_from", "model.tokenizer")
 
@@ -290,7 +292,8 @@ def tokenizer_to_make(folder: Path, wanted: dict[str, Any], checkpoint: Path | N
 
 def build_model(config: TrainConfig, accelerator: Accelerator, source: Source,
                 rows: datasets.Dataset | None) -> tuple[Any, Any, Any, int]:
-    """(model, tokenizer, image processor, context length)."""
+    """(model, tokenizer, image processor, context length); with ``model.lora``, the pretrained
+    model wrapped with its adapters (a PeftModel: only they train)."""
     if config.model.init_from:
         model, tokenizer, processor = load_pretrained(config.model.init_from)
         try:  # a local folder's files were checked with the configuration; a Hub repo's only now
@@ -307,6 +310,11 @@ def build_model(config: TrainConfig, accelerator: Accelerator, source: Source,
     tokenizer.model_max_length = context_length
     if config.model.gradient_checkpointing:
         enable_checkpointing(model)
+    if config.model.lora is not None:  # before the optimizer, which takes the trainable parameters only
+        from entitynet.training import lora
+
+        set_seed(config.seed)  # the same initial adapters on every process and every resume
+        model = lora.wrap(model, config.model.lora, str(config.model.init_from))
     return model, tokenizer, processor, context_length
 
 
@@ -398,6 +406,7 @@ class Training:
     metrics_log: MetricsLog | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     evaluated: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)
+    lora: dict[str, Any] | None = None  # model.lora: its settings and parameter counts (lora.summary), for the card
 
     def log(self, record: dict[str, Any], replace_step: bool = False) -> None:
         """A record into OUTPUT/logs/metrics.jsonl and Accelerate's trackers."""
@@ -446,10 +455,16 @@ def setup(config: TrainConfig) -> tuple[Training, Path | None, dict[str, Any] | 
                        "rises, the run ends at %.0f%% of the peak rate and never decays; lower warmup_steps or raise "
                        "max_steps", config.max_steps, config.optimizer.warmup_steps,
                        100 * schedule.factor(config.max_steps - 1))
-    training = Training(config=config, accelerator=accelerator, model=model, unwrapped=accelerator.unwrap_model(model),
+    unwrapped = accelerator.unwrap_model(model)
+    training = Training(config=config, accelerator=accelerator, model=model, unwrapped=unwrapped,
                         tokenizer=tokenizer, processor=processor, mean=mean, std=std, optimizer=optimizer, data=data,
                         loss_fn=ClipLoss(accelerator.process_index, accelerator.num_processes),
                         plan=data_plan(config, accelerator.num_processes, streaming), schedule=schedule)
+    if config.model.lora is not None:
+        from entitynet.training import lora
+
+        training.lora = lora.summary(unwrapped, config.model.lora)
+        logger.info("LoRA: %s", lora.describe(training.lora))
     return training, checkpoint, recorded
 
 
@@ -566,6 +581,8 @@ def eval_hook(training: Training, record: dict[str, Any]) -> dict[str, Any]:
     if not (config.eval.every and step % config.eval.every == 0):
         return record
     split = config.eval.periodic_split
+    if training.lora is not None and step == config.max_steps and split == config.eval.split:
+        return record  # conclude evaluates this split on the merged model, the one it saves
     results = run_eval(training.accelerator, training.unwrapped, training.tokenizer, training.processor, config,
                        step, split)
     training.evaluated[(step, split)] = results
@@ -587,18 +604,33 @@ def conclude(training: Training) -> dict[str, Any]:
     """The final evaluation on ``eval.split`` (unless this step just had it), the last log line,
     OUTPUT/model with its card (main process), the trackers closed; ``train``'s result."""
     config, accelerator, step = training.config, training.accelerator, training.state["step"]
+    if config.model.lora is not None:  # the final evaluation and OUTPUT/model are of the merged model
+        training.unwrapped = merge_lora(training)
     metrics = training.evaluated.get((step, config.eval.split)) or run_eval(
         accelerator, training.unwrapped, training.tokenizer, training.processor, config, step, config.eval.split)
     final = {"step": step, **training.last_record, **{f"{config.eval.split}/{k}": v for k, v in metrics.items()}}
     training.log(final, replace_step=True)  # a rerun after a kill here must not log the last step twice
     if accelerator.is_main_process:
         finish(Path(config.output_dir) / layout.MODEL, training.unwrapped, training.tokenizer, training.processor,
-               config, metrics, training.history)
+               config, metrics, training.history, lora=training.lora)
     accelerator.wait_for_everyone()
     for tracker in accelerator.trackers:  # not end_training(): the process group outlives train() (`entitynet run` evaluates next)
         tracker.finish()
     return {"step": step, "metrics": metrics, "history": training.history, "main": accelerator.is_main_process,
             "processes": accelerator.num_processes}
+
+
+def merge_lora(training: Training) -> Any:
+    """After the last checkpoint: OUTPUT/adapter first if asked for (main process; the adapter
+    exists only until the merge), then the adapters merged into the weights on every process
+    (each evaluates its share of the final split with the merged model). Returns the plain CLIPModel."""
+    from entitynet.training import lora
+
+    assert training.config.model.lora is not None
+    if training.config.model.lora.save_adapter and training.accelerator.is_main_process:
+        lora.save_adapter(training.unwrapped, Path(training.config.output_dir) / layout.ADAPTER)
+    training.accelerator.wait_for_everyone()
+    return lora.merged(training.unwrapped)
 
 
 def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any], keep: int) -> None:
@@ -638,7 +670,7 @@ def run_eval(accelerator: Accelerator, model: Any, tokenizer: Any, processor: An
 
 
 def finish(folder: Path, model: Any, tokenizer: Any, processor: Any, config: TrainConfig,
-           metrics: dict[str, float], history: list[dict[str, float]]) -> None:
+           metrics: dict[str, float], history: list[dict[str, float]], lora: dict[str, Any] | None = None) -> None:
     from entitynet.hub_cards.model_card import write_model_card
 
     partial = folder.with_name(f".{folder.name}.partial")
@@ -646,7 +678,7 @@ def finish(folder: Path, model: Any, tokenizer: Any, processor: Any, config: Tra
     save(partial, model, tokenizer, processor)
     (partial / "eval_results.json").write_text(json.dumps({"split": config.eval.split, **metrics}, indent=2) + "\n")
     (partial / "training_config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
-    write_model_card(partial, config, metrics, history)
+    write_model_card(partial, config, metrics, history, lora=lora)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     logger.info("model saved to %s", folder)
