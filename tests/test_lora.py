@@ -163,6 +163,27 @@ def test_periodic_evaluation_runs_on_the_adapted_model(hub_layout, base, tmp_pat
     assert "test/acc1" in lines[0] and lines[1]["test/acc1"] == result["metrics"]["acc1"]
 
 
+@pytest.mark.slow
+def test_two_processes_train_the_adapters_of_one(hub_layout, base, tmp_path):  # noqa: F811
+    """DDP over the PeftModel, 2 processes x 2 against 1 x 4: the same merged weights (the loss
+    gathers the features with their gradients; the frozen weights are no part of the reducer)."""
+    import subprocess
+
+    common = [f"model.init_from={base}", "model.lora.rank=4", "max_steps=2", "checkpoint_every=2", "log_every=1",
+              "num_workers=0", "streaming=false", "optimizer.warmup_steps=1", "optimizer.learning_rate=0.01",
+              "eval.max_images=12"]
+    cases = Path(__file__).with_name("distributed_cases.py")
+    done = subprocess.run([sys.executable, str(cases), "train", str(hub_layout), str(tmp_path / "two"), "batch_size=2",
+                           *common], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    trainer.train(load_train_config("tiny", [f"dataset={hub_layout}", f"output_dir={tmp_path / 'one'}", "batch_size=4",
+                                             *common]))
+    one, two = weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model")
+    assert one.keys() == two.keys() and not any("lora" in name for name in two)
+    for name in one:
+        assert (one[name] - two[name]).abs().max().item() < 1e-5, name
+
+
 def refusal(tmp_path: Path, *pairs: str) -> str:
     with pytest.raises(ConfigError) as caught:
         load_train_config("tiny", ["dataset=x", f"output_dir={tmp_path}", *pairs])
