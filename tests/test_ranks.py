@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from entitynet.dataset.lineage import lineage
+from entitynet.build.lineage import lineage
 from entitynet.records import Ancestor, Entity
 
 # 6 species in 3 genera in 2 families, one order; ids are the taxa
