@@ -247,3 +247,23 @@ def test_two_real_processes_draw_each_share_of_every_global_batch(hub_layout, re
             assert prefix_counts(first + second) == {"img": 10, "rep": 4, "tar": 2}
         main = [i for batches in ranks for batch in batches for i in batch if i.startswith("img")]
         assert len(main) == len(set(main)) == 120
+
+
+@pytest.mark.slow
+def test_two_real_processes_resume_a_mixed_run_exactly(hub_layout, replay_layout, tar_replay, tmp_path):  # noqa: F811
+    """Stopped after the step-3 checkpoint and resumed, on two processes: the weights of an
+    uninterrupted two-process run (each replay crosses its epoch on both processes after the stop)."""
+    mix = f"[{{dataset: {replay_layout}, weight: 0.25}}, {{dataset: {tar_replay}, weight: 0.125}}]"
+    steps = ["batch_size=8", "max_steps=5", "checkpoint_every=3", "log_every=1", "num_workers=2", "shuffle_buffer=16",
+             f"mix={mix}"]
+
+    def two_processes(case: str, *args: object) -> None:
+        done = subprocess.run([sys.executable, str(CASES), case, *map(str, args)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+    two_processes("train", hub_layout, tmp_path / "straight", *steps)
+    two_processes("stopped", 3, hub_layout, tmp_path / "resumed", *steps)
+    assert not (tmp_path / "resumed" / "model").exists()
+    two_processes("train", hub_layout, tmp_path / "resumed", *steps)
+    assert same_weights(tmp_path / "straight", tmp_path / "resumed")
