@@ -53,6 +53,7 @@ EXPORT = "export"
 MODEL = "model"
 CHECKPOINTS = "checkpoints"
 TRAIN_LOGS = "logs"
+WISE_FT = "wise-ft"  # train with wise_ft.alphas: alpha-<a>/ per alpha, wise_ft.json, scores.csv/json/png
 TOKENIZER = "tokenizer"  # train: a BPE trained on the dataset (models from scratch without model.tokenizer)
 TOKENIZER_RECORD = "entitynet_tokenizer.json"  # in TOKENIZER: what it was made from; another run refuses or remakes it
 EVAL = "eval"

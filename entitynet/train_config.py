@@ -8,6 +8,7 @@ run fills in, plus ``enabled`` and ``preset``); ``entitynet.training.config`` na
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -150,6 +151,22 @@ class EvalConfig(ZeroShotSample):
 
 
 @dataclass
+class WiseFTConfig:
+    """WiSE-FT at the end of a finetune (``entitynet wise-ft``'s interpolation, done by the trainer):
+    per alpha, (1 - alpha) * model.init_from + alpha * the finetuned model, in OUTPUT/wise-ft/alpha-<a>."""
+
+    alphas: list[float] = option(
+        [], "weights of the finetuned model in [0, 1], as `entitynet wise-ft --alphas`; each interpolation is saved "
+        "in OUTPUT/wise-ft/alpha-<a> and evaluated on eval.split (OUTPUT/wise-ft/scores.json). Empty: off")
+
+    def __post_init__(self) -> None:
+        for alpha in self.alphas:
+            require(0.0 <= alpha <= 1.0 and not math.isnan(alpha), "alphas",
+                    f"{alpha} is outside [0, 1] (0 is the model finetuned from, 1 the finetuned one)")
+        require(len(set(self.alphas)) == len(self.alphas), "alphas", "an alpha is given twice")
+
+
+@dataclass
 class TrainConfig:
     # dataset and output_dir are relative to the working directory, also in a YAML file: a
     # shipped config must not point into site-packages
@@ -161,6 +178,7 @@ class TrainConfig:
     augment: AugmentConfig = option(AugmentConfig, "training image augmentation (evaluation: resize + centre crop)")
     optimizer: OptimizerConfig = option(OptimizerConfig, "AdamW and the learning-rate schedule")
     eval: EvalConfig = option(EvalConfig, "zero-shot evaluation")
+    wise_ft: WiseFTConfig = option(WiseFTConfig, "WiSE-FT at the end of a finetune (needs model.init_from)")
     streaming: bool | None = option(
         None, "read the dataset where it lies, shard by shard, instead of converting it into an Arrow copy first; "
         "unset: on for Hub ids, webdataset tars and local datasets over 2 GiB, off for smaller local ones")
@@ -201,6 +219,10 @@ class TrainConfig:
         unknown = [name for name in self.report_to if name not in TRACKERS]
         require(not unknown, "report_to", f"unknown tracker {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
         require(re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id) is not None, "repo_id", "must look like ORG/NAME")
+        # WiSE-FT averages the model a finetune started from with its result: from scratch there is none
+        require(not self.wise_ft.alphas or self.model.init_from is not None, "wise_ft.alphas",
+                "WiSE-FT interpolates the model a finetune starts from (model.init_from) with the finetuned one; "
+                "this run trains from scratch: set model.init_from, or leave wise_ft.alphas empty")
         require(self.dataset_id is None or re.fullmatch(r"[\w.-]+/[\w.-]+", self.dataset_id) is not None, "dataset_id",
                 "must look like ORG/NAME")
 
@@ -280,6 +302,6 @@ def _missing_tokenizer_files(folder: Path) -> list[str]:
 
 __all__ = [
     "TRACKERS", "ZeroShotSample", "AttributeTextConfig", "AugmentConfig", "EvalConfig", "ModelConfig", "NounTextConfig",
-    "OptimizerConfig", "RunTrainConfig", "TextConfig", "TrainConfig", "load_train_config", "preset_file",
+    "OptimizerConfig", "RunTrainConfig", "TextConfig", "TrainConfig", "WiseFTConfig", "load_train_config", "preset_file",
     "run_train_config", "shipped",
 ]

@@ -71,7 +71,7 @@ STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.jsonl"
 # keys a resumed run may change: how it runs (the schema's runtime keys), how long, what is
 # evaluated and where results go; anything else would continue a different experiment from these weights
-RESUMABLE_CHANGES = (*sorted(runtime_keys(TrainConfig)), "max_steps", "eval", "repo_id", "output_dir")
+RESUMABLE_CHANGES = (*sorted(runtime_keys(TrainConfig)), "max_steps", "eval", "wise_ft", "repo_id", "output_dir")
 # the keys of the experiment that may name a local folder: recorded ``located``, not as spelled
 LOCATED = ("dataset", "model.init_from", "model.tokenizer")
 
@@ -422,6 +422,7 @@ def setup(config: TrainConfig) -> tuple[Training, Path | None, dict[str, Any] | 
     """Everything before the first step, and the checkpoint to resume from with its recorded state
     (its experiment already checked, before the tokenizer or the model is made)."""
     accelerator = make_accelerator(config)
+    refuse_wise_ft_out(config)
     set_seed(config.seed)
     try:
         source = resolve(config.dataset, config.dataset_config, "train")
@@ -595,10 +596,64 @@ def conclude(training: Training) -> dict[str, Any]:
         finish(Path(config.output_dir) / layout.MODEL, training.unwrapped, training.tokenizer, training.processor,
                config, metrics, training.history)
     accelerator.wait_for_everyone()
+    wise_ft = wise_ft_at_end(training)
     for tracker in accelerator.trackers:  # not end_training(): the process group outlives train() (`entitynet run` evaluates next)
         tracker.finish()
     return {"step": step, "metrics": metrics, "history": training.history, "main": accelerator.is_main_process,
-            "processes": accelerator.num_processes}
+            "processes": accelerator.num_processes, "wise_ft": wise_ft}
+
+
+def wise_ft_at_end(training: Training) -> dict[float, dict[str, Any]]:
+    """``wise_ft.alphas``: the main process writes OUTPUT/wise-ft/alpha-<a>, (1 - a) * model.init_from
+    + a * OUTPUT/model, with ``entitynet wise-ft``'s code (one CLIPModel folder each, with the
+    finetune's tokenizer and processor); then every process evaluates each on ``eval.split`` as the
+    final evaluation did, and OUTPUT/wise-ft/scores.csv, scores.json (and scores.png) put them side
+    by side, the command's table with one task, the split. Returns {alpha: metrics}.
+
+    Without alphas, a wise-ft folder of an earlier run goes: it interpolated a model replaced now."""
+    from entitynet.training import wise_ft, wise_ft_scores
+    from entitynet.training.evaluation.models import load_model
+
+    config, accelerator, step = training.config, training.accelerator, training.state["step"]
+    output = Path(config.output_dir)
+    out, split = output / layout.WISE_FT, config.eval.split
+    if not config.wise_ft.alphas:
+        if accelerator.is_main_process and (out / wise_ft.MANIFEST).is_file():
+            logger.warning("%s interpolated an earlier model; removed (wise_ft.alphas is empty)", out)
+            shutil.rmtree(out)
+        accelerator.wait_for_everyone()
+        return {}
+    assert config.model.init_from is not None  # the configuration refuses alphas without it
+    if accelerator.is_main_process:
+        wise_ft.write_ensembles(config.model.init_from, str(output / layout.MODEL), config.wise_ft.alphas, out,
+                                force=True, finetuned_context=True)
+    accelerator.wait_for_everyone()
+    rows = eval_rows(config, split)
+    results: dict[float, dict[str, Any]] = {}
+    for alpha in config.wise_ft.alphas if rows else ():
+        clip = load_model(str(out / wise_ft.folder_name(alpha)))
+        clip.model.to(accelerator.device)
+        results[alpha] = run_eval(accelerator, clip.model, clip.tokenizer, clip.processor, config, step, split,
+                                  rows=rows, label=f"wise-ft {wise_ft.folder_name(alpha)}")
+        del clip
+    if accelerator.is_main_process and rows:
+        table = wise_ft_scores.table({alpha: [{"task_name": split, "metrics": metrics}]
+                                      for alpha, metrics in results.items()})
+        wise_ft_scores.write(table, out)
+    accelerator.wait_for_everyone()
+    return results
+
+
+def refuse_wise_ft_out(config: TrainConfig) -> None:
+    """Before training: OUTPUT/wise-ft, when there, must be the trainer's own (replaced at the end)."""
+    if not config.wise_ft.alphas:
+        return
+    from entitynet.training.wise_ft import WiseFTError, refuse_out
+
+    try:
+        refuse_out(Path(config.output_dir) / layout.WISE_FT, True, ())
+    except WiseFTError as error:
+        raise ConfigError(f"wise_ft.alphas: {error}") from None
 
 
 def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any], keep: int) -> None:
@@ -622,17 +677,18 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any
 
 
 def run_eval(accelerator: Accelerator, model: Any, tokenizer: Any, processor: Any, config: TrainConfig,
-             step: int, split: str) -> dict[str, Any]:
+             step: int, split: str, rows: list[dict[str, Any]] | None = None, label: str = "") -> dict[str, Any]:
     """Zero-shot classification among the split's entities (``eval.template`` names them) and
     retrieval over its alt texts, with entitynet eval's code and metric names; every process
-    embeds its share of the images."""
-    rows = eval_rows(config, split)
+    embeds its share of the images. ``rows``: the split's sample when already read (``eval_rows``);
+    ``label`` names the model in the log line (a WiSE-FT ensemble)."""
+    rows = rows if rows is not None else eval_rows(config, split)
     if not rows:
         return {}
     metrics = evaluate_built_dataset(model, tokenizer, processor, rows, templates=("{c}",),
                                      name_format=config.eval.template, accelerator=accelerator)
     if accelerator.is_main_process:
-        logger.info("step %d  %s: %s", step, split, "  ".join(
+        logger.info("step %d  %s%s: %s", step, f"{label} " if label else "", split, "  ".join(
             f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in metrics.items()))
     return metrics
 
