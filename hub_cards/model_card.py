@@ -22,8 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from entitynet.build.lineage import RANK_METRICS
 from entitynet.builders.entitynet import CITATION
-from entitynet.dataset.lineage import RANK_METRICS
 from entitynet.rundir import package_versions, write_text_atomic
 
 logger = logging.getLogger(__name__)
