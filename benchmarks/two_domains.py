@@ -23,7 +23,8 @@ top-1 among the split's entities, ``eval.template`` naming them). Chance is 1 / 
     python benchmarks/two_domains.py --demo RUN --seeds 0 1 --out /tmp/two-domains
 
 ``tests/test_two_domains.py`` runs ``experiment`` for 2 seeds and asserts the margins below,
-which were chosen from the spread over 6 seeds recorded in benchmarks/README.md.
+which were chosen from the spread over 8 seeds recorded in benchmarks/README.md. Run it with
+OMP_NUM_THREADS=1 on a busy machine: two threads per process on 2 shared cores were 20x slower.
 """
 
 from __future__ import annotations
@@ -60,13 +61,13 @@ not photographs.
 CAPTIONS = ("Photo of a {}", "A {} up close", "{} in natural light", "Picture of a {}, side view",
             "A {} against a plain background", "{} seen from above", "{} outdoors", "Detail of a {}")
 ARMS = ("pretrained on A", "finetune on B", "WiSE-FT 0.5", "replay of A")
-# what each claim compares, and the smallest difference (accuracy points) every seed must show; chosen from
-# the spread over 6 seeds (benchmarks/README.md): about half the smallest difference measured
+# what each claim compares, and the smallest difference (top-1, as a fraction) every seed must show: about half
+# the smallest difference over seeds 0-7 (benchmarks/README.md), so a seed that is not measured passes too
 MARGINS = {
-    "finetune on B forgets A (pretrained A - finetune A)": 0.15,
-    "WiSE-FT keeps A (WiSE-FT A - finetune A)": 0.10,
-    "WiSE-FT learns B (WiSE-FT B - pretrained B)": 0.15,
-    "replay keeps A (replay A - finetune A)": 0.10,
+    "finetune on B forgets A (pretrained A - finetune A)": 0.05,  # seeds 0-7: min 0.106, mean 0.282
+    "WiSE-FT keeps A (WiSE-FT A - finetune A)": 0.06,  # min 0.125, mean 0.205
+    "WiSE-FT learns B (WiSE-FT B - pretrained B)": 0.15,  # min 0.287, mean 0.372
+    "replay keeps A (replay A - finetune A)": 0.06,
     "replay learns B (replay B - pretrained B)": 0.15,
 }
 
@@ -83,7 +84,7 @@ class Settings:
     finetune_steps: int = 60
     batch_size: int = 16
     pretrain_learning_rate: float = 1e-3
-    finetune_learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1.5e-3
     replay_weight: float = 0.5  # A's share of every replay batch
 
 
@@ -219,7 +220,11 @@ def run_seed(a: Path, b: Path, out: Path, seed: int, settings: Settings) -> dict
 def experiment(demo_dataset: Path, out: Path, seeds: Sequence[int], settings: Settings) -> dict[int, dict[str, dict[str, float]]]:
     """Every seed's scores; the domains are written once into ``out``, each seed's models beside them."""
     a, b = write_domains(demo_dataset, out, settings)
-    return {seed: run_seed(a, b, out / f"seed-{seed}", seed, settings) for seed in seeds}
+    results = {}
+    for seed in seeds:
+        results[seed] = run_seed(a, b, out / f"seed-{seed}", seed, settings)
+        logger.info("seed %d: %s", seed, json.dumps(results[seed]))
+    return results
 
 
 def differences(scores: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -256,13 +261,14 @@ def report(results: dict[int, dict[str, dict[str, float]]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     parser.add_argument("--demo", type=Path, help="a finished demo run (default: made under --out)")
     parser.add_argument("--out", type=Path, help="where the domains and models go (default: a temporary folder)")
     for item in fields(Settings):
         parser.add_argument(f"--{item.name.replace('_', '-')}", type=type(item.default), default=item.default)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)  # each seed's scores as it ends; the trainer's lines stay out
     settings = Settings(**{item.name: getattr(args, item.name) for item in fields(Settings)})
     out = args.out or Path(tempfile.mkdtemp(prefix="two-domains-"))
     out.mkdir(parents=True, exist_ok=True)
