@@ -61,14 +61,14 @@ not photographs.
 CAPTIONS = ("Photo of a {}", "A {} up close", "{} in natural light", "Picture of a {}, side view",
             "A {} against a plain background", "{} seen from above", "{} outdoors", "Detail of a {}")
 ARMS = ("pretrained on A", "finetune on B", "WiSE-FT 0.5", "replay of A")
-# what each claim compares, and the smallest difference (top-1, as a fraction) every seed must show: about half
-# the smallest difference over seeds 0-7 (benchmarks/README.md), so a seed that is not measured passes too
+# what each claim compares, and the smallest difference (top-1, as a fraction) every seed must show: half the
+# smallest difference over seeds 0-7 (benchmarks/README.md), rounded down, so seeds not measured pass too
 MARGINS = {
     "finetune on B forgets A (pretrained A - finetune A)": 0.05,  # seeds 0-7: min 0.106, mean 0.282
     "WiSE-FT keeps A (WiSE-FT A - finetune A)": 0.06,  # min 0.125, mean 0.205
-    "WiSE-FT learns B (WiSE-FT B - pretrained B)": 0.15,  # min 0.287, mean 0.372
-    "replay keeps A (replay A - finetune A)": 0.06,
-    "replay learns B (replay B - pretrained B)": 0.15,
+    "WiSE-FT learns B (WiSE-FT B - pretrained B)": 0.14,  # min 0.287, mean 0.372
+    "replay keeps A (replay A - finetune A)": 0.05,  # min 0.100, mean 0.306 (with the mix branch's train.mix)
+    "replay learns B (replay B - pretrained B)": 0.13,  # min 0.275, mean 0.354
 }
 
 

@@ -2,7 +2,8 @@
 pretrained on domain A (half the demo's entities) and finetuned on domain B (the other half)
 loses A; WiSE-FT at 0.5 (the trainer's ``wise_ft.alphas``) and replay of A (``mix``) each keep
 more of A while gaining on B. Two seeds, the margins of benchmarks/README.md (chosen from the
-spread over more seeds), in-process ``train()`` calls: about 30 s of CPU."""
+spread over more seeds), in-process ``train()`` calls: about 25 s of CPU on one thread, the session's
+demo aside (benchmarks/README.md)."""
 
 from __future__ import annotations
 
