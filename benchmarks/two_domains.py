@@ -67,7 +67,7 @@ MARGINS = {
     "finetune on B forgets A (pretrained A - finetune A)": 0.05,  # seeds 0-7: min 0.106, mean 0.282
     "WiSE-FT keeps A (WiSE-FT A - finetune A)": 0.06,  # min 0.125, mean 0.205
     "WiSE-FT learns B (WiSE-FT B - pretrained B)": 0.14,  # min 0.287, mean 0.372
-    "replay keeps A (replay A - finetune A)": 0.05,  # min 0.100, mean 0.306 (with the mix branch's train.mix)
+    "replay keeps A (replay A - finetune A)": 0.05,  # min 0.100, mean 0.306
     "replay learns B (replay B - pretrained B)": 0.13,  # min 0.275, mean 0.354
 }
 
@@ -182,13 +182,6 @@ def accuracy(model: Path, dataset: Path, seed: int, settings: Settings) -> float
                             "test")["acc1"]
 
 
-def replay_available() -> bool:
-    """Whether this trainer streams replay sources beside its dataset (``train.mix``)."""
-    from entitynet.training.config import TrainConfig
-
-    return any(item.name == "mix" for item in fields(TrainConfig))
-
-
 def run_seed(a: Path, b: Path, out: Path, seed: int, settings: Settings) -> dict[str, dict[str, float]]:
     """{arm: {"A": top-1 on A's test split, "B": on B's}} for one seed."""
     from entitynet.training import train as trainer
@@ -206,14 +199,10 @@ def run_seed(a: Path, b: Path, out: Path, seed: int, settings: Settings) -> dict
                                "B": plain["metrics"]["acc1"]}
     scores["WiSE-FT 0.5"] = {"A": accuracy(out / "finetune" / "wise-ft" / "alpha-0.5", a, seed, settings),
                              "B": plain["wise_ft"][0.5]["acc1"]}
-    if replay_available():  # the same finetune, A streamed beside B in every batch
-        replay = f"mix=[{{dataset: {a}, config: livingthings, weight: {settings.replay_weight}}}]"
-        mixed = trainer.train(trainer_config(b, out / "replay", seed, settings.finetune_steps, settings, *finetune,
-                                             replay))
-        scores["replay of A"] = {"A": accuracy(out / "replay" / "model", a, seed, settings),
-                                 "B": mixed["metrics"]["acc1"]}
-    else:
-        logger.warning("replay of A: not run, this trainer has no `mix` (TODO issue 22: replay lands with it)")
+    # the same finetune with A streamed beside B in every batch
+    replay = f"mix=[{{dataset: {a}, config: livingthings, weight: {settings.replay_weight}}}]"
+    mixed = trainer.train(trainer_config(b, out / "replay", seed, settings.finetune_steps, settings, *finetune, replay))
+    scores["replay of A"] = {"A": accuracy(out / "replay" / "model", a, seed, settings), "B": mixed["metrics"]["acc1"]}
     return scores
 
 
@@ -228,32 +217,26 @@ def experiment(demo_dataset: Path, out: Path, seeds: Sequence[int], settings: Se
 
 
 def differences(scores: dict[str, dict[str, float]]) -> dict[str, float]:
-    """One seed's value of each claim of MARGINS (those whose arms ran)."""
-    pre, fine, wise = scores["pretrained on A"], scores["finetune on B"], scores["WiSE-FT 0.5"]
-    found = {
+    """One seed's value of each claim of MARGINS."""
+    pre, fine, wise, replay = (scores[arm] for arm in ARMS)
+    return {
         "finetune on B forgets A (pretrained A - finetune A)": pre["A"] - fine["A"],
         "WiSE-FT keeps A (WiSE-FT A - finetune A)": wise["A"] - fine["A"],
         "WiSE-FT learns B (WiSE-FT B - pretrained B)": wise["B"] - pre["B"],
+        "replay keeps A (replay A - finetune A)": replay["A"] - fine["A"],
+        "replay learns B (replay B - pretrained B)": replay["B"] - pre["B"],
     }
-    if "replay of A" in scores:
-        replay = scores["replay of A"]
-        found["replay keeps A (replay A - finetune A)"] = replay["A"] - fine["A"]
-        found["replay learns B (replay B - pretrained B)"] = replay["B"] - pre["B"]
-    return found
 
 
 def report(results: dict[int, dict[str, dict[str, float]]]) -> str:
     """A Markdown table of every seed's accuracies, then each claim's smallest difference and margin."""
     lines = ["| seed | arm | A top-1 | B top-1 |", "|---|---|---|---|"]
     for seed, scores in results.items():
-        lines += [f"| {seed} | {arm} | {scores[arm]['A']:.3f} | {scores[arm]['B']:.3f} |" for arm in ARMS if arm in scores]
+        lines += [f"| {seed} | {arm} | {scores[arm]['A']:.3f} | {scores[arm]['B']:.3f} |" for arm in ARMS]
     lines += ["", "| claim | per seed | min | mean | margin asserted |", "|---|---|---|---|---|"]
     per_seed = [differences(scores) for scores in results.values()]
     for claim, margin in MARGINS.items():
-        values = [found[claim] for found in per_seed if claim in found]
-        if not values:
-            lines.append(f"| {claim} | not run (no train.mix on this branch) | | | {margin:.2f} |")
-            continue
+        values = [found[claim] for found in per_seed]
         lines.append(f"| {claim} | {', '.join(f'{v:+.3f}' for v in values)} | {min(values):+.3f} | "
                      f"{sum(values) / len(values):+.3f} | {margin:.2f} |")
     return "\n".join(lines)
@@ -283,8 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps({"settings": asdict(settings), "seeds": args.seeds, "results": results,
                       "seconds": round(time.perf_counter() - started, 1)}))
     print(report(results))
-    if not replay_available():
-        print("\nreplay of A: not run, train.mix is not on this branch (TODO, issue 22)")
     return 0
 
 
