@@ -282,3 +282,13 @@ def test_a_wise_ft_folder_the_trainer_did_not_write_stops_it_before_training(pai
     with pytest.raises(ConfigError, match=r"wise_ft.alphas: OUT .*wise-ft is not empty and not written by"):
         trainer.train(finetune_config(tmp_path / "no-dataset-needed", pair[0], out, "wise_ft.alphas=[0.5]"))
     assert (out / "wise-ft" / "notes.txt").read_text() == "mine" and not (out / "checkpoints").exists()
+
+    # finetuning an earlier run's ensemble into that run's folder would replace the model it starts from
+    earlier = tmp_path / "earlier"
+    (earlier / "wise-ft").mkdir(parents=True)
+    (earlier / "wise-ft" / "wise_ft.json").write_text("{}")
+    shutil.copytree(pair[0], earlier / "wise-ft" / "alpha-0.5")
+    with pytest.raises(ConfigError, match=r"wise_ft.alphas: OUT .*wise-ft holds the input"):
+        trainer.train(finetune_config(tmp_path / "no-dataset-needed", earlier / "wise-ft" / "alpha-0.5", earlier,
+                                      "wise_ft.alphas=[0.5]"))
+    assert (earlier / "wise-ft" / "alpha-0.5" / "config.json").is_file()

@@ -717,13 +717,15 @@ def wise_ft_at_end(training: Training) -> dict[float, dict[str, Any]]:
 
 
 def refuse_wise_ft_out(config: TrainConfig) -> None:
-    """Before training: OUTPUT/wise-ft, when there, must be the trainer's own (replaced at the end)."""
+    """Before training, what would stop the end's WiSE-FT after it: OUTPUT/wise-ft, when there, must be
+    the trainer's own (replaced at the end), and must not be, hold or lie in ``model.init_from``."""
     if not config.wise_ft.alphas:
         return
     from entitynet.training.wise_ft import WiseFTError, refuse_out
 
+    inputs = (config.model.init_from,) if config.model.init_from else ()  # the configuration requires it
     try:
-        refuse_out(Path(config.output_dir) / layout.WISE_FT, True, ())
+        refuse_out(Path(config.output_dir) / layout.WISE_FT, True, inputs)
     except WiseFTError as error:
         raise ConfigError(f"wise_ft.alphas: {error}") from None
 
