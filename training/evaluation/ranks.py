@@ -1,7 +1,7 @@
 """Top-1 accuracy at every rank of a tree: is the wrong answer at least the right genus?
 
 Each class may carry a lineage, ``{rank: ancestor id}`` (from the ``lineage`` field of a built
-dataset's entities; ``entitynet/build/lineage.py``). At a rank R an image counts when its true
+dataset's entities; ``entitynet/build/lineage.py``, its ranks in ``builders/entitynet.py``). At a rank R an image counts when its true
 class has an ancestor at R, and is right when the predicted class has the same ancestor at R (a
 predicted class without an ancestor at R is wrong there, unless it is the true class). With
 several true classes an image is right when any of them qualifies. Keys are CLIP_benchmark-style:
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from entitynet.build.lineage import RANK_METRICS, TAXONOMIC
+from entitynet.builders.entitynet import RANK_METRICS, TAXONOMIC
 
 __all__ = ["RANK_METRICS", "rank_accuracies"]
 
