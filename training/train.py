@@ -164,13 +164,10 @@ def check_data_plan(saved: dict[str, Any], current: dict[str, Any], checkpoint: 
 
 def resumed_position(saved: dict[str, Any], plan: dict[str, Any], checkpoint: Path) -> dict[str, int]:
     """(step, epoch, batches this process consumed in the epoch) from a checkpoint's state, whose
-    position is in global rows; one made before checkpoints recorded their data plan is read as
-    made with this plan, and the log says so."""
+    position is in global rows; one made before checkpoints recorded their data plan is refused."""
     if "data" not in saved:
-        workers = f" and num_workers={plan['num_workers']}" if plan["streaming"] else ""
-        logger.warning("%s was made before checkpoints recorded their global batch: resumed as made with %d "
-                       "process(es)%s, as now", checkpoint, plan["processes"], workers)
-        return {"step": saved["step"], "epoch": saved["epoch"], "batch_in_epoch": saved["batch_in_epoch"]}
+        raise ResumeMismatch(f"{checkpoint} was made by an earlier version (no data plan recorded), which this one "
+                             "does not resume: train into another output folder, or remove its checkpoints/")
     check_data_plan(saved["data"], plan, checkpoint)
     rows_per_batch = plan["batch_size"] * plan["processes"]
     return {"step": saved["step"], "epoch": saved["epoch"], "batch_in_epoch": saved["rows_in_epoch"] // rows_per_batch}
