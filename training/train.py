@@ -64,7 +64,7 @@ from entitynet.training.splits import STREAMING_ABOVE_BYTES, eval_rows, load_spl
 from entitynet.training.step import MAX_LOGIT_SCALE, contrastive_step  # noqa: F401
 from entitynet.training.stream import StreamedRows
 from entitynet.training.text_mix import training_texts
-from entitynet.typed_config import ConfigError, describe_text, runtime_keys, to_dict
+from entitynet.typed_config import ConfigError, add_flags, describe_text, flag_values, runtime_keys, to_dict
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -656,15 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file, or a shipped one: tiny, livingthings-vit-b-32, entitynet-vit-b-32")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
-    parser.add_argument("--dataset", help="dataset folder or Hub id (dataset)")
-    parser.add_argument("--output-dir", help="checkpoints, logs and the final model (output_dir)")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
-    parser.add_argument("--init-from", help="finetune this CLIPModel id or folder (model.init_from)")
-    parser.add_argument("--repo", help="the Hub repository the model card names (repo_id)")
-    parser.add_argument("--dataset-id", help="the dataset's Hub id the model card files results under, for a "
-                        "local dataset folder (dataset_id)")
-    parser.add_argument("--report-to", type=lambda text: [name for name in text.split(",") if name],
-                        metavar="TRACKERS", help="comma-separated Accelerate trackers, e.g. tensorboard (report_to)")
+    add_flags(parser, TrainConfig, "")  # declared on the options they set (option(..., flag=...)), as entitynet's
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -675,11 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # accelerate logs every file of every checkpoint at INFO
         logging.getLogger("accelerate").setLevel(logging.WARNING)
-    flags = {"--dataset": ("dataset", args.dataset), "--output-dir": ("output_dir", args.output_dir),
-             "--max-steps": ("max_steps", args.max_steps), "--init-from": ("model.init_from", args.init_from),
-             "--repo": ("repo_id", args.repo), "--dataset-id": ("dataset_id", args.dataset_id), "--report-to": ("report_to", args.report_to)}
     try:
-        config = load_train_config(args.config, args.set, flags)
+        config = load_train_config(args.config, args.set, flag_values(args))
         result = train(config)
         PartialState().destroy_process_group()
     except ConfigError as error:
