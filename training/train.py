@@ -105,25 +105,22 @@ def located(value: Any, output: Path) -> Any:
     return os.path.relpath(path, root) if path == root or path.startswith(root + os.sep) else path
 
 
-def experiment(config: TrainConfig, spelled: bool = False) -> dict[str, Any]:
-    """What a checkpoint must agree with to be resumed (dotted keys); its paths ``located``
-    unless ``spelled`` (as typed: what checkpoints recorded before they were located)."""
+def experiment(config: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must agree with to be resumed (dotted keys), its paths ``located``."""
     values = {key: value for key, value in _flatten(to_dict(config)).items()
               if not any(key == name or key.startswith(name + ".") for name in RESUMABLE_CHANGES)}
     if not values.get("mix"):  # no replay: absent, as in checkpoints made before mixes existed
         values.pop("mix", None)
-    if not spelled:
-        output = Path(config.output_dir)
-        values.update({key: located(values[key], output) for key in LOCATED if key in values})
-        if "mix" in values:
-            values["mix"] = [{**entry, "dataset": located(entry["dataset"], output)} for entry in values["mix"]]
+    output = Path(config.output_dir)
+    values.update({key: located(values[key], output) for key in LOCATED if key in values})
+    if "mix" in values:
+        values["mix"] = [{**entry, "dataset": located(entry["dataset"], output)} for entry in values["mix"]]
     return values
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig, checkpoint: Path) -> None:
-    current, spelled = experiment(config), experiment(config, spelled=True)
-    changed = sorted(key for key in set(saved) | set(current)
-                     if saved.get(key) != current.get(key) and saved.get(key) != spelled.get(key))
+    current = experiment(config)
+    changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
     if changed:
         raise ResumeMismatch(
             f"{checkpoint} was made with another configuration ({', '.join(changed)} differ); "
