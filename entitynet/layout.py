@@ -61,9 +61,11 @@ EVAL_CLASSES = "classes.json"  # in EVAL: per task, each class's top-1 recall an
 SUMMARY = "summary.json"
 REPORT = "report"  # entitynet report: index.html and what it shows, beside it
 RUN_CONFIG = "run.yaml"  # in CONFIG: the whole configuration of the last `entitynet run` / demo
-# The run directory's own version: a folder made by an incompatible layout is refused, not mixed.
+# The run directory's own version: a folder made by another layout is refused, not mixed or upgraded.
+# 3: no reader of older shapes any more (phash shards, rows without position, candidates without
+# alternatives/split, markers of absolute paths or of every setting hashed).
 RUN_MARKER = "run.json"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 # Bookkeeping (rundir.RunDir).
 CONFIG = "config"

@@ -65,7 +65,7 @@ from entitynet.training.splits import STREAMING_ABOVE_BYTES, eval_rows, load_spl
 from entitynet.training.step import MAX_LOGIT_SCALE, contrastive_step  # noqa: F401
 from entitynet.training.stream import StreamedRows
 from entitynet.training.text_mix import training_texts
-from entitynet.typed_config import ConfigError, describe_text, runtime_keys, to_dict
+from entitynet.typed_config import ConfigError, add_flags, describe_text, flag_values, runtime_keys, to_dict
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -105,25 +105,22 @@ def located(value: Any, output: Path) -> Any:
     return os.path.relpath(path, root) if path == root or path.startswith(root + os.sep) else path
 
 
-def experiment(config: TrainConfig, spelled: bool = False) -> dict[str, Any]:
-    """What a checkpoint must agree with to be resumed (dotted keys); its paths ``located``
-    unless ``spelled`` (as typed: what checkpoints recorded before they were located)."""
+def experiment(config: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must agree with to be resumed (dotted keys), its paths ``located``."""
     values = {key: value for key, value in _flatten(to_dict(config)).items()
               if not any(key == name or key.startswith(name + ".") for name in RESUMABLE_CHANGES)}
     if not values.get("mix"):  # no replay: absent, as in checkpoints made before mixes existed
         values.pop("mix", None)
-    if not spelled:
-        output = Path(config.output_dir)
-        values.update({key: located(values[key], output) for key in LOCATED if key in values})
-        if "mix" in values:
-            values["mix"] = [{**entry, "dataset": located(entry["dataset"], output)} for entry in values["mix"]]
+    output = Path(config.output_dir)
+    values.update({key: located(values[key], output) for key in LOCATED if key in values})
+    if "mix" in values:
+        values["mix"] = [{**entry, "dataset": located(entry["dataset"], output)} for entry in values["mix"]]
     return values
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig, checkpoint: Path) -> None:
-    current, spelled = experiment(config), experiment(config, spelled=True)
-    changed = sorted(key for key in set(saved) | set(current)
-                     if saved.get(key) != current.get(key) and saved.get(key) != spelled.get(key))
+    current = experiment(config)
+    changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
     if changed:
         raise ResumeMismatch(
             f"{checkpoint} was made with another configuration ({', '.join(changed)} differ); "
@@ -183,13 +180,10 @@ def _mix_text(plan: dict[str, Any]) -> str:
 
 def resumed_position(saved: dict[str, Any], plan: dict[str, Any], checkpoint: Path) -> dict[str, int]:
     """(step, epoch, batches this process consumed in the epoch) from a checkpoint's state, whose
-    position is in global rows; one made before checkpoints recorded their data plan is read as
-    made with this plan, and the log says so."""
+    position is in global rows; one made before checkpoints recorded their data plan is refused."""
     if "data" not in saved:
-        workers = f" and num_workers={plan['num_workers']}" if plan["streaming"] else ""
-        logger.warning("%s was made before checkpoints recorded their global batch: resumed as made with %d "
-                       "process(es)%s, as now", checkpoint, plan["processes"], workers)
-        return {"step": saved["step"], "epoch": saved["epoch"], "batch_in_epoch": saved["batch_in_epoch"]}
+        raise ResumeMismatch(f"{checkpoint} was made by an earlier version (no data plan recorded), which this one "
+                             "does not resume: train into another output folder, or remove its checkpoints/")
     check_data_plan(saved["data"], plan, checkpoint)
     rows_per_batch = plan["batch_size"] * plan["processes"]
     return {"step": saved["step"], "epoch": saved["epoch"], "batch_in_epoch": saved["rows_in_epoch"] // rows_per_batch}
@@ -789,15 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file, or a shipped one: tiny, livingthings-vit-b-32, entitynet-vit-b-32")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
-    parser.add_argument("--dataset", help="dataset folder or Hub id (dataset)")
-    parser.add_argument("--output-dir", help="checkpoints, logs and the final model (output_dir)")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
-    parser.add_argument("--init-from", help="finetune this CLIPModel id or folder (model.init_from)")
-    parser.add_argument("--repo", help="the Hub repository the model card names (repo_id)")
-    parser.add_argument("--dataset-id", help="the dataset's Hub id the model card files results under, for a "
-                        "local dataset folder (dataset_id)")
-    parser.add_argument("--report-to", type=lambda text: [name for name in text.split(",") if name],
-                        metavar="TRACKERS", help="comma-separated Accelerate trackers, e.g. tensorboard (report_to)")
+    add_flags(parser, TrainConfig, "")  # declared on the options they set (option(..., flag=...)), as entitynet's
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -808,11 +794,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # accelerate logs every file of every checkpoint at INFO
         logging.getLogger("accelerate").setLevel(logging.WARNING)
-    flags = {"--dataset": ("dataset", args.dataset), "--output-dir": ("output_dir", args.output_dir),
-             "--max-steps": ("max_steps", args.max_steps), "--init-from": ("model.init_from", args.init_from),
-             "--repo": ("repo_id", args.repo), "--dataset-id": ("dataset_id", args.dataset_id), "--report-to": ("report_to", args.report_to)}
     try:
-        config = load_train_config(args.config, args.set, flags)
+        config = load_train_config(args.config, args.set, flag_values(args))
         result = train(config)
         PartialState().destroy_process_group()
     except ConfigError as error:
