@@ -423,12 +423,21 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Train (or resume) ``config``'s experiment to ``max_steps``, evaluate and save OUTPUT/model.
     Returns the step reached, the final metrics, the logged history, whether this is the main
     process and the number of processes."""
-    training, checkpoint, recorded = setup(config)
-    if checkpoint and recorded:
-        resume(training, checkpoint, recorded)
-    start_logs(training)
-    loop(training)
-    return conclude(training)
+    try:
+        training, checkpoint, recorded = setup(config)
+        if checkpoint and recorded:
+            resume(training, checkpoint, recorded)
+        start_logs(training)
+        loop(training)
+        return conclude(training)
+    except DatasetProblem as error:  # a row found unfit while reading (a tar sample without text)
+        raise DataError(_one_line(error)) from None
+
+
+def _one_line(error: DatasetProblem) -> str:
+    """A data loader worker's exception comes back as the same class with the worker's traceback in
+    its message; its last line is the message raised."""
+    return str(error).strip().splitlines()[-1].split("DatasetProblem: ", 1)[-1]
 
 
 def setup(config: TrainConfig) -> tuple[Training, Path | None, dict[str, Any] | None]:
