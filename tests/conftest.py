@@ -17,13 +17,19 @@ from pathlib import Path
 
 import pytest
 
-# Set before any test module imports datasets, transformers or huggingface_hub, which read these
-# once at import: no Hub lookups, and a datasets cache of this session's own (datasets keys a local
+# Set before any test module imports datasets, transformers, huggingface_hub or torch, which read
+# these once at import: no Hub lookups, and a datasets cache of this session's own (datasets keys a local
 # folder's cache by its card and folder name, so a cache shared with earlier sessions could hand a
 # test another build's rows).
 _SESSION_CACHE = tempfile.mkdtemp(prefix="entitynet-tests-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_CACHE, "datasets")
+# One torch (OpenMP) thread per process, unless the caller chose: the tests' models are tiny, so a
+# second thread gains nothing, and under `pytest -n 2` two workers of two threads each (and the
+# processes they start, which inherit this) would oversubscribe two cores, where spinning threads
+# wait for each other: a 6-step tiny training took 8.7 s with two threads, 1.1 s with one, on a
+# busy 2-core machine. Processes the tests compare bit for bit all start with the same setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from helpers import REALDATA, FaultProxy, OxigraphServer, SharedDemo, fingerprint, skip_or_fail  # noqa: E402
 
