@@ -50,7 +50,7 @@ from entitynet.download.dedup import find_duplicates
 from entitynet.config import DownloadConfig
 from entitynet.download.images import process
 from entitynet.download.shards import write_shard
-from entitynet.records import Entity, NaturalType, Query, QueryUse, Source, StoredImage
+from entitynet.records import Entity, NaturalType, Query, QueryUse, Finding, StoredImage
 from entitynet.rundir import RunDir
 from entitynet.tables import NATURAL_TYPE_SCHEMA, QUERY_SCHEMA, RecordWriter, entity_writer, natural_type_to_row, query_to_row
 
@@ -72,7 +72,7 @@ def stored(number):
     image = process(buffer.getvalue(), POLICY, "jpeg")
     entity = f"Q{number // PER_ENTITY + 1}"
     url = f"https://images.example.org/{number}.jpg"
-    source = Source(f"q-{entity}", "pool", number % PER_ENTITY, f"A photo of taxon {entity}, picture {number}",
+    source = Finding(f"q-{entity}", "pool", number % PER_ENTITY, f"A photo of taxon {entity}, picture {number}",
                     f"https://example.org/p/{number}", "CC BY 4.0", None, "a photographer")
     return StoredImage(image.sha256, image.data, image.width, image.height, image.original_width, image.original_height,
                        image.dhash, "jpeg", url, url, [source], number % SHARD)

@@ -224,13 +224,13 @@ def main() -> int:
     from entitynet.training.evaluation import load_model
     from entitynet.training.evaluation.features import embed_images, embed_texts
     from entitynet.training.evaluation.images import decode
-    from entitynet.training.evaluation.sources import DataSpec, open_source
+    from entitynet.training.evaluation.inputs import DataSpec, open_input
 
     peer_features = torch.load(oc / "peer_features.pt", weights_only=True)
     peer_ids = json.loads((oc / "peer_tokens.json").read_text())
     our_ids = [tokenizer(p)["input_ids"] for p in prompts]
     clip = load_model(str(converted))
-    image = embed_images(clip.model, clip.processor, open_source(DataSpec(str(work / "wds_cam"))).read(), progress=False)
+    image = embed_images(clip.model, clip.processor, open_input(DataSpec(str(work / "wds_cam"))).read(), progress=False)
     text = embed_texts(clip.model, clip.tokenizer, prompts)
     pixels = processor(images=[decode(p.read_bytes(), str(p)) for p in photos], return_tensors="pt")["pixel_values"]
     print(f"photos: {len(photos)} ({', '.join(sorted({label_of(p) for p in photos}))}), prompts: {len(prompts)}")

@@ -119,13 +119,13 @@ def ours(clip, shards: Path, batch: int, workers: int | None) -> tuple[Clock, Cl
     from accelerate import Accelerator
 
     from entitynet.training.evaluation.features import embed_images
-    from entitynet.training.evaluation.sources import DataSpec, open_source
+    from entitynet.training.evaluation.inputs import DataSpec, open_input
     from entitynet.training.evaluation.tasks import FeatureCache, Settings, TaskSpec, run_task
 
     accelerator, spec = Accelerator(), TaskSpec("bench", DataSpec(str(shards)))
     with Clock() as task:
         with Clock() as image_pass:
-            source = open_source(spec.data)
+            source = open_input(spec.data)
             features = embed_images(clip.model, clip.processor, source.read(), accelerator, batch, workers, progress=False)
         cache = FeatureCache({source.key: features})
         run_task(clip, spec, accelerator, cache, Settings(batch_size=batch, workers=workers, progress=False), source)

@@ -217,7 +217,7 @@ def eval_images(accelerator: Any, preset: str, dataset: str, count: int, output:
     from entitynet.training import train as trainer
     from entitynet.training.config import load_train_config
     from entitynet.training.evaluation.features import embed_images
-    from entitynet.training.evaluation.sources import built_examples
+    from entitynet.training.evaluation.inputs import built_examples
 
     config = load_train_config("tiny", [f"dataset={dataset}", f"output_dir={output}", f"eval.max_images={count}"])
     rows = trainer.eval_rows(config, config.eval.split) or []

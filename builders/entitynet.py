@@ -56,7 +56,7 @@ FEATURES = datasets.Features({
         # other names and the description of the natural type, for the trainer's text mix
         "natural_type_aliases": datasets.List(datasets.Value("string")),
         "natural_type_description": datasets.Value("string"),
-        # ancestors the evaluation scores at (acc1_genus, acc1_hypernym1, ...): entitynet/dataset/lineage.py
+        # ancestors the evaluation scores at (acc1_genus, acc1_hypernym1, ...): entitynet/build/lineage.py
         "lineage": datasets.List({"rank": datasets.Value("string"), "id": datasets.Value("string"),
                                   "name": datasets.Value("string")}),
     }),
@@ -110,7 +110,7 @@ class EntityNet(datasets.GeneratorBasedBuilder):
         return generators
 
     def _generate_examples(self, shards: list[str], split: str):
-        from entitynet.dataset.rows import Lookups
+        from entitynet.build.rows import Lookups
 
         lookups = Lookups(Path(self.config.rows))
         for shard in shards:

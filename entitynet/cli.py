@@ -507,24 +507,24 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from entitynet import publish
+    from entitynet import push
 
     folder = Path(args.folder)
     if args.dry_run:
-        files = publish.plan(folder, args.what)
+        files = push.plan(folder, args.what)
         for path, size in files:
             print(f"{size:>14,}  {path}")
         print(f"{sum(size for _, size in files):>14,}  bytes in {len(files)} files would go to "
-              f"{publish.hub_url(args.repo, args.what)}{' (private)' if args.private else ''}")
+              f"{push.hub_url(args.repo, args.what)}{' (private)' if args.private else ''}")
         return 0
     try:
-        result = publish.push(folder, args.repo, args.what, args.private)
+        result = push.push(folder, args.repo, args.what, args.private)
     except Exception as error:  # huggingface_hub raises many kinds; none may carry the token out
-        print(f"entitynet push: error: {publish.redacted(error)}", file=sys.stderr)
+        print(f"entitynet push: error: {push.redacted(error)}", file=sys.stderr)
         return 1
-    print(f"pushed {result['files']} files ({result['bytes']:,} bytes) to {publish.hub_url(result['repo'], args.what)}")
+    print(f"pushed {result['files']} files ({result['bytes']:,} bytes) to {push.hub_url(result['repo'], args.what)}")
     if result.get("dataset"):
-        print(f"its card names the dataset it was trained on: {publish.hub_url(result['dataset'], 'dataset')}")
+        print(f"its card names the dataset it was trained on: {push.hub_url(result['dataset'], 'dataset')}")
     return 0
 
 

@@ -144,13 +144,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("download", "entitynet.download.stage", (layout.IMAGES,), ("search",), everywhere=True,
           command="Fetch, validate, resize and deduplicate the candidates: RUN/images/shard-NNNNN.parquet, failures, "
                   "duplicates."),
-    Stage("build", "entitynet.dataset.stage", (layout.DATASET,), ("download",),
+    Stage("build", "entitynet.build.stage", (layout.DATASET,), ("download",),
           command="Build the Hugging Face dataset (configs entitynet and livingthings) and its card: RUN/dataset/."),
     Stage("train", "entitynet.training.stage", (layout.MODEL,), ("build",), extra="train",
           wanted=lambda config: config.train.enabled, everywhere=True),
     Stage("eval", "entitynet.training.evaluation.stage", (layout.EVAL,), ("train",), extra="train",
           wanted=lambda config: config.train.enabled and config.eval.enabled, everywhere=True),
-    Stage("push", "entitynet.publish", (), ("build",),
+    Stage("push", "entitynet.push", (), ("build",),
           wanted=lambda config: bool(config.push.dataset_repo or config.push.model_repo)),
 )
 

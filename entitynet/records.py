@@ -134,7 +134,7 @@ class Candidate:
 
 
 @dataclass(slots=True, frozen=True)
-class Source:
+class Finding:
     """One way a URL was found: the query and engine that returned it, and what came with it."""
 
     query_id: str
@@ -153,14 +153,14 @@ class PlannedUrl:
     """A URL of the download plan: fetched once, whatever number of queries found it."""
 
     url: str
-    sources: list[Source]
+    sources: list[Finding]
     # An import's other links to the picture, tried in order when ``url`` fails. Each released row
     # is a chain of its own: two rows that share a first link may differ after it, so ``tails``
     # lists every distinct tail (the first source's first) and ``tail_of`` gives each source's.
     tails: list[list[str]] = field(default_factory=lambda: [[]])
     tail_of: list[int] = field(default_factory=list)  # per source; missing: every source has tails[0]
 
-    def chains(self) -> list[tuple[list[str], list[Source]]]:
+    def chains(self) -> list[tuple[list[str], list[Finding]]]:
         """(links, sources) per tail, in plan order: ``url`` then that tail, and the sources whose
         rows named those links."""
         tail_of = self.tail_of or [0] * len(self.sources)
@@ -182,7 +182,7 @@ class StoredImage:
     source_format: str | None  # what the magic bytes said the fetched file was
     url: str
     final_url: str  # after redirects
-    sources: list[Source]
+    sources: list[Finding]
     position: int  # the URL's place in its shard's plan; rows are written as downloads finish
     # The planned URL and its alternatives that are not ``url`` (an import's duplicates of the
     # picture, in the release's order): the image's other URLs.

@@ -23,11 +23,11 @@ from entitynet.records import (
     Duplicate,
     Entity,
     Failure,
+    Finding,
     NaturalType,
     PlannedUrl,
     Query,
     QueryUse,
-    Source,
     StoredImage,
     VisualFact,
 )
@@ -323,12 +323,12 @@ DUPLICATE_SCHEMA = pa.schema([
 ], metadata={"entitynet.record": "Duplicate"})
 
 
-def _source_rows(sources: list[Source]) -> list[dict[str, Any]]:
+def _source_rows(sources: list[Finding]) -> list[dict[str, Any]]:
     return [{name: getattr(source, name) for name in SOURCE_FIELDS} for source in sources]
 
 
-def _sources(rows: list[dict[str, Any]] | None) -> list[Source]:
-    return [Source(**row) for row in rows or []]
+def _sources(rows: list[dict[str, Any]] | None) -> list[Finding]:
+    return [Finding(**row) for row in rows or []]
 
 
 def plan_from_row(row: dict[str, Any]) -> PlannedUrl:

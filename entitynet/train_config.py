@@ -8,6 +8,7 @@ run fills in, plus ``enabled`` and ``preset``); ``entitynet.training.config`` na
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -150,6 +151,30 @@ class EvalConfig(ZeroShotSample):
 
 
 @dataclass
+class MixEntry:
+    """A replay source of ``mix``: drawn beside the main dataset in every batch, at its weight."""
+
+    dataset: str = option("", "a dataset folder or Hub id (our layout, or any parquet image-text dataset), or "
+                          "webdataset tars (a folder or a shard pattern such as shards/{00000..00099}.tar)")
+    config: Literal["livingthings", "entitynet"] | None = option(
+        None, "the configuration of a dataset in our layout (default: the main dataset_config); "
+        "ignored for tars and for a dataset with only a default configuration")
+    weight: float = option(0.0, "this source's share of every batch, in (0, 1); the main dataset gets the rest")
+
+    def __post_init__(self) -> None:
+        require(bool(self.dataset), "dataset", "name a dataset folder, Hub id or tar shards")
+        require(0 < self.weight < 1, "weight", "must be a share between 0 and 1 (both excluded)")
+
+
+def mix_rows(batch_size: int, mix: list[MixEntry]) -> list[int]:
+    """Rows of each process's batch per source, the main dataset first: each replay source gets the
+    whole rows of its weight (rounded down), the main dataset the rest (the remainder included)."""
+    # the epsilon keeps 0.29 x 100 (28.999999999999996 in floating point) at 29 rows
+    shares = [math.floor(entry.weight * batch_size + 1e-9) for entry in mix]
+    return [batch_size - sum(shares), *shares]
+
+
+@dataclass
 class TrainConfig:
     # dataset and output_dir are relative to the working directory, also in a YAML file: a
     # shipped config must not point into site-packages
@@ -161,9 +186,14 @@ class TrainConfig:
     augment: AugmentConfig = option(AugmentConfig, "training image augmentation (evaluation: resize + centre crop)")
     optimizer: OptimizerConfig = option(OptimizerConfig, "AdamW and the learning-rate schedule")
     eval: EvalConfig = option(EvalConfig, "zero-shot evaluation")
+    mix: list[MixEntry] = option(
+        [], "replay: datasets drawn beside `dataset` in every batch, each a list entry {dataset, config, weight}; "
+        "weight is the source's share of each process's batch (whole rows, rounded down; the weights sum below 1, "
+        "the main dataset gets the rest). A source without entity fields gives its alt texts. Always streamed")
     streaming: bool | None = option(
         None, "read the dataset where it lies, shard by shard, instead of converting it into an Arrow copy first; "
-        "unset: on for Hub ids, webdataset tars and local datasets over 2 GiB, off for smaller local ones")
+        "unset: on for Hub ids, webdataset tars and local datasets over 2 GiB, off for smaller local ones "
+        "(and on with a mix)")
     shuffle_buffer: int = option(10_000, "streaming: rows in each process's shuffle buffer (shared by its workers)")
     batch_size: int = option(256, "images per forward pass on each process")
     accumulation_steps: int = option(
@@ -203,6 +233,20 @@ class TrainConfig:
         require(re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id) is not None, "repo_id", "must look like ORG/NAME")
         require(self.dataset_id is None or re.fullmatch(r"[\w.-]+/[\w.-]+", self.dataset_id) is not None, "dataset_id",
                 "must look like ORG/NAME")
+        self._check_mix()
+
+    def _check_mix(self) -> None:
+        if not self.mix:
+            return
+        total = sum(entry.weight for entry in self.mix)
+        require(total < 1, "mix", f"the weights sum to {total:g}; they must sum below 1 (the main dataset gets the rest)")
+        # exact shares and an exact resume come from streaming every source (training.mix)
+        require(self.streaming is not False, "streaming", "a mix is always streamed (each source's share of every "
+                "batch and its place on resume are position arithmetic); leave streaming unset or true")
+        for index, (entry, rows) in enumerate(zip(self.mix, mix_rows(self.batch_size, self.mix)[1:])):
+            require(rows >= 1, f"mix[{index}].weight", f"{entry.dataset} at weight {entry.weight:g} is less than one row "
+                    f"of a batch of {self.batch_size} per process (batch_size); raise the weight to at least "
+                    f"{1 / self.batch_size:.3g} or the batch size")
 
 
 def shipped(name: str) -> Path | None:
@@ -279,7 +323,8 @@ def _missing_tokenizer_files(folder: Path) -> list[str]:
 
 
 __all__ = [
-    "TRACKERS", "ZeroShotSample", "AttributeTextConfig", "AugmentConfig", "EvalConfig", "ModelConfig", "NounTextConfig",
+    "TRACKERS", "ZeroShotSample", "AttributeTextConfig", "AugmentConfig", "EvalConfig", "MixEntry", "ModelConfig",
+    "NounTextConfig", "mix_rows",
     "OptimizerConfig", "RunTrainConfig", "TextConfig", "TrainConfig", "load_train_config", "preset_file",
     "run_train_config", "shipped",
 ]

@@ -117,7 +117,9 @@ class Layers:
         while key:
             if key in self.origins:
                 return self.origins[key]
-            key = key.rpartition(".")[0]
+            # an entry of a list (``mix[0].weight``) was set with its list (``mix``)
+            indexed = re.fullmatch(r"(.+)\[\d+\]", key)
+            key = indexed.group(1) if indexed else key.rpartition(".")[0]
         return DEFAULTS
 
     def build(self) -> Any:
@@ -205,6 +207,8 @@ def runtime_keys(schema: type, prefix: str = "") -> set[str]:
 
 
 def type_name(kind: Any) -> str:
+    if _is_dataclass_type(kind):  # an entry of a list of mappings (``mix``)
+        return f"mapping with keys {', '.join(item.name for item in dataclasses.fields(kind))}"
     origin = get_origin(kind)
     if origin is Literal:
         return "|".join(str(arg) for arg in get_args(kind))

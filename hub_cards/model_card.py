@@ -22,8 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from entitynet.build.lineage import RANK_METRICS
 from entitynet.builders.entitynet import CITATION
-from entitynet.dataset.lineage import RANK_METRICS
 from entitynet.rundir import package_versions, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def write_model_card(folder: Path, config: Any, metrics: dict[str, float], histo
         history=history[-10:], versions=package_versions(("entitynet", "datasets", "torch", "transformers", "accelerate")),
         built_on=date.today().isoformat(), metrics=metrics, eval_split=config.eval.split,
         eval_template=config.eval.template, citation=CITATION.strip(), table=f"{TABLE_START}\n{TABLE_END}",
-        unseen=UNSEEN,
+        unseen=UNSEEN, replay=replayed(config),
     )
     card.save(folder / "README.md")
     if metrics:
@@ -130,6 +130,26 @@ def write_model_card(folder: Path, config: Any, metrics: dict[str, float], histo
                   "split": config.eval.split, "num_images": metrics.get("num_images"),
                   "num_classes": metrics.get("num_classes"), "chance": metrics.get("chance"), "metrics": metrics}
         add_eval_results(folder, [record])
+
+
+def replayed(config: Any) -> list[dict[str, Any]]:
+    """The replay sources of ``config.mix`` as the card names them (a local folder by its card's pretty
+    name or its own name: local paths stay out of the card), with their weights and rows per batch."""
+    from entitynet.train_config import mix_rows
+
+    mix = getattr(config, "mix", None) or []
+    rows = mix_rows(config.batch_size, mix)[1:]
+    shown = []
+    for entry, share in zip(mix, rows):
+        path = Path(entry.dataset)
+        if not path.exists():
+            name = entry.dataset  # a Hub id or a URL pattern of tars
+        elif (path / "README.md").exists():
+            name = pretty_name(path)
+        else:
+            name = path.name
+        shown.append({"name": name, "weight": entry.weight, "rows": share})
+    return shown
 
 
 def pretty_name(folder: Path) -> str:

@@ -4,6 +4,7 @@ accelerate's debug_launcher (two forked CPU processes, gloo). Exit status 0 mean
     python tests/distributed_cases.py loss
     python tests/distributed_cases.py train DATASET OUTPUT [KEY=VALUE ...]
     python tests/distributed_cases.py stopped STEP DATASET OUTPUT [KEY=VALUE ...]
+    python tests/distributed_cases.py mixed_batches DATASET OUTPUT [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -83,7 +84,26 @@ def stopped_case(step: str, dataset: str, output: str, *assignments: str) -> Non
     raise AssertionError(f"the run ended without a checkpoint at step {step}")
 
 
+def mixed_batches_case(dataset: str, output: str, *assignments: str) -> None:
+    """The image ids of one epoch of each process's batches, as the trainer sets up its data for this
+    rank (a mix: ``training.mix``), gathered into OUTPUT/batches.json [process][batch][row]."""
+    import json
+    from pathlib import Path
+
+    from accelerate.utils import gather_object
+    from torch.utils.data import DataLoader
+
+    config = load_train_config("tiny", [f"dataset={dataset}", f"output_dir={output}", *assignments])
+    training, _, _ = trainer.setup(config)
+    loader = DataLoader(training.data.rows, batch_size=config.batch_size, num_workers=config.num_workers,
+                        drop_last=True, collate_fn=lambda rows: [row["image_id"] for row in rows])
+    batches = gather_object([list(loader)])
+    if training.accelerator.is_main_process:
+        Path(output, "batches.json").write_text(json.dumps(batches))
+    training.accelerator.wait_for_everyone()
+
+
 if __name__ == "__main__":
     case, args = sys.argv[1], sys.argv[2:]
-    function = {"loss": loss_case, "train": train_case, "stopped": stopped_case}[case]
+    function = {"loss": loss_case, "train": train_case, "stopped": stopped_case, "mixed_batches": mixed_batches_case}[case]
     debug_launcher(lambda: function(*args), num_processes=2)

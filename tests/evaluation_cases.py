@@ -31,12 +31,12 @@ def built_case(model: str, dataset: str, out: str) -> None:
 def skipping_case(model: str, folder: str, out: str) -> None:
     """Unreadable images left out by whichever process meets them; every process gets them all."""
     from entitynet.training.evaluation.features import embed_images
-    from entitynet.training.evaluation.sources import DataSpec, open_source
+    from entitynet.training.evaluation.inputs import DataSpec, open_input
 
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
     clip = load_model(model)
-    features = embed_images(clip.model, clip.processor, open_source(DataSpec(folder)).read(), accelerator,
+    features = embed_images(clip.model, clip.processor, open_input(DataSpec(folder)).read(), accelerator,
                             batch_size=3, progress=False, skip_unreadable=True)
     Path(f"{out}.{accelerator.process_index}").write_text(json.dumps(
         {"embeddings": features.embeddings.tolist(), "labels": features.labels, "skipped": features.skipped}))

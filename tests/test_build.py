@@ -19,7 +19,7 @@ from entitynet.config import DownloadConfig
 from entitynet.download.dedup import find_duplicates
 from entitynet.download.images import process
 from entitynet.download.shards import write_shard
-from entitynet.records import Entity, NaturalType, Query, QueryUse, Source, StoredImage
+from entitynet.records import Entity, Finding, NaturalType, Query, QueryUse, StoredImage
 from entitynet.rundir import RunDir
 from entitynet.tables import (
     NATURAL_TYPE_SCHEMA,
@@ -36,7 +36,7 @@ POLICY = DownloadConfig(min_side=16)
 def stored(url: str, data: bytes, query_ids: list[str], position: int = 0) -> StoredImage:
     image = process(data, POLICY, "jpeg")
     name = url.rsplit("/", 1)[1]
-    sources = [Source(q, "pool", 0, f"alt of {name}", f"https://example.org/page/{name}", "CC BY 4.0", None, "a photographer")
+    sources = [Finding(q, "pool", 0, f"alt of {name}", f"https://example.org/page/{name}", "CC BY 4.0", None, "a photographer")
                for q in query_ids]
     return StoredImage(image.sha256, image.data, image.width, image.height, image.original_width, image.original_height,  # type: ignore[arg-type]
                        image.dhash, "jpeg", url, url, sources, position)
@@ -146,7 +146,7 @@ def test_no_entity_has_rows_in_two_splits_and_an_image_whose_entities_straddle_t
     """Every entity's rows lie in the split its hash drew (test_seen being train's): an image found
     for entities of different splits (straddling.jpg: Q1 in test, Q2 in train) is no row at all,
     counted by reason in the statistics and the card."""
-    from entitynet.dataset.rows import entity_split
+    from entitynet.build.rows import entity_split
 
     run, _ = made_run
     data = load(run, "entitynet")
@@ -341,7 +341,7 @@ def test_every_declared_config_loads_when_a_held_out_split_is_empty(tmp_path):
     validation or test rows, and must load all the same (it raised UnexpectedSplitsError)."""
     from huggingface_hub import DatasetCard
 
-    from entitynet.dataset.rows import entity_split
+    from entitynet.build.rows import entity_split
 
     living, other = ["Q1", "Q2"], [f"Q{100 + i}" for i in range(8)]
     seed = next(s for s in range(10_000) if {entity_split(q, 0.3, 0.3, s) for q in living} == {"train"}

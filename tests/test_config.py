@@ -172,3 +172,44 @@ def test_a_trainer_value_names_where_it_came_from(tmp_path):
 def test_the_old_spelling_of_the_trainer_is_refused_with_the_new_one(old):
     with pytest.raises(ConfigError, match=r"train\.(config|set): .* train\.preset .* --set train\.optimizer\.learning_rate="):
         load_config("demo", assignments=[old])
+
+
+# --- replay: a list of mappings (train.mix) -----------------------------------------------------
+def test_a_mix_is_a_list_of_checked_entries_and_errors_name_the_entry_and_where_it_was_set(tmp_path):
+    from entitynet.train_config import MixEntry, load_train_config, mix_rows
+
+    base = ["dataset=main", "output_dir=out", "batch_size=16"]
+    trainer = load_train_config("tiny", [*base, "mix=[{dataset: laion, weight: 0.25}, "
+                                         "{dataset: other, config: entitynet, weight: 0.1}]"])
+    assert trainer.mix == [MixEntry("laion", None, 0.25), MixEntry("other", "entitynet", 0.1)]
+    assert mix_rows(16, trainer.mix) == [11, 4, 1]  # whole rows, rounded down; the remainder to the main dataset
+    assert mix_rows(100, [MixEntry("a", None, 0.29)]) == [71, 29]  # not 28: 0.29 x 100 is 28.999999999999996
+    refused = {
+        "mix=[{dataset: a, weight: 0.5}, {dataset: b, weight: 0.5}]": r"mix: the weights sum to 1; they must sum below 1",
+        "mix=[{dataset: a, weight: 0}]": r"mix\[0\]\.weight: must be a share between 0 and 1",
+        "mix=[{dataset: a, weight: -0.2}]": r"mix\[0\]\.weight: must be a share between 0 and 1",
+        "mix=[{dataset: a, weight: 0.1}, {weight: 0.2}]": r"mix\[1\]\.dataset: name a dataset",
+        "mix=[{dataset: a, weight: 0.05}]": r"mix\[0\]\.weight: a at weight 0.05 is less than one row of a batch of 16 "
+                                            r"per process \(batch_size\); raise the weight to at least 0.0625",
+        "mix=[{dataset: a, wieght: 0.2}]": r"unknown key 'mix\[0\]\.wieght' \(did you mean 'mix\[0\]\.weight'\?\); "
+                                           r"known keys here: dataset, config, weight",
+        "mix=[laion]": r"mix\[0\]: expected mapping with keys dataset, config, weight, got 'laion'",
+        "mix=[{dataset: a, config: other, weight: 0.2}]": r"mix\[0\]\.config: expected livingthings\|entitynet or null, got 'other'",
+    }
+    for assignment, message in refused.items():
+        with pytest.raises(ConfigError, match=rf"^--set: {message}"):
+            load_train_config("tiny", [*base, assignment])
+    with pytest.raises(ConfigError, match=r"streaming: a mix is always streamed"):
+        load_train_config("tiny", [*base, "streaming=false", "mix=[{dataset: a, weight: 0.25}]"])
+    # in a file, the error names the file; in the run's configuration, train.mix
+    path = tmp_path / "trainer.yaml"
+    path.write_text("mix:\n  - dataset: laion\n    weight: 1.5\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: mix\[0\]\.weight: must be a share"):
+        load_train_config(str(path), base)
+    run = tmp_path / "run.yaml"
+    run.write_text("train:\n  mix:\n    - {dataset: laion, weight: 0.2}\n    - {dataset: more}\n")
+    with pytest.raises(ConfigError, match=rf"^{run}: train\.mix\[1\]\.weight: must be a share"):
+        load_config(str(run))
+    assert [key for key, *_ in describe(type(trainer)) if key.startswith("mix")] == ["mix"]
+    assert dict((key, kind) for key, kind, *_ in describe(type(trainer)))["mix"] == \
+        "list of mapping with keys dataset, config, weight"

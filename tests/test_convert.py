@@ -220,7 +220,7 @@ def test_a_training_checkpoint_converts_with_its_model_name(tmp_path):
 
 
 def test_builtin_model_names_give_the_architecture_of_a_checkpoint():
-    from entitynet.training.convert.sources import model_config
+    from entitynet.training.convert.open_clip_files import model_config
 
     cfg, _ = model_config("ViT-B-32-quickgelu")
     assert cfg["quick_gelu"] is True and cfg["vision_cfg"] == {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32}
@@ -479,18 +479,18 @@ def test_load_clip_takes_transformers_folders_as_they_are_and_converts_open_clip
     assert isinstance(model, transformers.CLIPModel) and tokenizer.model_max_length == 12
     # the PIL implementation, whatever is installed (transformers 4 had only that one)
     assert type(processor).__name__ == "CLIPImageProcessorPil" or transformers.__version__.startswith("4.")
-    cached = load.resolve(str(source))
+    cached = load.resolve_transformers_model(str(source))
     assert Path(cached).parent == load.converted_cache()
 
     def fail(*args, **kwargs):
         raise AssertionError("converted again")
 
     monkeypatch.setattr(load, "convert_open_clip", fail)
-    assert load.resolve(str(source)) == cached  # the cache is reused
-    assert load.resolve(cached) == cached  # a transformers folder is taken as it is
+    assert load.resolve_transformers_model(str(source)) == cached  # the cache is reused
+    assert load.resolve_transformers_model(cached) == cached  # a transformers folder is taken as it is
     save_file(open_clip_state(TINY, seed=9), str(source / "open_clip_model.safetensors"))
     with pytest.raises(AssertionError, match="converted again"):
-        load.resolve(str(source))  # changed weights: a new conversion
+        load.resolve_transformers_model(str(source))  # changed weights: a new conversion
 
 
 def test_without_the_train_extra_convert_says_how_to_install_it(monkeypatch, capsys, tmp_path):

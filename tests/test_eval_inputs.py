@@ -215,7 +215,7 @@ def test_two_processes_skip_the_same_images_as_one(model_dir, photos, realdata, 
 
     from entitynet.training.evaluation import load_model
     from entitynet.training.evaluation.features import embed_images
-    from entitynet.training.evaluation.sources import DataSpec, open_source
+    from entitynet.training.evaluation.inputs import DataSpec, open_input
 
     bad = realdata / "labelled_photos" / "cameratrapai" / TRUNCATED
     folder = image_folder([*photos, bad, realdata / "image_edge_cases" / "broken.png"], tmp_path / "bad")
@@ -226,7 +226,7 @@ def test_two_processes_skip_the_same_images_as_one(model_dir, photos, realdata, 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     ranks = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1)]
     clip = load_model(str(model_dir))
-    single = embed_images(clip.model, clip.processor, open_source(DataSpec(str(folder))).read(), batch_size=3,
+    single = embed_images(clip.model, clip.processor, open_input(DataSpec(str(folder))).read(), batch_size=3,
                           progress=False, skip_unreadable=True)
     assert ranks[0] == ranks[1]
     assert len(single.skipped) == 2 and ranks[0]["skipped"] == single.skipped

@@ -129,10 +129,10 @@ def test_retrieval_from_webdataset_and_hf_captions_equals_the_direct_computation
 def test_streamed_features_equal_the_models_own_and_do_not_depend_on_batch_size(model_dir, layouts, photos):
     from entitynet.training.evaluation import load_model
     from entitynet.training.evaluation.features import embed_images
-    from entitynet.training.evaluation.sources import DataSpec, open_source
+    from entitynet.training.evaluation.inputs import DataSpec, open_input
 
     clip = load_model(str(model_dir))
-    source = open_source(DataSpec(str(layouts["wds"])))
+    source = open_input(DataSpec(str(layouts["wds"])))
     one = embed_images(clip.model, clip.processor, source.read(), batch_size=64, progress=False)
     small = embed_images(clip.model, clip.processor, source.read(), batch_size=3, workers=2, progress=False)
     assert torch.allclose(one.embeddings, direct(model_dir, photos, TEMPLATES)["image"], atol=1e-6)
@@ -178,13 +178,13 @@ def test_class_name_synonyms_are_averaged_with_the_templates(model_dir, layouts,
                       "--templates", "none")
     from entitynet.training.evaluation import ClassSet, load_model
     from entitynet.training.evaluation.scoring import zero_shot_classifier
-    from entitynet.training.evaluation.templates import resolve
+    from entitynet.training.evaluation.templates import resolve_templates
 
     clip = load_model(str(model_dir))
     weights = zero_shot_classifier(clip.model, clip.tokenizer, ClassSet.from_names([[n, n.upper()] for n in names]),
-                                   resolve("none"))
-    plain = zero_shot_classifier(clip.model, clip.tokenizer, ClassSet.from_names(names), resolve("none"))
-    upper = zero_shot_classifier(clip.model, clip.tokenizer, ClassSet.from_names([n.upper() for n in names]), resolve("none"))
+                                   resolve_templates("none"))
+    plain = zero_shot_classifier(clip.model, clip.tokenizer, ClassSet.from_names(names), resolve_templates("none"))
+    upper = zero_shot_classifier(clip.model, clip.tokenizer, ClassSet.from_names([n.upper() for n in names]), resolve_templates("none"))
     both = torch.nn.functional.normalize(plain + upper, dim=-1)
     assert torch.allclose(weights, both, atol=1e-6)
     assert record["num_classes"] == 8
@@ -309,17 +309,17 @@ def test_the_shipped_imagenet_split_is_what_wordnet_says(wordnet_reader):
 
 
 def test_templates_resolve_by_name_or_file(tmp_path):
-    from entitynet.training.evaluation.templates import TemplateError, resolve
+    from entitynet.training.evaluation.templates import TemplateError, resolve_templates
 
-    assert len(resolve("openai").texts) == 80 and resolve("openai").texts[0] == "a bad photo of a {c}."
-    assert resolve("none").fill("lion") == ["lion"]
-    assert resolve(None, ["itap of a {c}."]).name == "dataset"
-    assert resolve(None).texts == ("a photo of a {c}.",)
+    assert len(resolve_templates("openai").texts) == 80 and resolve_templates("openai").texts[0] == "a bad photo of a {c}."
+    assert resolve_templates("none").fill("lion") == ["lion"]
+    assert resolve_templates(None, ["itap of a {c}."]).name == "dataset"
+    assert resolve_templates(None).texts == ("a photo of a {c}.",)
     mine = tmp_path / "mine.txt"
     mine.write_text("a {c} in the wild\n\na photo of {c} {with braces}\n")
-    assert resolve(str(mine)).fill("fox") == ["a fox in the wild", "a photo of fox {with braces}"]
+    assert resolve_templates(str(mine)).fill("fox") == ["a fox in the wild", "a photo of fox {with braces}"]
     with pytest.raises(TemplateError, match="neither one of"):
-        resolve("fancy")
+        resolve_templates("fancy")
 
 
 def test_a_class_with_several_names_averages_each_names_normalised_template_mean(model_dir, photos):
@@ -364,14 +364,14 @@ def test_an_image_without_captions_is_a_text_retrieval_query_that_scores_zero():
 
 
 def test_max_captions_keeps_the_first_captions_of_each_image(layouts):
-    from entitynet.training.evaluation.sources import DataSpec, SourceError, open_source
+    from entitynet.training.evaluation.inputs import DataSpec, InputError, open_input
     from entitynet.training.evaluation.suite import load_suite
 
-    every = open_source(DataSpec(str(layouts["wds-retrieval"])))
-    first = open_source(DataSpec(str(layouts["wds-retrieval"]), max_captions=1))
+    every = open_input(DataSpec(str(layouts["wds-retrieval"])))
+    first = open_input(DataSpec(str(layouts["wds-retrieval"]), max_captions=1))
     assert [e.captions[:1] for e in every.read()] == [e.captions for e in first.read()]
     assert {len(e.captions) for e in every.read()} == {2} and first.key != every.key
-    with pytest.raises(SourceError, match="max_captions must be at least 1"):
+    with pytest.raises(InputError, match="max_captions must be at least 1"):
         DataSpec("x", max_captions=0)
     paper = {task.name: task for task in load_suite("paper", []).tasks}
     assert paper["coco-retrieval"].data.max_captions == 5  # the authors' 5 captions per image

@@ -225,11 +225,11 @@ def test_the_paper_suite_on_stand_ins_embeds_each_image_once_and_writes_the_tabl
 def test_rare_species_label_types_name_classes_from_row_fields(photo_model, stand_ins):
     from entitynet.training.evaluation import load_model
     from entitynet.training.evaluation.features import embed_images
-    from entitynet.training.evaluation.sources import DataSpec, open_source
+    from entitynet.training.evaluation.inputs import DataSpec, open_input
     from entitynet.training.evaluation.tasks import TaskSpec, task_classes
 
     data = DataSpec(str(stand_ins["rare-species"]), "train", label_column="sciName")
-    source = open_source(data)
+    source = open_input(data)
     clip = load_model(str(photo_model))
     features = embed_images(clip.model, clip.processor, source.read(), progress=False)
     named = {fmt: task_classes(TaskSpec("t", data, name_format=fmt), source, features)
@@ -256,13 +256,13 @@ def test_a_suite_file_with_unknown_keys_or_data_is_refused(tmp_path, photo_model
 def test_shipped_suites_load_and_name_only_known_subsets_and_templates():
     from entitynet.training.evaluation.classes import named_subset
     from entitynet.training.evaluation.suite import load_suite, shipped_suites
-    from entitynet.training.evaluation.templates import resolve
+    from entitynet.training.evaluation.templates import resolve_templates
 
     assert "paper" in shipped_suites()
     for name in shipped_suites():
         suite = load_suite(name, [])
         for task in suite.tasks:
-            resolve(task.templates, ["{c}"])
+            resolve_templates(task.templates, ["{c}"])
             if task.classes:
                 assert named_subset(task.classes)
     paper = load_suite("paper", [])
@@ -310,7 +310,7 @@ def test_the_demos_trained_model_is_evaluated_and_its_card_keeps_the_trainers_re
     after = ModelCard.load(model / "README.md")
     ours = [r for r in after.data.eval_results if r.dataset_split == "validation"]
     # the demo's sample graph gives its taxa ranks: acc1 at every rank its classes reach comes too
-    from entitynet.dataset.lineage import RANK_METRICS
+    from entitynet.build.lineage import RANK_METRICS
 
     names = {r.metric_name for r in ours}
     assert names - set(RANK_METRICS) == {"acc1", "acc5", "mean_per_class_recall", *(

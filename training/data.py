@@ -18,6 +18,7 @@ import torch
 
 from entitynet.training.config import AugmentConfig, TextConfig
 from entitynet.training.images import image_bytes, train_image
+from entitynet.training.mix import MixedRows
 from entitynet.training.stream import StreamedRows, to_device
 from entitynet.training.text_mix import rng_for, sample_text
 
@@ -173,12 +174,12 @@ class MapStyleData:
 
 
 class StreamedData:
-    """Rows streamed from where they lie (``training.stream``): no Arrow copy; each process reads
-    its own part of every epoch."""
+    """Rows streamed from where they lie (``training.stream``), of one dataset or a mix
+    (``training.mix``): no Arrow copy; each process reads its own part of every epoch."""
 
     streaming = True
 
-    def __init__(self, rows: StreamedRows, loader: Any, collator: Collator, device: Any) -> None:
+    def __init__(self, rows: StreamedRows | MixedRows, loader: Any, collator: Collator, device: Any) -> None:
         self.rows, self.loader, self.collator, self.device = rows, loader, collator, device
 
     def batches_per_epoch(self) -> int:

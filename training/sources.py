@@ -50,6 +50,8 @@ class Source:
     files: tuple[str, ...]
     units: tuple[Unit, ...]
     size_bytes: int
+    # the parquet columns; empty for tars, whose rows always have every field (``tar_rows``)
+    columns: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -117,7 +119,7 @@ def _parquet(dataset: str, config_name: str, split: str) -> Source:
     units = tuple(Unit(path, index, rows) for path, (groups, _) in zip(files, metadata) for index, rows in enumerate(groups))
     if not sum(unit.rows for unit in units):
         raise DatasetProblem(f"{dataset} ({config_name}): the {split} split is empty")
-    return Source(dataset, "parquet", split, tuple(files), units, _sizes(files))
+    return Source(dataset, "parquet", split, tuple(files), units, _sizes(files), tuple(sorted(columns)))
 
 
 def _parquet_metadata(path: str) -> tuple[list[int], list[str]]:

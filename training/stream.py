@@ -83,7 +83,10 @@ class StreamedRows(IterableDataset):
 
     def __init__(self, source: Source, columns: tuple[str, ...], batch_size: int, seed: int, rank: int,
                  world_size: int, workers: int, buffer_size: int) -> None:
-        self.source, self.columns = source, columns
+        # a column the source lacks is left out (a plain image-text replay set has no queries nor entities):
+        # the rows miss the key, which the text mix reads as empty
+        self.source = source
+        self.columns = tuple(c for c in columns if not source.columns or c in source.columns)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.workers, self.buffer_size = max(1, workers), buffer_size
         self.epoch = 0
@@ -108,10 +111,11 @@ class StreamedRows(IterableDataset):
         start = self.rank * per_process + worker * (per_process // self.workers)
         return start, start + self.rows_per_worker()
 
-    def worker_skip_rows(self, worker: int) -> int:
+    def worker_skip_rows(self, worker: int, skip_batches: int | None = None) -> int:
         """Rows the worker handed out in the batches already consumed (its batches are every
-        ``workers``-th of the loader's)."""
-        consumed = max(0, self.skip_batches - worker + self.workers - 1) // self.workers
+        ``workers``-th of the loader's); ``skip_batches`` defaults to the stream's."""
+        skip = self.skip_batches if skip_batches is None else skip_batches
+        consumed = max(0, skip - worker + self.workers - 1) // self.workers
         return consumed * self.batch_size
 
     # --- reading ------------------------------------------------------------------------------
@@ -122,13 +126,18 @@ class StreamedRows(IterableDataset):
         # The DataLoader takes batches from its workers in turn, starting with worker 0; resumed
         # after ``skip_batches``, the next batch is the turn of part (skip_batches mod workers),
         # so the workers take the parts rotated by that much.
-        worker = ((info.id if info else 0) + self.skip_batches) % self.workers
+        yield from self.part_rows(self.epoch, ((info.id if info else 0) + self.skip_batches) % self.workers,
+                                  self.skip_batches)
+
+    def part_rows(self, epoch: int, worker: int, skip_batches: int) -> Iterator[dict[str, Any]]:
+        """The rows of part ``worker`` of ``epoch`` that are left after the epoch's first
+        ``skip_batches`` batches (a part's batches are every ``workers``-th of the epoch's)."""
         start, stop = self.worker_range(worker)
-        order = ShuffleOrder(start, stop, self.buffer_size // self.workers, _rng(self.seed, self.epoch, self.rank, worker))
-        for _ in range(self.worker_skip_rows(worker)):
+        order = ShuffleOrder(start, stop, self.buffer_size // self.workers, _rng(self.seed, epoch, self.rank, worker))
+        for _ in range(self.worker_skip_rows(worker, skip_batches)):
             next(order)
         live, resume_at = order.pending(), order.next
-        reader = self._read_from(min(live) if live else resume_at, self.units(self.epoch))
+        reader = self._read_from(min(live) if live else resume_at, self.units(epoch))
         held: dict[int, dict[str, Any]] = {}
         try:
             for wanted in order:

@@ -40,10 +40,11 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from entitynet import layout
 from entitynet.rundir import apply_umask, write_text_atomic
 from entitynet.training import tokenizer_record
-from entitynet.training.config import TrainConfig, load_train_config
+from entitynet.training.config import TrainConfig, load_train_config, mix_rows
 from entitynet.training.data import TEXT_ONLY, TRAIN_COLUMNS, Collator, MapStyleData, StreamedData
 from entitynet.training.evaluation.api import evaluate_built_dataset
 from entitynet.training.loss import ClipLoss
+from entitynet.training.mix import MixedRows
 from entitynet.training.model import (
     PRESETS,
     enable_checkpointing,
@@ -109,8 +110,13 @@ def experiment(config: TrainConfig, spelled: bool = False) -> dict[str, Any]:
     unless ``spelled`` (as typed: what checkpoints recorded before they were located)."""
     values = {key: value for key, value in _flatten(to_dict(config)).items()
               if not any(key == name or key.startswith(name + ".") for name in RESUMABLE_CHANGES)}
+    if not values.get("mix"):  # no replay: absent, as in checkpoints made before mixes existed
+        values.pop("mix", None)
     if not spelled:
-        values.update({key: located(values[key], Path(config.output_dir)) for key in LOCATED if key in values})
+        output = Path(config.output_dir)
+        values.update({key: located(values[key], output) for key in LOCATED if key in values})
+        if "mix" in values:
+            values["mix"] = [{**entry, "dataset": located(entry["dataset"], output)} for entry in values["mix"]]
     return values
 
 
@@ -133,6 +139,10 @@ def data_plan(config: TrainConfig, processes: int, streaming: bool) -> dict[str,
                             "accumulation_steps": config.accumulation_steps, "streaming": streaming}
     if streaming:
         plan["num_workers"] = config.num_workers
+    if config.mix:  # a replay's place in its epochs is counted in the batches of these shares
+        plan["mix"] = [{"dataset": entry.dataset, "config": entry.config, "weight": entry.weight}
+                       for entry in config.mix]
+        plan["mix_rows"] = mix_rows(config.batch_size, config.mix)
     return plan
 
 
@@ -155,11 +165,20 @@ def check_data_plan(saved: dict[str, Any], current: dict[str, Any], checkpoint: 
         was, now = ("streamed", "map-style") if saved["streaming"] else ("map-style", "streamed")
         raise ResumeMismatch(f"{checkpoint} read its data {was}, this run would read it {now} (another order): "
                              f"resume with streaming={str(saved['streaming']).lower()}, {again}")
+    if saved.get("mix_rows") != current.get("mix_rows"):
+        raise ResumeMismatch(
+            f"{checkpoint} drew {_mix_text(saved)} rows per process per batch, this run would draw "
+            f"{_mix_text(current)} (another place in the replay sources): resume with the checkpoint's mix, {again}")
     if saved["streaming"] and max(1, saved["num_workers"]) != max(1, current["num_workers"]):
         raise ResumeMismatch(
             f"{checkpoint} streamed its data in an order cut for num_workers={saved['num_workers']} per process; with "
             f"num_workers={current['num_workers']} some rows would be read twice and others never: resume with "
             f"num_workers={saved['num_workers']}, {again}")
+
+
+def _mix_text(plan: dict[str, Any]) -> str:
+    rows = plan.get("mix_rows")
+    return " + ".join(map(str, rows)) + " (main + replay)" if rows else "only main-dataset"
 
 
 def resumed_position(saved: dict[str, Any], plan: dict[str, Any], checkpoint: Path) -> dict[str, int]:
@@ -427,7 +446,12 @@ def setup(config: TrainConfig) -> tuple[Training, Path | None, dict[str, Any] | 
         source = resolve(config.dataset, config.dataset_config, "train")
     except DatasetProblem as error:
         raise DataError(str(error)) from None
+    replays = replay_sources(config)
     streaming = wants_streaming(config, source)
+    if replays and not streaming:  # never silently: alone, this dataset would be read map-style
+        logger.info("streaming %s as well: a mix is always streamed (exact shares of every batch and an exact resume "
+                    "come from position arithmetic); alone it would be read map-style", config.dataset)
+        streaming = True
     checkpoint = latest_checkpoint(Path(config.output_dir) / layout.CHECKPOINTS)
     recorded = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else None
     if checkpoint and recorded:  # the experiment's own keys name what changed
@@ -439,7 +463,7 @@ def setup(config: TrainConfig) -> tuple[Training, Path | None, dict[str, Any] | 
     optimizer = torch.optim.AdamW(parameter_groups(model, config.optimizer.weight_decay),
                                   lr=config.optimizer.learning_rate, betas=tuple(config.optimizer.betas),
                                   eps=config.optimizer.eps)
-    model, optimizer, data = prepare_data(config, accelerator, source, rows, collator, model, optimizer)
+    model, optimizer, data = prepare_data(config, accelerator, source, rows, collator, model, optimizer, replays)
     schedule = Schedule(config.optimizer.warmup_steps, config.max_steps)
     if config.max_steps <= config.optimizer.warmup_steps:
         logger.warning("max_steps (%d) ends inside the warm-up (optimizer.warmup_steps %d): the learning rate only "
@@ -453,11 +477,26 @@ def setup(config: TrainConfig) -> tuple[Training, Path | None, dict[str, Any] | 
     return training, checkpoint, recorded
 
 
+def replay_sources(config: TrainConfig) -> list[Source]:
+    """The train splits of ``mix``'s datasets, each found and checked like the main one; a problem
+    names the entry."""
+    found = []
+    for index, entry in enumerate(config.mix):
+        try:
+            found.append(resolve(entry.dataset, entry.config or config.dataset_config, "train"))
+        except DatasetProblem as error:
+            raise DataError(f"mix[{index}] ({entry.dataset}): {error}") from None
+    return found
+
+
 def prepare_data(config: TrainConfig, accelerator: Accelerator, source: Source, rows: datasets.Dataset | None,
-                 collator: Collator, model: Any, optimizer: torch.optim.Optimizer
+                 collator: Collator, model: Any, optimizer: torch.optim.Optimizer, replays: Sequence[Source] = ()
                  ) -> tuple[Any, torch.optim.Optimizer, MapStyleData | StreamedData]:
     """The model and optimizer prepared by Accelerate, with the batches of the train split: streamed
-    (``rows`` None) or map-style; refused when one step needs more rows than an epoch has."""
+    (``rows`` None), mixed with ``replays`` (streamed) or map-style; refused when one step needs more
+    rows than an epoch has."""
+    if replays:
+        return prepare_mix(config, accelerator, [source, *replays], collator, model, optimizer)
     if rows is None:
         stream = StreamedRows(source, TRAIN_COLUMNS, config.batch_size, config.seed, accelerator.process_index,
                               accelerator.num_processes, config.num_workers, config.shuffle_buffer)
@@ -476,6 +515,39 @@ def prepare_data(config: TrainConfig, accelerator: Accelerator, source: Source, 
         raise DataError(
             f"{config.dataset}: the train split has {source.rows} rows, fewer than one step of {config.batch_size} x "
             f"{config.accumulation_steps} accumulation steps x {accelerator.num_processes} processes; lower batch_size")
+    return model, optimizer, data
+
+
+def prepare_mix(config: TrainConfig, accelerator: Accelerator, sources: list[Source], collator: Collator, model: Any,
+                optimizer: torch.optim.Optimizer) -> tuple[Any, torch.optim.Optimizer, StreamedData]:
+    """``prepare_data`` for a mix: one stream yielding each process's batches source share by source
+    share, so the loader's batches have the exact composition; refused when a source has less than a
+    batch of its share per worker."""
+    shares = mix_rows(config.batch_size, config.mix)
+    stream = MixedRows(sources, shares, TRAIN_COLUMNS, config.seed, accelerator.process_index,
+                       accelerator.num_processes, config.num_workers, config.shuffle_buffer)
+    for index, short, rows in stream.short_sources():
+        name = config.dataset if index == 0 else f"mix[{index - 1}] ({short.name})"
+        raise DataError(
+            f"{name}: the train split has {short.rows} rows, fewer than {rows} rows per batch x "
+            f"{max(1, config.num_workers)} workers x {accelerator.num_processes} processes; lower its share or "
+            f"num_workers")
+    loader = DataLoader(stream, batch_size=config.batch_size, collate_fn=collator, num_workers=config.num_workers,
+                        drop_last=True, pin_memory=accelerator.device.type == "cuda")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    data = StreamedData(stream, loader, collator, accelerator.device)
+    logger.info("mix: each process's batch of %d rows holds %s; %d batches per process per epoch of %s",
+                config.batch_size, ", ".join(
+                    [f"{shares[0]} rows of {config.dataset}"]
+                    + [f"{rows} of {entry.dataset} (weight {entry.weight:g}; its {replay.source.rows} rows are an "
+                       f"epoch every {replay.batches_per_epoch()} batches)"
+                       for entry, rows, replay in zip(config.mix, shares[1:], stream.streams[1:])]),
+                data.batches_per_epoch(), config.dataset)
+    if data.batches_per_epoch() < config.accumulation_steps:
+        raise DataError(
+            f"{config.dataset}: the train split has {sources[0].rows} rows, fewer than one step of {shares[0]} rows "
+            f"(its share of {config.batch_size}) x {config.accumulation_steps} accumulation steps x "
+            f"{accelerator.num_processes} processes; lower batch_size")
     return model, optimizer, data
 
 

@@ -96,7 +96,7 @@ def _decode(data: bytes, config: DownloadConfig) -> tuple[Image.Image, tuple[int
             image.seek(0)
         image.load()
         rotated = ImageOps.exif_transpose(image, in_place=False) if image.getexif().get(0x0112, 1) != 1 else image
-        return to_rgb(rotated), (width, height)
+        return flatten_to_rgb(rotated), (width, height)
 
 
 def _shrink(rgb: Image.Image, max_side: int) -> Image.Image:
@@ -126,7 +126,7 @@ def _process(data: bytes, config: DownloadConfig) -> Processed:
     )
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def flatten_to_rgb(image: Image.Image) -> Image.Image:
     """Any mode to RGB; transparency is composited over white, 16-bit scaled to 8-bit."""
     if image.mode == "RGB":
         return image

@@ -39,7 +39,7 @@ from entitynet.config import DownloadConfig
 from entitynet.download.fetch import TRANSIENT, Fetched, Fetcher
 from entitynet.download.images import Processed, process
 from entitynet.http import display_url
-from entitynet.records import Failure, PlannedUrl, Source, StoredImage
+from entitynet.records import Failure, Finding, PlannedUrl, StoredImage
 from entitynet.rundir import write_text_atomic
 from entitynet.tables import (
     FAILURE_SCHEMA,
@@ -218,7 +218,7 @@ class ShardWorker:
         says what happened to each link. A link is fetched once however many chains name it, and
         chains that reach the same link share its image (with the sources of those chains only)."""
         outcomes: dict[str, tuple[Fetched, Processed] | Failure] = {}
-        reached: dict[str, tuple[list[str], list[Source]]] = {}  # link -> the links and sources of chains that reached it
+        reached: dict[str, tuple[list[str], list[Finding]]] = {}  # link -> the links and sources of chains that reached it
         failures: list[Failure] = []
         fetched_bytes = 0
         for links, sources in planned.chains():
@@ -254,7 +254,7 @@ class ShardWorker:
         return (fetched, image), size
 
 
-def _stored(outcome: tuple[Fetched, Processed], link: str, links: list[str], sources: list[Source], position: int) -> StoredImage:
+def _stored(outcome: tuple[Fetched, Processed], link: str, links: list[str], sources: list[Finding], position: int) -> StoredImage:
     """The image ``link`` gave; the other links of the chains that reached it are its alternatives."""
     fetched, image = outcome
     return StoredImage(

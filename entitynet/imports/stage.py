@@ -64,7 +64,7 @@ class Origin:
     label: str = ""  # how statistics and the dataset card name it: a Hub id, or a local name without its path
 
 
-def resolve(source: str, splits: list[str] | None, revision: str | None,
+def resolve_origin(source: str, splits: list[str] | None, revision: str | None,
             url_column: str | None, caption_column: str | None) -> Origin:
     path = Path(source)
     if glob_like(source) or path.is_file():
@@ -228,8 +228,8 @@ def setup(config: Config | None, context: Context) -> Origin:
     if options.get("rows_per_part", ROWS_PER_PART) < 1:
         raise ImportProblem("--rows-per-part: must be at least 1")
     refuse_harvested(context.run_dir, context.replaces)
-    return resolve(options["source"], options.get("splits"), options.get("revision"), options.get("url_column"),
-                   options.get("caption_column"))
+    return resolve_origin(options["source"], options.get("splits"), options.get("revision"), options.get("url_column"),
+                          options.get("caption_column"))
 
 
 def settings(config: Config | None, context: Context) -> dict[str, Any]:

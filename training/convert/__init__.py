@@ -15,6 +15,6 @@ Needs the train extra (torch, transformers, accelerate).
 from entitynet.training.convert.clip_tokenizer import clip_tokenizer
 from entitynet.training.convert.convert import Converted, convert_open_clip, convert_to_open_clip
 from entitynet.training.convert.errors import ConversionError
-from entitynet.training.convert.load import load_clip, resolve
+from entitynet.training.convert.load import load_clip, resolve_transformers_model
 
-__all__ = ["ConversionError", "Converted", "clip_tokenizer", "convert_open_clip", "convert_to_open_clip", "load_clip", "resolve"]
+__all__ = ["ConversionError", "Converted", "clip_tokenizer", "convert_open_clip", "convert_to_open_clip", "load_clip", "resolve_transformers_model"]

@@ -30,8 +30,8 @@ from entitynet.training.convert.clip_tokenizer import clip_tokenizer
 from entitynet.training.convert.errors import ConversionError
 from entitynet.training.convert.keymap import key_table, to_open_clip, to_transformers
 from entitynet.training.convert.open_clip_config import hf_config, image_processor, open_clip_config, own_tokenizer_name
+from entitynet.training.convert.open_clip_files import CONFIG, WEIGHTS, OpenClipModel, read_open_clip
 from entitynet.training.convert.reference import OpenClipReference
-from entitynet.training.convert.sources import CONFIG, WEIGHTS, OpenClipModel, read_source
 from entitynet.training.model_files import MissingTokenizer, require_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def convert_open_clip(source: str, out: str | Path, model_name: str | None = Non
     if Path(source).exists():  # a local folder or checkpoint file; a Hub id names no local path
         refuse_overlap(out, Path(source))
     refuse_existing(out, force, TRANSFORMERS_FILES)
-    model = read_source(source, model_name)
+    model = read_open_clip(source, model_name)
     own = own_tokenizer(model)
     clip, text_prefix = build_clip(model, own)
     config = clip.config

@@ -24,7 +24,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, PreTraine
 
 from entitynet.training.convert.convert import convert_open_clip
 from entitynet.training.convert.errors import ConversionError
-from entitynet.training.convert.sources import CONFIG, TOKENIZER_FILE, WEIGHTS, download, hub_id_of
+from entitynet.training.convert.open_clip_files import CONFIG, TOKENIZER_FILE, WEIGHTS, download, hub_id_of
 from entitynet.training.model_files import MissingTokenizer, require_tokenizer, require_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ CONVERTER_VERSION = 1  # bump when conversions change their output: cached ones 
 
 def load_clip(source: str, model_name: str | None = None) -> tuple[CLIPModel, PreTrainedTokenizerBase, Any]:
     """The model, tokenizer and image processor of ``source`` (see the module docstring)."""
-    folder = resolve(source, model_name)
+    folder = resolve_transformers_model(source, model_name)
     try:
         if Path(folder).is_dir():
             require_tokenizer(folder)
@@ -50,7 +50,7 @@ def load_clip(source: str, model_name: str | None = None) -> tuple[CLIPModel, Pr
     return model, tokenizer, processor
 
 
-def resolve(source: str, model_name: str | None = None) -> str:
+def resolve_transformers_model(source: str, model_name: str | None = None) -> str:
     """A transformers id or folder for ``source``, converting an open_clip source into the cache."""
     path = Path(source)
     if path.is_dir() and (path / "config.json").is_file():

@@ -2,7 +2,7 @@
 
 The pieces, each usable alone:
 
-- ``sources``: a dataset, detected (image folder, CLIP_benchmark webdataset, Hugging Face
+- ``inputs``: a dataset, detected (image folder, CLIP_benchmark webdataset, Hugging Face
   dataset, our built datasets), as a stream of examples; ``webdataset`` reads the tar layout.
 - ``classes``: ``ClassSet``, the classes of a task (ids and names), ImageNet's living/other split.
 - ``templates``: prompt template sets (openai, simple, none, a file, the dataset's own).

@@ -15,8 +15,8 @@ from typing import Any
 
 from entitynet.training.evaluation.classes import ClassSet
 from entitynet.training.evaluation.features import default_accelerator, embed_images
+from entitynet.training.evaluation.inputs import built_examples
 from entitynet.training.evaluation.scoring import caption_embeddings, classification, retrieval, zero_shot_classifier
-from entitynet.training.evaluation.sources import built_examples
 from entitynet.training.evaluation.templates import SIMPLE, Templates, check
 
 Metrics = dict[str, float | int | None]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from entitynet.training.evaluation import report
 from entitynet.training.evaluation.classes import ClassSetError, named_subset
+from entitynet.training.evaluation.inputs import DataSpec, EvalInput, InputError, display_name
 from entitynet.training.evaluation.models import ModelError, load_model
-from entitynet.training.evaluation.sources import DataSpec, Source, SourceError, display_name
 from entitynet.training.evaluation.suite import (
     Outcome,
     Suite,
@@ -26,7 +26,7 @@ from entitynet.training.evaluation.suite import (
     run_tasks,
 )
 from entitynet.training.evaluation.tasks import Settings, TaskError, TaskSpec
-from entitynet.training.evaluation.templates import TemplateError, resolve
+from entitynet.training.evaluation.templates import TemplateError, resolve_templates
 
 logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT = "eval-results"
@@ -37,12 +37,12 @@ def run(args: argparse.Namespace) -> int:
         suite = _tasks(args)
         for spec in suite.tasks:  # fail on a bad template file or subset before any image is read
             if spec.templates not in (None, "dataset"):
-                resolve(spec.templates)
+                resolve_templates(spec.templates)
             if spec.classes and not Path(spec.classes).is_file():
                 named_subset(spec.classes)
         if args.update_card and not Path(args.update_card).is_dir():
             raise SuiteError(f"--update-card {args.update_card}: no such model folder")
-    except (SuiteError, SourceError, TemplateError, TaskError, ClassSetError) as error:
+    except (SuiteError, InputError, TemplateError, TaskError, ClassSetError) as error:
         print(f"entitynet eval: error: {error}", file=sys.stderr)
         return 2
     single = Path(args.output) if args.output and args.output.endswith(".json") and args.dataset else None
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(status == "failed" for _, status, _ in problems) else 0
 
 
-def _say_readings(prepared: list[Outcome | tuple[TaskSpec, Source]]) -> None:
+def _say_readings(prepared: list[Outcome | tuple[TaskSpec, EvalInput]]) -> None:
     """How each dataset is read (its format and why), once per dataset, before any image is read."""
     said: set[str] = set()
     for item in prepared:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from entitynet.training.evaluation.images import UnreadableImage, decode
-from entitynet.training.evaluation.sources import Example
+from entitynet.training.evaluation.inputs import Example
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

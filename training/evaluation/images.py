@@ -17,7 +17,7 @@ class UnreadableImage(ValueError):
     """An image that cannot be decoded; the message names where it came from."""
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def upright_rgb(image: Image.Image) -> Image.Image:
     image = ImageOps.exif_transpose(image)
     return image if image.mode == "RGB" else image.convert("RGB")
 
@@ -25,7 +25,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def decode(data: Any, where: str) -> Image.Image:
     """bytes, a ``{"bytes", "path"}`` dict (``datasets.Image(decode=False)``) or a PIL image -> RGB."""
     if isinstance(data, Image.Image):
-        return to_rgb(data)
+        return upright_rgb(data)
     if isinstance(data, dict):
         path = data.get("path")
         where = where if not path or path in where else f"{where} ({path})"
@@ -35,7 +35,7 @@ def decode(data: Any, where: str) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
-            return to_rgb(opened)
+            return upright_rgb(opened)
     except Image.UnidentifiedImageError:  # its own message names a BytesIO object's address
         raise UnreadableImage(f"{where}: cannot read the image (not in a format Pillow knows)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from entitynet import layout
+from entitynet.build.lineage import RANK_METRICS
 from entitynet.config import Config
-from entitynet.dataset.lineage import RANK_METRICS
 from entitynet.rundir import Context, RunDir, StageError, shown, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ def evaluate_run(config: Config, run_dir: RunDir) -> dict[str, Any]:
     from entitynet.training.evaluation import report
     from entitynet.training.evaluation.api import evaluate_built_dataset
     from entitynet.training.evaluation.features import default_accelerator
+    from entitynet.training.evaluation.inputs import display_name
     from entitynet.training.evaluation.models import ModelError, load_model
-    from entitynet.training.evaluation.sources import display_name
     from entitynet.training.splits import eval_rows
 
     model_dir, out = run_dir.path(layout.MODEL), run_dir.path(layout.EVAL)

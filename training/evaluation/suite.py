@@ -31,8 +31,8 @@ import yaml
 
 from entitynet.hub_cards.model_card import is_hub_id
 from entitynet.rundir import write_text_atomic
+from entitynet.training.evaluation.inputs import DataSpec, EvalInput, InputError, open_input
 from entitynet.training.evaluation.models import Clip
-from entitynet.training.evaluation.sources import DataSpec, Source, SourceError, open_source
 from entitynet.training.evaluation.tasks import FeatureCache, Settings, TaskError, TaskSpec, run_task
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def load_suite(name: str, overrides: Sequence[str] = ()) -> Suite:
             continue
         try:
             tasks.append(TaskSpec(data=DataSpec(**spec), **{k: v for k, v in entry.items() if k != "data"}))
-        except (TypeError, TaskError, SourceError) as error:
+        except (TypeError, TaskError, InputError) as error:
             raise SuiteError(f"{where}: {error}") from None
     return Suite(path.stem, str(loaded.get("description") or ""), tasks, unavailable)
 
@@ -134,10 +134,10 @@ class Outcome:
 
 
 def prepare(tasks: Sequence[TaskSpec], results: Path | None, skip_existing: bool = False,
-            single_file: Path | None = None) -> list[Outcome | tuple[TaskSpec, Source]]:
+            single_file: Path | None = None) -> list[Outcome | tuple[TaskSpec, EvalInput]]:
     """Per task: an Outcome when it needs no run (its result exists, its data cannot be opened),
     else (task, opened source). Opening reads no images, so bad data fails before the model loads."""
-    prepared: list[Outcome | tuple[TaskSpec, Source]] = []
+    prepared: list[Outcome | tuple[TaskSpec, EvalInput]] = []
     for spec in tasks:
         path = single_file or results / f"{spec.name}.json"
         existing = _record(path) if skip_existing else None
@@ -145,8 +145,8 @@ def prepare(tasks: Sequence[TaskSpec], results: Path | None, skip_existing: bool
             prepared.append(Outcome(spec.name, existing, "existing"))
             continue
         try:
-            prepared.append((spec, open_source(spec.data)))
-        except SourceError as error:
+            prepared.append((spec, open_input(spec.data)))
+        except InputError as error:
             prepared.append(Outcome(spec.name, None, "failed", str(error)))
     return prepared
 
@@ -167,7 +167,7 @@ def folder_results(folder: Path) -> list[dict[str, Any]]:
     return sorted((record for record in found if record is not None), key=lambda record: record["task_name"])
 
 
-def run_tasks(clip: Clip, prepared: Sequence[Outcome | tuple[TaskSpec, Source]], results: Path | None, accelerator: Any,
+def run_tasks(clip: Clip, prepared: Sequence[Outcome | tuple[TaskSpec, EvalInput]], results: Path | None, accelerator: Any,
               settings: Settings, single_file: Path | None = None) -> list[Outcome]:
     """Run the prepared tasks, each source's tasks together, writing ``results/<task>.json`` (or
     ``single_file``) as each finishes. A task that fails is reported and the others go on."""
@@ -179,7 +179,7 @@ def run_tasks(clip: Clip, prepared: Sequence[Outcome | tuple[TaskSpec, Source]],
     for n, (spec, source) in enumerate(runnable):
         try:
             record = run_task(clip, spec, accelerator, cache, settings, source)
-        except (SourceError, TaskError, ValueError) as error:  # bad data, named in the message
+        except (InputError, TaskError, ValueError) as error:  # bad data, named in the message
             outcomes[spec.name] = Outcome(spec.name, None, "failed", str(error))  # reported with the table
         except Exception as error:
             logger.debug("%s failed", spec.name, exc_info=True)

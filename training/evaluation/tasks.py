@@ -20,10 +20,10 @@ import torch
 from entitynet.training.evaluation.classes import ClassSet, ClassSetError, named_subset
 from entitynet.training.evaluation.features import ImageFeatures, embed_images
 from entitynet.training.evaluation.images import UnreadableImage
+from entitynet.training.evaluation.inputs import DataSpec, EvalInput, open_input
 from entitynet.training.evaluation.models import Clip
 from entitynet.training.evaluation.scoring import caption_embeddings, classification, retrieval, zero_shot_classifier
-from entitynet.training.evaluation.sources import DataSpec, Source, open_source
-from entitynet.training.evaluation.templates import Templates, resolve
+from entitynet.training.evaluation.templates import Templates, resolve_templates
 
 logger = logging.getLogger(__name__)
 KINDS = ("auto", "zeroshot_classification", "zeroshot_retrieval")
@@ -92,8 +92,8 @@ class FeatureCache:
 
 
 def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache | None = None,
-             settings: Settings = Settings(), source: Source | None = None) -> dict[str, Any]:
-    source = source or open_source(spec.data)
+             settings: Settings = Settings(), source: EvalInput | None = None) -> dict[str, Any]:
+    source = source or open_input(spec.data)
     cache = cache if cache is not None else FeatureCache()
     classify = spec.task == "zeroshot_classification" or (spec.task == "auto" and source.labels)
     find = spec.task == "zeroshot_retrieval" or (spec.task == "auto" and source.captions)
@@ -122,7 +122,7 @@ def run_task(clip: Clip, spec: TaskSpec, accelerator: Any, cache: FeatureCache |
     }
     if classify:
         classes = task_classes(spec, source, features)
-        templates = resolve(spec.templates, source.templates)
+        templates = resolve_templates(spec.templates, source.templates)
         weights = cache.classifier(classes, templates, lambda missing: zero_shot_classifier(
             clip.model, clip.tokenizer, missing, templates, accelerator, settings.text_batch_size))
         scored = classification(features, classes, weights, accelerator.device)
@@ -157,7 +157,7 @@ def recorded_names(classes: ClassSet) -> list[str | list[str]]:
     return [names[0] if len(names) == 1 else list(names) for names in classes.names]
 
 
-def task_classes(spec: TaskSpec, source: Source, features: ImageFeatures) -> ClassSet:
+def task_classes(spec: TaskSpec, source: EvalInput, features: ImageFeatures) -> ClassSet:
     """The source's classes (or the labels its images carry), cut to the task's subset."""
     classes = source.classes
     if classes is None:

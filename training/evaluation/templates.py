@@ -50,7 +50,7 @@ def check(texts: Sequence[str], origin: str) -> tuple[str, ...]:
     return texts
 
 
-def resolve(spec: str | None, dataset_templates: Sequence[str] | None = None) -> Templates:
+def resolve_templates(spec: str | None, dataset_templates: Sequence[str] | None = None) -> Templates:
     """The template set ``spec`` names (None means ``dataset``)."""
     spec = spec or "dataset"
     if spec == "openai":

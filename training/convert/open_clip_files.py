@@ -63,7 +63,7 @@ def hub_id_of(source: str) -> str | None:
     return None
 
 
-def read_source(source: str, model_name: str | None = None) -> OpenClipModel:
+def read_open_clip(source: str, model_name: str | None = None) -> OpenClipModel:
     hub_id = hub_id_of(source)
     if hub_id:
         folder, revision = download(hub_id)

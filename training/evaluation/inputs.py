@@ -13,13 +13,13 @@ README, .DS_Store, a stray .csv) never count (``detect_folder``):
    images are no classes (left out, and said).
 
 Two readings on the same level, or none, are refused, naming what was found; ``--format`` chooses.
-Which reading was taken, and why, is ``Source.reading``. A Hub id is a webdataset or a Hugging Face
+Which reading was taken, and why, is ``EvalInput.reading``. A Hub id is a webdataset or a Hugging Face
 dataset. One of our built datasets (rows with ``entities`` and ``alt_texts``) has its entities as
 classes and its alt texts for retrieval; any other Hugging Face dataset needs an image column and a
 label column (``ClassLabel`` names, a class-names file, or string labels named from row fields).
 
 Every source is read as a stream (``streaming=True``, tar streams, a directory walk): images are
-never all in memory. ``Source.read()`` may be called again and starts over.
+never all in memory. ``EvalInput.read()`` may be called again and starts over.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ HF_MARKERS = ("state.json", "dataset_dict.json", "metadata.csv", "metadata.jsonl
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
-class SourceError(ValueError):
+class InputError(ValueError):
     """Evaluation data that cannot be read as asked; the message names the dataset and what is wrong."""
 
 
@@ -92,17 +92,17 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise SourceError(f"unknown format {self.format!r}: one of {', '.join(FORMATS)}")
+            raise InputError(f"unknown format {self.format!r}: one of {', '.join(FORMATS)}")
         if self.dataset_id is not None and not is_hub_id(self.dataset_id):
-            raise SourceError(f"{self.dataset}: dataset id {self.dataset_id!r} is no Hub dataset id (ORG/NAME)")
+            raise InputError(f"{self.dataset}: dataset id {self.dataset_id!r} is no Hub dataset id (ORG/NAME)")
         for name in ("max_images", "max_captions"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise SourceError(f"{self.dataset}: {name} must be at least 1 (or unset for all), got {value!r}")
+                raise InputError(f"{self.dataset}: {name} must be at least 1 (or unset for all), got {value!r}")
 
 
 @dataclass(frozen=True)
-class Source:
+class EvalInput:
     """An opened dataset: how to read it and what is known before reading."""
 
     name: str
@@ -117,7 +117,7 @@ class Source:
     reading: str = ""  # how it was read and why, for the user: "an image folder (8 class folders)"
 
 
-def open_source(spec: DataSpec) -> Source:
+def open_input(spec: DataSpec) -> EvalInput:
     why = f"--format {spec.format}"
     kind = spec.format
     if kind == "auto":
@@ -125,15 +125,15 @@ def open_source(spec: DataSpec) -> Source:
     columns = [flag for flag, value in (("--image-column", spec.image_column), ("--label-column", spec.label_column),
                                         ("--caption-column", spec.caption_column)) if value]
     if columns and kind in ("imagefolder", "wds"):
-        raise SourceError(f"{spec.dataset}: {', '.join(columns)} name columns of a Hugging Face dataset; "
+        raise InputError(f"{spec.dataset}: {', '.join(columns)} name columns of a Hugging Face dataset; "
                           f"this is {READINGS[kind]} ({why})")
     opener = {"imagefolder": _image_folder, "wds": _webdataset, "hf": _hf, "entitynet": _hf}[kind]
     if not Path(spec.dataset).exists() and hub_offline():
-        raise SourceError(f"{spec.dataset}: HF_HUB_OFFLINE is set, so a Hub dataset cannot be read; give a local copy")
+        raise InputError(f"{spec.dataset}: HF_HUB_OFFLINE is set, so a Hub dataset cannot be read; give a local copy")
     try:
         source = opener(spec)
     except OSError as error:  # a file gone, the Hub unreachable
-        raise SourceError(f"{spec.dataset}: cannot open it ({type(error).__name__}: {error})") from None
+        raise InputError(f"{spec.dataset}: cannot open it ({type(error).__name__}: {error})") from None
     # the reader may add how it named the classes
     source = replace(source, reading="; ".join(filter(None, [f"{READINGS[source.format]} ({why})", source.reading])))
     if spec.max_images is not None:
@@ -159,18 +159,18 @@ def detect(spec: DataSpec) -> tuple[str, str]:
     if path.is_dir():
         return detect_folder(path)
     if path.exists():
-        raise SourceError(f"{path}: a file; give a folder or a Hub dataset id")
+        raise InputError(f"{path}: a file; give a folder or a Hub dataset id")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", spec.dataset):
-        raise SourceError(f"{spec.dataset}: no such folder, and not a Hub dataset id (ORG/NAME)")
+        raise InputError(f"{spec.dataset}: no such folder, and not a Hub dataset id (ORG/NAME)")
     try:
         fs, root = local_or_hub(spec.dataset)
         if looks_like_webdataset(fs, root):
             return "wds", "a Hub repo in CLIP_benchmark's layout"
         return "hf", "a Hub repo"
     except WebDatasetError as error:
-        raise SourceError(str(error)) from None
+        raise InputError(str(error)) from None
     except Exception as error:  # huggingface_hub and its HTTP client raise many kinds (not found, gated, network)
-        raise SourceError(f"{spec.dataset}: cannot look at it on the Hub ({type(error).__name__}: {error})") from None
+        raise InputError(f"{spec.dataset}: cannot look at it on the Hub ({type(error).__name__}: {error})") from None
 
 
 def detect_folder(path: Path) -> tuple[str, str]:
@@ -185,11 +185,11 @@ def detect_folder(path: Path) -> tuple[str, str]:
         return next(iter(evidence.items()))
     if evidence:
         found = "; ".join(f"{READINGS[kind]}: {why}" for kind, why in evidence.items())
-        raise SourceError(f"{path}: could be read as {' or as '.join(READINGS[k] for k in evidence)} ({found}); "
+        raise InputError(f"{path}: could be read as {' or as '.join(READINGS[k] for k in evidence)} ({found}); "
                           f"choose with --format {' or --format '.join(evidence)}")
     subfolders = [p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     images = "no images found in its subfolders" if subfolders else "no subfolders of images"
-    raise SourceError(f"{path}: cannot tell how to read it: {images} (an image folder holds one subfolder per class, "
+    raise InputError(f"{path}: cannot tell how to read it: {images} (an image folder holds one subfolder per class, "
                       f"with {', '.join(sorted(IMAGE_SUFFIXES))} files), no Hugging Face data files (.parquet, .arrow, "
                       "a README.md declaring configs) and no webdataset shards (SPLIT/nshards.txt); "
                       "if it is one of these, say which with --format")
@@ -252,13 +252,13 @@ def folder_class_name(folder: str) -> str:
     return re.sub(r"^\d+[._-]", "", folder).replace("_", " ").strip()
 
 
-def _image_folder(spec: DataSpec) -> Source:
+def _image_folder(spec: DataSpec) -> EvalInput:
     root = Path(spec.dataset)
     if not root.is_dir():
-        raise SourceError(f"{root}: no such folder")
+        raise InputError(f"{root}: no such folder")
     files = {folder.name: sorted(_images(folder)) for folder in _subfolders(root)}
     if not any(files.values()):
-        raise SourceError(f"{root}: no images found (an image folder holds one subfolder per class, with "
+        raise InputError(f"{root}: no images found (an image folder holds one subfolder per class, with "
                           f"{', '.join(sorted(IMAGE_SUFFIXES))} files)")
     # a subfolder without images is no class (notes, a __MACOSX folder, a Hub layout's data/): left out, and said
     empty = [name for name, paths in files.items() if not paths]
@@ -276,25 +276,25 @@ def _image_folder(spec: DataSpec) -> Source:
                 # read by the decoder: a file that cannot be read is named like one that cannot be decoded
                 yield Example({"bytes": None, "path": str(path)}, str(path), labels=(name,))
 
-    return Source(display_name(spec.dataset), spec.split or "-", "imagefolder", f"imagefolder|{root.resolve()}", read,
+    return EvalInput(display_name(spec.dataset), spec.split or "-", "imagefolder", f"imagefolder|{root.resolve()}", read,
                   classes, reading=naming)
 
 
 # --- CLIP_benchmark webdataset ----------------------------------------------------------------
 
-def _webdataset(spec: DataSpec) -> Source:
+def _webdataset(spec: DataSpec) -> EvalInput:
     fs, root = local_or_hub(spec.dataset)
     data = WebDataset(fs, root, spec.split or "test")
     try:
         data.shards()  # fail now, naming the split, not in the middle of a run
         retrieval = data.kind == "retrieval"
     except ValueError as error:
-        raise SourceError(str(error)) from None
+        raise InputError(str(error)) from None
     classes = None
     if not retrieval:
         names = data.lines("classnames.txt")
         if names is None and not spec.class_names:
-            raise SourceError(f"{spec.dataset}: classnames.txt is missing; pass a class-names file")
+            raise InputError(f"{spec.dataset}: classnames.txt is missing; pass a class-names file")
         classes = _renamed(ClassSet.from_names(names or []), spec.class_names) if names else _names_file(spec.class_names)
 
     def read() -> Iterator[Example]:
@@ -302,14 +302,14 @@ def _webdataset(spec: DataSpec) -> Source:
             labels = (str(sample.label),) if sample.label is not None else ()
             yield Example(sample.image, sample.where, labels=labels, captions=sample.captions)
 
-    return Source(display_name(spec.dataset), data.split, "wds", f"wds|{root}|{data.split}", read, classes,
+    return EvalInput(display_name(spec.dataset), data.split, "wds", f"wds|{root}|{data.split}", read, classes,
                   templates=tuple(data.lines("zeroshot_classification_templates.txt") or ()) or None,
                   captions=retrieval, labels=not retrieval)
 
 
 # --- Hugging Face datasets, ours included -----------------------------------------------------
 
-def _hf(spec: DataSpec) -> Source:
+def _hf(spec: DataSpec) -> EvalInput:
     import datasets
 
     rows, split = _load_split(spec)
@@ -317,11 +317,11 @@ def _hf(spec: DataSpec) -> Source:
     if "entities" in features and "alt_texts" in features and spec.format in ("auto", "entitynet"):
         return _built(spec, rows, split)
     if spec.format == "entitynet":
-        raise SourceError(f"{spec.dataset}: not a built EntityNet dataset (no entities and alt_texts columns)")
+        raise InputError(f"{spec.dataset}: not a built EntityNet dataset (no entities and alt_texts columns)")
     image_column = spec.image_column or next(
         (name for name, feature in features.items() if isinstance(feature, datasets.Image)), None)
     if image_column not in features:
-        raise SourceError(f"{spec.dataset}: no image column {image_column or ''} (columns: {', '.join(features)}); "
+        raise InputError(f"{spec.dataset}: no image column {image_column or ''} (columns: {', '.join(features)}); "
                           "name it with --image-column")
     label_column = spec.label_column or next(
         (name for name, feature in features.items() if isinstance(feature, datasets.ClassLabel)),
@@ -329,9 +329,9 @@ def _hf(spec: DataSpec) -> Source:
     caption_column = spec.caption_column
     for wanted, flag in ((label_column, "--label-column"), (caption_column, "--caption-column")):
         if wanted is not None and wanted not in features:
-            raise SourceError(f"{spec.dataset}: no column {wanted!r} ({flag}); columns: {', '.join(features)}")
+            raise InputError(f"{spec.dataset}: no column {wanted!r} ({flag}); columns: {', '.join(features)}")
     if label_column is None and caption_column is None:
-        raise SourceError(f"{spec.dataset}: no label column found; name it with --label-column "
+        raise InputError(f"{spec.dataset}: no label column found; name it with --label-column "
                           f"(columns: {', '.join(features)})")
     rows = rows.cast_column(image_column, datasets.Image(decode=False))
     label = features.get(label_column)
@@ -341,7 +341,7 @@ def _hf(spec: DataSpec) -> Source:
     elif label_column is not None and spec.class_names:
         classes = _names_file(spec.class_names)
     elif isinstance(label, datasets.Value) and label.dtype.startswith(("int", "uint")):
-        raise SourceError(f"{spec.dataset}: the labels in {label_column!r} are numbers without names; "
+        raise InputError(f"{spec.dataset}: the labels in {label_column!r} are numbers without names; "
                           "pass --class-names FILE (one name per line, in label order)")
 
     def read() -> Iterator[Example]:
@@ -355,11 +355,11 @@ def _hf(spec: DataSpec) -> Source:
             fields = {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))} if classes is None else None
             yield Example(row[image_column], f"{spec.dataset} [{split}] row {n}", labels, captions, fields=fields)
 
-    return Source(display_name(spec.dataset), split, "hf", _hf_key(spec, split, image_column, label_column, caption_column),
+    return EvalInput(display_name(spec.dataset), split, "hf", _hf_key(spec, split, image_column, label_column, caption_column),
                   read, classes, captions=caption_column is not None, labels=label_column is not None)
 
 
-def _built(spec: DataSpec, rows: Any, split: str) -> Source:
+def _built(spec: DataSpec, rows: Any, split: str) -> EvalInput:
     import datasets
 
     rows = rows.cast_column("image", datasets.Image(decode=False))
@@ -368,7 +368,7 @@ def _built(spec: DataSpec, rows: Any, split: str) -> Source:
     def read() -> Iterator[Example]:
         yield from built_examples(rows, name_format, where=f"{spec.dataset} [{split}]")
 
-    return Source(display_name(spec.dataset), split, "entitynet", _hf_key(spec, split, "image", "entities", "alt_texts", name_format),
+    return EvalInput(display_name(spec.dataset), split, "entitynet", _hf_key(spec, split, "image", "entities", "alt_texts", name_format),
                   read, None, templates=None, captions=True)
 
 
@@ -402,12 +402,12 @@ def _load_split(spec: DataSpec) -> tuple[Any, str]:
         else:
             loaded = datasets.load_dataset(spec.dataset, spec.config, streaming=True)
     except (FileNotFoundError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
-        raise SourceError(f"{spec.dataset}: cannot load it as a Hugging Face dataset ({error})") from None
+        raise InputError(f"{spec.dataset}: cannot load it as a Hugging Face dataset ({error})") from None
     if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         splits = list(loaded)
         split = spec.split or ("test" if "test" in splits else splits[0] if len(splits) == 1 else None)
         if split not in loaded:
-            raise SourceError(f"{spec.dataset}: no split {spec.split or '(none given)'!r}; splits: {', '.join(splits)} "
+            raise InputError(f"{spec.dataset}: no split {spec.split or '(none given)'!r}; splits: {', '.join(splits)} "
                               "(choose with --split)")
         return loaded[split], split
     return loaded, spec.split or str(loaded.split or "train")
@@ -422,7 +422,7 @@ def _hf_key(spec: DataSpec, split: str, *columns: str | None) -> str:
 
 def _names_file(path: str | None) -> ClassSet:
     if not path:
-        raise SourceError("integer labels need class names: pass a class-names file")
+        raise InputError("integer labels need class names: pass a class-names file")
     loaded = _read_names(path)
     if isinstance(loaded, dict):
         return ClassSet.from_mapping(loaded)
@@ -436,10 +436,10 @@ def _renamed(classes: ClassSet, path: str | None) -> ClassSet:
     if isinstance(loaded, dict):
         unknown = sorted(set(loaded) - set(classes.ids))
         if unknown:
-            raise SourceError(f"{path}: names for classes the dataset lacks, e.g. {', '.join(unknown[:5])}")
+            raise InputError(f"{path}: names for classes the dataset lacks, e.g. {', '.join(unknown[:5])}")
         return classes.renamed(loaded)
     if len(loaded) != len(classes):
-        raise SourceError(f"{path}: {len(loaded)} class names for {len(classes)} classes")
+        raise InputError(f"{path}: {len(loaded)} class names for {len(classes)} classes")
     return ClassSet(classes.ids, tuple(loaded))
 
 
@@ -457,6 +457,6 @@ def _read_names(path: str) -> list[tuple[str, ...]] | dict[str, tuple[str, ...]]
             return [names(value) for value in loaded]
         return [(line.strip(),) for line in text.splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
-        raise SourceError(f"{path}: cannot read class names ({error})") from None
+        raise InputError(f"{path}: cannot read class names ({error})") from None
     except ClassSetError as error:
-        raise SourceError(f"{path}: {error}") from None
+        raise InputError(f"{path}: {error}") from None

@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from entitynet import layout
-from entitynet.dataset.lineage import lineage
-from entitynet.records import Entity, NaturalType, Query, Source, StoredImage
+from entitynet.build.lineage import lineage
+from entitynet.records import Entity, Finding, NaturalType, Query, StoredImage
 from entitynet.tables import (
     SOURCE_TYPE,
     image_from_row,
@@ -254,7 +254,7 @@ class Lookups:
 
     def example(self, stored: StoredImage, domain: str) -> dict[str, Any]:
         duplicates = self.extra.get(stored.url, [])
-        sources = stored.sources + [Source(**s) for dup in duplicates for s in dup["sources"]]
+        sources = stored.sources + [Finding(**s) for dup in duplicates for s in dup["sources"]]
         queries, entity_ids = [], []
         for source in sources:
             query = self.queries.get(source.query_id)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from entitynet import layout
+from entitynet.build.rows import SPLITS, prepare
 from entitynet.config import Config, DownloadConfig
-from entitynet.dataset.rows import SPLITS, prepare
 from entitynet.rundir import Context, RunDir, StageError, package_versions, shown, swap_in
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def build(config: Config, run_dir: RunDir, cache: Path, upstream: tuple[str, ...
     """The dataset from the run's stored images; ``upstream`` are the stages before this one, whose
     records the card reads."""
     from entitynet.builders.entitynet import EntityNet
-    from entitynet.hub_cards.card import write_card
+    from entitynet.hub_cards.dataset_card import write_card
 
     settings = config.build
     rows_dir = cache / "rows"

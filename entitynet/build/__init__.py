@@ -1,0 +1,2 @@
+"""The build stage (``entitynet build``): a Hugging Face dataset (EntityNet and LivingThings) from a
+run directory."""
