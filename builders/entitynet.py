@@ -9,12 +9,40 @@ parquet output, then lays the shards out as a Hub dataset repository (``data/liv
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 import pyarrow.parquet as pq
+
+from entitynet.records import Finding, StoredImage
+from entitynet.tables import image_from_row, read_rows
+
+# test_seen: held-out images of entities that have images in train (how well the model learnt the
+# entities it saw), beside test (entities never seen: transfer)
+SPLITS = ("train", "validation", "test", "test_seen")
+# an image is living when one of its entities is; each configuration reads the domains it names
+DOMAINS = ("living", "other")
+CONFIG_DOMAINS = {"entitynet": DOMAINS, "livingthings": ("living",)}
+# The ranks an entity's ``lineage`` names (entitynet/build/lineage.py fills it) and the result keys
+# the evaluation scores at them (training/evaluation/ranks.py, the model card).
+TAXONOMIC = ("genus", "family", "order", "class")
+HYPERNYMS = ("hypernym1", "hypernym2", "hypernym3")
+RANK_METRICS = ("acc1_species", *(f"acc1_{rank}" for rank in TAXONOMIC), *(f"acc1_{rank}" for rank in HYPERNYMS))
+
+# The prepared rows: entitynet/build/rows.py writes them into one folder, Lookups reads them back.
+PREPARED_ENTITIES = "entities.parquet"
+PREPARED_QUERIES = "queries.parquet"
+PREPARED_DUPLICATES = "duplicates.parquet"
+
+
+def prepared_split(split: str) -> str:
+    """The file listing a split's rows: (shard, row, domain) of each."""
+    return f"{split}.parquet"
+
 
 _DESCRIPTION = """\
 EntityNet: image-text pairs harvested for the entities of a knowledge graph (Wikidata and WordNet),
@@ -74,17 +102,18 @@ class EntityNetConfig(datasets.BuilderConfig):
     """``rows``: a prepared folder with one parquet per split listing (shard, row, entity ids)
     and the lookups (entities, queries, merged duplicates) the examples are made from."""
 
-    domains: tuple[str, ...] = ("living", "other")
+    domains: tuple[str, ...] = DOMAINS
     rows: str | None = None
-    splits: tuple[str, ...] = ("train", "validation", "test", "test_seen")
+    splits: tuple[str, ...] = SPLITS
     notes: dict[str, Any] = field(default_factory=dict)
 
 
 class EntityNet(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = EntityNetConfig
     BUILDER_CONFIGS = [
-        EntityNetConfig(name="entitynet", description="All domains.", domains=("living", "other")),
-        EntityNetConfig(name="livingthings", description="Animals, plants and fungi only.", domains=("living",)),
+        EntityNetConfig(name="entitynet", description="All domains.", domains=CONFIG_DOMAINS["entitynet"]),
+        EntityNetConfig(name="livingthings", description="Animals, plants and fungi only.",
+                        domains=CONFIG_DOMAINS["livingthings"]),
     ]
     DEFAULT_CONFIG_NAME = "entitynet"
 
@@ -101,7 +130,7 @@ class EntityNet(datasets.GeneratorBasedBuilder):
         folder = Path(self.config.rows)
         generators = []
         for split in self.config.splits:
-            path = folder / f"{split}.parquet"
+            path = folder / prepared_split(split)
             if not path.exists():
                 continue
             table = pq.read_table(path, columns=["shard"]).column("shard").unique().to_pylist()
@@ -110,8 +139,74 @@ class EntityNet(datasets.GeneratorBasedBuilder):
         return generators
 
     def _generate_examples(self, shards: list[str], split: str):
-        from entitynet.build.rows import Lookups
-
         lookups = Lookups(Path(self.config.rows))
         for shard in shards:
             yield from lookups.examples(shard, split, self.config.domains)
+
+
+def unique_values(values: list[str | None]) -> list[str]:
+    """The non-empty values, each once, in their first order."""
+    seen: dict[str, None] = {}
+    for value in values:
+        if value and value not in seen:
+            seen[value] = None
+    return list(seen)
+
+
+class Lookups:
+    """What examples are made from, loaded once per builder process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.entities = {row["id"]: row for row in read_rows(folder / PREPARED_ENTITIES)}
+        self.queries = {row["query_id"]: row for row in read_rows(folder / PREPARED_QUERIES)}
+        self.extra: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in read_rows(folder / PREPARED_DUPLICATES):
+            self.extra[row["canonical_url"]].append(row)
+        self._assigned: dict[str, dict[str, list[tuple[int, str]]]] = {}
+
+    def rows_of(self, split: str) -> dict[str, list[tuple[int, str]]]:
+        if split not in self._assigned:
+            by_shard: dict[str, list[tuple[int, str]]] = defaultdict(list)
+            path = self.folder / prepared_split(split)
+            for row in read_rows(path) if path.exists() else ():
+                by_shard[row["shard"]].append((row["row"], row["domain"]))
+            self._assigned[split] = by_shard
+        return self._assigned[split]
+
+    def examples(self, shard: str, split: str, domains: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+        wanted = [(row, domain) for row, domain in self.rows_of(split).get(shard, []) if domain in domains]
+        if not wanted:
+            return
+        table = pq.read_table(shard).take([row for row, _ in wanted])
+        for stored, (_, domain) in zip(map(image_from_row, table.to_pylist()), wanted):
+            yield stored.image_id, self.example(stored, domain)
+
+    def example(self, stored: StoredImage, domain: str) -> dict[str, Any]:
+        duplicates = self.extra.get(stored.url, [])
+        sources = stored.sources + [Finding(**s) for dup in duplicates for s in dup["sources"]]
+        queries, entity_ids = [], []
+        for source in sources:
+            query = self.queries.get(source.query_id)
+            for use in query["uses"] if query else []:
+                if use["entity_id"] in self.entities:
+                    queries.append((query["text"], use["kind"], use["entity_id"], use["attribute"]))
+                    entity_ids.append(use["entity_id"])
+        first = stored.sources[0] if stored.sources else None
+        return {
+            "image": {"bytes": stored.image, "path": None},
+            "image_id": stored.image_id,
+            "width": stored.width,
+            "height": stored.height,
+            "alt_texts": unique_values([s.text for s in sources]),
+            "queries": [dict(zip(("text", "kind", "entity_id", "attribute"), q)) for q in dict.fromkeys(queries)],
+            "entities": [self.entities[e] for e in dict.fromkeys(entity_ids)],
+            # the stored image's URL first, then its alternatives (an import's other links), then duplicates'
+            "urls": unique_values([stored.url, *stored.alternatives]
+                            + [url for dup in duplicates for url in [dup["url"], *(dup.get("alternatives") or [])]]),
+            "page_urls": unique_values([s.page_url for s in sources]),
+            "engines": unique_values([s.engine for s in sources]),
+            "license": first.license if first else None,
+            "attribution": first.attribution if first else None,
+            "domain": domain,
+        }

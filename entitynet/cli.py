@@ -11,16 +11,15 @@ import contextlib
 import logging
 import os
 import sys
-import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 from entitynet import __version__, layout, pipeline, wise_ft_command
 from entitynet.config import DOMAINS, Config, load_config, preset_names
 from entitynet.extras import missing_extra
 from entitynet.rundir import MissingInput, RunDir, StageError, StageResult, rank_and_world
-from entitynet.typed_config import ConfigError, Flag, describe_text, flags
+from entitynet.typed_config import ConfigError, add_flags, describe_text, flag_values
 
 logger = logging.getLogger("entitynet.cli")
 
@@ -132,7 +131,7 @@ def _add_stage(commands: Any, entry: pipeline.Stage) -> None:
     section declares (``option(..., flag=...)``), then the command's own (COMMAND_OPTIONS)."""
     section = _section(entry.name)
     parser = _stage_parser(commands, entry.name, entry.command or "", section, f"{entry.name}.")
-    _add_flags(parser, section, f"{entry.name}.")
+    add_flags(parser, section, f"{entry.name}.")
     for flag, settings in COMMAND_OPTIONS.get(entry.name, {}).items():
         parser.add_argument(flag, **settings)
     parser.set_defaults(handler=_run_stage)
@@ -147,65 +146,6 @@ COMMAND_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
 def _section(name: str) -> type:
     """The configuration section of a stage: the field of ``Config`` named like it."""
     return get_type_hints(Config)[name]
-
-
-def _add_flags(parser: argparse.ArgumentParser, section: type, prefix: str, only: set[str] | None = None) -> None:
-    """The flags declared in ``section`` (keys under ``prefix``); a flag declared on several keys
-    (the run's --contact) is added once and sets them all. What each sets is kept in the parser's
-    defaults (``flag_keys``) for ``_flag_values``."""
-    declared: dict[str, list[Flag]] = {}
-    for flag in flags(section, prefix):
-        if only is None or flag.name in only:
-            declared.setdefault(flag.name, []).append(flag)
-    groups: dict[str, Any] = {}
-    keys: list[tuple[str, str, str]] = []
-    for name, same in declared.items():
-        first = same[0]
-        if first.exclusive and first.exclusive not in groups:
-            groups[first.exclusive] = parser.add_mutually_exclusive_group()
-        target = groups[first.exclusive] if first.exclusive else parser
-        dest = name.lstrip("-").replace("-", "_")
-        named = ", ".join(flag.key for flag in same)
-        target.add_argument(name, dest=dest, help=f"{first.help} ({named})", **_argument_kind(first))
-        for flag in same:
-            label = name if len(same) == 1 else f"{name} ({flag.key.split('.')[0]})"
-            keys.append((label, flag.key, dest))
-    parser.set_defaults(flag_keys=keys)
-
-
-def _argument_kind(flag: Flag) -> dict[str, Any]:
-    """argparse's settings for a flag of this type: choices, a number, a comma-separated list, a switch."""
-    kind = flag.kind
-    if get_origin(kind) in (Union, types.UnionType):
-        kind = next(arg for arg in get_args(kind) if arg is not type(None))
-    settings: dict[str, Any] = {"metavar": flag.metavar} if flag.metavar else {}
-    if kind is bool:
-        return {"action": "store_true", "default": None}
-    if kind is int:
-        return {**settings, "type": int}
-    if get_origin(kind) is Literal:
-        return {**settings, "choices": list(get_args(kind))}
-    if get_origin(kind) is list:
-        (item,) = get_args(kind)
-        return {**settings, "type": _comma_list(list(get_args(item)) if get_origin(item) is Literal else None)}
-    return settings
-
-
-def _comma_list(choices: list[str] | None) -> Any:
-    def parse(text: str) -> list[str]:
-        names = [name.strip() for name in text.split(",") if name.strip()]
-        unknown = [name for name in names if choices is not None and name not in choices]
-        if unknown or not names:
-            among = f" of {', '.join(choices)}" if choices else ""
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list{among}, got {text!r}")
-        return names
-
-    return parse
-
-
-def _flag_values(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
-    """{flag: (key, value)} of the flags the command declared, for ``load_config`` (None: not given)."""
-    return {label: (key, getattr(args, dest)) for label, key, dest in getattr(args, "flag_keys", [])}
 
 
 def _add_import(commands: Any) -> None:
@@ -420,7 +360,7 @@ def _add_run(commands: Any) -> None:
                         help="start at this stage (the ones before it must have finished); with --force, redo "
                         "only it and the stages after it, e.g. --from train --force trains again")
     parser.add_argument("--until", choices=pipeline.names(), help="stop after this stage")
-    _add_flags(parser, Config, "", only={"--contact"})  # the flag the stages that ask the web share
+    add_flags(parser, Config, "", only={"--contact"})  # the flag the stages that ask the web share
     parser.set_defaults(handler=_run_all)
 
 
@@ -463,7 +403,7 @@ def _split_list(text: str) -> list[str]:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.domain, args.assignments, _flag_values(args))
+    return load_config(args.config, args.domain, args.assignments, flag_values(args))
 
 
 def _run_stage(args: argparse.Namespace) -> int:

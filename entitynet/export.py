@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from entitynet.build.rows import SPLITS
+from entitynet.builders.entitynet import SPLITS
 from entitynet.rundir import StageError, atomic_path, swap_in, temporary_folder, write_text_atomic
 
 INDEX = "index.json"

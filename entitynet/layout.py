@@ -53,6 +53,7 @@ EXPORT = "export"
 MODEL = "model"
 CHECKPOINTS = "checkpoints"
 TRAIN_LOGS = "logs"
+WISE_FT = "wise-ft"  # train with wise_ft.alphas: alpha-<a>/ per alpha, wise_ft.json, scores.csv/json/png
 TOKENIZER = "tokenizer"  # train: a BPE trained on the dataset (models from scratch without model.tokenizer)
 TOKENIZER_RECORD = "entitynet_tokenizer.json"  # in TOKENIZER: what it was made from; another run refuses or remakes it
 EVAL = "eval"
@@ -60,9 +61,11 @@ EVAL_CLASSES = "classes.json"  # in EVAL: per task, each class's top-1 recall an
 SUMMARY = "summary.json"
 REPORT = "report"  # entitynet report: index.html and what it shows, beside it
 RUN_CONFIG = "run.yaml"  # in CONFIG: the whole configuration of the last `entitynet run` / demo
-# The run directory's own version: a folder made by an incompatible layout is refused, not mixed.
+# The run directory's own version: a folder made by another layout is refused, not mixed or upgraded.
+# 3: no reader of older shapes any more (phash shards, rows without position, candidates without
+# alternatives/split, markers of absolute paths or of every setting hashed).
 RUN_MARKER = "run.json"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 # Bookkeeping (rundir.RunDir).
 CONFIG = "config"

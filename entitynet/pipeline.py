@@ -98,7 +98,11 @@ class Stage:
         return [run_dir.path(name) for name in self.artifacts]
 
     def run(self, config: Config | None, run_dir: RunDir, force: bool = False, **options: Any) -> StageResult:
-        """This stage alone (a subcommand): ``--force`` forgets it first (``forget``), then ``make``."""
+        """This stage alone (a subcommand): ``--force`` forgets it first (``forget``), then ``make``.
+        The layout of an existing run directory is checked first, as ``entitynet run``'s preflight
+        does (a mistyped --run is not made a folder by it)."""
+        if run_dir.root.is_dir():
+            run_dir.check_version()
         if force:
             rank, world = rank_and_world()
             if rank == 0:

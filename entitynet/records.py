@@ -21,7 +21,7 @@ class Ancestor:
     sitelinks: int | None  # None where the source has no popularity (WordNet)
     hops: int  # 1 = direct parent
     # a parent taxon's rank (Wikidata P105) as a name: "genus", "family", ... (kg.wikidata.TAXON_RANKS);
-    # None for classes, WordNet hypernyms, unlisted ranks and tables written before ranks were kept
+    # None for classes, WordNet hypernyms and unlisted ranks
     rank: str | None = None
 
 

@@ -219,8 +219,8 @@ class RunDir:
         self.root = Path(root)
 
     def check_version(self) -> None:
-        """Refuse a run directory made by an incompatible version of the layout; stamp a new one.
-        A folder without the stamp was made before it existed (layout 1, which this version reads)."""
+        """Refuse a run directory made by another version of the layout (this one reads its own
+        only: the project is 0.1, formats change by a bump, not by upgrade code); stamp a new one."""
         from entitynet import __version__, layout
 
         stamp = self.root / layout.RUN_MARKER
@@ -233,7 +233,8 @@ class RunDir:
             if version != layout.LAYOUT_VERSION:
                 raise StageError(
                     f"{self.root} was made by entitynet {made.get('entitynet', '?')} (run-directory layout {version}); "
-                    f"this is entitynet {__version__} (layout {layout.LAYOUT_VERSION}): use another --run")
+                    f"this is entitynet {__version__} (layout {layout.LAYOUT_VERSION}), which reads its own layout only: "
+                    f"use another --run and run the stages again there (or the entitynet version that made it)")
         else:
             write_text_atomic(stamp, json.dumps({"layout": layout.LAYOUT_VERSION, "entitynet": __version__}) + "\n")
 
@@ -314,14 +315,12 @@ class RunDir:
         fingerprint hashes: the settings without those of how it runs, ``typed_config.identity``)
         are as spelled; ``inputs`` are the fingerprints of the stages it reads (``inputs()``).
         A marker matches when its fingerprint is that of these settings with the run's own paths
-        relative to it, or as spelled (markers written before they were relative), or that of a
-        version which hashed every setting (``_marked_before_identities``)."""
-        spelled, settings, identity = identity, self.within(settings), self.within(identity)
+        relative to it."""
+        settings, identity = self.within(settings), self.within(identity)
         state = self.state(stage)
         if state is None or not all(path.exists() for path in outputs):
             return None
-        if (state.get("fingerprint") in _keys(identity, spelled, inputs)
-                or self._marked_before_identities(stage, state, settings, identity, inputs)):
+        if state.get("fingerprint") == _key(identity, inputs):
             if rank_and_world()[0] == 0:
                 logger.info("%s: already complete in %s, skipping (use --force to redo it)", stage, self.root)
             return state
@@ -403,28 +402,9 @@ class RunDir:
         parts += [f"its input{'s' if len(redone) > 1 else ''} {', '.join(redone)} changed"] if redone else []
         return "; ".join(parts) or "its fingerprint differs"
 
-    def _marked_before_identities(
-        self, stage: str, state: dict[str, Any], settings: dict[str, Any], identity: dict[str, Any], inputs: dict[str, str]
-    ) -> bool:
-        """A marker of a version that hashed every setting (runtime ones too) matches when the
-        settings it recorded, less the runtime ones, are this run's identity. Its fingerprint is
-        kept as it is: later stages recorded it as their input."""
-        recorded = self.recorded_config(stage)
-        return (
-            state.get("inputs", {}) == inputs
-            and state.get("fingerprint") == _key(recorded, inputs)
-            and _less_runtime(recorded, settings, identity) == identity
-        )
-
 
 def _key(identity: dict[str, Any], inputs: dict[str, str]) -> str:
     return fingerprint({"settings": identity, "inputs": inputs}) if inputs else fingerprint(identity)
-
-
-def _keys(identity: dict[str, Any], spelled: dict[str, Any], inputs: dict[str, str]) -> set[str]:
-    """The fingerprints that mark a stage finished with these settings: paths inside the run
-    relative to it, or (markers written before they were) as spelled."""
-    return {_key(identity, inputs), _key(spelled, inputs)}
 
 
 def _dotted(values: Any, prefix: str = "") -> dict[str, Any]:

@@ -344,34 +344,7 @@ def image_to_row(record: StoredImage) -> dict[str, Any]:
 
 
 def image_from_row(row: dict[str, Any]) -> StoredImage:
-    row = _current_image_row(row)
-    return StoredImage(**{**row, "sources": _sources(row["sources"])})
-
-
-def _current_image_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Shards written before the dHash column had its name (``phash``), before rows carried
-    their ``position`` (they were written in plan order) and before imports (no ``alternatives``)
-    read as today's rows."""
-    row = dict(row)
-    if "phash" in row:
-        row["dhash"] = row.pop("phash")
-    row.setdefault("position", -1)  # unknown; such shards were written in plan order
-    row["alternatives"] = row.get("alternatives") or []
-    return row
-
-
-def current_images(table: pa.Table) -> pa.Table:
-    """A table of image rows in today's schema, whatever version wrote it (see above); sources
-    without a ``split`` (before imports) get an empty one."""
-    table = table.rename_columns([{"phash": "dhash"}.get(name, name) for name in table.column_names])
-    if "position" not in table.column_names:
-        table = table.append_column("position", pa.array(range(table.num_rows), pa.int32()))
-    if "alternatives" not in table.column_names:
-        table = table.append_column("alternatives", pa.nulls(table.num_rows, pa.list_(pa.string())))
-    if "sources" in table.column_names and table.schema.field("sources").type != pa.list_(SOURCE_TYPE):
-        upgraded = pa.array(table.column("sources").to_pylist(), pa.list_(SOURCE_TYPE))  # missing fields -> null
-        table = table.set_column(table.column_names.index("sources"), "sources", upgraded)
-    return table
+    return StoredImage(**{**row, "alternatives": row["alternatives"] or [], "sources": _sources(row["sources"])})
 
 
 def failure_to_row(record: Failure) -> dict[str, Any]:
@@ -392,11 +365,7 @@ def read_duplicates(path: Path) -> Iterator[Duplicate]:
 
 def image_shard(path: Path, columns: list[str]) -> pa.Table:
     """Some columns of one image shard, in its plan's order, with ``row``: each row's index in
-    the file (rows are written as downloads finish). Shards of earlier versions are read too:
-    their dHash column is called ``phash`` and their rows, in plan order, have no ``position``."""
-    names = pq.read_schema(path).names
-    legacy = {"dhash": "phash"} if "phash" in names else {}
-    stored = [legacy.get(column, column) for column in columns if column != "position" and legacy.get(column, column) in names]
-    table = current_images(pq.read_table(path, columns=stored + (["position"] if "position" in names else [])))
+    the file (rows are written as downloads finish)."""
+    table = pq.read_table(path, columns=[column for column in columns if column != "position"] + ["position"])
     table = table.append_column("row", pa.array(range(table.num_rows), pa.int64()))
     return table.take(pc.sort_indices(table, [("position", "ascending")])).select([*columns, "row"])

@@ -25,7 +25,7 @@ class ModelConfig:
     preset: Literal["tiny", "vit-s-32", "vit-b-32", "vit-b-16"] = option(
         "vit-b-32", "architecture when training from scratch (tiny is for tests and the demo)")
     init_from: str | None = option(
-        None, "finetune instead: a CLIPModel id on the Hub or a folder saved with save_pretrained")
+        None, "finetune instead: a CLIPModel id on the Hub or a folder saved with save_pretrained", flag="--init-from")
     context_length: int = option(32, "text tokens per caption, start and end included (the paper's models: 32)")
     activation: Literal["gelu", "quick_gelu"] = option(
         "gelu", "MLP activation of both towers when training from scratch: gelu as open_clip's ViT-B-32, which the "
@@ -151,6 +151,22 @@ class EvalConfig(ZeroShotSample):
 
 
 @dataclass
+class WiseFTConfig:
+    """WiSE-FT at the end of a finetune (``entitynet wise-ft``'s interpolation, done by the trainer):
+    per alpha, (1 - alpha) * model.init_from + alpha * the finetuned model, in OUTPUT/wise-ft/alpha-<a>."""
+
+    alphas: list[float] = option(
+        [], "weights of the finetuned model in [0, 1], as `entitynet wise-ft --alphas`; each interpolation is saved "
+        "in OUTPUT/wise-ft/alpha-<a> and evaluated on eval.split (OUTPUT/wise-ft/scores.json). Empty: off")
+
+    def __post_init__(self) -> None:
+        for alpha in self.alphas:
+            require(0.0 <= alpha <= 1.0 and not math.isnan(alpha), "alphas",
+                    f"{alpha} is outside [0, 1] (0 is the model finetuned from, 1 the finetuned one)")
+        require(len(set(self.alphas)) == len(self.alphas), "alphas", "an alpha is given twice")
+
+
+@dataclass
 class MixEntry:
     """A replay source of ``mix``: drawn beside the main dataset in every batch, at its weight."""
 
@@ -178,14 +194,16 @@ def mix_rows(batch_size: int, mix: list[MixEntry]) -> list[int]:
 class TrainConfig:
     # dataset and output_dir are relative to the working directory, also in a YAML file: a
     # shipped config must not point into site-packages
-    dataset: str = option("", "a dataset folder (RUN/dataset) or Hub id (ORG/NAME)")
+    dataset: str = option("", "a dataset folder (RUN/dataset) or Hub id (ORG/NAME)", flag="--dataset")
     dataset_config: Literal["livingthings", "entitynet"] = option("livingthings", "which configuration of it")
-    output_dir: str = option("", "where checkpoints (checkpoints/step-N), logs (logs/) and the final model (model/) go")
+    output_dir: str = option("", "where checkpoints (checkpoints/step-N), logs (logs/) and the final model (model/) go",
+                             flag="--output-dir")
     model: ModelConfig = option(ModelConfig, "the model")
     text: TextConfig = option(TextConfig, "which text an image is paired with at each step")
     augment: AugmentConfig = option(AugmentConfig, "training image augmentation (evaluation: resize + centre crop)")
     optimizer: OptimizerConfig = option(OptimizerConfig, "AdamW and the learning-rate schedule")
     eval: EvalConfig = option(EvalConfig, "zero-shot evaluation")
+    wise_ft: WiseFTConfig = option(WiseFTConfig, "WiSE-FT at the end of a finetune (needs model.init_from)")
     mix: list[MixEntry] = option(
         [], "replay: datasets drawn beside `dataset` in every batch, each a list entry {dataset, config, weight}; "
         "weight is the source's share of each process's batch (whole rows, rounded down; the weights sum below 1, "
@@ -198,7 +216,7 @@ class TrainConfig:
     batch_size: int = option(256, "images per forward pass on each process")
     accumulation_steps: int = option(
         1, "forward passes per optimizer step; the contrastive batch stays whole: batch_size x accumulation_steps x processes")
-    max_steps: int = option(10_000, "optimizer steps")
+    max_steps: int = option(10_000, "optimizer steps", flag="--max-steps")
     seed: int = option(0, "seed of initialisation, shuffling, augmentation and text sampling")
     num_workers: int = option(2, "data loader workers per process", runtime=True)
     checkpoint_every: int = option(1_000, "save_state every N steps (also at the end); a rerun resumes from the last",
@@ -206,15 +224,16 @@ class TrainConfig:
     keep_checkpoints: int = option(2, "checkpoints kept on disk", runtime=True)
     log_every: int = option(50, "log loss, learning rate, gradient norm and throughput every N steps", runtime=True)
     report_to: list[str] = option([], f"Accelerate trackers besides logs/metrics.jsonl: {', '.join(TRACKERS)}",
-                                  runtime=True)
+                                  runtime=True, flag="--report-to", metavar="TRACKERS")
     process_group_timeout: int = option(
         60, "minutes a process waits for the others at a collective (NCCL's default of 10 is shorter than a "
         "first epoch's set-up on large data)", runtime=True)
-    repo_id: str = option("ORG/NAME", "the Hub repository the model card's examples name (push with `entitynet push model`)")
+    repo_id: str = option("ORG/NAME", "the Hub repository the model card's examples name (push with `entitynet push model`)",
+                          flag="--repo")
     # runtime: it names the dataset in the card and changes nothing trained
     dataset_id: str | None = option(
         None, "the dataset's Hub id the model card files results under (default: the id `dataset` was loaded by, "
-        "or the one its folder records: pushed there, or its build's build.repo_id)", runtime=True)
+        "or the one its folder records: pushed there, or its build's build.repo_id)", runtime=True, flag="--dataset-id")
 
     def __post_init__(self) -> None:
         require(bool(self.dataset), "dataset", "name a dataset folder or Hub id")
@@ -231,6 +250,10 @@ class TrainConfig:
         unknown = [name for name in self.report_to if name not in TRACKERS]
         require(not unknown, "report_to", f"unknown tracker {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
         require(re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo_id) is not None, "repo_id", "must look like ORG/NAME")
+        # WiSE-FT averages the model a finetune started from with its result: from scratch there is none
+        require(not self.wise_ft.alphas or self.model.init_from is not None, "wise_ft.alphas",
+                "WiSE-FT interpolates the model a finetune starts from (model.init_from) with the finetuned one; "
+                "this run trains from scratch: set model.init_from, or leave wise_ft.alphas empty")
         require(self.dataset_id is None or re.fullmatch(r"[\w.-]+/[\w.-]+", self.dataset_id) is not None, "dataset_id",
                 "must look like ORG/NAME")
         self._check_mix()
@@ -325,6 +348,6 @@ def _missing_tokenizer_files(folder: Path) -> list[str]:
 __all__ = [
     "TRACKERS", "ZeroShotSample", "AttributeTextConfig", "AugmentConfig", "EvalConfig", "MixEntry", "ModelConfig",
     "NounTextConfig", "mix_rows",
-    "OptimizerConfig", "RunTrainConfig", "TextConfig", "TrainConfig", "load_train_config", "preset_file",
+    "OptimizerConfig", "RunTrainConfig", "TextConfig", "TrainConfig", "WiseFTConfig", "load_train_config", "preset_file",
     "run_train_config", "shipped",
 ]

@@ -8,6 +8,7 @@ it was set (a file, ``--set`` or a flag). Fields carry their help text in
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import re
@@ -343,6 +344,69 @@ def _nest(dotted: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def add_flags(parser: argparse.ArgumentParser, section: type, prefix: str, only: set[str] | None = None) -> None:
+    """The flags declared in ``section`` (keys under ``prefix``) added to ``parser``, each with its
+    option's help, type and key: how `entitynet`'s stage commands and the trainer's command are
+    made. A flag declared on several keys (the run's --contact) is added once and sets them all.
+    What each sets is kept in the parser's defaults (``flag_keys``) for ``flag_values``."""
+    declared: dict[str, list[Flag]] = {}
+    for flag in flags(section, prefix):
+        if only is None or flag.name in only:
+            declared.setdefault(flag.name, []).append(flag)
+    groups: dict[str, Any] = {}
+    keys: list[tuple[str, str, str]] = []
+    for name, same in declared.items():
+        first = same[0]
+        if first.exclusive and first.exclusive not in groups:
+            groups[first.exclusive] = parser.add_mutually_exclusive_group()
+        target = groups[first.exclusive] if first.exclusive else parser
+        dest = name.lstrip("-").replace("-", "_")
+        named = ", ".join(flag.key for flag in same)
+        target.add_argument(name, dest=dest, help=f"{first.help} ({named})", **_argument_kind(first))
+        for flag in same:
+            label = name if len(same) == 1 else f"{name} ({flag.key.split('.')[0]})"
+            keys.append((label, flag.key, dest))
+    parser.set_defaults(flag_keys=keys)
+
+
+def _argument_kind(flag: Flag) -> dict[str, Any]:
+    """argparse's settings for a flag of this type: choices, a number, a comma-separated list, a switch."""
+    kind = flag.kind
+    if get_origin(kind) in (Union, types.UnionType):
+        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    settings: dict[str, Any] = {"metavar": flag.metavar} if flag.metavar else {}
+    if kind is bool:
+        return {"action": "store_true", "default": None}
+    if kind is int:
+        return {**settings, "type": int}
+    if get_origin(kind) is Literal:
+        return {**settings, "choices": list(get_args(kind))}
+    if get_origin(kind) is list:
+        (item,) = get_args(kind)
+        return {**settings, "type": _comma_list(list(get_args(item)) if get_origin(item) is Literal else None)}
+    return settings
+
+
+def _comma_list(choices: list[str] | None) -> Any:
+    """Names of a fixed set: at least one; free names (the trainer's --report-to): "" is none."""
+
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if choices is not None and name not in choices]
+        if unknown or (not names and choices is not None):
+            among = f" of {', '.join(choices)}" if choices else ""
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list{among}, got {text!r}")
+        return names
+
+    return parse
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
+    """{flag: (key, value)} of the flags the command declared, for the configuration loaders
+    (``load_config``, ``load_train_config``; None: not given)."""
+    return {label: (key, getattr(args, dest)) for label, key, dest in getattr(args, "flag_keys", [])}
+
+
 def _is_dataclass_type(kind: Any) -> bool:
     return isinstance(kind, type) and dataclasses.is_dataclass(kind)
 
@@ -352,7 +416,9 @@ __all__ = [
     "Flag",
     "InvalidValue",
     "Layers",
+    "add_flags",
     "describe",
+    "flag_values",
     "flags",
     "identity",
     "option",

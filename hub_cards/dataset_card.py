@@ -12,8 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from entitynet.build.rows import SPLITS
-from entitynet.builders.entitynet import CITATION, FEATURES
+from entitynet.builders.entitynet import CITATION, FEATURES, SPLITS
 from entitynet.hub_cards import figures
 from entitynet.hub_cards.model_card import record_id
 

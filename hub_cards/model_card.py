@@ -22,14 +22,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from entitynet.build.lineage import RANK_METRICS
-from entitynet.builders.entitynet import CITATION
+from entitynet.builders.entitynet import CITATION, RANK_METRICS
 from entitynet.rundir import package_versions, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 # CLIP_benchmark's names, as entitynet eval writes them
-CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", *RANK_METRICS)  # acc1_genus, ...: dataset/lineage.py
+CLASSIFICATION = ("acc1", "acc5", "mean_per_class_recall", *RANK_METRICS)  # acc1_genus, ...: builders/entitynet.py
 RETRIEVAL = tuple(f"{kind}_retrieval_recall@{k}" for kind in ("image", "text") for k in (1, 5, 10))
 # a dataset folder's Hub id: the repository `entitynet push dataset` sent it to, or the one its
 # build named (build.repo_id); a dot file, so neither the push nor load_dataset take it as data

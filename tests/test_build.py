@@ -315,27 +315,6 @@ def test_several_builder_processes_give_the_same_rows(made_run, tmp_path):
     assert len(list((copy / "dataset" / "data" / "living").glob("train-*.parquet"))) >= 1
 
 
-def test_shards_of_the_previous_version_still_build(made_run, tmp_path):
-    """Shards written before the dHash column was named so (``phash``) and before rows carried
-    their plan position build into the same dataset."""
-    import shutil
-
-    import pyarrow.parquet as pq
-
-    run, _ = made_run
-    copy = tmp_path / "run"
-    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("dataset", "cache"))
-    for path in (copy / "images").glob("shard-*[0-9].parquet"):
-        table = pq.read_table(path).sort_by("position").drop_columns(["position"])
-        pq.write_table(table.rename_columns(["phash" if name == "dhash" else name for name in table.column_names]), path)
-    find_duplicates(copy / "images", copy / "images" / "duplicates.parquet", 4)
-    assert main(["build", "--run", str(copy), "--config", "demo", "--force", "--exclude-near", str(run.root.parent / "evaluation"),
-                 "--set", "build.validation_fraction=0.25", "--set", "build.test_fraction=0.25", "--set", "build.seen_test_fraction=0", "--repo", "entitynet/demo-test", "-q"]) == 0
-    for config in ("entitynet", "livingthings"):
-        one, two = load(run, config), datasets.load_dataset(str(copy / "dataset"), config)
-        assert {split: one[split]["image_id"] for split in one} == {split: two[split]["image_id"] for split in two}
-
-
 def test_every_declared_config_loads_when_a_held_out_split_is_empty(tmp_path):
     """An EntityNet-domain run where the few living entities all fall in train: livingthings has no
     validation or test rows, and must load all the same (it raised UnexpectedSplitsError)."""

@@ -212,24 +212,6 @@ def test_alternatives_are_tried_in_order_and_retried_together_when_one_failed_tr
     assert server.hits["/fault/500/a"] == 2 and server.hits["/fault/404/a"] == 2  # all links again, in order
 
 
-def test_candidates_and_shards_written_before_imports_still_read(host, tmp_path):
-    from entitynet.tables import IMAGE_SCHEMA, SOURCE_TYPE, current_images, image_from_row
-
-    server = host()
-    run = searched_run(tmp_path / "run", [f"{server.base}/gen/200x150/1.jpg"])
-    part = run.path("candidates") / "part-00000.parquet"
-    pq.write_table(pq.read_table(part).drop_columns(["alternatives", "split"]), part)  # the old candidate schema
-    assert download(run) == 0
-    (image,) = stored(run)
-    assert image["alternatives"] == [] and image["sources"][0]["split"] is None
-    old_source = pa.struct([field for field in SOURCE_TYPE if field.name != "split"])
-    old = pa.Table.from_pylist([{**image, "sources": [{k: v for k, v in s.items() if k != "split"} for s in image["sources"]]}],
-                               pa.schema([f for f in IMAGE_SCHEMA if f.name != "alternatives"]).set(
-                                   IMAGE_SCHEMA.get_field_index("sources"), pa.field("sources", pa.list_(old_source))))
-    assert current_images(old).cast(IMAGE_SCHEMA).to_pylist()[0]["sources"][0]["split"] is None
-    assert image_from_row(old.to_pylist()[0]).alternatives == []
-
-
 def test_the_plan_is_the_same_however_many_buckets_group_it(tmp_path):
     """URLs in order of first appearance, every candidate a source in candidate order with its own
     alternatives, cut into shards: whether grouped in one bucket or many."""

@@ -310,7 +310,7 @@ def test_the_demos_trained_model_is_evaluated_and_its_card_keeps_the_trainers_re
     after = ModelCard.load(model / "README.md")
     ours = [r for r in after.data.eval_results if r.dataset_split == "validation"]
     # the demo's sample graph gives its taxa ranks: acc1 at every rank its classes reach comes too
-    from entitynet.build.lineage import RANK_METRICS
+    from entitynet.builders.entitynet import RANK_METRICS
 
     names = {r.metric_name for r in ours}
     assert names - set(RANK_METRICS) == {"acc1", "acc5", "mean_per_class_recall", *(

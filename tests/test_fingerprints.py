@@ -10,7 +10,6 @@ import pytest
 import test_download as dl
 
 from entitynet.config import Config
-from entitynet.rundir import fingerprint
 from entitynet.typed_config import runtime_keys
 
 
@@ -58,36 +57,3 @@ def test_an_interrupted_download_keeps_its_shards_when_only_threads_change(finis
     assert sum(server.hits.values()) == fetched  # the plan and its finished shards were kept
     assert json.loads(run.marker("download").read_text())["stats"]["stored"] == 12
 
-
-def test_a_run_marked_by_an_older_version_is_still_complete(finished, capsys):
-    """Markers written before runtime settings left the fingerprint hashed all settings: a rerun
-    with the settings they recorded is complete, not a changed configuration."""
-    run, server = finished
-    marker = json.loads(run.marker("download").read_text())
-    recorded = run.recorded_config("download")
-    marker["fingerprint"] = fingerprint({"settings": recorded, "inputs": marker["inputs"]})
-    run.marker("download").write_text(json.dumps(marker))
-    capsys.readouterr()
-    assert dl.download(run, "--set", "download.urls_per_shard=4") == 0
-    assert "download: already complete" in capsys.readouterr().out
-    assert dl.download(run, "--set", "download.urls_per_shard=4", "--processes", "2") == 0
-    assert dl.download(run, "--set", "download.urls_per_shard=5") == 1  # what it makes did change
-
-
-def test_every_process_of_a_launch_takes_an_older_marker_for_complete(tmp_path, monkeypatch):
-    """Skip or redo is decided by one rule on every process: a marker of a version that hashed every
-    setting is complete on the other processes of a launch too (they used to redo the stage)."""
-    from entitynet import pipeline
-    from entitynet.config import load_config
-    from entitynet.rundir import RunDir
-
-    config, run, kg = load_config("demo"), RunDir(tmp_path / "run"), pipeline.stage("kg")
-    assert not kg.run(config, run).skipped
-    marker = json.loads(run.marker("kg").read_text())
-    marker["fingerprint"] = fingerprint(run.recorded_config("kg"))  # kg reads no stage: its settings alone
-    run.marker("kg").write_text(json.dumps(marker))
-    for rank in ("0", "1"):
-        monkeypatch.setenv("RANK", rank)
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        result = kg.run(config, run)
-        assert result.skipped and result.stats["entities"] == marker["stats"]["entities"], rank

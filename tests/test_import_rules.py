@@ -4,7 +4,14 @@ with ``ast``, so that a rule is broken in a test before it is broken in a traceb
 - the runner keeps the books: no stage module imports ``entitynet.pipeline``; only the CLI, the
   demo and the run's readers (its summary, the report) do (besides the runner itself);
 - the package's modules import each other without a cycle, lazy imports inside functions
-  included (an import only for type checking is not one).
+  included (an import only for type checking is not one);
+- ``builders/`` is the dataset's contract (features, splits, domains, lineage ranks, citation, the
+  reader of the prepared rows): it imports no module of the build stage, which imports it; the
+  build writes the prepared rows (``build.rows``, run by the build stage only) and fills the
+  lineage (``build.lineage``, used by ``build.rows`` only), everyone else reads the contract;
+- ``hub_cards/`` imports only ``builders/``, the layout module, ``rundir`` (atomic writes, package
+  versions) and ``train_config`` (the torch-free schema of the training a model card describes)
+  from the package: never a stage.
 """
 
 from __future__ import annotations
@@ -104,3 +111,26 @@ def test_no_import_cycle():
         if name not in state:
             walk(name)
     assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def _package_imports(name: str, edges: dict[str, set[str]]) -> set[str]:
+    """What the modules of package ``name`` import from outside it."""
+    inside = {module for module in edges if module == name or module.startswith(name + ".")}
+    return {other for module in inside for other in edges[module]} - inside
+
+
+def test_builders_are_the_contract_the_build_writes_to():
+    edges = graph()
+    found = _package_imports("entitynet.builders", edges)
+    assert found <= {"entitynet.records", "entitynet.tables", "entitynet.layout"}, found
+    readers = {name: {other for other in imported if other in ("entitynet.build.rows", "entitynet.build.lineage")}
+               for name, imported in edges.items()}
+    assert {name for name, found in readers.items() if "entitynet.build.rows" in found} == {"entitynet.build.stage"}
+    assert {name for name, found in readers.items() if "entitynet.build.lineage" in found} == {"entitynet.build.rows"}
+
+
+def test_cards_read_the_contract_not_the_stages():
+    found = _package_imports("entitynet.hub_cards", graph())
+    allowed = {"entitynet.layout", "entitynet.rundir", "entitynet.train_config"}
+    assert found <= allowed | {name for name in graph() if name.startswith("entitynet.builders")}, found
+

@@ -219,28 +219,6 @@ def test_the_run_summary_shows_acc1_at_each_rank():
     assert "    unseen_entities at each rank: species 0.250, genus 0.500, family 0.750" in shown
 
 
-def test_entities_written_before_ranks_were_kept_still_read(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from entitynet import tables
-
-    path = tmp_path / "entities.parquet"
-    with tables.entity_writer(path) as writer:
-        writer.write_all([Entity("Q1", "wikidata", "x", "living", "Q729", ancestors=[Ancestor("Q2", "G", 1, 1, rank="genus")])])
-    assert next(iter(tables.read_entities(path))).ancestors[0].rank == "genus"
-    table = pq.read_table(path)
-    rows = table.to_pylist()
-    for row in rows:
-        for ancestor in row["ancestors"]:
-            del ancestor["rank"]
-    old = pa.list_(pa.struct([f for f in tables.ANCESTOR_TYPE if f.name != "rank"]))
-    schema = pa.schema([pa.field(f.name, old) if f.name == "ancestors" else f for f in table.schema],
-                       metadata=table.schema.metadata)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
-    assert next(iter(tables.read_entities(path))).ancestors == [Ancestor("Q2", "G", 1, 1)]
-
-
 def test_rank_scores_are_columns_of_the_table_and_classification_results_of_the_card():
     pytest.importorskip("torch")
     from entitynet.hub_cards.model_card import card_results

@@ -59,6 +59,17 @@ def tar_replay(tmp_path_factory) -> Path:
     return folder
 
 
+def write_tar(path: Path, samples: list[tuple[str, str | None]]) -> None:
+    """{key}.jpg, with {key}.txt when its caption is not None."""
+    with tarfile.open(path, "w") as archive:
+        for number, (key, caption) in enumerate(samples):
+            parts = [("jpg", picture(4000 + number))] + ([("txt", caption.encode())] if caption is not None else [])
+            for suffix, data in parts:
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+
+
 def prefix_counts(batch: list[str]) -> dict[str, int]:
     return dict(Counter(image_id[:3] for image_id in batch))
 
@@ -217,12 +228,7 @@ def test_a_replay_source_that_cannot_feed_training_is_named(hub_layout, tmp_path
                                    "max_steps=1"))
     small = tmp_path / "small"
     small.mkdir()
-    with tarfile.open(small / "00000.tar", "w") as archive:
-        for n in range(3):
-            info = tarfile.TarInfo(f"s{n}.jpg")
-            data = picture(n)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
+    write_tar(small / "00000.tar", [(f"s{n}", f"caption {n}") for n in range(3)])
     # 3 samples cannot give 2 workers a batch of 2 rows each
     with pytest.raises(trainer.DataError, match=rf"^mix\[0\] \({small}\): the train split has 3 rows, fewer than 2 rows "
                                                 r"per batch x 2 workers x 1 processes"):
@@ -267,3 +273,29 @@ def test_two_real_processes_resume_a_mixed_run_exactly(hub_layout, replay_layout
     assert not (tmp_path / "resumed" / "model").exists()
     two_processes("train", hub_layout, tmp_path / "resumed", *steps)
     assert same_weights(tmp_path / "straight", tmp_path / "resumed")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_tar_samples_without_a_text_are_named_before_any_work_or_at_their_batch(hub_layout, tmp_path, workers):  # noqa: F811
+    """img2dataset run without captions writes .jpg alone: the first version stopped at the first
+    batch with a traceback from the collator ("neither an alt text nor a query")."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    write_tar(bare / "00000.tar", [(f"b{n}", None) for n in range(12)])
+    with pytest.raises(trainer.DataError, match=rf"^mix\[0\] \({bare}\): {bare / '00000.tar'}: sample b0 has an image "
+                                                r"but no text to pair it with"):
+        trainer.train(mixed_config(hub_layout, tmp_path / "a", f"[{{dataset: {bare}, weight: 0.25}}]", "max_steps=1"))
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    # the first samples have their captions, a late one none: refused at the batch that reads it (in a
+    # loader worker with workers > 0), in one line, the steps before it kept
+    late = tmp_path / "late"
+    late.mkdir()
+    write_tar(late / "00000.tar", [(f"l{n}", None if n == 20 else f"caption {n}") for n in range(24)])
+    config = load_train_config("tiny", [f"dataset={late}", f"output_dir={tmp_path / 'b'}", "batch_size=4",
+                                        "shuffle_buffer=4", f"num_workers={workers}", "max_steps=6",
+                                        "checkpoint_every=1", "model.vocab_size=300", "model.tokenizer_rows=4"])
+    with pytest.raises(trainer.DataError) as raised:
+        trainer.train(config)
+    assert str(raised.value) == f"{late / '00000.tar'}: sample l20 has an image but no text to pair it with " \
+                                "(a .txt, or alt_texts or queries in its .json)"
+    assert trainer.latest_checkpoint(tmp_path / "b" / "checkpoints") is not None

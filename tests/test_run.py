@@ -61,14 +61,24 @@ def test_contact_goes_to_every_stage_that_asks_the_web(tmp_path):
     assert config["kg"]["sparql"]["contact"] == config["search"]["contact"] == config["download"]["contact"] == "you@example.org"
 
 
-def test_a_run_directory_of_another_layout_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("command", [["run"], ["build"]])
+def test_a_run_directory_of_the_previous_layout_is_refused_before_any_stage(command, tmp_path, capsys):
+    """Layout 2 (read today only through upgrade code, now removed) is refused by the preflight
+    with one message saying what to do, and nothing in the folder changes."""
+    from entitynet import layout
+
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text(json.dumps({"layout": 1, "entitynet": "0.0.1"}))
-    assert main(["run", "--run", str(run), "--config", "livingthings-mini"]) == 1
+    (run / "run.json").write_text(json.dumps({"layout": 2, "entitynet": "0.1.0"}))
+    (run / "images").mkdir()
+    assert layout.LAYOUT_VERSION == 3
+    assert main([*command, "--run", str(run), "--config", "livingthings-mini"]) == 1
     error = capsys.readouterr().err
-    assert "made by entitynet 0.0.1 (run-directory layout 1)" in error and "use another --run" in error
-    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+    assert "made by entitynet 0.1.0 (run-directory layout 2)" in error and "(layout 3)" in error
+    assert "use another --run and run the stages again there" in error
+    assert len(error.strip().splitlines()) == 1
+    assert sorted(p.name for p in run.iterdir()) == ["images", "run.json"]
+    assert json.loads((run / "run.json").read_text())["layout"] == 2
 
 
 def test_the_mini_preset_is_accepted_by_every_stage_offline(tmp_path):

@@ -486,6 +486,30 @@ def test_process_group_timeout_and_trackers(demo_run, tmp_path, monkeypatch):
         trainer.train(tiny(demo_run, tmp_path / "tb", "max_steps=1", "report_to=[tensorboard]"))
 
 
+def test_the_trainers_flags_are_declared_on_the_options_they_set():
+    """The trainer's command is made as entitynet's stage commands are: each flag declared once, on
+    its TrainConfig option (``option(..., flag=...)``), with the spelling and values it always had."""
+    from entitynet.train_config import TrainConfig
+    from entitynet.typed_config import flag_values, flags
+
+    assert {flag.name: flag.key for flag in flags(TrainConfig)} == {
+        "--dataset": "dataset", "--output-dir": "output_dir", "--init-from": "model.init_from",
+        "--max-steps": "max_steps", "--report-to": "report_to", "--repo": "repo_id", "--dataset-id": "dataset_id"}
+    parser = trainer.build_parser()
+    given = flag_values(parser.parse_args(["--dataset", "D", "--output-dir", "O", "--max-steps", "3", "--init-from", "M",
+                                           "--repo", "me/clip", "--dataset-id", "me/data", "--report-to", "tensorboard,"]))
+    config = load_train_config("tiny", ["max_steps=7", "report_to=[wandb]"], given)  # flags come last
+    assert (config.dataset, config.output_dir, config.max_steps, config.model.init_from, config.repo_id, config.dataset_id,
+            config.report_to) == ("D", "O", 3, "M", "me/clip", "me/data", ["tensorboard"])
+    none = flag_values(parser.parse_args(["--report-to", ""]))  # "" turns the trackers off, as it always did
+    assert none["--report-to"] == ("report_to", []) and none["--dataset"] == ("dataset", None)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--max-steps", "many"])
+    with pytest.raises(ConfigError, match="--max-steps: max_steps"):
+        load_train_config("tiny", [], flag_values(parser.parse_args(["--dataset", "D", "--output-dir", "O",
+                                                                     "--max-steps", "0"])))
+
+
 def test_bad_configs_fail_before_training(tmp_path):
     with pytest.raises(ConfigError, match="batch_size"):
         load_train_config("tiny", ["dataset=x", f"output_dir={tmp_path}", "batch_size=1"])

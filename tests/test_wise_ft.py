@@ -162,3 +162,133 @@ def test_a_suite_gives_a_table_of_scores_across_alphas(pair, tmp_path, capsys):
         assert "no figure: matplotlib is not installed" in printed and not (out / "scores.png").exists()
     else:
         assert (out / "scores.png").stat().st_size > 0
+
+
+# ---- the trainer's wise_ft.alphas: WiSE-FT at the end of a finetune ----
+
+CARD = """---
+configs:
+- config_name: livingthings
+  data_files:
+  - split: train
+    path: data/living/train-*
+  - split: test
+    path: data/living/test-*
+---
+# three entities in flat colours (tests/test_wise_ft.py)
+"""
+
+
+def flat_dataset(folder: Path) -> Path:
+    """A dataset in our Hub layout: 3 entities, a flat colour each; 8 train and 2 test pictures per entity."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    from entitynet.builders.entitynet import FEATURES
+
+    def row(number: int, name: str, colour: tuple[int, int, int], n: int) -> dict:
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), tuple((c + 7 * n) % 256 for c in colour)).save(buffer, "JPEG")
+        entity = {"id": f"Q{number + 1}", "name": name, "aliases": [], "description": None,
+                  "natural_type": "animal", "domain": "living", "common_names": [], "taxon_name": None,
+                  "natural_type_aliases": [], "natural_type_description": None, "lineage": []}
+        return {"image": {"bytes": buffer.getvalue(), "path": None}, "image_id": f"{name}-{n}", "width": 64,
+                "height": 64, "alt_texts": [f"a photo of a {name}"],
+                "queries": [{"text": name, "kind": "noun", "entity_id": entity["id"], "attribute": None}],
+                "entities": [entity], "urls": [], "page_urls": [], "engines": [], "license": None,
+                "attribution": None, "domain": "living"}
+
+    entities = (("lion", (200, 160, 40)), ("leopard", (120, 90, 20)), ("osprey", (40, 60, 200)))
+    (folder / "data" / "living").mkdir(parents=True)
+    (folder / "README.md").write_text(CARD)
+    for split, numbers in (("train", range(8)), ("test", range(8, 10))):
+        rows = [row(number, name, colour, n) for number, (name, colour) in enumerate(entities) for n in numbers]
+        datasets.Dataset.from_list(rows, features=FEATURES).to_parquet(
+            folder / "data" / "living" / f"{split}-00000-of-00001.parquet")
+    return folder
+
+
+def finetune_config(dataset: Path, init_from: Path, out: Path, *extra: str):
+    from entitynet.training.config import load_train_config
+
+    return load_train_config("tiny", [f"dataset={dataset}", f"output_dir={out}", f"model.init_from={init_from}",
+                                      "max_steps=3", "batch_size=4", "log_every=1", "checkpoint_every=3",
+                                      "streaming=true", "eval.split=test", *extra])
+
+
+def test_a_finetune_with_wise_ft_alphas_writes_and_evaluates_each_interpolation(pair, tmp_path):
+    """alpha 0 is the model finetuned from, 1 the finetune, 0.5 loads in the pipeline; each is scored
+    on eval.split as the final evaluation is. The finetune's context length (16) is not the
+    model's (32): its own choice, not a reason to refuse."""
+    from PIL import Image
+
+    from entitynet.training import train as trainer
+
+    a, _ = pair
+    dataset = flat_dataset(tmp_path / "dataset")
+    out = tmp_path / "out"
+    result = trainer.train(finetune_config(dataset, a, out, "model.context_length=16", "wise_ft.alphas=[0, 0.5, 1]"))
+    wise = out / "wise-ft"
+    assert sorted(p.name for p in wise.glob("alpha-*")) == ["alpha-0", "alpha-0.5", "alpha-1"]
+    finetuned = weights(out / "model")
+    assert any(not torch.equal(finetuned[name], weights(a)[name]) for name in finetuned)  # it trained
+    for name, tensor in weights(wise / "alpha-0").items():
+        assert torch.equal(tensor, weights(a)[name]), name
+    for name, tensor in weights(wise / "alpha-1").items():
+        assert torch.equal(tensor, finetuned[name]), name
+    classify = transformers.pipeline("zero-shot-image-classification", model=str(wise / "alpha-0.5"))
+    assert len(classify(Image.new("RGB", (64, 64), (200, 160, 40)), candidate_labels=["lion", "osprey"])) == 2
+
+    assert set(result["wise_ft"]) == {0.0, 0.5, 1.0}
+    assert result["wise_ft"][1.0]["acc1"] == result["metrics"]["acc1"]  # alpha 1 is the finetune, scored alike
+    assert all(metrics["num_classes"] == 3 and metrics["num_images"] == 6 for metrics in result["wise_ft"].values())
+    table = json.loads((wise / "scores.json").read_text())
+    assert table["alphas"] == [0.0, 0.5, 1.0]
+    assert table["tasks"]["test"]["acc1"] == [result["wise_ft"][alpha]["acc1"] for alpha in (0.0, 0.5, 1.0)]
+    assert "test:acc1" in (wise / "scores.csv").read_text().splitlines()[0]
+    assert json.loads((wise / "wise_ft.json").read_text())["zero_shot"] == str(a)
+
+    # the same run again without alphas: the interpolations of the model it replaced go
+    shutil.rmtree(out / "checkpoints")
+    trainer.train(finetune_config(dataset, a, out))
+    assert not wise.exists()
+
+
+def test_wise_ft_alphas_are_refused_without_a_model_to_finetune_and_outside_zero_one(pair, tmp_path):
+    from entitynet.config import load_config
+    from entitynet.training.config import load_train_config
+    from entitynet.typed_config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"wise_ft.alphas: WiSE-FT interpolates .* set model.init_from"):
+        load_train_config("tiny", ["dataset=d", "output_dir=o", "wise_ft.alphas=[0.5]"])
+    with pytest.raises(ConfigError, match=r"wise_ft.alphas: 1.5 is outside \[0, 1\]"):
+        load_train_config("tiny", ["dataset=d", "output_dir=o", f"model.init_from={pair[0]}", "wise_ft.alphas=[1.5]"])
+    with pytest.raises(ConfigError, match="train.wise_ft.alphas: WiSE-FT interpolates"):
+        load_config("demo", assignments=["train.wise_ft.alphas=[0.5]"])
+    # entitynet run's spelling: --set train.wise_ft.alphas=[0.25,0.5]
+    config = load_config("demo", assignments=[f"train.model.init_from={pair[0]}", "train.wise_ft.alphas=[0.25,0.5]"])
+    assert config.train.wise_ft.alphas == [0.25, 0.5]
+
+
+def test_a_wise_ft_folder_the_trainer_did_not_write_stops_it_before_training(pair, tmp_path):
+    from entitynet.training import train as trainer
+    from entitynet.typed_config import ConfigError
+
+    out = tmp_path / "out"
+    (out / "wise-ft").mkdir(parents=True)
+    (out / "wise-ft" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"wise_ft.alphas: OUT .*wise-ft is not empty and not written by"):
+        trainer.train(finetune_config(tmp_path / "no-dataset-needed", pair[0], out, "wise_ft.alphas=[0.5]"))
+    assert (out / "wise-ft" / "notes.txt").read_text() == "mine" and not (out / "checkpoints").exists()
+
+    # finetuning an earlier run's ensemble into that run's folder would replace the model it starts from
+    earlier = tmp_path / "earlier"
+    (earlier / "wise-ft").mkdir(parents=True)
+    (earlier / "wise-ft" / "wise_ft.json").write_text("{}")
+    shutil.copytree(pair[0], earlier / "wise-ft" / "alpha-0.5")
+    with pytest.raises(ConfigError, match=r"wise_ft.alphas: OUT .*wise-ft holds the input"):
+        trainer.train(finetune_config(tmp_path / "no-dataset-needed", earlier / "wise-ft" / "alpha-0.5", earlier,
+                                      "wise_ft.alphas=[0.5]"))
+    assert (earlier / "wise-ft" / "alpha-0.5" / "config.json").is_file()

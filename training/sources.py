@@ -189,7 +189,15 @@ def _webdataset(dataset: str, config_name: str, split: str) -> Source:
     units = tuple(Unit(path, -1, counts[path]) for path in files)
     if not sum(unit.rows for unit in units):
         raise DatasetProblem(f"{dataset}: the tar shards hold no images ({', '.join(IMAGE_SUFFIXES)})")
+    _first_sample(next(unit.file for unit in units if unit.rows))
     return Source(dataset, "webdataset", split, tuple(files), units, _sizes(files))
+
+
+def _first_sample(path: str) -> None:
+    """Read one sample of ``path``, so tars without texts (img2dataset run without captions) are
+    refused before any work rather than at their first batch."""
+    with open_file(path) as handle:
+        next(iter(tar_rows(handle, path)), None)
 
 
 def _indexed_counts(files: list[str]) -> dict[str, int]:
@@ -222,7 +230,7 @@ def _count_samples(path: str) -> int:
     return len(keys)
 
 
-def tar_rows(handle: Any) -> Any:
+def tar_rows(handle: Any, name: str = "") -> Any:
     """Samples of a tar stream as rows: ``{key}.jpg`` (or png/webp) is the image; ``{key}.json``
     our fields (image_id, alt_texts, queries, entities); ``{key}.txt`` an alt text."""
     current: dict[str, Any] = {}
@@ -233,7 +241,7 @@ def tar_rows(handle: Any) -> Any:
                 continue
             stem, _, suffix = member.name.rpartition(".")
             if stem != key and current:
-                row = _tar_row(key, current)
+                row = _tar_row(key, current, name)
                 if row is not None:
                     yield row
                 current = {}
@@ -241,17 +249,20 @@ def tar_rows(handle: Any) -> Any:
             extracted = archive.extractfile(member)
             current[suffix.lower()] = extracted.read() if extracted else b""
     if current:
-        row = _tar_row(key, current)
+        row = _tar_row(key, current, name)
         if row is not None:
             yield row
 
 
-def _tar_row(key: str | None, parts: dict[str, bytes]) -> dict[str, Any] | None:
+def _tar_row(key: str | None, parts: dict[str, bytes], name: str = "") -> dict[str, Any] | None:
     image = next((parts[s] for s in IMAGE_SUFFIXES if s in parts), None)
     if image is None or key is None:
         return None
     fields = json.loads(parts["json"]) if "json" in parts else {}
     text = parts.get("txt", b"").decode("utf-8", "replace").strip()
     alt_texts = fields.get("alt_texts") or ([text] if text else [])
+    if not alt_texts and not fields.get("queries"):  # nothing to pair the image with: say where, not mid-collate
+        raise DatasetProblem(f"{name or 'a tar shard'}: sample {key} has an image but no text to pair it with "
+                             "(a .txt, or alt_texts or queries in its .json)")
     return {"image": {"bytes": image, "path": None}, "image_id": fields.get("image_id") or key.rsplit("/", 1)[-1],
             "alt_texts": alt_texts, "queries": fields.get("queries") or [], "entities": fields.get("entities") or []}

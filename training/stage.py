@@ -59,7 +59,9 @@ def make(config: Config, context: Context) -> dict[str, Any]:
     history = outcome["history"]
     return {"steps": outcome["step"], "processes": outcome["processes"], "model": layout.MODEL,
             "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
-            "final_eval": {k: v for k, v in outcome["metrics"].items() if isinstance(v, (int, float)) or v is None}}
+            "final_eval": {k: v for k, v in outcome["metrics"].items() if isinstance(v, (int, float)) or v is None},
+            # wise_ft.alphas: each ensemble's top-1 on the final evaluation's split (RUN/wise-ft/scores.json has the rest)
+            "wise_ft": {f"{alpha:g}": metrics.get("acc1") for alpha, metrics in outcome.get("wise_ft", {}).items()}}
 
 
 def discard(config: Config, run_dir: RunDir) -> None:

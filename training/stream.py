@@ -170,7 +170,7 @@ class StreamedRows(IterableDataset):
     def _unit_rows(self, unit: Unit, skip: int, handles: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if unit.index < 0:  # a tar: read through, skipping what is before ``skip``
             with open_file(unit.file) as handle:
-                for number, row in enumerate(tar_rows(handle)):
+                for number, row in enumerate(tar_rows(handle, unit.file)):
                     if number >= skip:
                         yield row
             return
@@ -219,7 +219,7 @@ def sample_rows(source: Source, count: int, seed: int, columns: tuple[str, ...])
             take = sorted(rng.sample(range(unit.rows), min(per_unit, unit.rows, count - len(chosen))))
             if unit.index < 0:
                 with open_file(unit.file) as handle:
-                    rows = list(tar_rows(handle))
+                    rows = list(tar_rows(handle, unit.file))
             else:
                 rows = parquet_rows(unit, list(columns), handles)
             chosen.extend(rows[i] for i in take if i < len(rows))

@@ -65,14 +65,14 @@ from entitynet.training.splits import STREAMING_ABOVE_BYTES, eval_rows, load_spl
 from entitynet.training.step import MAX_LOGIT_SCALE, contrastive_step  # noqa: F401
 from entitynet.training.stream import StreamedRows
 from entitynet.training.text_mix import training_texts
-from entitynet.typed_config import ConfigError, describe_text, runtime_keys, to_dict
+from entitynet.typed_config import ConfigError, add_flags, describe_text, flag_values, runtime_keys, to_dict
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.jsonl"
 # keys a resumed run may change: how it runs (the schema's runtime keys), how long, what is
 # evaluated and where results go; anything else would continue a different experiment from these weights
-RESUMABLE_CHANGES = (*sorted(runtime_keys(TrainConfig)), "max_steps", "eval", "repo_id", "output_dir")
+RESUMABLE_CHANGES = (*sorted(runtime_keys(TrainConfig)), "max_steps", "eval", "wise_ft", "repo_id", "output_dir")
 # the keys of the experiment that may name a local folder: recorded ``located``, not as spelled
 LOCATED = ("dataset", "model.init_from", "model.tokenizer")
 
@@ -105,25 +105,22 @@ def located(value: Any, output: Path) -> Any:
     return os.path.relpath(path, root) if path == root or path.startswith(root + os.sep) else path
 
 
-def experiment(config: TrainConfig, spelled: bool = False) -> dict[str, Any]:
-    """What a checkpoint must agree with to be resumed (dotted keys); its paths ``located``
-    unless ``spelled`` (as typed: what checkpoints recorded before they were located)."""
+def experiment(config: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must agree with to be resumed (dotted keys), its paths ``located``."""
     values = {key: value for key, value in _flatten(to_dict(config)).items()
               if not any(key == name or key.startswith(name + ".") for name in RESUMABLE_CHANGES)}
     if not values.get("mix"):  # no replay: absent, as in checkpoints made before mixes existed
         values.pop("mix", None)
-    if not spelled:
-        output = Path(config.output_dir)
-        values.update({key: located(values[key], output) for key in LOCATED if key in values})
-        if "mix" in values:
-            values["mix"] = [{**entry, "dataset": located(entry["dataset"], output)} for entry in values["mix"]]
+    output = Path(config.output_dir)
+    values.update({key: located(values[key], output) for key in LOCATED if key in values})
+    if "mix" in values:
+        values["mix"] = [{**entry, "dataset": located(entry["dataset"], output)} for entry in values["mix"]]
     return values
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig, checkpoint: Path) -> None:
-    current, spelled = experiment(config), experiment(config, spelled=True)
-    changed = sorted(key for key in set(saved) | set(current)
-                     if saved.get(key) != current.get(key) and saved.get(key) != spelled.get(key))
+    current = experiment(config)
+    changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
     if changed:
         raise ResumeMismatch(
             f"{checkpoint} was made with another configuration ({', '.join(changed)} differ); "
@@ -183,13 +180,10 @@ def _mix_text(plan: dict[str, Any]) -> str:
 
 def resumed_position(saved: dict[str, Any], plan: dict[str, Any], checkpoint: Path) -> dict[str, int]:
     """(step, epoch, batches this process consumed in the epoch) from a checkpoint's state, whose
-    position is in global rows; one made before checkpoints recorded their data plan is read as
-    made with this plan, and the log says so."""
+    position is in global rows; one made before checkpoints recorded their data plan is refused."""
     if "data" not in saved:
-        workers = f" and num_workers={plan['num_workers']}" if plan["streaming"] else ""
-        logger.warning("%s was made before checkpoints recorded their global batch: resumed as made with %d "
-                       "process(es)%s, as now", checkpoint, plan["processes"], workers)
-        return {"step": saved["step"], "epoch": saved["epoch"], "batch_in_epoch": saved["batch_in_epoch"]}
+        raise ResumeMismatch(f"{checkpoint} was made by an earlier version (no data plan recorded), which this one "
+                             "does not resume: train into another output folder, or remove its checkpoints/")
     check_data_plan(saved["data"], plan, checkpoint)
     rows_per_batch = plan["batch_size"] * plan["processes"]
     return {"step": saved["step"], "epoch": saved["epoch"], "batch_in_epoch": saved["rows_in_epoch"] // rows_per_batch}
@@ -429,18 +423,28 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Train (or resume) ``config``'s experiment to ``max_steps``, evaluate and save OUTPUT/model.
     Returns the step reached, the final metrics, the logged history, whether this is the main
     process and the number of processes."""
-    training, checkpoint, recorded = setup(config)
-    if checkpoint and recorded:
-        resume(training, checkpoint, recorded)
-    start_logs(training)
-    loop(training)
-    return conclude(training)
+    try:
+        training, checkpoint, recorded = setup(config)
+        if checkpoint and recorded:
+            resume(training, checkpoint, recorded)
+        start_logs(training)
+        loop(training)
+        return conclude(training)
+    except DatasetProblem as error:  # a row found unfit while reading (a tar sample without text)
+        raise DataError(_one_line(error)) from None
+
+
+def _one_line(error: DatasetProblem) -> str:
+    """A data loader worker's exception comes back as the same class with the worker's traceback in
+    its message; its last line is the message raised."""
+    return str(error).strip().splitlines()[-1].split("DatasetProblem: ", 1)[-1]
 
 
 def setup(config: TrainConfig) -> tuple[Training, Path | None, dict[str, Any] | None]:
     """Everything before the first step, and the checkpoint to resume from with its recorded state
     (its experiment already checked, before the tokenizer or the model is made)."""
     accelerator = make_accelerator(config)
+    refuse_wise_ft_out(config)
     set_seed(config.seed)
     try:
         source = resolve(config.dataset, config.dataset_config, "train")
@@ -667,10 +671,66 @@ def conclude(training: Training) -> dict[str, Any]:
         finish(Path(config.output_dir) / layout.MODEL, training.unwrapped, training.tokenizer, training.processor,
                config, metrics, training.history)
     accelerator.wait_for_everyone()
+    wise_ft = wise_ft_at_end(training)
     for tracker in accelerator.trackers:  # not end_training(): the process group outlives train() (`entitynet run` evaluates next)
         tracker.finish()
     return {"step": step, "metrics": metrics, "history": training.history, "main": accelerator.is_main_process,
-            "processes": accelerator.num_processes}
+            "processes": accelerator.num_processes, "wise_ft": wise_ft}
+
+
+def wise_ft_at_end(training: Training) -> dict[float, dict[str, Any]]:
+    """``wise_ft.alphas``: the main process writes OUTPUT/wise-ft/alpha-<a>, (1 - a) * model.init_from
+    + a * OUTPUT/model, with ``entitynet wise-ft``'s code (one CLIPModel folder each, with the
+    finetune's tokenizer and processor); then every process evaluates each on ``eval.split`` as the
+    final evaluation did, and OUTPUT/wise-ft/scores.csv, scores.json (and scores.png) put them side
+    by side, the command's table with one task, the split. Returns {alpha: metrics}.
+
+    Without alphas, a wise-ft folder of an earlier run goes: it interpolated a model replaced now."""
+    from entitynet.training import wise_ft, wise_ft_scores
+    from entitynet.training.evaluation.models import load_model
+
+    config, accelerator, step = training.config, training.accelerator, training.state["step"]
+    output = Path(config.output_dir)
+    out, split = output / layout.WISE_FT, config.eval.split
+    if not config.wise_ft.alphas:
+        if accelerator.is_main_process and (out / wise_ft.MANIFEST).is_file():
+            logger.warning("%s interpolated an earlier model; removed (wise_ft.alphas is empty)", out)
+            shutil.rmtree(out)
+        accelerator.wait_for_everyone()
+        return {}
+    assert config.model.init_from is not None  # the configuration refuses alphas without it
+    if accelerator.is_main_process:
+        wise_ft.write_ensembles(config.model.init_from, str(output / layout.MODEL), config.wise_ft.alphas, out,
+                                force=True, finetuned_context=True)
+    accelerator.wait_for_everyone()
+    rows = eval_rows(config, split)
+    results: dict[float, dict[str, Any]] = {}
+    for alpha in config.wise_ft.alphas if rows else ():
+        clip = load_model(str(out / wise_ft.folder_name(alpha)))
+        clip.model.to(accelerator.device)
+        results[alpha] = run_eval(accelerator, clip.model, clip.tokenizer, clip.processor, config, step, split,
+                                  rows=rows, label=f"wise-ft {wise_ft.folder_name(alpha)}")
+        del clip
+    if accelerator.is_main_process and rows:
+        table = wise_ft_scores.table({alpha: [{"task_name": split, "metrics": metrics}]
+                                      for alpha, metrics in results.items()})
+        wise_ft_scores.write(table, out)
+    accelerator.wait_for_everyone()
+    return results
+
+
+def refuse_wise_ft_out(config: TrainConfig) -> None:
+    """Before training, what would stop the end's WiSE-FT after it: OUTPUT/wise-ft, when there, must be
+    the trainer's own (replaced at the end), and must not be, hold or lie in ``model.init_from``."""
+    if not config.wise_ft.alphas:
+        return
+    from entitynet.training.wise_ft import WiseFTError, refuse_out
+
+    inputs = (config.model.init_from,) if config.model.init_from else ()  # the configuration requires it
+    try:
+        refuse_out(Path(config.output_dir) / layout.WISE_FT, True, inputs)
+    except WiseFTError as error:
+        raise ConfigError(f"wise_ft.alphas: {error}") from None
 
 
 def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any], keep: int) -> None:
@@ -694,17 +754,18 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict[str, Any
 
 
 def run_eval(accelerator: Accelerator, model: Any, tokenizer: Any, processor: Any, config: TrainConfig,
-             step: int, split: str) -> dict[str, Any]:
+             step: int, split: str, rows: list[dict[str, Any]] | None = None, label: str = "") -> dict[str, Any]:
     """Zero-shot classification among the split's entities (``eval.template`` names them) and
     retrieval over its alt texts, with entitynet eval's code and metric names; every process
-    embeds its share of the images."""
-    rows = eval_rows(config, split)
+    embeds its share of the images. ``rows``: the split's sample when already read (``eval_rows``);
+    ``label`` names the model in the log line (a WiSE-FT ensemble)."""
+    rows = rows if rows is not None else eval_rows(config, split)
     if not rows:
         return {}
     metrics = evaluate_built_dataset(model, tokenizer, processor, rows, templates=("{c}",),
                                      name_format=config.eval.template, accelerator=accelerator)
     if accelerator.is_main_process:
-        logger.info("step %d  %s: %s", step, split, "  ".join(
+        logger.info("step %d  %s%s: %s", step, f"{label} " if label else "", split, "  ".join(
             f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in metrics.items()))
     return metrics
 
@@ -731,15 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file, or a shipped one: tiny, livingthings-vit-b-32, entitynet-vit-b-32")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
-    parser.add_argument("--dataset", help="dataset folder or Hub id (dataset)")
-    parser.add_argument("--output-dir", help="checkpoints, logs and the final model (output_dir)")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
-    parser.add_argument("--init-from", help="finetune this CLIPModel id or folder (model.init_from)")
-    parser.add_argument("--repo", help="the Hub repository the model card names (repo_id)")
-    parser.add_argument("--dataset-id", help="the dataset's Hub id the model card files results under, for a "
-                        "local dataset folder (dataset_id)")
-    parser.add_argument("--report-to", type=lambda text: [name for name in text.split(",") if name],
-                        metavar="TRACKERS", help="comma-separated Accelerate trackers, e.g. tensorboard (report_to)")
+    add_flags(parser, TrainConfig, "")  # declared on the options they set (option(..., flag=...)), as entitynet's
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -750,11 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # accelerate logs every file of every checkpoint at INFO
         logging.getLogger("accelerate").setLevel(logging.WARNING)
-    flags = {"--dataset": ("dataset", args.dataset), "--output-dir": ("output_dir", args.output_dir),
-             "--max-steps": ("max_steps", args.max_steps), "--init-from": ("model.init_from", args.init_from),
-             "--repo": ("repo_id", args.repo), "--dataset-id": ("dataset_id", args.dataset_id), "--report-to": ("report_to", args.report_to)}
     try:
-        config = load_train_config(args.config, args.set, flags)
+        config = load_train_config(args.config, args.set, flag_values(args))
         result = train(config)
         PartialState().destroy_process_group()
     except ConfigError as error:

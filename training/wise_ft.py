@@ -105,15 +105,16 @@ def weight_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
     return problems
 
 
-def model_differences(a: Any, b: Any) -> list[str]:
+def model_differences(a: Any, b: Any, finetuned_context: bool = False) -> list[str]:
     """Everything that differs between two loaded ``Clip`` models (evaluation.models) and keeps
-    them from being averaged: weights, activations, tokenizers, image inputs."""
+    them from being averaged: weights, activations, tokenizers, image inputs. ``finetuned_context``:
+    B is A's finetune, whose context length is its trainer's choice, not a difference."""
     problems = weight_differences(a.model.state_dict(), b.model.state_dict())
     for tower in ("text_config", "vision_config"):
         left, right = getattr(a.model.config, tower).hidden_act, getattr(b.model.config, tower).hidden_act
         if left != right:
             problems.append(f"{tower}.hidden_act: {left} vs {right}")
-    problems += tokenizer_differences(a.tokenizer, b.tokenizer)
+    problems += tokenizer_differences(a.tokenizer, b.tokenizer, finetuned_context)
     from entitynet.training.model import input_geometry
 
     for name, left, right in zip(("image size", "image mean", "image std"), input_geometry(a.processor),
@@ -123,7 +124,7 @@ def model_differences(a: Any, b: Any) -> list[str]:
     return problems
 
 
-def tokenizer_differences(a: Any, b: Any) -> list[str]:
+def tokenizer_differences(a: Any, b: Any, finetuned_context: bool = False) -> list[str]:
     vocab_a, vocab_b = a.get_vocab(), b.get_vocab()
     if vocab_a != vocab_b:
         changed = sorted(token for token in set(vocab_a) | set(vocab_b) if vocab_a.get(token) != vocab_b.get(token))
@@ -132,7 +133,7 @@ def tokenizer_differences(a: Any, b: Any) -> list[str]:
     for text in PROBE_TEXTS:
         if a(text)["input_ids"] != b(text)["input_ids"]:
             return [f"tokenizers: {text!r} is tokenized differently ({a(text)['input_ids']} vs {b(text)['input_ids']})"]
-    if a.model_max_length != b.model_max_length:
+    if a.model_max_length != b.model_max_length and not finetuned_context:
         return [f"tokenizers: context length {a.model_max_length} vs {b.model_max_length}"]
     return []
 
@@ -162,8 +163,10 @@ def refuse_out(out: Path, force: bool, inputs: Sequence[str]) -> None:
 
 
 def write_ensembles(zero_shot: str, finetuned: str, alphas: Sequence[float], out: str | Path,
-                    force: bool = False) -> list[Ensemble]:
-    """One CLIPModel folder per alpha under ``out`` (``alpha-0.5``...), and ``wise_ft.json``."""
+                    force: bool = False, finetuned_context: bool = False) -> list[Ensemble]:
+    """One CLIPModel folder per alpha under ``out`` (``alpha-0.5``...), and ``wise_ft.json``.
+    ``finetuned_context``: the trainer's own finetune of ``zero_shot``, which truncates texts at its
+    ``model.context_length`` (kept: the ensembles take its tokenizer) whatever ``zero_shot``'s is."""
     from entitynet.training.evaluation.models import ModelError, load_model
 
     out = Path(out)
@@ -174,7 +177,7 @@ def write_ensembles(zero_shot: str, finetuned: str, alphas: Sequence[float], out
         a, b = load_model(zero_shot), load_model(finetuned)
     except ModelError as error:
         raise WiseFTError(str(error)) from None
-    problems = model_differences(a, b)
+    problems = model_differences(a, b, finetuned_context)
     if problems:
         raise WiseFTError(f"{zero_shot} and {finetuned} cannot be interpolated: " + "; ".join(problems))
     weights_a = {name: tensor.detach().cpu() for name, tensor in a.model.state_dict().items()}

@@ -22,10 +22,6 @@ from typing import Any
 from entitynet.records import Entity
 
 WORDNET_PREFIX = "wn:"
-# the ranks the evaluation scores at, and their result keys (training/evaluation/ranks.py, model cards)
-TAXONOMIC = ("genus", "family", "order", "class")
-HYPERNYMS = ("hypernym1", "hypernym2", "hypernym3")
-RANK_METRICS = ("acc1_species", *(f"acc1_{rank}" for rank in TAXONOMIC), *(f"acc1_{rank}" for rank in HYPERNYMS))
 
 
 def lineage(entity: Entity) -> list[dict[str, Any]]:

@@ -2,8 +2,9 @@
 domain, and what each row says (alt texts, queries, entities, URLs, licence).
 
 ``prepare`` makes the decisions once, reading only small columns, and writes them beside the
-lookups the examples need; ``Lookups.examples`` (run by the builder, possibly in several
-processes) turns one image shard into examples.
+lookups the examples need. This module only writes them: their file names, the splits and their
+reader (``Lookups.examples``, run by the builder, possibly in several processes, turning one image
+shard into examples) are the dataset's contract, in ``builders/entitynet.py``.
 
 Rules:
 - a near or identical duplicate is not a row: its URLs, queries and alt texts join its canonical
@@ -26,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +35,26 @@ import pyarrow.parquet as pq
 
 from entitynet import layout
 from entitynet.build.lineage import lineage
-from entitynet.records import Entity, Finding, NaturalType, Query, StoredImage
+from entitynet.builders.entitynet import (
+    PREPARED_DUPLICATES,
+    PREPARED_ENTITIES,
+    PREPARED_QUERIES,
+    SPLITS,
+    prepared_split,
+    unique_values,
+)
+from entitynet.records import Entity, NaturalType, Query
 from entitynet.tables import (
     SOURCE_TYPE,
-    image_from_row,
     image_shard,
     read_duplicates,
     read_entities,
     read_natural_types,
     read_queries,
-    read_rows,
 )
 
 logger = logging.getLogger(__name__)
 
-# test_seen: held-out images of entities that have images in train (how well the model learnt the
-# entities it saw), beside test (entities never seen: transfer)
-SPLITS = ("train", "validation", "test", "test_seen")
 _HELD_OUT = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -150,19 +153,19 @@ def prepare(
             del row["image_id"], row["entities"]
     for split, rows in assigned.items():
         if rows:
-            pq.write_table(pa.Table.from_pylist(rows, schema=_ASSIGNED), out / f"{split}.parquet")
+            pq.write_table(pa.Table.from_pylist(rows, schema=_ASSIGNED), out / prepared_split(split))
         else:
-            (out / f"{split}.parquet").unlink(missing_ok=True)
+            (out / prepared_split(split)).unlink(missing_ok=True)
             if split not in ("train", "test_seen") and counts["rows"] and not counts["rows_in_released_splits"]:
                 logger.warning("split %s is empty: a seeded hash drew none of %d entities for it; raise "
                                "build.%s_fraction or harvest more entities", split, len(used_entities), split)
-    pq.write_table(pa.Table.from_pylist([entities[e] for e in sorted(used_entities)] or [], schema=_ENTITY), out / "entities.parquet")
+    pq.write_table(pa.Table.from_pylist([entities[e] for e in sorted(used_entities)] or [], schema=_ENTITY), out / PREPARED_ENTITIES)
     pq.write_table(pa.Table.from_pylist([{"query_id": q, "text": queries[q].text, "uses": [
         {"kind": use.kind, "entity_id": use.entity_id, "attribute": use.attribute} for use in queries[q].uses]}
-        for q in sorted(used_queries)], schema=_QUERY), out / "queries.parquet")
+        for q in sorted(used_queries)], schema=_QUERY), out / PREPARED_QUERIES)
     pq.write_table(pa.Table.from_pylist([{"canonical_url": c, "url": d["url"], "sources": d["sources"],
                                           "alternatives": d["alternatives"]}
-                                         for c, dups in extra.items() for d in dups], schema=_EXTRA), out / "duplicates.parquet")
+                                         for c, dups in extra.items() for d in dups], schema=_EXTRA), out / PREPARED_DUPLICATES)
     return dict(counts)
 
 
@@ -200,7 +203,7 @@ def _natural_type_texts(typed: NaturalType | None, harvested: dict[str, Entity])
     if entity is None:
         return [], None
     names = [entity.name, *entity.aliases, *entity.common_names]
-    return [name for name in _unique(names) if name != label], entity.description
+    return [name for name in unique_values(names) if name != label], entity.description
 
 
 _ASSIGNED = pa.schema([("shard", pa.string()), ("row", pa.int64()), ("domain", pa.string())])
@@ -213,70 +216,3 @@ _USE = pa.struct([("kind", pa.string()), ("entity_id", pa.string()), ("attribute
 _QUERY = pa.schema([("query_id", pa.string()), ("text", pa.string()), ("uses", pa.list_(_USE))])
 _EXTRA = pa.schema([("canonical_url", pa.string()), ("url", pa.string()), ("sources", pa.list_(SOURCE_TYPE)),
                     ("alternatives", pa.list_(pa.string()))])
-
-
-def _unique(values: list[str | None]) -> list[str]:
-    seen: dict[str, None] = {}
-    for value in values:
-        if value and value not in seen:
-            seen[value] = None
-    return list(seen)
-
-
-class Lookups:
-    """What examples are made from, loaded once per builder process."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.entities = {row["id"]: row for row in read_rows(folder / "entities.parquet")}
-        self.queries = {row["query_id"]: row for row in read_rows(folder / "queries.parquet")}
-        self.extra: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in read_rows(folder / "duplicates.parquet"):
-            self.extra[row["canonical_url"]].append(row)
-        self._assigned: dict[str, dict[str, list[tuple[int, str]]]] = {}
-
-    def rows_of(self, split: str) -> dict[str, list[tuple[int, str]]]:
-        if split not in self._assigned:
-            by_shard: dict[str, list[tuple[int, str]]] = defaultdict(list)
-            path = self.folder / f"{split}.parquet"
-            for row in read_rows(path) if path.exists() else ():
-                by_shard[row["shard"]].append((row["row"], row["domain"]))
-            self._assigned[split] = by_shard
-        return self._assigned[split]
-
-    def examples(self, shard: str, split: str, domains: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
-        wanted = [(row, domain) for row, domain in self.rows_of(split).get(shard, []) if domain in domains]
-        if not wanted:
-            return
-        table = pq.read_table(shard).take([row for row, _ in wanted])
-        for stored, (_, domain) in zip(map(image_from_row, table.to_pylist()), wanted):
-            yield stored.image_id, self.example(stored, domain)
-
-    def example(self, stored: StoredImage, domain: str) -> dict[str, Any]:
-        duplicates = self.extra.get(stored.url, [])
-        sources = stored.sources + [Finding(**s) for dup in duplicates for s in dup["sources"]]
-        queries, entity_ids = [], []
-        for source in sources:
-            query = self.queries.get(source.query_id)
-            for use in query["uses"] if query else []:
-                if use["entity_id"] in self.entities:
-                    queries.append((query["text"], use["kind"], use["entity_id"], use["attribute"]))
-                    entity_ids.append(use["entity_id"])
-        first = stored.sources[0] if stored.sources else None
-        return {
-            "image": {"bytes": stored.image, "path": None},
-            "image_id": stored.image_id,
-            "width": stored.width,
-            "height": stored.height,
-            "alt_texts": _unique([s.text for s in sources]),
-            "queries": [dict(zip(("text", "kind", "entity_id", "attribute"), q)) for q in dict.fromkeys(queries)],
-            "entities": [self.entities[e] for e in dict.fromkeys(entity_ids)],
-            # the stored image's URL first, then its alternatives (an import's other links), then duplicates'
-            "urls": _unique([stored.url, *stored.alternatives]
-                            + [url for dup in duplicates for url in [dup["url"], *(dup.get("alternatives") or [])]]),
-            "page_urls": _unique([s.page_url for s in sources]),
-            "engines": _unique([s.engine for s in sources]),
-            "license": first.license if first else None,
-            "attribution": first.attribution if first else None,
-            "domain": domain,
-        }

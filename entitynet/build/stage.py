@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from entitynet import layout
-from entitynet.build.rows import SPLITS, prepare
+from entitynet.build.rows import prepare
+from entitynet.builders.entitynet import DOMAINS, SPLITS, EntityNet
 from entitynet.config import Config, DownloadConfig
 from entitynet.rundir import Context, RunDir, StageError, package_versions, shown, swap_in
 
@@ -97,7 +98,6 @@ def write_matches(matches: list[dict[str, Any]], path: Path) -> None:
 def build(config: Config, run_dir: RunDir, cache: Path, upstream: tuple[str, ...]) -> dict[str, Any]:
     """The dataset from the run's stored images; ``upstream`` are the stages before this one, whose
     records the card reads."""
-    from entitynet.builders.entitynet import EntityNet
     from entitynet.hub_cards.dataset_card import write_card
 
     settings = config.build
@@ -122,7 +122,7 @@ def build(config: Config, run_dir: RunDir, cache: Path, upstream: tuple[str, ...
 
     staging = run_dir.path(layout.DATASET_STAGING)
     shutil.rmtree(staging, ignore_errors=True)
-    for domain in ("living", "other"):
+    for domain in DOMAINS:
         if not any(counts.get(f"rows_{domain}_{split}") for split in SPLITS):
             continue
         output = cache / "prepared" / domain

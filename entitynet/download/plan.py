@@ -59,14 +59,6 @@ def make_plan(candidate_parts: list[Path], plan_dir: Path, urls_per_shard: int, 
     return shards
 
 
-def _with_import_columns(table: pa.Table) -> pa.Table:
-    """Candidates written before imports existed lack ``alternatives`` and ``split``: empty ones."""
-    for name, kind in (("alternatives", pa.list_(pa.string())), ("split", pa.string())):
-        if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows, kind))
-    return table
-
-
 def _spread(candidate_parts: list[Path], work: Path, count: int) -> list[Path]:
     """Pass 1: every candidate, with its place in the candidate order, into the bucket of its URL."""
     paths = [work / f"bucket-{number:05d}.parquet" for number in range(count)]
@@ -75,7 +67,7 @@ def _spread(candidate_parts: list[Path], work: Path, count: int) -> list[Path]:
     try:
         for part in candidate_parts:
             for batch in pq.ParquetFile(part).iter_batches(batch_size=65_536):
-                table = _with_import_columns(pa.Table.from_batches([batch]))
+                table = pa.Table.from_batches([batch])
                 table = table.append_column("order", pa.array(range(order, order + table.num_rows), pa.int64()))
                 table = table.select(_BUCKET_SCHEMA.names).cast(_BUCKET_SCHEMA)
                 order += table.num_rows

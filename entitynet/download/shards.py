@@ -45,7 +45,6 @@ from entitynet.tables import (
     FAILURE_SCHEMA,
     IMAGE_SCHEMA,
     RecordWriter,
-    current_images,
     failure_to_row,
     image_to_row,
     read_plan,
@@ -106,9 +105,9 @@ class _ShardOutput:
         """A retry keeps what the last run stored and the failures it does not retry."""
         earlier = self.job.out_dir / layout.shard_images(self.job.number)
         for batch in pq.ParquetFile(earlier).iter_batches(batch_size=IMAGES_PER_ROW_GROUP):
-            table = current_images(pa.Table.from_batches([batch]))
-            if "position" in batch.schema.names:  # a retried URL is redone whole: an image one of its chains reached comes again
-                table = table.filter(pc.invert(pc.is_in(table.column("position"), pa.array(sorted(self.retried), pa.int32()))))
+            table = pa.Table.from_batches([batch])
+            # a retried URL is redone whole: an image one of its chains reached comes again
+            table = table.filter(pc.invert(pc.is_in(table.column("position"), pa.array(sorted(self.retried), pa.int32()))))
             self.images.write_table(table)
             self.counts.update(stored=table.num_rows, bytes_stored=pc.sum(pc.binary_length(table.column("image"))).as_py() or 0)
         for row in read_rows(self.job.out_dir / layout.shard_failures(self.job.number)):

@@ -147,7 +147,7 @@ def totals(folder: Path, parts: int, written: int) -> dict[str, Any]:
     splits: Counter[str] = Counter()
     for part in range(parts):
         counts = json.loads((folder / layout.part_stats(part)).read_text())
-        sums.update({key: counts.get(key, 0) for key in COUNTS})  # parts of earlier versions lack newer keys
+        sums.update({key: counts[key] for key in COUNTS})
         splits.update(counts["splits"])
     return {**{key: sums[key] for key in COUNTS}, "rows_per_split": dict(splits), "parts": parts,
             "parts_written": written, "parts_reused": parts - written}

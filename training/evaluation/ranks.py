@@ -1,8 +1,8 @@
 """Top-1 accuracy at every rank of a tree: is the wrong answer at least the right genus?
 
 Each class may carry a lineage, ``{rank: ancestor id}`` (from the ``lineage`` field of a built
-dataset's entities; ``entitynet/build/lineage.py``). Two chains are scored, each on its own:
-the taxonomic ranks (``acc1_species``, ``acc1_genus``, ``acc1_family``, ``acc1_order``,
+dataset's entities; ``entitynet/build/lineage.py``, its ranks in ``builders/entitynet.py``). Two
+chains are scored, each on its own: the taxonomic ranks (``acc1_species``, ``acc1_genus``, ``acc1_family``, ``acc1_order``,
 ``acc1_class``: CLIP_benchmark-style keys) and WordNet's hypernym levels (``acc1_hypernym1``
 the direct hypernym, ``acc1_hypernym2``, ``acc1_hypernym3``).
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from entitynet.build.lineage import HYPERNYMS, RANK_METRICS, TAXONOMIC
+from entitynet.builders.entitynet import HYPERNYMS, RANK_METRICS, TAXONOMIC
 
 __all__ = ["RANK_METRICS", "rank_accuracies"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from entitynet import layout
-from entitynet.build.lineage import RANK_METRICS
+from entitynet.builders.entitynet import RANK_METRICS
 from entitynet.config import Config
 from entitynet.rundir import Context, RunDir, StageError, shown, write_text_atomic
 
