@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated caches, one finished demo run per session, a run up to its queries, the
+"""Shared fixtures: isolated caches, one finished demo run per session (made in the background while
+the tests that do not need it run, and under pytest-xdist once for all workers), a run up to its queries, the
 sample graph, a real oxigraph server, a fault proxy. Helpers live in helpers.py, imported from there
 (``from helpers import ...``); no test imports this file.
 
@@ -10,22 +11,27 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Set before any test module imports datasets, transformers or huggingface_hub, which read these
-# once at import: no Hub lookups, and a datasets cache of this session's own (datasets keys a local
+# Set before any test module imports datasets, transformers, huggingface_hub or torch, which read
+# these once at import: no Hub lookups, and a datasets cache of this session's own (datasets keys a local
 # folder's cache by its card and folder name, so a cache shared with earlier sessions could hand a
 # test another build's rows).
 _SESSION_CACHE = tempfile.mkdtemp(prefix="entitynet-tests-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_CACHE, "datasets")
+# One torch (OpenMP) thread per process, unless the caller chose: the tests' models are tiny, so a
+# second thread gains nothing, and under `pytest -n 2` two workers of two threads each (and the
+# processes they start, which inherit this) would oversubscribe two cores, where spinning threads
+# wait for each other: a 6-step tiny training took 8.7 s with two threads, 1.1 s with one, on a
+# busy 2-core machine. Processes the tests compare bit for bit all start with the same setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from helpers import REALDATA, FaultProxy, OxigraphServer, skip_or_fail  # noqa: E402
+from helpers import REALDATA, FaultProxy, OxigraphServer, SharedDemo, fingerprint, skip_or_fail  # noqa: E402
 
 from entitynet.config import preset_path  # noqa: E402
 
@@ -46,29 +52,53 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
-def fingerprint(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``root`` with its size and modification time."""
-    return {str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
-            for path in root.rglob("*") if path.is_file() and not path.is_symlink()}
+def session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every process of this pytest session sees: its base temporary folder, or under
+    pytest-xdist, the one that holds every worker's."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
-def demo_made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
+def session_demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 isolated_environment: None) -> Iterator[SharedDemo]:
+    """The session's one demo run (see ``demo_made``), shared by the processes of the session."""
+    demo = SharedDemo(session_folder(tmp_path_factory) / "demo")
+    yield demo
+    demo.stop(abandon=bool(request.session.shouldfail or request.session.shouldstop))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def demo_in_background(request: pytest.FixtureRequest, session_demo: SharedDemo) -> None:
+    """Start the session's demo at once when a selected test needs it: the tests run before
+    those that need it (``pytest_collection_modifyitems``) run while it is made."""
+    if any("demo_made" in item.fixturenames for item in request.session.items):
+        session_demo.start()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules that need the session's demo run last, each in its own order, so that the demo
+    (started in the background) is made while the others run."""
+    waiting = {item.path for item in items if "demo_made" in item.fixturenames}
+    items.sort(key=lambda item: item.path in waiting)
+
+
+@pytest.fixture(scope="session")
+def demo_made(session_demo: SharedDemo) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
     """``entitynet demo --size small`` (README's main job, smaller), run once per session as a
     newcomer runs it, in a fresh interpreter under this process's environment and umask: the finished
-    run and what the command printed. The session's one demo made from scratch and left to finish: the
-    other demo commands of the tests rerun copies of it, or start runs only to kill them (slow).
+    run and what the command printed. The session's one demo made from scratch and left to finish
+    (under pytest-xdist, one for all the workers): the other demo commands of the tests rerun copies
+    of it, or start runs only to kill them (slow).
 
     Shared by every test that needs a finished run, so none may change it: a test that reruns or
     retrains works on a copy (``shutil.copytree``; a run's recorded paths are relative, so a copy
-    is complete). The fixture checks at the end of the session that no file of it changed."""
-    out = tmp_path_factory.mktemp("demo") / "run"
-    done = subprocess.run([sys.executable, "-m", "entitynet", "demo", "--size", "small", "--out", str(out)],
-                          capture_output=True, text=True, timeout=3600)
+    is complete). Each process checks at the end of its session that no file of it changed."""
+    done, before = session_demo.wait(seconds=3600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    before = fingerprint(out)
-    yield out, done
-    changed = sorted(set(before.items()) ^ set(fingerprint(out).items()))
+    yield session_demo.out, done
+    changed = sorted({(name, tuple(seen)) for name, seen in before.items()}
+                     ^ {(name, tuple(seen)) for name, seen in fingerprint(session_demo.out).items()})
     assert not changed, f"a test changed the session's demo run instead of a copy of it: {changed[:8]}"
 
 

@@ -1,6 +1,7 @@
-"""Helpers the tests import explicitly (``from helpers import ...``): skip-or-fail, a kill -9 at a
-chosen point, ``accelerate launch`` on CPU, free loopback ports, a real oxigraph server and a SPARQL
-fault proxy. conftest.py holds only fixtures and imports from here; nothing imports conftest.
+"""Helpers the tests import explicitly (``from helpers import ...``): skip-or-fail, the session's
+shared demo run, a kill -9 at a chosen point, ``accelerate launch`` on CPU, free loopback ports, a
+real oxigraph server and a SPARQL fault proxy. conftest.py holds only fixtures and imports from
+here; nothing imports conftest.
 
 Every server listens on 127.0.0.1; every wait is bounded.
 """
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -31,6 +33,82 @@ def skip_or_fail(reason: str) -> None:
     if os.environ.get("ENTITYNET_TEST_STRICT") == "1":
         pytest.fail(f"{reason} (ENTITYNET_TEST_STRICT=1: CI must provide it)")
     pytest.skip(reason)
+
+
+DEMO = [sys.executable, "-m", "entitynet", "demo", "--size", "small", "--out"]
+
+
+def fingerprint(root: Path) -> dict[str, list[int]]:
+    """Every file under ``root`` with its size and modification time."""
+    return {str(path.relative_to(root)): [path.stat().st_size, path.stat().st_mtime_ns]
+            for path in root.rglob("*") if path.is_file() and not path.is_symlink()}
+
+
+def write_json_atomic(path: Path, value: object) -> None:
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
+
+
+class SharedDemo:
+    """``entitynet demo --size small --out FOLDER/run`` made once for every pytest process of a
+    session: pytest-xdist's workers share ``folder`` and take turns at a file lock, and the first
+    to ask starts the command. It runs in the background (a fresh interpreter under this process's
+    environment and umask, as a newcomer runs it) while the tests that do not need it run; its
+    exit status, output and a fingerprint of what it made land in ``folder``, where every process
+    reads them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.out = folder / "run"
+        self.result = folder / "result.json"
+        self.lock = FileLock(f"{folder}.lock")
+        self.process: subprocess.Popen[str] | None = None
+        self.recorder: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the demo unless a process of this session already did."""
+        with self.lock:
+            if self.folder.exists():
+                return
+            self.folder.mkdir(parents=True)
+            with open(self.folder / "stdout.txt", "w") as stdout, open(self.folder / "stderr.txt", "w") as stderr:
+                # its own process group, so that a session cut short stops the demo and all it started
+                self.process = subprocess.Popen([*DEMO, str(self.out)], stdout=stdout, stderr=stderr, text=True,
+                                                start_new_session=True)
+        self.recorder = threading.Thread(target=self._record, daemon=True)
+        self.recorder.start()
+
+    def _record(self) -> None:
+        assert self.process is not None
+        code = self.process.wait()
+        write_json_atomic(self.result, {"returncode": code, "fingerprint": fingerprint(self.out) if code == 0 else {}})
+
+    def wait(self, seconds: float) -> tuple[subprocess.CompletedProcess[str], dict[str, list[int]]]:
+        """The finished command (its exit status and what it printed) and the fingerprint of the run
+        it made, once it ended; the test fails after ``seconds``."""
+        self.start()
+        deadline = time.monotonic() + seconds
+        while not self.result.exists():
+            if time.monotonic() > deadline:
+                pytest.fail(f"the session's demo ({self.out}) did not finish within {seconds:.0f}s")
+            time.sleep(0.2)
+        result = json.loads(self.result.read_text())
+        done = subprocess.CompletedProcess([*DEMO, str(self.out)], result["returncode"],
+                                           (self.folder / "stdout.txt").read_text(),
+                                           (self.folder / "stderr.txt").read_text())
+        return done, result["fingerprint"]
+
+    def stop(self, abandon: bool) -> None:
+        """In the process that started it, at the end of its session: wait for the demo to end (a
+        process of this session may still need it), or stop it when the session was cut short."""
+        if self.process is None:
+            return
+        if abandon and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=3600)
+        assert self.recorder is not None
+        self.recorder.join(timeout=600)
 
 
 def kill_when(command: list[str], appears: Path, seconds: float) -> None:

@@ -13,12 +13,10 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-from helpers import kill_when
+from helpers import DEMO, kill_when
 
 from entitynet.cli import main
 from entitynet.demo import draw
-
-DEMO = [sys.executable, "-m", "entitynet", "demo", "--size", "small", "--out"]
 
 
 def copy_of(run: Path, tmp_path: Path) -> Path:
@@ -175,14 +173,20 @@ def weights(out: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["images/shard-00000.json", "checkpoints/step-00000100", "stages/train.json"])
-def test_kill_9_at_any_point_then_the_same_command_ends_as_an_uninterrupted_run(demo_run, tmp_path, point):
-    """kill -9 while downloading, mid-training (after a checkpoint) and at the evaluation: the rerun
-    of the same command (in this process: the CLI's own entry point) ends with the same image ids per
-    split and the same model weights as the session's uninterrupted run."""
+def test_kill_9_at_any_point_then_the_same_command_ends_as_an_uninterrupted_run(demo_run, tmp_path):
+    """kill -9 at the end of the download (its first shard written: before the build), then
+    mid-training (after a checkpoint), then at the evaluation, each time rerunning the same command:
+    the last rerun (in this process: the CLI's own entry point) ends with the same image ids per
+    split and the same model weights as the session's uninterrupted run. One run killed three
+    times, one stage further each time, costs one demo where three runs killed once each cost
+    three; each kill must land before the stage named beside it ended."""
     torch = pytest.importorskip("torch")
     out = tmp_path / "demo"
-    kill_when([*DEMO, str(out)], out / point, seconds=300)
+    for point, unfinished in (("images/shard-00000.json", "build"), ("checkpoints/step-00000100", "train"),
+                              ("stages/train.json", "eval")):
+        kill_when([*DEMO, str(out)], out / point, seconds=900)
+        assert (out / point).exists(), f"the demo never reached {point}"
+        assert not (out / "stages" / f"{unfinished}.json").exists(), f"{unfinished} ended before the kill at {point}"
     assert not (out / "summary.json").exists(), "the demo finished before it could be killed"
     assert main([*DEMO[3:], str(out)]) == 0
     assert split_ids(out) == split_ids(demo_run)
