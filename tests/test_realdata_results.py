@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from entitynet.http import HttpStats
-from entitynet.kg.rdf import commons_image, label_or_none, language_of, qid_of, rows, value_of
+from entitynet.kg.rdf import commons_image, qid_of, rows, value_of
 from entitynet.kg.sparql import SparqlClient, bindings
 
 RESULTS = "sparql_results"
@@ -50,18 +50,6 @@ def test_the_client_accepts_real_answers(realdata, name):
     assert bindings
 
 
-def test_label_service_fallback_to_the_id_counts_as_no_label(realdata):
-    cats = load(realdata, "josh-wikidata-api-schemas/cats.json")
-    ids = [qid_of(row["item"]) for row in cats]
-    assert all(ids) and len(ids) == 202
-    fallbacks = [row for row, qid in zip(cats, ids) if row["itemLabel"]["value"] == qid]
-    assert fallbacks, "the recorded answer holds items without an English label"
-    assert all(label_or_none(row["itemLabel"], qid_of(row["item"])) is None for row in fallbacks)
-    named = [row for row in cats if row not in fallbacks]
-    assert all(label_or_none(row["itemLabel"], qid_of(row["item"])) == row["itemLabel"]["value"] for row in named)
-    assert {language_of(row["itemLabel"]) for row in named} == {"en"}
-
-
 def test_special_filepath_images_become_canonical_urls(realdata):
     pictures = load(realdata, "josh-wikidata-api-schemas/catpics.json")
     urls = [commons_image(row["pic"]) for row in pictures]
@@ -94,7 +82,7 @@ def test_typed_literals_become_python_values(realdata):
 
 def test_aliases_and_descriptions_with_quotes_and_accents(realdata):
     answer = load(realdata, "wikibase-sdk/results_with_labels_descriptions_and_aliases.json")
-    labels = {qid_of(row["item"]): label_or_none(row.get("itemLabel"), qid_of(row["item"])) for row in answer}
+    labels = {qid_of(row["item"]): value_of(row.get("itemLabel")) for row in answer}
     assert labels["Q2835567"] == 'Alfredo "Chocolate" Armenteros'
     assert labels["Q6512"] == "Søren Kierkegaard"
     missing = [row for row in answer if "itemDescription" not in row]

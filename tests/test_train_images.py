@@ -18,9 +18,7 @@ from entitynet.training.config import AugmentConfig  # noqa: E402
 from entitynet.training.images import (  # noqa: E402
     CLIP_MEAN,
     CLIP_STD,
-    center_crop_box,
     crop_to_array,
-    eval_image,
     normalize,
     random_resized_crop_box,
     train_image,
@@ -70,15 +68,6 @@ def test_any_mode_and_format_becomes_rgb():
     for mode, fmt in [("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("RGB", "WEBP")]:
         array = train_image(photo_like(300, 200, mode, fmt), 64, (0.4, 1.0), (0.9, 1.111), rng)
         assert array.shape == (64, 64, 3) and array.dtype == np.uint8, (mode, fmt)
-    assert eval_image(photo_like(300, 200), 64).shape == (64, 64, 3)
-
-
-def test_evaluation_is_resize_and_centre_crop():
-    data = photo_like(400, 200)
-    assert center_crop_box(400, 200) == (100, 0, 300, 200)
-    ours = eval_image(data, 100)
-    reference = Image.open(io.BytesIO(data)).resize((200, 100), Image.Resampling.BICUBIC).crop((50, 0, 150, 100))
-    assert np.abs(ours.astype(int) - np.asarray(reference).astype(int)).mean() < 3
 
 
 def test_normalize_is_clip_normalisation_on_the_device_of_the_batch():

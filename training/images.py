@@ -53,13 +53,6 @@ def random_resized_crop_box(width: int, height: int, scale: tuple[float, float],
     return (left, top, left + w, top + h)
 
 
-def center_crop_box(width: int, height: int) -> Box:
-    """The square a shorter-side resize followed by a centre crop keeps, in source pixels."""
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    return (left, top, left + side, top + side)
-
-
 def open_image(data: bytes | None, path: str | None = None) -> Image.Image:
     if data is None:
         if path is None:
@@ -97,11 +90,6 @@ def train_image(data: bytes | None, size: int, scale: tuple[float, float], ratio
                 rng: random.Random, path: str | None = None) -> np.ndarray:
     image = open_image(data, path)
     return crop_to_array(image, random_resized_crop_box(*image.size, scale, ratio, rng), size)
-
-
-def eval_image(data: bytes | None, size: int, path: str | None = None) -> np.ndarray:
-    image = open_image(data, path)
-    return crop_to_array(image, center_crop_box(*image.size), size)
 
 
 def image_bytes(value: Any) -> tuple[bytes | None, str | None]:

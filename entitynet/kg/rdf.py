@@ -92,14 +92,6 @@ def language_of(term: dict[str, Any] | None) -> str | None:
     return tag.lower() if tag else None
 
 
-def label_or_none(term: dict[str, Any] | None, qid: str | None) -> str | None:
-    """A label, or None where WDQS's label service fell back to the bare Q-id."""
-    value = value_of(term)
-    if not isinstance(value, str) or not value.strip() or value == qid:
-        return None
-    return value
-
-
 def commons_image(term: dict[str, Any] | None) -> str | None:
     """A P18 value as one canonical URL, whatever engine or format answered.
 
