@@ -107,6 +107,16 @@ def test_the_adapter_alone_on_its_base_gives_the_merged_models_outputs(tuned, ba
     out, _ = tuned
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (out / "adapter").iterdir()}
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 4
+    # its card is ours, not PEFT's template of placeholders: the base it loads onto, how, what was trained
+    card = (out / "adapter" / "README.md").read_text()
+    assert "More Information Needed" not in card
+    assert f"# LoRA adapter for `{base}`" in card and "PeftModel.from_pretrained" in card and "rank 4, alpha 32" in card
+    assert "library_name: peft" in card and "base_model:" not in card  # a local base is no Hub id
+    from entitynet.training.lora import adapter_card
+
+    info = {"rank": 4, "alpha": 32.0, "targets": ["q_proj"], "layers": {"vision": 2, "text": 2},
+            "trainable_parameters": 10, "parameters": 100, "logit_scale": 100.0}
+    assert "base_model: openai/clip-vit-base-patch32\n" in adapter_card(info, "openai/clip-vit-base-patch32")
     adapted = peft.PeftModel.from_pretrained(transformers.CLIPModel.from_pretrained(base), out / "adapter").eval()
     merged = transformers.CLIPModel.from_pretrained(out / "model").eval()
     torch.manual_seed(1)

@@ -13,6 +13,7 @@ would no longer give the merged model's logits; the card and the log say the val
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -77,16 +78,30 @@ def describe(info: dict[str, Any]) -> str:
             f"{info['logit_scale']:.2f}")
 
 
-def save_adapter(model: PeftModel, folder: Path) -> None:
-    """The adapter alone (PEFT's ``save_pretrained``: adapter_config.json, adapter_model.safetensors),
-    written aside and renamed into place."""
+def save_adapter(model: PeftModel, folder: Path, info: dict[str, Any], base: str) -> None:
+    """The adapter alone (PEFT's ``save_pretrained``: adapter_config.json, adapter_model.safetensors)
+    with a card of ours (PEFT's is a template of placeholders), written aside and renamed into place."""
     partial = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
+    (partial / "README.md").write_text(adapter_card(info, base))
     apply_umask(partial)  # safetensors writes the weights 0600 whatever the umask
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     logger.info("adapter saved to %s", folder)
+
+
+def adapter_card(info: dict[str, Any], base: str) -> str:
+    """What the adapter is, the model it loads onto and how; ``base_model`` in the metadata only for a
+    Hub id (a local folder is named in the text)."""
+    hub_id = not Path(base).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", base) is not None
+    metadata = "library_name: peft\n" + (f"base_model: {base}\n" if hub_id else "") + \
+        "tags:\n- entitynet\n- clip\n- lora\n"
+    return (f"---\n{metadata}---\n\n# LoRA adapter for `{base}`\n\nTrained by EntityNet's trainer (`model.lora`): "
+            f"{describe(info)}. The `model` folder beside it holds the same weights merged into a plain "
+            "`CLIPModel`; this folder is the adapter alone, for loading onto its base:\n\n```python\n"
+            "from peft import PeftModel\nfrom transformers import CLIPModel\n\n"
+            f'model = PeftModel.from_pretrained(CLIPModel.from_pretrained("{base}"), "path/to/adapter")\n```\n')
 
 
 def merged(model: PeftModel) -> torch.nn.Module:
@@ -95,4 +110,4 @@ def merged(model: PeftModel) -> torch.nn.Module:
     return model.merge_and_unload()
 
 
-__all__ = ["describe", "matches", "merged", "save_adapter", "summary", "wrap"]
+__all__ = ["adapter_card", "describe", "matches", "merged", "save_adapter", "summary", "wrap"]

@@ -760,7 +760,9 @@ def merge_lora(training: Training) -> Any:
 
     assert training.config.model.lora is not None
     if training.config.model.lora.save_adapter and training.accelerator.is_main_process:
-        lora.save_adapter(training.unwrapped, Path(training.config.output_dir) / layout.ADAPTER)
+        assert training.lora is not None  # setup summarised the adapters
+        lora.save_adapter(training.unwrapped, Path(training.config.output_dir) / layout.ADAPTER, training.lora,
+                          str(training.config.model.init_from))
     training.accelerator.wait_for_everyone()
     return lora.merged(training.unwrapped)
 
