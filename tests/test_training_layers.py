@@ -131,3 +131,22 @@ def test_only_the_train_stage_imports_the_trainer_and_nothing_imports_the_stage(
 
 def test_the_modules_of_training_import_one_another_without_a_cycle(graph):
     assert a_cycle(graph) is None, f"import cycle: {' -> '.join(a_cycle(graph) or [])}"
+
+
+def test_the_train_stages_line_names_the_wise_ft_ensembles_and_force_discards_them(tmp_path):
+    """The trainer's wise_ft.alphas writes RUN/wise-ft: `entitynet run --force` retrains, so the
+    ensembles of the model it replaces go with the checkpoints; the stage's line shows their top-1."""
+    from entitynet import layout
+    from entitynet.rundir import RunDir
+    from entitynet.training import stage
+
+    line = stage.summary({"steps": 5, "loss_first": 2.0, "loss_last": 1.0, "model": "model",
+                          "wise_ft": {"0.5": 0.4123, "1": None}})
+    assert line.endswith("; WiSE-FT top-1: alpha 0.5 0.412, alpha 1 -")
+    assert "WiSE-FT" not in stage.summary({"steps": 5, "model": "model", "wise_ft": {}})
+    run = RunDir(tmp_path / "run")
+    for name in (layout.WISE_FT, layout.ADAPTER, layout.MODEL):
+        (run.path(name) / "x").mkdir(parents=True)
+    stage.discard(None, run)  # type: ignore[arg-type]  (discard reads only the run directory)
+    assert not run.path(layout.WISE_FT).exists() and not run.path(layout.ADAPTER).exists()
+    assert run.path(layout.MODEL).exists()  # the model is replaced by the new one, not removed up front

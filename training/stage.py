@@ -66,8 +66,9 @@ def make(config: Config, context: Context) -> dict[str, Any]:
 
 def discard(config: Config, run_dir: RunDir) -> None:
     """--force trains from scratch: the checkpoints (the trainer would resume from them, or refuse
-    those of another experiment), the metrics log, the trained tokenizer and a LoRA adapter go."""
-    for folder in (layout.CHECKPOINTS, layout.TRAIN_LOGS, layout.TOKENIZER, layout.ADAPTER):
+    those of another experiment), the metrics log, the trained tokenizer, a LoRA adapter and the
+    WiSE-FT ensembles of the model it replaces go."""
+    for folder in (layout.CHECKPOINTS, layout.TRAIN_LOGS, layout.TOKENIZER, layout.ADAPTER, layout.WISE_FT):
         shutil.rmtree(run_dir.path(folder), ignore_errors=True)
 
 
@@ -76,4 +77,7 @@ def summary(stats: dict[str, Any]) -> str:
     if stats.get("loss_first") is not None:
         loss = f", loss {stats['loss_first']:.3f} -> {stats['loss_last']:.3f}"
     processes = f" on {stats['processes']} processes" if stats.get("processes", 1) > 1 else ""
-    return f"  {stats.get('steps', 0)} steps{processes}{loss}; the model: {shown(str(stats.get('model')))}"
+    ensembles = stats.get("wise_ft") or {}
+    wise_ft = "" if not ensembles else "; WiSE-FT top-1: " + ", ".join(
+        f"alpha {alpha} {'-' if acc1 is None else f'{acc1:.3f}'}" for alpha, acc1 in ensembles.items())
+    return f"  {stats.get('steps', 0)} steps{processes}{loss}; the model: {shown(str(stats.get('model')))}{wise_ft}"
