@@ -70,6 +70,19 @@ def test_every_rank_of_a_chain_is_scored_over_the_same_images_so_the_table_never
     assert values == sorted(values)
 
 
+def test_a_class_that_is_another_classs_ancestor_falls_in_that_taxon():
+    """The entity Felidae beside the lion: a lineage lists ancestors only, so the first version
+    scored Felidae for a lion's picture wrong at the family."""
+    from entitynet.training.evaluation.ranks import rank_accuracies
+
+    ids = ["lion", "Felidae", "wolf"]
+    lineages = [{"genus": "Panthera", "family": "Felidae", "order": "Carnivora"},
+                {"order": "Carnivora"}, {"genus": "Canis", "family": "Canidae", "order": "Carnivora"}]
+    # a lion predicted Felidae; Felidae predicted lion; a wolf predicted Felidae
+    scores, _ = rank_accuracies([1, 0, 1], [[0], [1], [2]], lineages, ids)
+    assert scores == {"acc1_species": 0.0, "acc1_genus": 0.0, "acc1_family": 2 / 3, "acc1_order": 1.0}
+
+
 def test_an_image_of_several_entities_is_right_at_a_rank_when_any_of_them_shares_it():
     from entitynet.training.evaluation.ranks import rank_accuracies
 

@@ -133,9 +133,12 @@ def test_the_modules_of_training_import_one_another_without_a_cycle(graph):
     assert a_cycle(graph) is None, f"import cycle: {' -> '.join(a_cycle(graph) or [])}"
 
 
-def test_the_train_stages_line_names_the_wise_ft_ensembles_and_force_discards_them(tmp_path):
-    """The trainer's wise_ft.alphas writes RUN/wise-ft: `entitynet run --force` retrains, so the
-    ensembles of the model it replaces go with the checkpoints; the stage's line shows their top-1."""
+def test_the_train_stages_line_names_the_wise_ft_ensembles_and_force_discards_only_what_the_trainer_wrote(tmp_path):
+    """The trainer's wise_ft.alphas writes RUN/wise-ft, model.lora.save_adapter RUN/adapter: `entitynet
+    run --force` retrains, so they go with the checkpoints, but only when they hold nothing else and
+    the ensembles are not the model the finetune starts from (--force removes only what it wrote)."""
+    from types import SimpleNamespace
+
     from entitynet import layout
     from entitynet.rundir import RunDir
     from entitynet.training import stage
@@ -144,9 +147,30 @@ def test_the_train_stages_line_names_the_wise_ft_ensembles_and_force_discards_th
                           "wise_ft": {"0.5": 0.4123, "1": None}})
     assert line.endswith("; WiSE-FT top-1: alpha 0.5 0.412, alpha 1 -")
     assert "WiSE-FT" not in stage.summary({"steps": 5, "model": "model", "wise_ft": {}})
-    run = RunDir(tmp_path / "run")
-    for name in (layout.WISE_FT, layout.ADAPTER, layout.MODEL):
-        (run.path(name) / "x").mkdir(parents=True)
-    stage.discard(None, run)  # type: ignore[arg-type]  (discard reads only the run directory)
+
+    def made(run: RunDir) -> None:
+        (run.path(layout.WISE_FT) / "alpha-0.5").mkdir(parents=True)
+        (run.path(layout.WISE_FT) / "wise_ft.json").write_text("{}")
+        run.path(layout.ADAPTER).mkdir()
+        (run.path(layout.ADAPTER) / "adapter_config.json").write_text("{}")
+        (run.path(layout.MODEL)).mkdir()
+
+    def config(init_from: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(train=SimpleNamespace(model=SimpleNamespace(init_from=init_from)))
+
+    run = RunDir(tmp_path / "own")
+    made(run)
+    stage.discard(config(), run)  # type: ignore[arg-type]  (discard reads config.train.model.init_from)
     assert not run.path(layout.WISE_FT).exists() and not run.path(layout.ADAPTER).exists()
-    assert run.path(layout.MODEL).exists()  # the model is replaced by the new one, not removed up front
+    assert run.path(layout.MODEL).exists()  # replaced by the new model, not removed up front
+    # a file of the user's in either folder, or a finetune that starts from an ensemble: kept
+    run = RunDir(tmp_path / "mixed")
+    made(run)
+    (run.path(layout.WISE_FT) / "notes.txt").write_text("mine")
+    (run.path(layout.ADAPTER) / "notes.txt").write_text("mine")
+    stage.discard(config(), run)  # type: ignore[arg-type]
+    assert (run.path(layout.WISE_FT) / "notes.txt").exists() and (run.path(layout.ADAPTER) / "notes.txt").exists()
+    run = RunDir(tmp_path / "start")
+    made(run)
+    stage.discard(config(str(run.path(layout.WISE_FT) / "alpha-0.5")), run)  # type: ignore[arg-type]
+    assert (run.path(layout.WISE_FT) / "alpha-0.5").is_dir()

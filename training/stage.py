@@ -66,10 +66,16 @@ def make(config: Config, context: Context) -> dict[str, Any]:
 
 def discard(config: Config, run_dir: RunDir) -> None:
     """--force trains from scratch: the checkpoints (the trainer would resume from them, or refuse
-    those of another experiment), the metrics log, the trained tokenizer, a LoRA adapter and the
-    WiSE-FT ensembles of the model it replaces go."""
-    for folder in (layout.CHECKPOINTS, layout.TRAIN_LOGS, layout.TOKENIZER, layout.ADAPTER, layout.WISE_FT):
+    those of another experiment), the metrics log, the trained tokenizer go; so do a LoRA adapter
+    and the WiSE-FT ensembles of the model it replaces, when they hold only what the trainer wrote
+    (and the ensembles are not the model the finetune starts from)."""
+    from entitynet.training.outputs import remove_own_adapter, remove_own_wise_ft
+
+    for folder in (layout.CHECKPOINTS, layout.TRAIN_LOGS, layout.TOKENIZER):
         shutil.rmtree(run_dir.path(folder), ignore_errors=True)
+    remove_own_adapter(run_dir.path(layout.ADAPTER), "train --force retrains the model it adapted")
+    remove_own_wise_ft(run_dir.path(layout.WISE_FT), config.train.model.init_from,
+                       "train --force retrains the model they interpolated")
 
 
 def summary(stats: dict[str, Any]) -> str:

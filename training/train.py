@@ -57,6 +57,7 @@ from entitynet.training.model import (
     train_tokenizer,
 )
 from entitynet.training.model_files import MissingTokenizer, require_vocabulary
+from entitynet.training.outputs import remove_own_adapter, remove_own_wise_ft
 from entitynet.training.schedule import Schedule
 from entitynet.training.sources import DatasetProblem, Source, resolve
 
@@ -690,6 +691,10 @@ def conclude(training: Training) -> dict[str, Any]:
         finish(Path(config.output_dir) / layout.MODEL, training.unwrapped, training.tokenizer, training.processor,
                config, metrics, training.history, lora=training.lora)
     accelerator.wait_for_everyone()
+    lora_config = config.model.lora
+    if accelerator.is_main_process and not (lora_config is not None and lora_config.save_adapter):
+        remove_own_adapter(Path(config.output_dir) / layout.ADAPTER, "it adapted an earlier model (no "
+                           "model.lora.save_adapter now)")
     wise_ft = wise_ft_at_end(training)
     for tracker in accelerator.trackers:  # not end_training(): the process group outlives train() (`entitynet run` evaluates next)
         tracker.finish()
@@ -712,9 +717,8 @@ def wise_ft_at_end(training: Training) -> dict[float, dict[str, Any]]:
     output = Path(config.output_dir)
     out, split = output / layout.WISE_FT, config.eval.split
     if not config.wise_ft.alphas:
-        if accelerator.is_main_process and (out / wise_ft.MANIFEST).is_file():
-            logger.warning("%s interpolated an earlier model; removed (wise_ft.alphas is empty)", out)
-            shutil.rmtree(out)
+        if accelerator.is_main_process:
+            remove_own_wise_ft(out, config.model.init_from, "it interpolated an earlier model (wise_ft.alphas is empty)")
         accelerator.wait_for_everyone()
         return {}
     assert config.model.init_from is not None  # the configuration refuses alphas without it

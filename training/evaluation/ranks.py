@@ -16,7 +16,9 @@ first version scored each rank over the images whose class had it, and the demo 
   one of them its ancestor at R or at a rank below R (two species of one genus are of one family,
   even where one's family is not recorded). A class without an ancestor at R (a family-level
   entity asked for its genus, or a rank the graph did not record) is thus judged at the nearest
-  rank below R it has, or as the class itself.
+  rank below R it has, or as the class itself. A class that is itself another's ancestor at R
+  (the entity Felidae, the lion's family) falls in that taxon at R: Felidae for a lion's picture
+  is right at the family, and so is the lion for a picture of Felidae.
 
 How many images were scored is in the task result's ``rank_images`` (one count per key, the same
 for a chain's keys).
@@ -32,14 +34,16 @@ __all__ = ["RANK_METRICS", "rank_accuracies"]
 
 
 def rank_accuracies(top1: Sequence[int], references: Sequence[Sequence[int]],
-                    lineages: Sequence[Mapping[str, str]]) -> tuple[dict[str, float], dict[str, int]]:
+                    lineages: Sequence[Mapping[str, str]],
+                    ids: Sequence[str] | None = None) -> tuple[dict[str, float], dict[str, int]]:
     """``({acc1_RANK: accuracy}, {acc1_RANK: images scored})`` for the shown ranks of both chains.
     ``top1[i]`` is image i's predicted class, ``references[i]`` its true classes, ``lineages[c]``
-    class c's ``{rank: ancestor id}``."""
+    class c's ``{rank: ancestor id}``, ``ids[c]`` its own id (a class that is itself a taxon of
+    another class's lineage, Felidae for the lion, is that taxon: predicting it is right at its rank)."""
     scores: dict[str, float] = {}
     counted: dict[str, int] = {}
     for chain, with_species in ((TAXONOMIC, True), (HYPERNYMS, False)):
-        chain_scores, images = _chain_accuracies(chain, top1, references, lineages)
+        chain_scores, images = _chain_accuracies(chain, top1, references, lineages, ids)
         if not chain_scores:
             continue
         species = chain_scores.pop("species")
@@ -50,7 +54,7 @@ def rank_accuracies(top1: Sequence[int], references: Sequence[Sequence[int]],
 
 
 def _chain_accuracies(chain: Sequence[str], top1: Sequence[int], references: Sequence[Sequence[int]],
-                      lineages: Sequence[Mapping[str, str]]) -> tuple[dict[str, float], int]:
+                      lineages: Sequence[Mapping[str, str]], ids: Sequence[str] | None) -> tuple[dict[str, float], int]:
     """``({rank: accuracy} with "species" for the classes themselves, images scored)`` of one chain."""
     in_chain = [(predicted, own) for predicted, own in zip(top1, references)
                 if any(rank in lineages[c] for c in own for rank in chain)]
@@ -63,8 +67,18 @@ def _chain_accuracies(chain: Sequence[str], top1: Sequence[int], references: Seq
         right["species"] += exact
         shared = exact
         for rank in chain:  # upwards: once an ancestor is shared, every rank above counts as right
-            shared = shared or any(rank in lineages[c] and lineages[predicted].get(rank) == lineages[c][rank]
-                                   for c in own)
+            shared = shared or any(_same_taxon(rank, predicted, c, lineages, ids) for c in own)
             if rank in right:
                 right[rank] += shared
     return {rank: hits / len(in_chain) for rank, hits in right.items()}, len(in_chain)
+
+
+def _same_taxon(rank: str, predicted: int, true: int, lineages: Sequence[Mapping[str, str]],
+                ids: Sequence[str] | None) -> bool:
+    """Whether the two classes fall in one taxon at ``rank``: the same ancestor there, or one of
+    them is the other's ancestor at that rank."""
+    mine, theirs = lineages[true].get(rank), lineages[predicted].get(rank)
+    if mine is not None and theirs == mine:
+        return True
+    return ids is not None and ((mine is not None and mine == ids[predicted]) or
+                                (theirs is not None and theirs == ids[true]))

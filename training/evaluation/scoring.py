@@ -106,7 +106,7 @@ def classification(features: ImageFeatures, classes: ClassSet, weights: torch.Te
               **per_class(classes, references, ranked[:, 0].tolist())}
     lineages = [features.lineages.get(class_id, {}) for class_id in classes.ids]
     if any(lineages):
-        at_ranks, counted = rank_accuracies(ranked[:, 0].tolist(), references, lineages)
+        at_ranks, counted = rank_accuracies(ranked[:, 0].tolist(), references, lineages, list(classes.ids))
         scores.update(at_ranks)
         result["rank_images"] = counted
     return result
