@@ -235,6 +235,12 @@ class RunDir:
                     f"{self.root} was made by entitynet {made.get('entitynet', '?')} (run-directory layout {version}); "
                     f"this is entitynet {__version__} (layout {layout.LAYOUT_VERSION}), which reads its own layout only: "
                     f"use another --run and run the stages again there (or the entitynet version that made it)")
+        elif any((self.root / name).exists() for name in (layout.STAGES, layout.CONFIG, layout.CACHE)):
+            # stages ran here before any layout was stamped: layout 1, whose shapes this version no longer reads
+            raise StageError(
+                f"{self.root} holds stages of a run made before run directories recorded their layout (layout 1); "
+                f"this is entitynet {__version__} (layout {layout.LAYOUT_VERSION}), which reads its own layout only: "
+                f"use another --run and run the stages again there")
         else:
             write_text_atomic(stamp, json.dumps({"layout": layout.LAYOUT_VERSION, "entitynet": __version__}) + "\n")
 

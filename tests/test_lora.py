@@ -235,3 +235,19 @@ def test_without_peft_the_configuration_says_which_extra(tmp_path, base, monkeyp
     message = refusal(tmp_path, f"model.init_from={base}", "model.lora.rank=8")
     assert message.endswith("model.lora: needs the lora extra (peft is not installed): pip install 'entitynet[lora]'")
     load_train_config("tiny", ["dataset=x", f"output_dir={tmp_path}", f"model.init_from={base}"])  # no LoRA: fine
+
+
+def test_embedding_targets_count_among_the_adapted_layers(base):
+    """PEFT keeps an embedding's adapter in lora_embedding_A: the first count missed them (the log
+    read "1 vision and 0 text layers" for three embeddings)."""
+    import transformers
+
+    from entitynet.training import lora
+    from entitynet.training.config import LoraConfig
+
+    config = LoraConfig(rank=2, targets=["token_embedding", "position_embedding", "q_proj"])
+    wrapped = lora.wrap(transformers.CLIPModel.from_pretrained(base), config, str(base))
+    layers = lora.summary(wrapped, config)["layers"]
+    tiny = PRESETS["tiny"]
+    # the text tower's token and position embeddings, the vision tower's position embedding, q_proj per layer
+    assert layers == {"vision": tiny.vision_layers + 1, "text": tiny.text_layers + 2}

@@ -79,6 +79,14 @@ def test_a_run_directory_of_the_previous_layout_is_refused_before_any_stage(comm
     assert len(error.strip().splitlines()) == 1
     assert sorted(p.name for p in run.iterdir()) == ["images", "run.json"]
     assert json.loads((run / "run.json").read_text())["layout"] == 2
+    # layout 1 stamped nothing: a folder with stages and no run.json is that, not a new run
+    older = tmp_path / "older"
+    (older / "stages").mkdir(parents=True)
+    (older / "stages" / "images.json").write_text("{}")
+    assert main([*command, "--run", str(older), "--config", "livingthings-mini"]) == 1
+    error = capsys.readouterr().err
+    assert "made before run directories recorded their layout (layout 1)" in error and len(error.strip().splitlines()) == 1
+    assert not (older / "run.json").exists()
 
 
 def test_the_mini_preset_is_accepted_by_every_stage_offline(tmp_path):

@@ -57,7 +57,9 @@ def summary(model: PeftModel, config: LoraConfig) -> dict[str, Any]:
     """What the card and the log say: the settings, the trainable and total parameters, the
     adapted layers per tower and the temperature kept."""
     trainable, total = model.get_nb_trainable_parameters()
-    adapted = [name for name, module in model.named_modules() if hasattr(module, "lora_A") and module.lora_A]
+    # PEFT's embedding layers keep their adapters in lora_embedding_A, the others in lora_A
+    adapted = [name for name, module in model.named_modules()
+               if getattr(module, "lora_A", None) or getattr(module, "lora_embedding_A", None)]
     towers = {"vision": 0, "text": 0}
     for name in adapted:
         inner = name.removeprefix("base_model.model.")
