@@ -146,13 +146,30 @@ def replayed(config: Any) -> list[dict[str, Any]]:
     for entry, share in zip(mix, rows):
         path = Path(entry.dataset)
         if not path.exists():
-            name = entry.dataset  # a Hub id or a URL pattern of tars
+            name = public_name(entry.dataset)
         elif (path / "README.md").exists():
             name = pretty_name(path)
         else:
             name = path.name
         shown.append({"name": name, "weight": entry.weight, "rows": share})
     return shown
+
+
+def public_name(dataset: str) -> str:
+    """A replay source that is no local folder, as a card may show it: a Hub id as it is, a URL
+    without its user, password or query (where keys travel), a local tar pattern by its folder's
+    name (``/home/alice/cc3m/{00000..00099}.tar``: ``cc3m``)."""
+    import re
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" in dataset:
+        parts = urlsplit(dataset)
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", dataset) and not dataset.startswith("."):
+        return dataset
+    path = Path(dataset)
+    return path.parent.name or path.name
 
 
 def pretty_name(folder: Path) -> str:

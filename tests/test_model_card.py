@@ -162,3 +162,17 @@ def test_the_trainers_dataset_id_names_a_hub_dataset_and_changes_nothing_trained
     assert identity(named) == identity(load_train_config("tiny", base))  # a rename retrains nothing
     with pytest.raises(ConfigError, match="dataset_id"):
         load_train_config("tiny", [*base, f"dataset_id={tmp_path}"])
+
+
+def test_a_replay_source_is_named_in_the_card_without_local_paths_or_credentials():
+    """The card named a tar pattern that is no folder verbatim: /home/alice/private/... and a URL's
+    user, password and query (where keys travel) went into a file meant for the Hub."""
+    from types import SimpleNamespace
+
+    from entitynet.hub_cards.model_card import replayed
+
+    mix = [SimpleNamespace(dataset="/home/alice/private/cc3m/{00000..00099}.tar", weight=0.25),
+           SimpleNamespace(dataset="https://bob:s3cret@data.example.org:8443/laion/{0..9}.tar?token=abc", weight=0.25),
+           SimpleNamespace(dataset="laion/relaion2B-en", weight=0.25)]
+    names = [source["name"] for source in replayed(SimpleNamespace(batch_size=8, mix=mix))]
+    assert names == ["cc3m", "https://data.example.org:8443/laion/{0..9}.tar", "laion/relaion2B-en"]
