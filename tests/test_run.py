@@ -36,6 +36,8 @@ def nothing_written(run: Path) -> bool:
     (["--set", "train.dataset=elsewhere"], 2, "--set: train.dataset: the run trains on RUN/dataset: leave it unset"),
     (["--set", "train.preset=livingthings-vit-b-32"], 1,  # HF_HUB_OFFLINE=1 (conftest), an empty Hub cache
      "train: model.tokenizer openai/clip-vit-base-patch32 is neither a folder nor in the Hub cache"),
+    (["--set", "train.mix=[{dataset: ./no-such-replay, weight: 0.25}]"], 1,  # found before the crawl, not after it
+     "train: mix[0] (./no-such-replay): ./no-such-replay: no such dataset folder"),
 ])
 def test_bad_configuration_stops_before_any_work(tmp_path, capsys, monkeypatch, arguments, code, message):
     import huggingface_hub.constants

@@ -32,6 +32,19 @@ def check(config: Config, run_dir: RunDir) -> None:
             raise TrainingFailed(
                 f"train: {key} {name} is neither a folder nor in the Hub cache, and HF_HUB_OFFLINE is set; "
                 f"download it once with internet (hf download {name}) or name a local folder")
+    check_replay_sources(settings)
+
+
+def check_replay_sources(settings: Any) -> None:
+    """``train.mix``: each replay dataset is found and can feed training (as the trainer will find
+    it), before the crawl and the download rather than after them."""
+    from entitynet.training.sources import DatasetProblem, resolve
+
+    for index, entry in enumerate(settings.mix):
+        try:
+            resolve(entry.dataset, entry.config or settings.dataset_config, "train")
+        except DatasetProblem as error:
+            raise TrainingFailed(f"train: mix[{index}] ({entry.dataset}): {error}") from None
 
 
 def hub_file_available(name: str, file: str) -> bool:
