@@ -299,3 +299,30 @@ def test_tar_samples_without_a_text_are_named_before_any_work_or_at_their_batch(
     assert str(raised.value) == f"{late / '00000.tar'}: sample l20 has an image but no text to pair it with " \
                                 "(a .txt, or alt_texts or queries in its .json)"
     assert trainer.latest_checkpoint(tmp_path / "b" / "checkpoints") is not None
+
+
+def test_each_pass_over_a_small_replay_set_draws_new_crops_and_texts(hub_layout, replay_layout):  # noqa: F811
+    """The collator seeded crops and texts by (seed, main epoch, image): a replay set that runs
+    through 6 of its epochs in one main epoch showed each image 6 times with the same crop and text."""
+    from entitynet.training.config import AugmentConfig
+    from entitynet.training.data import Collator
+    from entitynet.training.mix import DRAW
+    from entitynet.training.model import train_tokenizer
+
+    sources = [resolve(str(hub_layout), "livingthings", "train"), resolve(str(replay_layout), "livingthings", "train")]
+    loader = DataLoader(mixed(sources, [6, 2], 0), batch_size=8, collate_fn=lambda rows: rows)
+    rows = [row for batch in loader for row in batch]
+    replays = [row for row in rows if row["image_id"] == "rep0000"]
+    assert [row[DRAW] for row in replays] == [f"replay1.{epoch}" for epoch in range(len(replays))] and len(replays) >= 3
+    assert all(DRAW not in row for row in rows if row["image_id"].startswith("img"))
+    collator = Collator(train_tokenizer(["a b c"] * 4, 300, 16), TextConfig(), AugmentConfig(), 32, 0, 16)
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()  # a gradient, so that two crops of it differ
+    Image.fromarray(np.add.outer(np.arange(96), np.arange(128)).astype(np.uint8)).convert("RGB").save(buffer, "PNG")
+    image = {"bytes": buffer.getvalue(), "path": None}
+    crops = [collator.crop({**row, "image": image}) for row in replays]
+    assert len({crop.tobytes() for crop in crops}) == len(crops)  # a new crop on each pass
+    same_pass = {**replays[0], "image": image}
+    assert collator.crop(same_pass).tobytes() == crops[0].tobytes()  # and the same one for the same pass: exact resume

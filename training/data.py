@@ -18,7 +18,7 @@ import torch
 
 from entitynet.training.config import AugmentConfig, TextConfig
 from entitynet.training.images import image_bytes, train_image
-from entitynet.training.mix import MixedRows
+from entitynet.training.mix import DRAW, MixedRows
 from entitynet.training.stream import StreamedRows, to_device
 from entitynet.training.text_mix import rng_for, sample_text
 
@@ -43,7 +43,7 @@ class Collator:
     token_cache: TokenCache = field(default_factory=lambda: TokenCache(), repr=False, compare=False)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        texts = [sample_text(row, self.text, self.seed, self.epoch) for row in rows]
+        texts = [sample_text(row, self.text, self.seed, row.get(DRAW, self.epoch)) for row in rows]
         # each crop goes straight into the batch (no list of arrays, no np.stack copy)
         pixels = self.buffers.take((len(rows), self.image_size, self.image_size, 3))
         for n, row in enumerate(rows):
@@ -72,7 +72,7 @@ class Collator:
 
     def crop(self, row: dict[str, Any]) -> Any:
         data, path = image_bytes(row["image"])
-        rng = rng_for(self.seed, self.epoch, row["image_id"], "crop")
+        rng = rng_for(self.seed, row.get(DRAW, self.epoch), row["image_id"], "crop")
         try:
             return train_image(data, self.image_size, tuple(self.augment.scale), tuple(self.augment.ratio), rng, path)
         except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not an image I can read"

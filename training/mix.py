@@ -27,6 +27,8 @@ from entitynet.training.sources import Source
 from entitynet.training.stream import StreamedRows
 
 logger = logging.getLogger(__name__)
+# a replay row's key that stands in for the epoch in its crop's and text's seeds (training/data.py)
+DRAW = "_draw"
 
 
 class MixedRows(IterableDataset):
@@ -90,5 +92,8 @@ class MixedRows(IterableDataset):
         stream = self.streams[index]
         epoch, skip = self.position(index, start)
         while True:
-            yield from stream.part_rows(epoch, part, skip)
+            # the row's own draw (source and epoch) seeds its crop and text: a small replay set runs
+            # through several of its epochs in one main epoch, and each pass must look different
+            for row in stream.part_rows(epoch, part, skip):
+                yield {**row, DRAW: f"replay{index}.{epoch}"}
             epoch, skip = epoch + 1, 0

@@ -41,7 +41,7 @@ Option = tuple[str, float, str]  # text, weight, branch
 NOUN_KINDS = ("noun", "wordnet-noun")
 
 
-def rng_for(seed: int, epoch: int, image_id: str, purpose: str) -> random.Random:
+def rng_for(seed: int, epoch: int | str, image_id: str, purpose: str) -> random.Random:
     """A generator owned by one (seed, epoch, image) and one purpose ("text", "crop", ...)."""
     digest = hashlib.blake2b(f"{seed}|{epoch}|{image_id}|{purpose}".encode(), digest_size=8).digest()
     return random.Random(int.from_bytes(digest, "big"))
@@ -141,7 +141,7 @@ def alt_texts(row: dict[str, Any]) -> list[str]:
     return _unique(row.get("alt_texts") or [])
 
 
-def sample_text(row: dict[str, Any], text: TextConfig, seed: int, epoch: int) -> str:
+def sample_text(row: dict[str, Any], text: TextConfig, seed: int, epoch: int | str) -> str:
     """The text ``row``'s image is paired with at ``epoch``."""
     rng = rng_for(seed, epoch, row["image_id"], "text")
     alts, queries = alt_texts(row), row.get("queries") or []
