@@ -326,3 +326,25 @@ def test_each_pass_over_a_small_replay_set_draws_new_crops_and_texts(hub_layout,
     assert len({crop.tobytes() for crop in crops}) == len(crops)  # a new crop on each pass
     same_pass = {**replays[0], "image": image}
     assert collator.crop(same_pass).tobytes() == crops[0].tobytes()  # and the same one for the same pass: exact resume
+
+
+def test_a_replay_row_without_text_or_with_a_broken_image_stops_training_in_one_line(hub_layout, tmp_path):  # noqa: F811
+    """A row of a plain parquet replay with no alt text, or an undecodable image, raised a ValueError
+    inside a loader worker: a traceback, without the mix entry it came from."""
+    features = datasets.Features({"image": datasets.Image(), "image_id": datasets.Value("string"),
+                                  "alt_texts": datasets.Sequence(datasets.Value("string"))})
+    for case, image, texts, message in [
+            ("textless", picture(1), [], "image bad has neither an alt text nor a query to be paired with "
+                                         "(replay source mix[0])"),
+            ("broken", b"not an image", ["a caption"], "image bad (replay source mix[0]) cannot be decoded")]:
+        folder = tmp_path / case
+        (folder / "data").mkdir(parents=True)
+        datasets.Dataset.from_dict({"image": [{"bytes": picture(n), "path": None} for n in range(11)] +
+                                             [{"bytes": image, "path": None}],
+                                    "image_id": [f"ok{n}" for n in range(11)] + ["bad"],
+                                    "alt_texts": [["a caption"]] * 11 + [texts]},
+                                   features=features).to_parquet(folder / "data" / "train-00000.parquet")
+        with pytest.raises(trainer.DataError) as raised:
+            trainer.train(mixed_config(hub_layout, tmp_path / f"out-{case}", f"[{{dataset: {folder}, weight: 0.25}}]",
+                                       "max_steps=6", "num_workers=2"))
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value)

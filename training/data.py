@@ -19,12 +19,23 @@ import torch
 from entitynet.training.config import AugmentConfig, TextConfig
 from entitynet.training.images import image_bytes, train_image
 from entitynet.training.mix import DRAW, MixedRows
+from entitynet.training.sources import DatasetProblem
 from entitynet.training.stream import StreamedRows, to_device
 from entitynet.training.text_mix import rng_for, sample_text
 
 # what the trainer reads of a row: the rest (URLs, licences, ...) is never decoded
 TRAIN_COLUMNS = ("image", "image_id", "alt_texts", "queries", "entities")
 TEXT_ONLY = ("image_id", "alt_texts", "queries", "entities")
+
+
+class RowProblem(ValueError):
+    """A training row that cannot be made into an example (no text, an undecodable image)."""
+
+
+def _origin(row: dict[str, Any]) -> str:
+    """Where a replay row comes from (its draw names the mix entry); nothing for the main dataset's."""
+    draw = row.get(DRAW)
+    return f" (replay source mix[{int(draw.split('.')[0].removeprefix('replay')) - 1}])" if draw else ""
 
 
 @dataclass
@@ -43,13 +54,22 @@ class Collator:
     token_cache: TokenCache = field(default_factory=lambda: TokenCache(), repr=False, compare=False)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        texts = [sample_text(row, self.text, self.seed, row.get(DRAW, self.epoch)) for row in rows]
-        # each crop goes straight into the batch (no list of arrays, no np.stack copy)
-        pixels = self.buffers.take((len(rows), self.image_size, self.image_size, 3))
-        for n, row in enumerate(rows):
-            pixels[n] = self.crop(row)
+        try:
+            texts = [self.text_of(row) for row in rows]
+            # each crop goes straight into the batch (no list of arrays, no np.stack copy)
+            pixels = self.buffers.take((len(rows), self.image_size, self.image_size, 3))
+            for n, row in enumerate(rows):
+                pixels[n] = self.crop(row)
+        except RowProblem as error:  # train() says it in one line, with the source of a replay row
+            raise DatasetProblem(str(error)) from None
         input_ids, attention_mask = self.tokens(texts)
         return {"pixel_values": torch.from_numpy(pixels), "input_ids": input_ids, "attention_mask": attention_mask}
+
+    def text_of(self, row: dict[str, Any]) -> str:
+        try:
+            return sample_text(row, self.text, self.seed, row.get(DRAW, self.epoch))
+        except ValueError as error:  # neither an alt text nor a query
+            raise RowProblem(f"{error}{_origin(row)}") from None
 
     def tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) of ``texts``, padded to the context length. Padding to a
@@ -76,7 +96,7 @@ class Collator:
         try:
             return train_image(data, self.image_size, tuple(self.augment.scale), tuple(self.augment.ratio), rng, path)
         except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not an image I can read"
-            raise ValueError(f"image {row['image_id']} cannot be decoded: {error}") from error
+            raise RowProblem(f"image {row['image_id']}{_origin(row)} cannot be decoded: {error}") from error
 
 
 class PerProcess:
