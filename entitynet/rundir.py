@@ -242,6 +242,14 @@ class RunDir:
                 f"this is entitynet {__version__} (layout {layout.LAYOUT_VERSION}), which reads its own layout only: "
                 f"use another --run and run the stages again there")
         else:
+            self.stamp()
+
+    def stamp(self) -> None:
+        """RUN/run.json: the layout this run directory is written in (once, by what writes it first)."""
+        from entitynet import __version__, layout
+
+        stamp = self.root / layout.RUN_MARKER
+        if not stamp.exists():
             write_text_atomic(stamp, json.dumps({"layout": layout.LAYOUT_VERSION, "entitynet": __version__}) + "\n")
 
     def path(self, name: str) -> Path:
@@ -250,6 +258,7 @@ class RunDir:
     def cache_dir(self, stage: str) -> Path:
         folder = self.root / layout.CACHE / stage
         folder.mkdir(parents=True, exist_ok=True)
+        self.stamp()
         return folder
 
     def marker(self, stage: str) -> Path:
@@ -340,6 +349,7 @@ class RunDir:
         """Before the main process makes a stage: the settings it makes it with are recorded, and
         the temporary files of a run killed mid-write (kill -9 skips cleanup) go."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.stamp()  # before anything of the stage's: a kill from here on leaves a stamped folder
         for output in outputs:
             for stale in output.parent.glob(f".{output.name}.*.tmp"):
                 stale.unlink(missing_ok=True)
@@ -357,6 +367,7 @@ class RunDir:
             "versions": package_versions(),
             "stats": stats,
         }
+        self.stamp()  # a marker is never written into an unstamped folder: that is what layout 1 looked like
         write_text_atomic(self.marker(stage), json.dumps(record, indent=2, sort_keys=False) + "\n")
 
     def inputs(self, stage: str, requires: tuple[str, ...]) -> dict[str, str]:
