@@ -166,17 +166,7 @@ def test_a_suite_gives_a_table_of_scores_across_alphas(pair, tmp_path, capsys):
 
 # ---- the trainer's wise_ft.alphas: WiSE-FT at the end of a finetune ----
 
-CARD = """---
-configs:
-- config_name: livingthings
-  data_files:
-  - split: train
-    path: data/living/train-*
-  - split: test
-    path: data/living/test-*
----
-# three entities in flat colours (tests/test_wise_ft.py)
-"""
+from test_streaming import CARD  # noqa: E402  (our layout with a train and a test split)
 
 
 def flat_dataset(folder: Path) -> Path:
