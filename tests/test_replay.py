@@ -348,3 +348,16 @@ def test_a_replay_row_without_text_or_with_a_broken_image_stops_training_in_one_
             trainer.train(mixed_config(hub_layout, tmp_path / f"out-{case}", f"[{{dataset: {folder}, weight: 0.25}}]",
                                        "max_steps=6", "num_workers=2"))
         assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_a_resume_refuses_a_replay_source_whose_train_split_changed_size(hub_layout, replay_layout, tmp_path):  # noqa: F811
+    """A replay's place in its epochs is arithmetic on its rows: a source that grew between the kill and
+    the rerun (an unpinned Hub dataset, a folder gaining a shard) moved every position silently."""
+    replay = tmp_path / "replay"
+    shutil.copytree(replay_layout, replay)
+    mix = f"[{{dataset: {replay}, weight: 0.25}}]"
+    trainer.train(mixed_config(hub_layout, tmp_path / "out", mix, "max_steps=2", "checkpoint_every=1"))
+    shard = replay / "data" / "living" / "train-00000-of-00001.parquet"
+    shutil.copy(shard, shard.with_name("train-00001-of-00001.parquet"))  # 8 more rows
+    with pytest.raises(trainer.ResumeMismatch, match=r"train splits of other sizes \(mix\[0\]: 8 then, 16 now\)"):
+        trainer.train(mixed_config(hub_layout, tmp_path / "out", mix, "max_steps=4", "checkpoint_every=1"))

@@ -130,13 +130,16 @@ def check_resumable(saved: dict[str, Any], config: TrainConfig, checkpoint: Path
             f"use another --output-dir, or delete {checkpoint.parent} to start over")
 
 
-def data_plan(config: TrainConfig, processes: int, streaming: bool) -> dict[str, Any]:
+def data_plan(config: TrainConfig, processes: int, streaming: bool, rows: Sequence[int] = ()) -> dict[str, Any]:
     """What a checkpoint's position in the data means: the global batch (the rows of one step) and
     how it is cut; streamed, the workers each process's rows are cut for too (their order depends
-    on it). Map-style, the order is drawn in the main process, whatever the workers."""
+    on it). Map-style, the order is drawn in the main process, whatever the workers. ``rows``: the
+    train split's rows of the dataset and of each replay source (positions are counted in them)."""
     plan: dict[str, Any] = {"global_batch": config.batch_size * processes * config.accumulation_steps,
                             "batch_size": config.batch_size, "processes": processes,
                             "accumulation_steps": config.accumulation_steps, "streaming": streaming}
+    if rows:
+        plan["rows"] = list(rows)
     if streaming:
         plan["num_workers"] = config.num_workers
     if config.mix:  # a replay's place in its epochs is counted in the batches of these shares
@@ -169,6 +172,14 @@ def check_data_plan(saved: dict[str, Any], current: dict[str, Any], checkpoint: 
         raise ResumeMismatch(
             f"{checkpoint} drew {_mix_text(saved)} rows per process per batch, this run would draw "
             f"{_mix_text(current)} (another place in the replay sources): resume with the checkpoint's mix, {again}")
+    if "rows" in saved and "rows" in current and saved["rows"] != current["rows"]:
+        names = ["the dataset", *(f"mix[{n}]" for n in range(len(current["rows"]) - 1))]
+        changed = ", ".join(f"{name}: {was} then, {now} now" for name, was, now in
+                            zip(names, saved["rows"], current["rows"]) if was != now) or \
+            f"{len(saved['rows'])} sources then, {len(current['rows'])} now"
+        raise ResumeMismatch(
+            f"{checkpoint} was trained on train splits of other sizes ({changed}); its place in them would be other "
+            f"rows: restore the data it was trained on, {again}")
     if saved["streaming"] and max(1, saved["num_workers"]) != max(1, current["num_workers"]):
         raise ResumeMismatch(
             f"{checkpoint} streamed its data in an order cut for num_workers={saved['num_workers']} per process; with "
@@ -488,7 +499,8 @@ def setup(config: TrainConfig) -> tuple[Training, Path | None, dict[str, Any] | 
     training = Training(config=config, accelerator=accelerator, model=model, unwrapped=unwrapped,
                         tokenizer=tokenizer, processor=processor, mean=mean, std=std, optimizer=optimizer, data=data,
                         loss_fn=ClipLoss(accelerator.process_index, accelerator.num_processes),
-                        plan=data_plan(config, accelerator.num_processes, streaming), schedule=schedule)
+                        plan=data_plan(config, accelerator.num_processes, streaming,
+                                       [source.rows, *(replay.rows for replay in replays)]), schedule=schedule)
     if config.model.lora is not None:
         from entitynet.training import lora
 
