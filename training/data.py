@@ -28,10 +28,6 @@ TRAIN_COLUMNS = ("image", "image_id", "alt_texts", "queries", "entities")
 TEXT_ONLY = ("image_id", "alt_texts", "queries", "entities")
 
 
-class RowProblem(ValueError):
-    """A training row that cannot be made into an example (no text, an undecodable image)."""
-
-
 def _origin(row: dict[str, Any]) -> str:
     """Where a replay row comes from (its draw names the mix entry); nothing for the main dataset's."""
     draw = row.get(DRAW)
@@ -54,14 +50,11 @@ class Collator:
     token_cache: TokenCache = field(default_factory=lambda: TokenCache(), repr=False, compare=False)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        try:
-            texts = [self.text_of(row) for row in rows]
-            # each crop goes straight into the batch (no list of arrays, no np.stack copy)
-            pixels = self.buffers.take((len(rows), self.image_size, self.image_size, 3))
-            for n, row in enumerate(rows):
-                pixels[n] = self.crop(row)
-        except RowProblem as error:  # train() says it in one line, with the source of a replay row
-            raise DatasetProblem(str(error)) from None
+        texts = [self.text_of(row) for row in rows]
+        # each crop goes straight into the batch (no list of arrays, no np.stack copy)
+        pixels = self.buffers.take((len(rows), self.image_size, self.image_size, 3))
+        for n, row in enumerate(rows):
+            pixels[n] = self.crop(row)
         input_ids, attention_mask = self.tokens(texts)
         return {"pixel_values": torch.from_numpy(pixels), "input_ids": input_ids, "attention_mask": attention_mask}
 
@@ -69,7 +62,7 @@ class Collator:
         try:
             return sample_text(row, self.text, self.seed, row.get(DRAW, self.epoch))
         except ValueError as error:  # neither an alt text nor a query
-            raise RowProblem(f"{error}{_origin(row)}") from None
+            raise DatasetProblem(f"{error}{_origin(row)}") from None  # train() says it in one line
 
     def tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) of ``texts``, padded to the context length. Padding to a
@@ -96,7 +89,7 @@ class Collator:
         try:
             return train_image(data, self.image_size, tuple(self.augment.scale), tuple(self.augment.ratio), rng, path)
         except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not an image I can read"
-            raise RowProblem(f"image {row['image_id']}{_origin(row)} cannot be decoded: {error}") from error
+            raise DatasetProblem(f"image {row['image_id']}{_origin(row)} cannot be decoded: {error}") from error
 
 
 class PerProcess:

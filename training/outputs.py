@@ -6,9 +6,7 @@ otherwise it is kept and the log says why."""
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -35,21 +33,19 @@ def remove_own_adapter(folder: Path, why: str) -> bool:
 
 def remove_own_wise_ft(folder: Path, init_from: str | None, why: str) -> bool:
     """Remove ``folder`` when it holds only the trainer's WiSE-FT output (its manifest, alpha-*
-    folders, scores) and neither is nor holds ``init_from``. Returns whether it was removed."""
-    from entitynet.training.wise_ft import MANIFEST, WRITTEN
+    folders, scores) and neither is nor holds ``init_from``: the rule ``entitynet wise-ft --force``
+    replaces its OUT by (``wise_ft.refuse_out``). Returns whether it was removed."""
+    from entitynet.training.wise_ft import MANIFEST, WiseFTError, refuse_out
 
-    if not folder.is_dir():
+    if not (folder / MANIFEST).is_file():  # empty, absent, or not the trainer's: nothing of ours to remove
+        if folder.is_dir() and any(folder.iterdir()):
+            logger.warning("%s kept: it has no %s, so the trainer did not write it", folder, MANIFEST)
         return False
-    foreign = sorted(e.name for e in folder.iterdir() if not any(fnmatch.fnmatchcase(e.name, p) for p in WRITTEN))
-    if not (folder / MANIFEST).is_file() or foreign:
-        logger.warning("%s kept: it holds %s, not only the trainer's WiSE-FT output", folder,
-                       ", ".join(foreign[:5]) if foreign else f"no {MANIFEST}")
+    try:
+        refuse_out(folder, True, (init_from,) if init_from else ())
+    except WiseFTError as error:
+        logger.warning("%s kept: %s", folder, error)
         return False
-    if init_from and Path(init_from).exists():
-        start, root = os.path.realpath(init_from), os.path.realpath(folder)
-        if start == root or start.startswith(root + os.sep):
-            logger.warning("%s kept: model.init_from %s lies in it", folder, init_from)
-            return False
     shutil.rmtree(folder)
     logger.warning("%s removed: %s", folder, why)
     return True

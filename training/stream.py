@@ -111,11 +111,10 @@ class StreamedRows(IterableDataset):
         start = self.rank * per_process + worker * (per_process // self.workers)
         return start, start + self.rows_per_worker()
 
-    def worker_skip_rows(self, worker: int, skip_batches: int | None = None) -> int:
-        """Rows the worker handed out in the batches already consumed (its batches are every
-        ``workers``-th of the loader's); ``skip_batches`` defaults to the stream's."""
-        skip = self.skip_batches if skip_batches is None else skip_batches
-        consumed = max(0, skip - worker + self.workers - 1) // self.workers
+    def worker_skip_rows(self, worker: int, skip_batches: int) -> int:
+        """Rows the worker handed out in the first ``skip_batches`` batches of the epoch (its batches
+        are every ``workers``-th of the loader's)."""
+        consumed = max(0, skip_batches - worker + self.workers - 1) // self.workers
         return consumed * self.batch_size
 
     # --- reading ------------------------------------------------------------------------------
