@@ -33,18 +33,21 @@ def remove_own_adapter(folder: Path, why: str) -> bool:
 
 def remove_own_wise_ft(folder: Path, init_from: str | None, why: str) -> bool:
     """Remove ``folder`` when it holds only the trainer's WiSE-FT output (its manifest, alpha-*
-    folders, scores) and neither is nor holds ``init_from``: the rule ``entitynet wise-ft --force``
-    replaces its OUT by (``wise_ft.refuse_out``). Returns whether it was removed."""
-    from entitynet.training.wise_ft import MANIFEST, WiseFTError, refuse_out
+    folders, scores: ``wise_ft.foreign_entries``) and neither is, holds nor lies in ``init_from``
+    (``wise_ft.refuse_out``'s rule). Returns whether it was removed."""
+    from entitynet.training.wise_ft import MANIFEST, WiseFTError, foreign_entries, refuse_out
 
-    if not (folder / MANIFEST).is_file():  # empty, absent, or not the trainer's: nothing of ours to remove
-        if folder.is_dir() and any(folder.iterdir()):
-            logger.warning("%s kept: it has no %s, so the trainer did not write it", folder, MANIFEST)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return False
+    foreign = foreign_entries(folder)
+    if not (folder / MANIFEST).is_file() or foreign:
+        logger.warning("%s kept: it holds %s, not only the trainer's WiSE-FT output", folder,
+                       ", ".join(foreign[:5]) if foreign else f"no {MANIFEST}")
         return False
     try:
         refuse_out(folder, True, (init_from,) if init_from else ())
-    except WiseFTError as error:
-        logger.warning("%s kept: %s", folder, error)
+    except WiseFTError:  # the only refusal left: it is, holds or lies in the model the finetune starts from
+        logger.warning("%s kept: model.init_from %s is, holds or lies in it", folder, init_from)
         return False
     shutil.rmtree(folder)
     logger.warning("%s removed: %s", folder, why)

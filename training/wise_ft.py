@@ -138,6 +138,11 @@ def tokenizer_differences(a: Any, b: Any, finetuned_context: bool = False) -> li
     return []
 
 
+def foreign_entries(out: Path) -> list[str]:
+    """The names in ``out`` that wise-ft does not write (``WRITTEN``)."""
+    return sorted(e.name for e in out.iterdir() if not any(fnmatch.fnmatchcase(e.name, p) for p in WRITTEN))
+
+
 def refuse_out(out: Path, force: bool, inputs: Sequence[str]) -> None:
     """OUT must not be, hold or lie inside an input; an existing OUT must be empty, or this command's
     own output (replaced only with ``force``)."""
@@ -154,7 +159,7 @@ def refuse_out(out: Path, force: bool, inputs: Sequence[str]) -> None:
         raise WiseFTError(f"OUT {out} is {'a link' if out.is_symlink() else 'a file'}; name a folder to write")
     if not out.exists() or not any(out.iterdir()):
         return
-    foreign = sorted(e.name for e in out.iterdir() if not any(fnmatch.fnmatchcase(e.name, p) for p in WRITTEN))
+    foreign = foreign_entries(out)
     if not (out / MANIFEST).is_file() or foreign:
         shown = _few(foreign) if foreign else f"no {MANIFEST}"
         raise WiseFTError(f"OUT {out} is not empty and not written by entitynet wise-ft ({shown}); name another OUT")
